@@ -1,0 +1,47 @@
+"""The exceptions pomabotd raises; each message tells the user what to fix.
+
+    PomabotdError
+    ├── ConfigError          a bad key or value; names the key and its source (exit 2)
+    ├── InputError           a bad markets/signals source as a whole (missing file, unreadable)
+    ├── LedgerError          positions.jsonl / metrics.jsonl cannot be read back safely
+    └── CycleError           a cycle could not complete (exit 1)
+        └── PoolCrashLoopError   every rebuilt worker pool died at once
+
+A single bad record is not an exception: it becomes a `Rejected` value with its line and field,
+and the rest of the input still runs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CycleError",
+    "InputError",
+    "LedgerError",
+    "PomabotdError",
+    "PoolCrashLoopError",
+]
+
+
+class PomabotdError(Exception):
+    """Base of every error pomabotd raises on purpose."""
+
+
+class ConfigError(PomabotdError):
+    """A configuration key or value was refused."""
+
+
+class InputError(PomabotdError):
+    """An input source cannot be used at all."""
+
+
+class LedgerError(PomabotdError):
+    """The output directory holds files pomabotd cannot continue safely."""
+
+
+class CycleError(PomabotdError):
+    """A cycle failed as a whole."""
+
+
+class PoolCrashLoopError(CycleError):
+    """The worker pool kept dying as soon as it was rebuilt."""
