@@ -1,0 +1,214 @@
+"""The `pomabotd` command line: parse arguments, call into the package, print. No logic here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import msgspec
+
+from pomabotd._version import __version__
+from pomabotd.config import Config, load
+from pomabotd.engine.cycle import CycleReport, Portfolio, run_cycle
+from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.errors import ConfigError, CycleError, InputError, LedgerError, PomabotdError
+from pomabotd.log import configure_logging, logger
+from pomabotd.output import Ledger
+from pomabotd.sources.inputs import CycleInput, load_inputs
+from pomabotd.sources.jsonl import Rejected
+
+__all__ = ["main"]
+
+#: How many rejected records are listed one by one before the rest are only counted.
+_REJECTED_SHOWN = 20
+
+
+class UsageFailure(click.ClickException):
+    """Bad usage or configuration: exit status 2 (SPEC section 9)."""
+
+    exit_code = 2
+
+
+class CycleFailure(click.ClickException):
+    """A cycle or a check failed: exit status 1."""
+
+    exit_code = 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_as_of(value: str | None) -> datetime:
+    if value is None:
+        return _now()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageFailure(
+            f"--as-of {value!r} is not an ISO 8601 time, e.g. 2026-06-01T12:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise UsageFailure(f"--as-of {value!r} needs a UTC offset, e.g. {value}Z")
+    return parsed.astimezone(UTC)
+
+
+@contextmanager
+def _errors_as_exit_codes() -> Iterator[None]:
+    """Turn pomabotd's typed errors into one-line messages with the SPEC's exit codes."""
+    try:
+        yield
+    except (ConfigError, InputError) as exc:
+        raise UsageFailure(str(exc)) from None
+    except (CycleError, LedgerError) as exc:
+        raise CycleFailure(str(exc)) from None
+    except PomabotdError as exc:
+        raise CycleFailure(str(exc)) from None
+
+
+def _load_config(config_path: Path | None, flags: dict[str, Any]) -> Config:
+    with _errors_as_exit_codes():
+        config = load(config_path, os.environ, flags)
+    configure_logging(config.log.level)
+    return config
+
+
+def _batch_settings(config: Config) -> BatchSettings:
+    batch = config.batch
+    return BatchSettings(
+        workers=batch.workers,
+        batch_size=batch.batch_size,
+        max_concurrency=batch.max_concurrency,
+        timeout_ms=batch.timeout_ms,
+        retry_attempts=batch.retry_attempts,
+        evaluator=batch.evaluator,
+    )
+
+
+def _load_inputs(config: Config, as_of: datetime) -> CycleInput:
+    with _errors_as_exit_codes():
+        return load_inputs(
+            config.sources.markets,
+            config.sources.signals,
+            as_of,
+            synthetic_markets=config.sources.synthetic_markets,
+            seed=config.sources.seed,
+        )
+
+
+def _report_rejected(rejected: tuple[Rejected, ...] | list[Rejected]) -> None:
+    for record in rejected[:_REJECTED_SHOWN]:
+        click.echo(f"rejected: {record}", err=True)
+    if len(rejected) > _REJECTED_SHOWN:
+        click.echo(f"rejected: ... and {len(rejected) - _REJECTED_SHOWN} more records", err=True)
+
+
+def _common_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = (
+        click.option("--config", "config_path", type=click.Path(path_type=Path),
+                     help="TOML configuration file (default: none, or $POMABOTD_CONFIG)."),
+        click.option("--markets", help="Markets: a JSON-lines file, or 'synthetic'."),
+        click.option("--signals", help="Signals: a JSON-lines file."),
+        click.option("--as-of", "as_of", metavar="ISO8601",
+                     help="Evaluate as of this UTC time (default: now)."),
+    )
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pomabotd")
+def main() -> None:
+    """Prediction-market research and paper trading. It never places real orders."""
+
+
+@main.command()
+@_common_options
+def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
+             as_of: str | None) -> None:
+    """Write one evaluation per market, in input order, as JSON lines on stdout."""
+    if markets is None:
+        raise UsageFailure("evaluate needs --markets FILE (or --markets synthetic)")
+    when = _parse_as_of(as_of)
+    config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
+    out = sys.stdout.buffer
+    with _errors_as_exit_codes(), Runtime(_batch_settings(config)) as runtime:
+        cycle_input = _load_inputs(config, when)
+        result = runtime.evaluate_sync(
+            cycle_input.markets, cycle_input.markets_source,
+            cycle_input.signals, cycle_input.signals_source,
+            when, on_lines=out.write,
+        )
+        out.flush()
+    _report_rejected([*cycle_input.rejected, *result.rejected])
+
+
+@main.command("run-once")
+@_common_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Directory for positions.jsonl and metrics.jsonl (default: output.dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
+def run_once(config_path: Path | None, markets: str | None, signals: str | None,
+             as_of: str | None, out_dir: Path | None, as_json: bool) -> None:
+    """Run one cycle, append its lines to the output directory, print a summary."""
+    when = _parse_as_of(as_of)
+    config = _load_config(config_path, {
+        "sources.markets": markets,
+        "sources.signals": signals,
+        "output.dir": str(out_dir) if out_dir is not None else None,
+    })
+    with _errors_as_exit_codes(), Runtime(_batch_settings(config)) as runtime:
+        with Ledger(Path(config.output.dir)) as ledger:
+            portfolio = Portfolio.recover(ledger)
+            cycle_input = _load_inputs(config, when)
+            report = run_cycle(runtime, ledger, portfolio, cycle_input, config.risk_limits(),
+                               when, clock=_now)
+    _report_rejected(report.rejected)
+    if as_json:
+        summary = msgspec.structs.asdict(report.metrics)
+        summary["output_dir"] = report.output_dir
+        click.echo(msgspec.json.encode(summary).decode())
+    else:
+        click.echo(_summary(report))
+
+
+def _summary(report: CycleReport) -> str:
+    m = report.metrics
+    lines = [
+        f"cycle {m.cycle_id}: {m.markets_total} markets in {m.processing_time_ms / 1000:.2f} s "
+        f"({m.markets_evaluated} evaluated, {m.markets_failed} failed, "
+        f"{m.markets_rejected} rejected; {m.throughput_per_s:,.0f} markets/s)",
+        f"  {m.opportunities} opportunities, {m.selected} opened, {m.closed} closed, "
+        f"{m.open_positions} open; portfolio risk {m.portfolio_risk_pct:.2f}% of equity",
+        f"  equity ${m.equity_usd:,.2f}, realized P&L ${m.realized_pnl_usd:,.2f}",
+    ]
+    lines += [
+        f"  open  {p.side:<3} {p.market_id} edge {p.edge:.1f} size ${p.size_usd:,.2f}: {p.question}"
+        for p in report.opened
+    ]
+    lines += [
+        f"  close {c.market_id} {c.exit_reason} P&L ${c.pnl_usd:,.2f}" for c in report.closed
+    ]
+    lines.append(f"  lines appended to {report.output_dir}/positions.jsonl and metrics.jsonl")
+    return "\n".join(lines)
+
+
+@main.command("config")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def show_config(config_path: Path | None) -> None:
+    """Print the effective configuration as JSON, with where each value came from."""
+    config = _load_config(config_path, {})
+    click.echo(msgspec.json.format(msgspec.json.encode(config.describe()), indent=2).decode())
+
+
+def _fail(message: str) -> NoReturn:
+    logger.error(message)
+    raise CycleFailure(message)

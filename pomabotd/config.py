@@ -1,0 +1,511 @@
+"""The configuration tree (SPEC section 7): defaults < TOML file < `BATCH_*` environment < flags.
+
+`load` builds one frozen `Config` and records, for every key, which layer its value came from, so
+`pomabotd config` can show it and every refusal can name the key and the source to fix. It is the
+only code that looks at environment variables, and it takes them as an argument: loading has no
+side effects beyond importing the evaluator, so a reload builds a whole new `Config` and the
+caller swaps it in only if it loaded.
+
+Every layer's value is checked, even one a later layer overrides: a bad line in the file is an
+error now, not when someone removes the flag that hid it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple
+
+from msgspec import Struct
+
+from pomabotd.domain.models import RiskLimits
+from pomabotd.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "LOG_LEVELS",
+    "BatchConfig",
+    "Config",
+    "DaemonConfig",
+    "LogConfig",
+    "OutputConfig",
+    "SourcesConfig",
+    "default_config_path",
+    "keys",
+    "load",
+    "resolve_evaluator",
+]
+
+#: Names a config file when `--config` is not given.
+CONFIG_ENV_VAR: Final = "POMABOTD_CONFIG"
+
+LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+_Kind = Literal["bool", "int", "float", "str"]
+
+
+class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a cycle is run: the worker pool, chunking, time limits and the strategy plugin."""
+
+    enabled: bool
+    max_concurrency: int
+    workers: int
+    batch_size: int
+    timeout_ms: int
+    retry_attempts: int
+    evaluator: str
+
+
+class SourcesConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where markets and signals come from; `synthetic` needs no network and no file."""
+
+    markets: str
+    signals: str
+    synthetic_markets: int
+    seed: int
+
+
+class OutputConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where `positions.jsonl` and `metrics.jsonl` are written."""
+
+    dir: str
+
+
+class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The long-running loop: cycle interval and the status endpoint (empty address: none)."""
+
+    interval_s: float
+    status_address: str
+
+    def status_endpoint(self) -> tuple[str, int] | None:
+        """The (host, port) to serve status on, or None when the endpoint is switched off."""
+        if not self.status_address:
+            return None
+        host, port = _split_address(self.status_address)
+        return host, port
+
+
+class LogConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The loguru level name, upper-cased."""
+
+    level: str
+
+
+class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole effective configuration, with where each value came from.
+
+    `provenance` maps every dotted key to `default`, `file:<path>`, `env:<VAR>` or
+    `flag:<name>`. `warnings` holds what was ignored but looks like a mistake (an unknown
+    `BATCH_*` variable), for the caller to log.
+    """
+
+    batch: BatchConfig
+    risk: RiskLimits
+    sources: SourcesConfig
+    output: OutputConfig
+    daemon: DaemonConfig
+    log: LogConfig
+    path: str | None
+    provenance: dict[str, str]
+    warnings: tuple[str, ...] = ()
+
+    def value(self, key: str) -> Any:
+        """The value of one dotted key, e.g. `batch.workers`."""
+        section, name = key.split(".", 1)
+        return getattr(getattr(self, section), name)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Every key with its value and source, JSON-ready, in documentation order."""
+        return {
+            key: {"value": self.value(key), "source": self.provenance[key]} for key in _KEYS
+        }
+
+    def risk_limits(self) -> RiskLimits:
+        """The `risk.*` section as the domain's `RiskLimits`."""
+        return self.risk
+
+
+class _Key(NamedTuple):
+    kind: _Kind
+    default: Any
+    env: str | None
+    requirement: str
+    check: Callable[[Any], bool] | None = None
+
+
+def _default_workers() -> int:
+    """The CPUs this process may run on (a cpuset or container limit counts), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(address)
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(address)
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def _valid_address(address: str) -> bool:
+    if not address:
+        return True
+    try:
+        _split_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_evaluator_spec(spec: str) -> bool:
+    module, sep, attr = spec.partition(":")
+    return bool(sep and module.strip() and attr.strip() and ":" not in attr)
+
+
+_AUTO: Final = object()  # a default computed at load time
+
+#: Every key, in documentation order. Keys with an `env` read that variable (SPEC section 7).
+_KEYS: Final[dict[str, _Key]] = {
+    "batch.enabled": _Key("bool", True, "BATCH_MODE_ENABLED", "true or false"),
+    "batch.max_concurrency": _Key(
+        "int", 50, "BATCH_MAX_CONCURRENCY", "an integer >= 1", lambda v: v >= 1
+    ),
+    "batch.workers": _Key("int", _AUTO, "BATCH_WORKERS", "an integer >= 0", lambda v: v >= 0),
+    "batch.batch_size": _Key("int", 100, "BATCH_SIZE", "an integer >= 1", lambda v: v >= 1),
+    "batch.timeout_ms": _Key("int", 5000, "BATCH_TIMEOUT_MS", "an integer >= 1", lambda v: v >= 1),
+    "batch.retry_attempts": _Key(
+        "int", 2, "BATCH_RETRY_ATTEMPTS", "an integer >= 0", lambda v: v >= 0
+    ),
+    "batch.evaluator": _Key(
+        "str",
+        "pomabotd:evaluate_market",
+        "BATCH_EVALUATOR",
+        "of the form 'module:function'",
+        _valid_evaluator_spec,
+    ),
+    "risk.min_edge": _Key("float", 15.0, "BATCH_MIN_EDGE", "a number >= 0", lambda v: v >= 0),
+    "risk.max_portfolio_risk": _Key(
+        "float",
+        20.0,
+        "BATCH_MAX_PORTFOLIO_RISK",
+        "a number from 0 to 100",
+        lambda v: 0 <= v <= 100,
+    ),
+    "risk.require_diversification": _Key(
+        "bool", True, "BATCH_REQUIRE_DIVERSIFICATION", "true or false"
+    ),
+    "risk.max_positions_per_category": _Key(
+        "int", 2, "BATCH_MAX_POSITIONS_PER_CATEGORY", "an integer >= 1", lambda v: v >= 1
+    ),
+    "risk.stop_loss_percent": _Key(
+        "float",
+        5.0,
+        "BATCH_STOP_LOSS_PERCENT",
+        "a number > 0 and < 100",
+        lambda v: 0 < v < 100,
+    ),
+    "risk.profit_target_percent": _Key(
+        "float", 10.0, "BATCH_PROFIT_TARGET_PERCENT", "a number > 0", lambda v: v > 0
+    ),
+    "risk.kelly_fraction": _Key(
+        "float", 0.25, None, "a number > 0 and <= 1", lambda v: 0 < v <= 1
+    ),
+    "risk.max_position_percent": _Key(
+        "float", 5.0, None, "a number > 0 and <= 100", lambda v: 0 < v <= 100
+    ),
+    "risk.min_position_usd": _Key("float", 1.0, None, "a number >= 0", lambda v: v >= 0),
+    "risk.portfolio_value": _Key("float", 10000.0, None, "a number > 0", lambda v: v > 0),
+    "sources.markets": _Key(
+        "str",
+        "synthetic",
+        None,
+        "a JSONL path, 'synthetic' or 'polymarket'",
+        lambda v: bool(v.strip()),
+    ),
+    "sources.signals": _Key("str", "", None, "a JSONL path or empty"),
+    "sources.synthetic_markets": _Key("int", 1000, None, "an integer >= 1", lambda v: v >= 1),
+    "sources.seed": _Key("int", 7, None, "an integer"),
+    "output.dir": _Key("str", "pomabotd-output", None, "a directory path", lambda v: bool(v)),
+    "daemon.interval_s": _Key("float", 60.0, None, "a number > 0", lambda v: v > 0),
+    "daemon.status_address": _Key(
+        "str", "127.0.0.1:8787", None, "'host:port' or empty", _valid_address
+    ),
+    "log.level": _Key("str", "INFO", None, "one of " + ", ".join(LOG_LEVELS)),
+}
+
+_ENV_TO_KEY: Final = {spec.env: key for key, spec in _KEYS.items() if spec.env}
+_SECTIONS: Final = tuple(dict.fromkeys(key.split(".", 1)[0] for key in _KEYS))
+_SECTION_TYPES: Final[dict[str, type[Struct]]] = {
+    "batch": BatchConfig,
+    "risk": RiskLimits,
+    "sources": SourcesConfig,
+    "output": OutputConfig,
+    "daemon": DaemonConfig,
+    "log": LogConfig,
+}
+#: How the command line spells the flags it passes; other keys are shown by their dotted name.
+_FLAG_NAMES: Final = {
+    "sources.markets": "--markets",
+    "sources.signals": "--signals",
+    "output.dir": "--out",
+}
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+_TYPE_WORDS: Final = {
+    "bool": "true or false",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+}
+
+
+def keys() -> dict[str, str | None]:
+    """Every dotted key with its environment variable (None when it has none)."""
+    return {key: spec.env for key, spec in _KEYS.items()}
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to read without `--config`: `$POMABOTD_CONFIG`, else none.
+
+    There is deliberately no implicit search path, so what a daemon runs with is always visible
+    in its command line or environment. `environ` defaults to `os.environ`.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(CONFIG_ENV_VAR, "").strip()
+    return Path(value) if value else None
+
+
+def resolve_evaluator(spec: str) -> Callable[..., Any]:
+    """Import the `module:function` strategy plugin; workers call this again after a fork/spawn.
+
+    Raises ConfigError saying what failed (the module import, the attribute, not callable).
+    """
+    module_name, sep, attr_path = spec.partition(":")
+    module_name, attr_path = module_name.strip(), attr_path.strip()
+    if not sep or not module_name or not attr_path:
+        raise ConfigError(f"evaluator {spec!r} is not of the form 'module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # a plugin may fail to import in any way; report it all the same
+        raise ConfigError(
+            f"evaluator {spec!r}: cannot import module {module_name!r} ({exc})"
+        ) from exc
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise ConfigError(
+                f"evaluator {spec!r}: module {module_name!r} has no attribute {attr_path!r}"
+            ) from exc
+    if not callable(target):
+        raise ConfigError(f"evaluator {spec!r}: {attr_path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration from the four layers, or raise ConfigError.
+
+    `path` is the `--config` value; without it `$POMABOTD_CONFIG` (read from `environ`) names
+    the file, and without either there is no file. `environ` is the process environment (pass
+    `os.environ`; None means empty). `flags` maps dotted keys to command-line values; None values
+    were not given. Every problem found is reported at once.
+    """
+    env: Mapping[str, str] = {} if environ is None else environ
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for key, spec in _KEYS.items():
+        values[key] = _default_workers() if spec.default is _AUTO else spec.default
+        provenance[key] = "default"
+
+    file_path, file_origin = _config_file(path, env)
+    if file_path is not None:
+        table = _read_toml(file_path, file_origin)
+        shown = str(file_path)
+        for key, raw in _file_items(table, shown, errors):
+            _apply(key, raw, False, f"file:{shown}", f"file {shown}", values, provenance, errors)
+
+    warnings: list[str] = []
+    for var, raw in env.items():
+        key = _ENV_TO_KEY.get(var)
+        if key is None:
+            if var.startswith("BATCH_"):
+                warnings.append(_unknown_env_warning(var))
+            continue
+        if not raw.strip():
+            continue  # an empty variable is treated as unset
+        _apply(key, raw, True, f"env:{var}", f"env {var}", values, provenance, errors)
+
+    for key, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        if key not in _KEYS:
+            errors.append(f"unknown configuration key {key!r} given as a flag")
+            continue
+        name = _FLAG_NAMES.get(key, key)
+        _apply(key, raw, isinstance(raw, str), f"flag:{name}", f"flag {name}", values,
+               provenance, errors)
+
+    if not any(e.startswith("batch.evaluator ") for e in errors):
+        try:
+            resolve_evaluator(values["batch.evaluator"])
+        except ConfigError as exc:
+            source = _source_phrase(provenance["batch.evaluator"])
+            errors.append(f"batch.evaluator: {exc} (from {source})")
+
+    if errors:
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(
+            f"{len(errors)} configuration errors:\n" + "\n".join(f"  - {e}" for e in errors)
+        )
+
+    sections: dict[str, Any] = {}
+    for section, struct_type in _SECTION_TYPES.items():
+        prefix = section + "."
+        fields = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+        sections[section] = struct_type(**fields)
+    return Config(
+        **sections,
+        path=None if file_path is None else str(file_path),
+        provenance=provenance,
+        warnings=tuple(warnings),
+    )
+
+
+def _config_file(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> tuple[Path | None, str]:
+    if path is not None:
+        return Path(path), "--config"
+    return default_config_path(env), f"env {CONFIG_ENV_VAR}"
+
+
+def _read_toml(path: Path, origin: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found (from {origin})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read (from {origin}): {exc}") from exc
+
+
+def _file_items(table: dict[str, Any], shown: str, errors: list[str]) -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for section, body in table.items():
+        if section not in _SECTIONS:
+            if isinstance(body, dict):
+                errors.append(
+                    f"unknown section [{section}] in {shown}{_suggest(section, _SECTIONS)}"
+                )
+            else:
+                errors.append(f"unknown key {section!r} in {shown}{_suggest(section, _KEYS)}")
+            continue
+        if not isinstance(body, dict):
+            errors.append(f"{section} must be a table ([{section}]) in {shown}")
+            continue
+        for name, raw in body.items():
+            key = f"{section}.{name}"
+            if key not in _KEYS:
+                errors.append(f"unknown key {key!r} in {shown}{_suggest(key, _KEYS)}")
+            else:
+                items.append((key, raw))
+    return items
+
+
+def _suggest(word: str, choices: Any) -> str:
+    candidates = list(choices)
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not matches:
+        # A key put in the wrong section, or written without one: match on the bare name.
+        bare = word.rsplit(".", 1)[-1]
+        matches = [c for c in candidates if c.rsplit(".", 1)[-1] == bare][:1]
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def _unknown_env_warning(var: str) -> str:
+    hint = _suggest(var, _ENV_TO_KEY)
+    return f"ignored unknown environment variable {var}{hint}"
+
+
+def _apply(
+    key: str,
+    raw: Any,
+    from_text: bool,
+    source: str,
+    source_phrase: str,
+    values: dict[str, Any],
+    provenance: dict[str, str],
+    errors: list[str],
+) -> None:
+    spec = _KEYS[key]
+    try:
+        value = _coerce(spec.kind, raw, from_text)
+    except ValueError:
+        errors.append(f"{key} must be {spec.requirement}, got {raw!r} (from {source_phrase})")
+        return
+    if key == "log.level":
+        value = value.strip().upper()
+        ok = value in LOG_LEVELS
+    else:
+        ok = spec.check is None or spec.check(value)
+    if not ok:
+        errors.append(f"{key} must be {spec.requirement}, got {value!r} (from {source_phrase})")
+        return
+    values[key] = value
+    provenance[key] = source
+
+
+def _coerce(kind: _Kind, raw: Any, from_text: bool) -> Any:
+    """Turn a layer's raw value into the key's type; text (env, CLI) is parsed, TOML is not."""
+    if from_text:
+        if not isinstance(raw, str):
+            raise ValueError(raw)
+        text = raw.strip()
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            return number
+        return text
+    # bool is an int subclass: `workers = true` must not pass as 1.
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        raise ValueError(raw)
+    if kind == "int":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        raise ValueError(raw)
+    if kind == "float":
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+            return float(raw)
+        raise ValueError(raw)
+    if isinstance(raw, str):
+        return raw
+    raise ValueError(raw)

@@ -1,0 +1,154 @@
+"""The deterministic belief update of SPEC section 3.
+
+A market starts from a fixed prior range and each eligible signal, in timestamp order, moves or
+widens that range; confidence is recomputed from scratch after every applied signal so that the
+result depends only on which signals were applied, never on floating-point drift from
+incremental bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from operator import attrgetter
+from typing import Final
+
+from msgspec import Struct
+
+from pomabotd.domain.models import IMPACT_CAP, Belief, Market, Signal
+
+__all__ = [
+    "BeliefUpdate",
+    "check_invariant",
+    "decay_confidence",
+    "prior",
+    "recompute_confidence",
+    "shift_range",
+    "update_belief",
+]
+
+PRIOR_LOW: Final = 45.0
+PRIOR_HIGH: Final = 55.0
+PRIOR_CONFIDENCE: Final = 50.0
+_MIN_CONFIDENCE: Final = 30.0
+_MAX_CONFIDENCE: Final = 95.0
+_DAY_SECONDS: Final = 86400.0
+_DIRECTION: Final[dict[str, float]] = {"up": 1.0, "down": -1.0, "neutral": 0.0}
+_by_timestamp: Final = attrgetter("timestamp")
+
+
+class BeliefUpdate(Struct, frozen=True):
+    """A market's belief at `as_of`, with how many of its signals were applied or rejected."""
+
+    belief: Belief
+    applied: int
+    rejected: int
+    last_applied_at: datetime | None
+
+
+def prior(unknowns: int) -> Belief:
+    """The belief every market starts from before any signal (SPEC section 3)."""
+    return Belief(PRIOR_LOW, PRIOR_HIGH, PRIOR_CONFIDENCE, unknowns)
+
+
+def shift_range(low: float, high: float, signal: Signal) -> tuple[float, float]:
+    """Move (or, for a conflicting signal, widen) the range by the signal's capped impact.
+
+    The shift is capped at 60% of the current width so that one signal can never jump the whole
+    range past where it was; a conflicting signal widens the range because it says the current
+    belief may be wrong, not merely that it should move.
+    """
+    width = high - low
+    shift = min(IMPACT_CAP[signal.type] * signal.strength / 5.0, 0.6 * width)
+    direction = signal.direction
+    if signal.conflicts_with_existing:
+        widen = 0.25 * width
+        if direction == "down":
+            low -= shift + widen
+            high += widen
+        elif direction == "up":
+            low -= widen
+            high += shift + widen
+        else:
+            low -= widen
+            high += widen
+    else:
+        delta = _DIRECTION[direction] * shift
+        low += delta
+        high += delta
+    return _clamp(low, 0.0, 100.0), _clamp(high, 0.0, 100.0)
+
+
+def recompute_confidence(
+    authoritative: int, procedural: int, unknowns: int, any_conflict: bool, days: float
+) -> float:
+    """Confidence from scratch: authority raises it; unknowns, conflict and staleness lower it."""
+    raw = (
+        PRIOR_CONFIDENCE
+        + 10.0 * authoritative
+        + 5.0 * procedural
+        - 7.0 * unknowns
+        - (10.0 if any_conflict else 0.0)
+        - 0.5 * days
+    )
+    return _clamp(raw, _MIN_CONFIDENCE, _MAX_CONFIDENCE)
+
+
+def decay_confidence(confidence: float, days: float) -> float:
+    """Confidence lost while no news arrived: 0.5 per day, kept within [30, 95]."""
+    return _clamp(confidence - 0.5 * days, _MIN_CONFIDENCE, _MAX_CONFIDENCE)
+
+
+def update_belief(market: Market, signals: Sequence[Signal], as_of: datetime) -> BeliefUpdate:
+    """Apply a market's signals to the prior, in timestamp order, and decay to `as_of`.
+
+    Signals about other markets are ignored and not counted. A signal stamped after `as_of` is
+    rejected: news from the future cannot be known at `as_of`, and skipping it keeps replays at a
+    past `as_of` identical to what the daemon saw then. A speculative signal is rejected while no
+    other signal has been applied to the market yet.
+    """
+    low, high, confidence, applied, rejected, last = _fold(market, signals, as_of)
+    return BeliefUpdate(Belief(low, high, confidence, market.unknowns), applied, rejected, last)
+
+
+def check_invariant(before: Belief, after: Belief) -> bool:
+    """True unless `after` has more unknowns than `before` and yet a higher confidence."""
+    return not (after.unknowns > before.unknowns and after.confidence > before.confidence)
+
+
+def _fold(
+    market: Market, signals: Sequence[Signal], as_of: datetime
+) -> tuple[float, float, float, int, int, datetime | None]:
+    """The update as plain values, so the hot evaluator builds no intermediate Structs."""
+    market_id = market.id
+    unknowns = market.unknowns
+    low, high, confidence = PRIOR_LOW, PRIOR_HIGH, PRIOR_CONFIDENCE
+    applied = rejected = authoritative = procedural = 0
+    any_conflict = False
+    last: datetime | None = None
+    mine = [s for s in signals if s.market_id == market_id]
+    if len(mine) > 1:
+        mine.sort(key=_by_timestamp)
+    for signal in mine:
+        stamp = signal.timestamp
+        if stamp > as_of or (applied == 0 and signal.type == "speculative"):
+            rejected += 1
+            continue
+        low, high = shift_range(low, high, signal)
+        kind = signal.type
+        if kind == "authoritative":
+            authoritative += 1
+        elif kind == "procedural":
+            procedural += 1
+        any_conflict = any_conflict or signal.conflicts_with_existing
+        days = 0.0 if last is None else abs((stamp - last).total_seconds()) / _DAY_SECONDS
+        confidence = recompute_confidence(authoritative, procedural, unknowns, any_conflict, days)
+        applied += 1
+        last = stamp
+    if last is not None:
+        confidence = decay_confidence(confidence, (as_of - last).total_seconds() / _DAY_SECONDS)
+    return low, high, confidence, applied, rejected, last
+
+
+def _clamp(value: float, lowest: float, highest: float) -> float:
+    return lowest if value < lowest else highest if value > highest else value

@@ -1,0 +1,38 @@
+"""The built-in evaluator: belief update then the trade gate, for one market.
+
+This runs up to a million times a cycle inside the workers, so it folds the signals and runs the
+gate over plain locals and builds exactly one Struct, the `Evaluation`. Timing and failures are
+the runtime's business: the domain has no clock, so `elapsed_us` is 0 and `error` is None here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from pomabotd.domain.belief import _fold
+from pomabotd.domain.checks import _gate
+from pomabotd.domain.models import Evaluation, Market, Signal
+
+__all__ = ["evaluate_market"]
+
+
+def evaluate_market(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """Evaluate one market at `as_of` from its signals (others' signals are ignored)."""
+    low, high, confidence, applied, rejected, _ = _fold(market, signals, as_of)
+    failed, reason, side, edge, expected = _gate(market, low, high, confidence, as_of)
+    return Evaluation(
+        market_id=market.id,
+        category=market.category,
+        price=market.price,
+        belief_low=low,
+        belief_high=high,
+        confidence=confidence,
+        side=side,
+        edge=edge,
+        expected_edge=expected,
+        failed_check=failed,
+        reason=reason,
+        signals_applied=applied,
+        signals_rejected=rejected,
+    )
