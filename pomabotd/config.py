@@ -121,9 +121,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Every key with its value and source, JSON-ready, in documentation order."""
-        return {
-            key: {"value": self.value(key), "source": self.provenance[key]} for key in _KEYS
-        }
+        return {key: {"value": self.value(key), "source": self.provenance[key]} for key in _KEYS}
 
     def risk_limits(self) -> RiskLimits:
         """The `risk.*` section as the domain's `RiskLimits`."""
@@ -216,9 +214,7 @@ _KEYS: Final[dict[str, _Key]] = {
     "risk.profit_target_percent": _Key(
         "float", 10.0, "BATCH_PROFIT_TARGET_PERCENT", "a number > 0", lambda v: v > 0
     ),
-    "risk.kelly_fraction": _Key(
-        "float", 0.25, None, "a number > 0 and <= 1", lambda v: 0 < v <= 1
-    ),
+    "risk.kelly_fraction": _Key("float", 0.25, None, "a number > 0 and <= 1", lambda v: 0 < v <= 1),
     "risk.max_position_percent": _Key(
         "float", 5.0, None, "a number > 0 and <= 100", lambda v: 0 < v <= 100
     ),
@@ -260,12 +256,6 @@ _FLAG_NAMES: Final = {
 }
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
-_TYPE_WORDS: Final = {
-    "bool": "true or false",
-    "int": "an integer",
-    "float": "a number",
-    "str": "a string",
-}
 
 
 def keys() -> dict[str, str | None]:
@@ -297,17 +287,17 @@ def resolve_evaluator(spec: str) -> Callable[..., Any]:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:  # a plugin may fail to import in any way; report it all the same
         raise ConfigError(
-            f"evaluator {spec!r}: cannot import module {module_name!r} ({exc})"
+            f"cannot import module {module_name!r} of evaluator {spec!r} ({exc})"
         ) from exc
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)
         except AttributeError as exc:
             raise ConfigError(
-                f"evaluator {spec!r}: module {module_name!r} has no attribute {attr_path!r}"
+                f"module {module_name!r} has no attribute {attr_path!r} (evaluator {spec!r})"
             ) from exc
     if not callable(target):
-        raise ConfigError(f"evaluator {spec!r}: {attr_path!r} is not callable")
+        raise ConfigError(f"{attr_path!r} in {module_name!r} is not callable (evaluator {spec!r})")
     return target  # type: ignore[no-any-return]
 
 
@@ -336,18 +326,18 @@ def load(
         table = _read_toml(file_path, file_origin)
         shown = str(file_path)
         for key, raw in _file_items(table, shown, errors):
-            _apply(key, raw, False, f"file:{shown}", f"file {shown}", values, provenance, errors)
+            _apply(key, raw, False, f"file:{shown}", values, provenance, errors)
 
     warnings: list[str] = []
     for var, raw in env.items():
-        key = _ENV_TO_KEY.get(var)
-        if key is None:
+        env_key = _ENV_TO_KEY.get(var)
+        if env_key is None:
             if var.startswith("BATCH_"):
                 warnings.append(_unknown_env_warning(var))
             continue
         if not raw.strip():
             continue  # an empty variable is treated as unset
-        _apply(key, raw, True, f"env:{var}", f"env {var}", values, provenance, errors)
+        _apply(env_key, raw, True, f"env:{var}", values, provenance, errors)
 
     for key, raw in (flags or {}).items():
         if raw is None:
@@ -355,9 +345,8 @@ def load(
         if key not in _KEYS:
             errors.append(f"unknown configuration key {key!r} given as a flag")
             continue
-        name = _FLAG_NAMES.get(key, key)
-        _apply(key, raw, isinstance(raw, str), f"flag:{name}", f"flag {name}", values,
-               provenance, errors)
+        source = f"flag:{_FLAG_NAMES.get(key, key)}"
+        _apply(key, raw, isinstance(raw, str), source, values, provenance, errors)
 
     if not any(e.startswith("batch.evaluator ") for e in errors):
         try:
@@ -376,7 +365,7 @@ def load(
     sections: dict[str, Any] = {}
     for section, struct_type in _SECTION_TYPES.items():
         prefix = section + "."
-        fields = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+        fields = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
         sections[section] = struct_type(**fields)
     return Config(
         **sections,
@@ -449,12 +438,12 @@ def _apply(
     raw: Any,
     from_text: bool,
     source: str,
-    source_phrase: str,
     values: dict[str, Any],
     provenance: dict[str, str],
     errors: list[str],
 ) -> None:
     spec = _KEYS[key]
+    source_phrase = _source_phrase(source)
     try:
         value = _coerce(spec.kind, raw, from_text)
     except ValueError:
@@ -470,6 +459,11 @@ def _apply(
         return
     values[key] = value
     provenance[key] = source
+
+
+def _source_phrase(source: str) -> str:
+    """`env:BATCH_SIZE` as it reads in a message: `env BATCH_SIZE`."""
+    return "the default" if source == "default" else source.replace(":", " ", 1)
 
 
 def _coerce(kind: _Kind, raw: Any, from_text: bool) -> Any:
@@ -508,4 +502,6 @@ def _coerce(kind: _Kind, raw: Any, from_text: bool) -> Any:
         raise ValueError(raw)
     if isinstance(raw, str):
         return raw
+    if isinstance(raw, os.PathLike):
+        return os.fspath(raw)
     raise ValueError(raw)
