@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
@@ -17,10 +17,11 @@ from pomabotd._version import __version__
 from pomabotd.config import Config, load
 from pomabotd.engine.cycle import CycleReport, Portfolio, run_cycle
 from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.engine.stress import PRESETS, StressReport, run_stress
 from pomabotd.errors import ConfigError, CycleError, InputError, LedgerError, PomabotdError
-from pomabotd.log import configure_logging, logger
+from pomabotd.log import configure_logging
 from pomabotd.output import Ledger
-from pomabotd.sources.inputs import CycleInput, load_inputs
+from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
 from pomabotd.sources.jsonl import Rejected
 
 __all__ = ["main"]
@@ -209,6 +210,53 @@ def show_config(config_path: Path | None) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(config.describe()), indent=2).decode())
 
 
-def _fail(message: str) -> NoReturn:
-    logger.error(message)
-    raise CycleFailure(message)
+@main.command()
+@click.argument("size", required=False, type=click.Choice(sorted(PRESETS, key=PRESETS.get)))
+@click.option("--markets", "count", type=click.IntRange(min=1),
+              help="Number of synthetic markets (instead of a named size).")
+@click.option("--real", is_flag=True,
+              help="Use the configured market and signal sources instead of synthetic data.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+@click.option("--as-of", "as_of", metavar="ISO8601", help="Evaluate as of this UTC time.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stress(size: str | None, count: int | None, real: bool, config_path: Path | None,
+           as_of: str | None, as_json: bool) -> None:
+    """Run one measured cycle on a large workload and check the results (exit 1 on failure)."""
+    if sum(x is not None and x is not False for x in (size, count, real or None)) > 1:
+        raise UsageFailure("give one of SIZE, --markets N or --real")
+    when = _parse_as_of(as_of)
+    config = _load_config(config_path, {})
+    markets = count if count is not None else PRESETS[size or "small"]
+
+    def make_input() -> CycleInput:
+        if real:
+            return _load_inputs(config, when)
+        return load_inputs(SYNTHETIC, "", when, synthetic_markets=markets, seed=config.sources.seed)
+
+    with _errors_as_exit_codes():
+        report = run_stress(_batch_settings(config), config.risk_limits(), make_input, when,
+                            clock=_now)
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+    else:
+        click.echo(_stress_summary(report))
+    if not report.passed:
+        raise click.exceptions.Exit(1)
+
+
+def _stress_summary(report: StressReport) -> str:
+    lines = [
+        f"markets        {report.markets:,} ({report.workers} workers)",
+        f"wall time      {report.wall_s:.3f} s (generation {report.generate_s:.3f} s, "
+        f"pool start {report.pool_start_s:.3f} s, not included)",
+        f"throughput     {report.throughput_per_s:,.0f} markets/s",
+        f"peak memory    {report.peak_rss_mb:,.1f} MB (daemon + workers)",
+        f"opportunities  {report.opportunities:,}",
+        f"selected       {report.selected}",
+        "checks:",
+    ]
+    lines += [
+        f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in report.checks
+    ]
+    return "\n".join(lines)

@@ -99,7 +99,7 @@ def normalize_category(category: str) -> str:
     return lowered if lowered in _CATEGORY_SET else "other"
 
 
-class Market(Struct, frozen=True, kw_only=True):
+class Market(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A binary market; prices are percentage points of YES (SPEC section 2)."""
 
     id: NonEmptyStr
@@ -120,7 +120,7 @@ class Market(Struct, frozen=True, kw_only=True):
             msgspec.structs.force_setattr(self, "category", normalize_category(self.category))
 
 
-class Signal(Struct, frozen=True, kw_only=True):
+class Signal(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One typed piece of news about one market (SPEC section 2)."""
 
     market_id: NonEmptyStr

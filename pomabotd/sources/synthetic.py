@@ -10,6 +10,7 @@ check and selection has real work to do. The same seed and `as_of` always give t
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import msgspec
@@ -100,28 +101,35 @@ def _market(rng: random.Random, index: int, signals: list[Signal], as_of: dateti
     )
 
 
-def generate(count: int, seed: int, as_of: datetime) -> SyntheticData:
-    """Generate `count` markets with their signals, reproducibly from `seed` and `as_of`."""
+def _workload(count: int, seed: int, as_of: datetime) -> Iterator[tuple[Market, list[Signal]]]:
     rng = random.Random(seed)
-    markets: list[Market] = []
-    signals: list[Signal] = []
     for index in range(1, count + 1):
         market_signals = _market_signals(rng, f"syn-{index:07d}", as_of)
-        markets.append(_market(rng, index, market_signals, as_of))
+        yield _market(rng, index, market_signals, as_of), market_signals
+
+
+def generate(count: int, seed: int, as_of: datetime) -> SyntheticData:
+    """Generate `count` markets with their signals, reproducibly from `seed` and `as_of`."""
+    markets: list[Market] = []
+    signals: list[Signal] = []
+    for market, market_signals in _workload(count, seed, as_of):
+        markets.append(market)
         signals.extend(market_signals)
     return SyntheticData(markets=markets, signals=signals)
 
 
 def generate_jsonl(count: int, seed: int, as_of: datetime) -> tuple[bytes, bytes]:
-    """The same workload encoded as a real source delivers it: markets and signals JSON lines."""
-    data = generate(count, seed, as_of)
+    """The same workload encoded as a real source delivers it: markets and signals JSON lines.
+
+    Records are encoded as they are made, so a million markets never exist as objects at once.
+    """
     encoder = msgspec.json.Encoder()
-    return _lines(encoder, data.markets), _lines(encoder, data.signals)
-
-
-def _lines(encoder: msgspec.json.Encoder, records: list[Market] | list[Signal]) -> bytes:
-    buffer = bytearray()
-    for record in records:
-        encoder.encode_into(record, buffer, -1)
-        buffer.extend(b"\n")
-    return bytes(buffer)
+    market_lines = bytearray()
+    signal_lines = bytearray()
+    for market, market_signals in _workload(count, seed, as_of):
+        encoder.encode_into(market, market_lines, -1)
+        market_lines.extend(b"\n")
+        for signal in market_signals:
+            encoder.encode_into(signal, signal_lines, -1)
+            signal_lines.extend(b"\n")
+    return bytes(market_lines), bytes(signal_lines)

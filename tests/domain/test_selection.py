@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -238,18 +239,26 @@ _points = st.integers(0, 10_000).map(lambda n: n / 100)
 
 @st.composite
 def _evaluations(draw: st.DrawFn) -> Evaluation:
+    """Mostly tradeable evaluations (price outside the belief), with some rejections mixed in."""
     side = draw(st.sampled_from(["YES", "NO", "YES", "NO", "NONE"]))
-    low = draw(_points)
-    high = draw(_points.filter(lambda h: h >= low))
+    price = draw(_points)
+    gap = draw(st.integers(0, 4000).map(lambda n: n / 100))
+    width = draw(st.integers(0, 2500).map(lambda n: n / 100))
+    if side == "NO":
+        high = max(0.0, price - gap)
+        low = max(0.0, high - width)
+    else:
+        low = min(100.0, price + gap)
+        high = min(100.0, low + width)
     return _evaluation(
         draw(st.sampled_from(MARKET_IDS)),
         side=side,
-        price=draw(_points),
+        price=price,
         low=low,
         high=high,
         category=draw(st.sampled_from(CATEGORIES[:4])),
-        failed_check=draw(st.sampled_from([None, None, None, "liquidity"])),
-        error=draw(st.sampled_from([None, None, None, "timeout"])),
+        failed_check=draw(st.sampled_from([None] * 5 + ["liquidity"])),
+        error=draw(st.sampled_from([None] * 5 + ["timeout"])),
     )
 
 
@@ -277,13 +286,14 @@ _limits = st.builds(
 
 _selection_inputs = st.tuples(
     st.lists(_evaluations(), max_size=20),
-    st.integers(0, 2_000_000).map(lambda n: n / 100),
+    st.sampled_from([1_000.0, 10_000.0, 25_000.0])
+    | st.integers(0, 2_000_000).map(lambda n: n / 100),
     _open_positions,
     _limits,
     st.sets(st.sampled_from(MARKET_IDS), max_size=3),
 )
 
-_fast = settings(max_examples=150, deadline=None)
+_fast = settings(max_examples=100, deadline=None)
 
 
 @_fast
@@ -330,12 +340,12 @@ def test_property_candidates_are_eligible(
 @given(_selection_inputs, st.randoms(use_true_random=False))
 def test_property_order_independent(
     inputs: tuple[list[Evaluation], float, list[Position], RiskLimits, set[str]],
-    rng: object,
+    rng: random.Random,
 ) -> None:
     """Shuffling the evaluations does not change the selection."""
     evaluations, equity, open_positions, limits, excluded = inputs
     shuffled = list(evaluations)
-    rng.shuffle(shuffled)  # type: ignore[attr-defined]
+    rng.shuffle(shuffled)
     assert select(shuffled, equity, open_positions, limits, excluded) == select(
         evaluations, equity, open_positions, limits, excluded
     )

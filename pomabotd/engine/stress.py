@@ -1,0 +1,156 @@
+"""The stress tool: one full cycle on a large workload, measured and checked.
+
+The workload is first encoded as a real source delivers it (JSON-lines bytes), then goes through
+the same runtime, selection and ledger as any cycle. `wall_s` covers everything from those bytes
+to the written lines with the pool already started, as in the daemon; generating the workload
+and starting the pool are timed separately.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from pomabotd.domain.models import RiskLimits
+from pomabotd.engine.cycle import CycleReport, Portfolio, run_cycle
+from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.output import Ledger
+from pomabotd.sources.inputs import CycleInput
+
+__all__ = ["PRESETS", "StressCheck", "StressReport", "run_stress", "stress_checks"]
+
+#: SPEC section 9: the named sizes, in markets.
+PRESETS: Final[dict[str, int]] = {"small": 100, "medium": 500, "large": 1000, "extreme": 5000}
+
+_MIN_THROUGHPUT_PER_S: Final = 10.0
+_MAX_RSS_MB: Final = 2048.0
+_EPSILON: Final = 1e-9
+
+
+class StressCheck(msgspec.Struct, frozen=True):
+    """One validation check of a stress run, with the figure it judged."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+class StressReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a stress run measured; `--json` prints exactly this."""
+
+    markets: int
+    wall_s: float
+    throughput_per_s: float
+    peak_rss_mb: float
+    cpu_percent: float
+    avg_eval_us: float
+    opportunities: int
+    selected: int
+    markets_evaluated: int
+    markets_failed: int
+    markets_rejected: int
+    workers: int
+    generate_s: float
+    pool_start_s: float
+    portfolio_risk_pct: float
+    checks: list[StressCheck]
+    passed: bool
+
+
+def stress_checks(report: CycleReport, wall_s: float, limits: RiskLimits) -> list[StressCheck]:
+    """Judge one stress cycle against the SPEC's validation checks."""
+    m = report.metrics
+    throughput = m.markets_evaluated / wall_s if wall_s > 0 else 0.0
+    per_category = Counter(p.category for p in report.opened)
+    worst_category = max(per_category.values(), default=0)
+    min_selected_edge = min((p.edge for p in report.opened), default=None)
+    return [
+        StressCheck(
+            "processing_completed",
+            m.markets_failed == 0 and m.markets_evaluated + m.markets_rejected == m.markets_total,
+            f"{m.markets_evaluated} of {m.markets_total} markets evaluated, "
+            f"{m.markets_failed} failed, {m.markets_rejected} rejected",
+        ),
+        StressCheck(
+            "throughput",
+            throughput > _MIN_THROUGHPUT_PER_S,
+            f"{throughput:,.0f} markets/s (minimum {_MIN_THROUGHPUT_PER_S:.0f})",
+        ),
+        StressCheck(
+            "memory",
+            m.rss_mb < _MAX_RSS_MB,
+            f"peak RSS {m.rss_mb:,.1f} MB (limit {_MAX_RSS_MB:,.0f} MB)",
+        ),
+        StressCheck(
+            "portfolio_risk",
+            m.portfolio_risk_pct <= limits.max_portfolio_risk + _EPSILON,
+            f"{m.portfolio_risk_pct:.2f}% of equity (limit {limits.max_portfolio_risk:g}%)",
+        ),
+        StressCheck(
+            "min_edge",
+            min_selected_edge is None or min_selected_edge >= limits.min_edge - _EPSILON,
+            "no position selected" if min_selected_edge is None else
+            f"smallest selected edge {min_selected_edge:.2f} (minimum {limits.min_edge:g})",
+        ),
+        StressCheck(
+            "diversification",
+            not limits.require_diversification
+            or worst_category <= limits.max_positions_per_category,
+            f"at most {worst_category} positions in one category "
+            f"(limit {limits.max_positions_per_category}"
+            f"{'' if limits.require_diversification else ', not required'})",
+        ),
+    ]
+
+
+def run_stress(
+    settings: BatchSettings,
+    limits: RiskLimits,
+    make_input: Callable[[], CycleInput],
+    as_of: datetime,
+    *,
+    clock: Callable[[], datetime],
+    out_dir: Path | None = None,
+) -> StressReport:
+    """Start the pool, build the workload, run one measured cycle into a fresh ledger."""
+    started = time.perf_counter()
+    with Runtime(settings) as runtime:
+        pool_start_s = time.perf_counter() - started
+        started = time.perf_counter()
+        cycle_input = make_input()
+        generate_s = time.perf_counter() - started
+        with tempfile.TemporaryDirectory(prefix="pomabotd-stress-") as scratch:
+            with Ledger(out_dir if out_dir is not None else Path(scratch)) as ledger:
+                portfolio = Portfolio.recover(ledger)
+                started = time.perf_counter()
+                report = run_cycle(runtime, ledger, portfolio, cycle_input, limits, as_of,
+                                   clock=clock)
+                wall_s = time.perf_counter() - started
+    m = report.metrics
+    checks = stress_checks(report, wall_s, limits)
+    return StressReport(
+        markets=m.markets_total,
+        wall_s=round(wall_s, 4),
+        throughput_per_s=round(m.markets_total / wall_s, 1) if wall_s > 0 else 0.0,
+        peak_rss_mb=m.rss_mb,
+        cpu_percent=m.cpu_percent,
+        avg_eval_us=m.avg_eval_us,
+        opportunities=m.opportunities,
+        selected=m.selected,
+        markets_evaluated=m.markets_evaluated,
+        markets_failed=m.markets_failed,
+        markets_rejected=m.markets_rejected,
+        workers=settings.workers,
+        generate_s=round(generate_s, 4),
+        pool_start_s=round(pool_start_s, 4),
+        portfolio_risk_pct=m.portfolio_risk_pct,
+        checks=checks,
+        passed=all(check.passed for check in checks),
+    )

@@ -1,0 +1,181 @@
+"""Read markets and signals from JSON-lines files (SPEC section 2).
+
+Each line is decoded on its own with one typed decoder, so a bad record is reported with its
+line number and field and every good record still loads. The validation itself lives in the
+annotations of `Market` and `Signal`; this module only turns msgspec's errors into `Rejected`
+values a person can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final, TypeVar
+
+import msgspec
+
+from pomabotd.domain.models import Market, Signal
+from pomabotd.errors import InputError
+
+__all__ = [
+    "Rejected",
+    "decode_markets",
+    "decode_signals",
+    "group_signals",
+    "read_markets",
+    "read_signals",
+]
+
+_T = TypeVar("_T", Market, Signal)
+
+_MARKET_DECODER: Final = msgspec.json.Decoder(Market)
+_SIGNAL_DECODER: Final = msgspec.json.Decoder(Signal)
+_BOM: Final = b"\xef\xbb\xbf"
+_AT: Final = " - at `"
+_MISSING: Final = "Object missing required field `"
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """One input record that failed validation; the rest of the input still runs.
+
+    `line` is 1-based. `field` is the JSON path of the bad value (`price`, `$` for the record
+    as a whole) or None when the line is not JSON at all.
+    """
+
+    source: str
+    line: int
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source} line {self.line}"
+        if self.field is None:
+            return f"{where}: {self.message}"
+        return f"{where}: {self.field}: {self.message}"
+
+
+def read_markets(path: Path) -> tuple[list[Market], list[Rejected]]:
+    """Load a markets file; a missing or unreadable file is an `InputError`."""
+    return decode_markets(_read(path), str(path))
+
+
+def read_signals(path: Path) -> tuple[list[Signal], list[Rejected]]:
+    """Load a signals file; a missing or unreadable file is an `InputError`."""
+    return decode_signals(_read(path), str(path))
+
+
+def decode_markets(
+    data: bytes, source: str, *, first_line: int = 1
+) -> tuple[list[Market], list[Rejected]]:
+    """Decode JSON-lines markets; a market id seen again is rejected (the first one wins).
+
+    `first_line` numbers the lines of a chunk cut from a larger file.
+    """
+    markets, rejected = _decode(data, source, first_line, _MARKET_DECODER)
+    if not markets:
+        return markets, rejected
+    seen: set[str] = set()
+    add = seen.add
+    for market in markets:
+        add(market.id)
+    if len(seen) == len(markets):
+        return markets, rejected
+    return _drop_duplicates(data, source, first_line, markets, rejected)
+
+
+def decode_signals(
+    data: bytes, source: str, *, first_line: int = 1
+) -> tuple[list[Signal], list[Rejected]]:
+    """Decode JSON-lines signals; several signals may name the same market."""
+    return _decode(data, source, first_line, _SIGNAL_DECODER)
+
+
+def group_signals(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
+    """Group signals by `market_id`, keeping input order (it breaks timestamp ties)."""
+    grouped: dict[str, list[Signal]] = {}
+    for signal in signals:
+        bucket = grouped.get(signal.market_id)
+        if bucket is None:
+            grouped[signal.market_id] = [signal]
+        else:
+            bucket.append(signal)
+    return grouped
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a JSON-lines file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _decode(
+    data: bytes, source: str, first_line: int, decoder: msgspec.json.Decoder[_T]
+) -> tuple[list[_T], list[Rejected]]:
+    """Decode line by line; the happy path is one `decode` call and one `append` per line."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    good: list[_T] = []
+    rejected: list[Rejected] = []
+    append = good.append
+    decode = decoder.decode
+    for index, line in enumerate(data.split(b"\n")):
+        try:
+            append(decode(line))
+        except msgspec.DecodeError as exc:
+            if line.isspace() or not line:
+                continue
+            rejected.append(_rejected(source, first_line + index, exc))
+    return good, rejected
+
+
+def _rejected(source: str, line: int, exc: msgspec.DecodeError) -> Rejected:
+    """Turn msgspec's message (`Expected ... - at `$.price``) into a field and a sentence."""
+    text = str(exc)
+    if not isinstance(exc, msgspec.ValidationError):
+        return Rejected(source, line, None, f"not valid JSON ({text})")
+    path = "$"
+    at = text.rfind(_AT)
+    if at >= 0:
+        path = text[at + len(_AT) : -1]
+        text = text[:at]
+    if text.startswith(_MISSING):
+        missing = text[len(_MISSING) : -1]
+        path = missing if path == "$" else f"{path}.{missing}"
+        text = "missing required field"
+    field = path[2:] if path.startswith("$.") else path
+    return Rejected(source, line, field, text.replace("`", ""))
+
+
+def _drop_duplicates(
+    data: bytes, source: str, first_line: int, markets: list[Market], rejected: list[Rejected]
+) -> tuple[list[Market], list[Rejected]]:
+    """Rare path: find each repeated id's line so the rejection can point at it."""
+    lines = _market_lines(data, first_line, {r.line for r in rejected})
+    first_seen: dict[str, int] = {}
+    kept: list[Market] = []
+    for market, line in zip(markets, lines, strict=True):
+        first = first_seen.setdefault(market.id, line)
+        if first == line:
+            kept.append(market)
+        else:
+            rejected.append(
+                Rejected(source, line, "id", f"duplicate id {market.id!r} (first on line {first})")
+            )
+    rejected.sort(key=lambda r: r.line)
+    return kept, rejected
+
+
+def _market_lines(data: bytes, first_line: int, bad: set[int]) -> list[int]:
+    """The line number of every decoded market: non-blank lines that were not rejected."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    return [
+        first_line + index
+        for index, line in enumerate(data.split(b"\n"))
+        if line and not line.isspace() and first_line + index not in bad
+    ]
