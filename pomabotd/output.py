@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -33,6 +33,8 @@ LOCK_FILE: Final = ".lock"
 _EVENT_DECODER: Final = msgspec.json.Decoder(Position | CloseEvent)
 _METRICS_DECODER: Final = msgspec.json.Decoder(CycleMetrics)
 _FILE_MODE: Final = 0o644
+
+_T = TypeVar("_T")
 
 
 class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +64,7 @@ class Ledger:
         self.metrics_path = directory / METRICS_FILE
         self._positions_encoder = msgspec.json.Encoder()
         self._metrics_encoder = msgspec.json.Encoder()
-        self._buffer = bytearray()
+        self._positions_lines = bytearray()
         self._last_cycle_id: int | None = None
         self._lock_fd = -1
         self._positions_fd = -1
@@ -170,36 +172,39 @@ class Ledger:
         cycle_id = metrics.cycle_id
         if cycle_id <= self._last_cycle_id:
             raise ValueError(f"cycle {cycle_id} is not after the last written {self._last_cycle_id}")
-        buffer = self._buffer
         for event in events:
             if event.cycle_id != cycle_id:
                 raise ValueError(f"an event of cycle {event.cycle_id} in cycle {cycle_id}")
+        # Encode everything before writing anything: an encoding error must not leave a
+        # cycle's positions lines without their metrics line.
+        lines = self._positions_lines
+        del lines[:]
+        encode_into = self._positions_encoder.encode_into
+        for event in events:
+            encode_into(event, lines, -1)
+            lines.append(10)
+        marker = self._metrics_encoder.encode(metrics) + b"\n"
 
         positions_size = os.fstat(self._positions_fd).st_size
         metrics_size = os.fstat(self._metrics_fd).st_size
         path = self.positions_path
         try:
-            if events:
-                del buffer[:]
-                encode_into = self._positions_encoder.encode_into
-                for event in events:
-                    encode_into(event, buffer, -1)
-                    buffer.append(10)
-                _write_all(self._positions_fd, buffer)
+            if lines:
+                _write_all(self._positions_fd, lines)
                 os.fdatasync(self._positions_fd)
             path = self.metrics_path
-            del buffer[:]
-            self._metrics_encoder.encode_into(metrics, buffer, -1)
-            buffer.append(10)
-            _write_all(self._metrics_fd, buffer)
+            _write_all(self._metrics_fd, marker)
             os.fdatasync(self._metrics_fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._metrics_fd, metrics_size)
-                os.ftruncate(self._positions_fd, positions_size)
-            raise LedgerError(f"cannot write {path}: {exc.strerror}") from None
+        except BaseException as exc:
+            # Cut back what this cycle wrote so that no torn cycle stays in front of the next.
+            for fd, size in ((self._metrics_fd, metrics_size), (self._positions_fd, positions_size)):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+            if isinstance(exc, OSError):
+                raise LedgerError(f"cannot write {path}: {exc.strerror}") from None
+            raise
         finally:
-            del buffer[:]
+            del lines[:]
         self._last_cycle_id = cycle_id
 
     def _check_open(self) -> None:
@@ -227,7 +232,9 @@ def _lines(data: bytes) -> list[tuple[int, bytes]]:
     return [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
 
 
-def _decode_line[T](decoder: msgspec.json.Decoder[T], line: bytes, path: Path, number: int) -> T:
+def _decode_line(
+    decoder: msgspec.json.Decoder[_T], line: bytes, path: Path, number: int
+) -> _T:
     try:
         return decoder.decode(line)
     except msgspec.DecodeError as exc:
@@ -272,15 +279,14 @@ def _truncate(fd: int, path: Path, size: int) -> None:
         raise LedgerError(f"cannot truncate {path}: {exc.strerror}") from None
 
 
-def _write_all(fd: int, data: bytearray) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     """One `os.write` in practice; loops only if the kernel takes part of it."""
-    view = memoryview(data)
-    try:
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-    finally:
-        view.release()
+    written = os.write(fd, data)
+    if written == len(data):
+        return
+    with memoryview(data) as view:
+        while written < len(data):
+            written += os.write(fd, view[written:])
 
 
 def _sync_directory(directory: Path) -> None:

@@ -1,0 +1,90 @@
+"""Measure end-to-end cycle throughput and peak memory, in-process versus the worker pool.
+
+Run from a checkout with pomabotd installed:
+
+    python benchmarks/throughput.py                      # 1e3 1e4 1e5 1e6 markets
+    python benchmarks/throughput.py --sizes 1000 100000  # a quicker subset
+
+For each size the synthetic workload (about 3 signals per market) is generated once as JSON-lines
+bytes, then one full cycle (decode, evaluate, mark, select, encode, write) runs with
+`workers=0` (the baseline, measured in the same run) and with the pool. A warm 1,000-market cycle
+is timed repeatedly at the end. Every figure printed is measured here, none is assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pomabotd.domain.models import RiskLimits
+from pomabotd.engine.cycle import Portfolio, run_cycle
+from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.output import Ledger
+from pomabotd.sources.inputs import CycleInput
+from pomabotd.sources.synthetic import generate_jsonl
+
+AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _cycle(runtime: Runtime, workload: CycleInput) -> tuple[float, float, int]:
+    with tempfile.TemporaryDirectory() as out, Ledger(Path(out)) as ledger:
+        started = time.perf_counter()
+        report = run_cycle(runtime, ledger, Portfolio.recover(ledger), workload, RiskLimits(),
+                           AS_OF, clock=_now)
+        wall = time.perf_counter() - started
+    return wall, report.metrics.rss_mb, report.metrics.markets_evaluated
+
+
+def _settings(workers: int, batch_size: int) -> BatchSettings:
+    return BatchSettings(workers=workers, batch_size=batch_size, max_concurrency=50,
+                         timeout_ms=5000, retry_attempts=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**4, 10**5, 10**6])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--warm-runs", type=int, default=30)
+    args = parser.parse_args()
+
+    print(f"pool: {args.workers} workers, batch_size {args.batch_size}; cores {os.cpu_count()}")
+    print(f"{'markets':>10} {'gen s':>7} {'w=0 /s':>10} {'w=0 MB':>8} "
+          f"{'pool /s':>10} {'pool MB':>8} {'pool/w0':>8}")
+    for size in args.sizes:
+        started = time.perf_counter()
+        markets, signals = generate_jsonl(size, 7, AS_OF)
+        generate_s = time.perf_counter() - started
+        workload = CycleInput(markets=markets, markets_source="synthetic", signals=signals,
+                              signals_source="synthetic signals")
+        figures = []
+        for workers in (0, args.workers):
+            with Runtime(_settings(workers, args.batch_size)) as runtime:
+                wall, rss, evaluated = _cycle(runtime, workload)
+            assert evaluated == size, f"{evaluated} of {size} markets evaluated"
+            figures.append((size / wall, rss))
+        (base_rate, base_rss), (pool_rate, pool_rss) = figures
+        print(f"{size:>10,} {generate_s:>7.1f} {base_rate:>10,.0f} {base_rss:>8.0f} "
+              f"{pool_rate:>10,.0f} {pool_rss:>8.0f} {pool_rate / base_rate:>7.2f}x")
+
+    markets, signals = generate_jsonl(1000, 7, AS_OF)
+    workload = CycleInput(markets=markets, markets_source="synthetic", signals=signals,
+                          signals_source="synthetic signals")
+    with Runtime(_settings(args.workers, 100)) as runtime:
+        _cycle(runtime, workload)
+        walls = [_cycle(runtime, workload)[0] for _ in range(args.warm_runs)]
+    print(f"warm 1,000-market cycle: median {statistics.median(walls) * 1000:.2f} ms, "
+          f"min {min(walls) * 1000:.2f} ms over {args.warm_runs} runs")
+
+
+if __name__ == "__main__":
+    main()
