@@ -1,0 +1,208 @@
+"""The `pomabotd` command line end to end, through the real entry point in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from conftest import AS_OF_TEXT, DATA, RunCli
+
+from pomabotd.engine.metrics import CycleMetrics
+
+MARKETS = str(DATA / "cycle_markets.jsonl")
+SIGNALS = str(DATA / "cycle_signals.jsonl")
+METRIC_FIELDS = set(CycleMetrics.__struct_fields__)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _run_once(run_cli: RunCli, out: Path, markets: str = MARKETS, *extra: str):
+    return run_cli("run-once", "--markets", markets, "--signals", SIGNALS, "--as-of",
+                   AS_OF_TEXT, "--out", str(out), *extra)
+
+
+def test_evaluate_writes_one_evaluation_per_market_in_input_order(run_cli: RunCli, tmp_path: Path):
+    """evaluate prints every market's evaluation, in input order, and writes no file."""
+    result = run_cli("evaluate", "--markets", MARKETS, "--signals", SIGNALS, "--as-of", AS_OF_TEXT)
+    assert result.returncode == 0, result.stderr
+    evaluations = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["market_id"] for e in evaluations] == [
+        "m-yes", "m-no", "m-illiquid", "m-closed", "m-flat"
+    ]
+    by_id = {e["market_id"]: e for e in evaluations}
+    assert by_id["m-yes"]["side"] == "YES" and by_id["m-yes"]["failed_check"] is None
+    assert (by_id["m-yes"]["belief_low"], by_id["m-yes"]["belief_high"]) == (57.0, 67.0)
+    assert by_id["m-yes"]["edge"] == 27.0 and by_id["m-yes"]["expected_edge"] == 32.0
+    assert by_id["m-no"]["side"] == "NO" and by_id["m-no"]["edge"] == 47.0
+    assert by_id["m-illiquid"]["failed_check"] == "liquidity"
+    assert by_id["m-illiquid"]["side"] == "NONE"
+    assert by_id["m-closed"]["failed_check"] == "market_open"
+    assert by_id["m-flat"]["category"] == "other"
+    assert by_id["m-flat"]["signals_rejected"] == 1
+    assert all(e["error"] is None for e in evaluations)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_reports_bad_records_by_line_and_field_and_runs_the_rest(run_cli: RunCli):
+    """Bad market lines are named on stderr with line and field; good lines are still evaluated."""
+    result = run_cli("evaluate", "--markets", str(DATA / "cli_bad_markets.jsonl"), "--as-of",
+                     AS_OF_TEXT)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["market_id"] for line in result.stdout.splitlines()] == [
+        "good-1", "good-2"
+    ]
+    assert "Traceback" not in result.stderr
+    assert "line 2" in result.stderr
+    assert "line 3" in result.stderr and "id" in result.stderr
+    assert "line 4: price" in result.stderr
+    assert "line 6: price" in result.stderr
+
+
+def test_run_once_opens_positions_and_continues_the_portfolio(run_cli: RunCli, tmp_path: Path):
+    """Two runs on one directory: positions open once, the second run continues the ledger."""
+    out = tmp_path / "out"
+    first = _run_once(run_cli, out)
+    assert first.returncode == 0, first.stderr
+    second = _run_once(run_cli, out)
+    assert second.returncode == 0, second.stderr
+
+    events = _lines(out / "positions.jsonl")
+    assert [(e["event"], e["market_id"], e["side"]) for e in events] == [
+        ("open", "m-no", "NO"), ("open", "m-yes", "YES")
+    ]
+    yes = next(e for e in events if e["market_id"] == "m-yes")
+    assert yes["entry_price"] == 30.0 and yes["size_usd"] == 500.0 and yes["cycle_id"] == 1
+    assert yes["stop_price"] == 28.5 and abs(yes["target_price"] - 33.0) < 1e-9
+    metrics = _lines(out / "metrics.jsonl")
+    assert [m["cycle_id"] for m in metrics] == [1, 2]
+    assert set(metrics[0]) == METRIC_FIELDS
+    assert metrics[0]["selected"] == 2 and metrics[1]["selected"] == 0
+    assert metrics[1]["open_positions"] == 2
+    assert metrics[0]["markets_total"] == 5 and metrics[0]["markets_evaluated"] == 5
+    assert metrics[0]["portfolio_risk_pct"] == 10.0
+
+
+def test_run_once_closes_a_position_at_its_profit_target(run_cli: RunCli, tmp_path: Path):
+    """A later cycle whose price reaches the target closes the position with its P&L."""
+    out = tmp_path / "out"
+    assert _run_once(run_cli, out).returncode == 0
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text((DATA / "cycle_markets.jsonl").read_text().replace('"price": 30', '"price": 34'))
+    result = _run_once(run_cli, out, str(moved), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["closed"] == 1 and summary["realized_pnl_usd"] == 66.67
+    assert summary["equity_usd"] == 10066.67
+    close = _lines(out / "positions.jsonl")[-1]
+    assert close["event"] == "close" and close["market_id"] == "m-yes"
+    assert close["exit_reason"] == "profit_target" and close["exit_price"] == 34.0
+    assert close["pnl_usd"] == 66.67 and close["cycle_id"] == 2
+
+
+def test_run_once_without_arguments_uses_the_embedded_synthetic_default(
+    run_cli: RunCli, tmp_path: Path
+):
+    """With no arguments and no config, run-once trades the seeded synthetic markets."""
+    result = run_cli("run-once", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert METRIC_FIELDS <= set(summary)
+    assert summary["markets_total"] == 1000 and summary["markets_failed"] == 0
+    assert summary["selected"] > 0
+    assert (tmp_path / "pomabotd-output" / "metrics.jsonl").exists()
+
+
+def test_run_once_prints_a_human_summary(run_cli: RunCli, tmp_path: Path):
+    """Without --json, run-once prints a readable summary naming the cycle and the output."""
+    result = _run_once(run_cli, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("cycle 1: 5 markets")
+    assert "2 opened" in result.stdout and "positions.jsonl" in result.stdout
+
+
+def test_config_shows_values_and_their_sources(run_cli: RunCli, tmp_path: Path):
+    """config reports each value with where it came from: default, file or env var."""
+    config = tmp_path / "pomabotd.toml"
+    config.write_text("[batch]\nbatch_size = 10\n\n[risk]\nmin_edge = 11\n")
+    result = run_cli("config", "--config", str(config), env={"BATCH_SIZE": "20"})
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    assert described["batch.batch_size"] == {"value": 20, "source": "env:BATCH_SIZE"}
+    assert described["risk.min_edge"]["value"] == 11
+    assert described["risk.min_edge"]["source"].startswith("file:")
+    assert described["risk.kelly_fraction"] == {"value": 0.25, "source": "default"}
+
+
+def test_flags_override_the_config_file(run_cli: RunCli, tmp_path: Path):
+    """--markets on the command line wins over sources.markets in the file."""
+    config = tmp_path / "pomabotd.toml"
+    config.write_text('[sources]\nmarkets = "does-not-exist.jsonl"\n')
+    result = _run_once(run_cli, tmp_path / "out", MARKETS, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_config_key_is_refused_with_exit_status_2(run_cli: RunCli, tmp_path: Path):
+    """A misspelt key names itself and the file, and nothing runs."""
+    config = tmp_path / "pomabotd.toml"
+    config.write_text("[batch]\nworker = 2\n")
+    result = run_cli("run-once", "--config", str(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "batch.worker" in result.stderr and str(config) in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_env_value_is_refused_naming_the_variable(run_cli: RunCli):
+    """A bad BATCH_* value names the variable and exits 2."""
+    result = run_cli("config", env={"BATCH_WORKERS": "-1"})
+    assert result.returncode == 2
+    assert "BATCH_WORKERS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_markets_file_is_a_usage_error(run_cli: RunCli, tmp_path: Path):
+    """A markets path that does not exist is named, with exit status 2."""
+    result = run_cli("run-once", "--markets", "nope.jsonl", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "nope.jsonl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_as_of_without_offset_is_refused(run_cli: RunCli):
+    """--as-of must say which time zone it is in."""
+    result = run_cli("evaluate", "--markets", MARKETS, "--as-of", "2026-06-01T12:00:00")
+    assert result.returncode == 2
+    assert "--as-of" in result.stderr
+
+
+def test_stress_small_passes_its_checks(run_cli: RunCli):
+    """stress small runs 100 markets through the engine and every validation check passes."""
+    result = run_cli("stress", "small", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["markets"] == 100 and report["passed"] is True
+    assert {c["name"] for c in report["checks"]} == {
+        "processing_completed", "throughput", "memory", "portfolio_risk", "min_edge",
+        "diversification",
+    }
+    assert report["wall_s"] > 0 and report["throughput_per_s"] > 10
+    assert report["peak_rss_mb"] > 0
+
+
+def test_stress_fails_with_exit_status_1_when_markets_fail(run_cli: RunCli):
+    """A strategy that fails every market fails the processing check and exits 1."""
+    tests_dir = str(Path(__file__).parent)
+    result = run_cli(
+        "stress", "--markets", "20",
+        env={"BATCH_EVALUATOR": "failing_evaluator:evaluate_market", "PYTHONPATH": tests_dir,
+             "BATCH_RETRY_ATTEMPTS": "0"},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "[FAIL] processing_completed" in result.stdout
+
+
+def test_python_dash_m_and_console_script_agree(run_cli: RunCli):
+    """The installed console script is the same program as python -m pomabotd."""
+    shutil_path = shutil.which("pomabotd")
+    assert shutil_path is not None
+    assert run_cli("--version").stdout.strip().startswith("pomabotd, version")
