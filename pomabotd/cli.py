@@ -19,7 +19,7 @@ from pomabotd.engine.cycle import CycleReport, Portfolio, run_cycle
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.engine.stress import PRESETS, StressReport, run_stress
 from pomabotd.errors import ConfigError, CycleError, InputError, LedgerError, PomabotdError
-from pomabotd.log import configure_logging
+from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
 from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
 from pomabotd.sources.jsonl import Rejected
@@ -77,6 +77,8 @@ def _load_config(config_path: Path | None, flags: dict[str, Any]) -> Config:
     with _errors_as_exit_codes():
         config = load(config_path, os.environ, flags)
     configure_logging(config.log.level)
+    for warning in config.warnings:
+        logger.warning(warning)
     return config
 
 
