@@ -72,7 +72,7 @@ class Ledger:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LedgerError(f"cannot create output directory {directory}: {exc.strerror}") from None
+            raise LedgerError(f"cannot create {directory}: {exc.strerror}") from None
         self._lock_fd = _lock(directory)
         try:
             created = not (self.positions_path.exists() and self.metrics_path.exists())
@@ -113,7 +113,7 @@ class Ledger:
         self._check_open()
         metrics_data, metrics_cut = self._read_whole_lines(self.metrics_path, self._metrics_fd)
         last_metrics: CycleMetrics | None = None
-        for number, line in _lines(metrics_data):
+        for number, _, line in _lines(metrics_data):
             record = _decode_line(_METRICS_DECODER, line, self.metrics_path, number)
             if last_metrics is not None and record.cycle_id <= last_metrics.cycle_id:
                 raise LedgerError(
@@ -130,8 +130,7 @@ class Ledger:
         keep = len(positions_data)
         dropped_lines = 0
         dropped_cycle_id: int | None = None
-        offset = 0
-        for number, line in _lines(positions_data):
+        for number, offset, line in _lines(positions_data):
             event = _decode_line(_EVENT_DECODER, line, self.positions_path, number)
             if event.cycle_id > last_cycle_id:
                 if dropped_cycle_id is None:
@@ -144,7 +143,6 @@ class Ledger:
                 )
             else:
                 events.append(event)
-            offset += len(line) + 1
         if keep < len(positions_data):
             _truncate(self._positions_fd, self.positions_path, keep)
             positions_cut += len(positions_data) - keep
@@ -171,7 +169,7 @@ class Ledger:
         assert self._last_cycle_id is not None
         cycle_id = metrics.cycle_id
         if cycle_id <= self._last_cycle_id:
-            raise ValueError(f"cycle {cycle_id} is not after the last written {self._last_cycle_id}")
+            raise ValueError(f"cycle {cycle_id} does not follow cycle {self._last_cycle_id}")
         for event in events:
             if event.cycle_id != cycle_id:
                 raise ValueError(f"an event of cycle {event.cycle_id} in cycle {cycle_id}")
@@ -197,7 +195,8 @@ class Ledger:
             os.fdatasync(self._metrics_fd)
         except BaseException as exc:
             # Cut back what this cycle wrote so that no torn cycle stays in front of the next.
-            for fd, size in ((self._metrics_fd, metrics_size), (self._positions_fd, positions_size)):
+            sizes = ((self._metrics_fd, metrics_size), (self._positions_fd, positions_size))
+            for fd, size in sizes:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)
             if isinstance(exc, OSError):
@@ -225,16 +224,18 @@ class Ledger:
         return data[:end], len(data) - end
 
 
-def _lines(data: bytes) -> list[tuple[int, bytes]]:
-    """Number the complete lines of `data` (1-based), keeping blank ones out."""
-    lines = data.split(b"\n")
-    lines.pop()  # the empty remainder after the final newline
-    return [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+def _lines(data: bytes) -> list[tuple[int, int, bytes]]:
+    """Number the complete lines of `data` (1-based) with their byte offsets; skip blank ones."""
+    numbered = []
+    offset = 0
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):
+        if line.strip():
+            numbered.append((number, offset, line))
+        offset += len(line) + 1
+    return numbered
 
 
-def _decode_line(
-    decoder: msgspec.json.Decoder[_T], line: bytes, path: Path, number: int
-) -> _T:
+def _decode_line(decoder: msgspec.json.Decoder[_T], line: bytes, path: Path, number: int) -> _T:
     try:
         return decoder.decode(line)
     except msgspec.DecodeError as exc:

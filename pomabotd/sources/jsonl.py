@@ -137,7 +137,7 @@ def _rejected(source: str, line: int, exc: msgspec.DecodeError) -> Rejected:
     """Turn msgspec's message (`Expected ... - at `$.price``) into a field and a sentence."""
     text = str(exc)
     if not isinstance(exc, msgspec.ValidationError):
-        return Rejected(source, line, None, f"not valid JSON ({text})")
+        return Rejected(source, line, None, text)
     path = "$"
     at = text.rfind(_AT)
     if at >= 0:
