@@ -11,11 +11,10 @@ from pathlib import Path
 
 import msgspec
 
-from pomabotd.errors import InputError
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.sources.jsonl import Rejected, read_bytes
 from pomabotd.sources.synthetic import generate_jsonl
 
-__all__ = ["SYNTHETIC", "CycleInput", "load_inputs", "read_bytes"]
+__all__ = ["SYNTHETIC", "CycleInput", "load_inputs"]
 
 SYNTHETIC = "synthetic"
 
@@ -32,18 +31,6 @@ class CycleInput(msgspec.Struct, frozen=True, kw_only=True):
     signals: bytes
     signals_source: str
     rejected: tuple[Rejected, ...] = ()
-
-
-def read_bytes(path: Path) -> bytes:
-    """Read a whole input file, turning OS errors into a message that names the path."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a JSON-lines file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
 def load_inputs(

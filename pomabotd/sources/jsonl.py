@@ -22,6 +22,7 @@ __all__ = [
     "decode_markets",
     "decode_signals",
     "group_signals",
+    "read_bytes",
     "read_markets",
     "read_signals",
 ]
@@ -56,12 +57,12 @@ class Rejected(msgspec.Struct, frozen=True):
 
 def read_markets(path: Path) -> tuple[list[Market], list[Rejected]]:
     """Load a markets file; a missing or unreadable file is an `InputError`."""
-    return decode_markets(_read(path), str(path))
+    return decode_markets(read_bytes(path), str(path))
 
 
 def read_signals(path: Path) -> tuple[list[Signal], list[Rejected]]:
     """Load a signals file; a missing or unreadable file is an `InputError`."""
-    return decode_signals(_read(path), str(path))
+    return decode_signals(read_bytes(path), str(path))
 
 
 def decode_markets(
@@ -102,7 +103,8 @@ def group_signals(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
     return grouped
 
 
-def _read(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
+    """Read a whole input file, turning OS errors into a message that names the path."""
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -24,7 +24,7 @@ DEFAULT_SEED = 7
 
 _TOPICS = {
     "politics": ("Will the incumbent win the {n} district race?", "Will the {n} bill pass?"),
-    "crypto": ("Will BTC close above ${n}k this month?", "Will token #{n} list on a major exchange?"),
+    "crypto": ("Will BTC close above ${n}k this month?", "Will token #{n} list on an exchange?"),
     "sports": ("Will team {n} win the final?", "Will player #{n} score in the next match?"),
     "economics": ("Will CPI print above {n}.0% YoY?", "Will the central bank cut {n} bp?"),
     "entertainment": ("Will film #{n} top the box office?", "Will album #{n} debut at number one?"),
@@ -84,15 +84,22 @@ def _market(rng: random.Random, index: int, signals: list[Signal], as_of: dateti
     unknowns = rng.choices((0, 1, 2, 3), (0.7, 0.18, 0.08, 0.04))[0]
     draft = Market(id=market_id, question="", price=50.0, liquidity=0.0, unknowns=unknowns)
     belief = update_belief(draft, signals, as_of).belief
-    closes_in = timedelta(hours=rng.randint(-72, 24 * 120)) if rng.random() < 0.04 else None
+    closing_soon = rng.random() < 0.04
+    closes_in = (
+        timedelta(hours=rng.randint(-72, 24 * 120))
+        if closing_soon
+        else timedelta(days=rng.randint(1, 180))
+    )
+    illiquid = rng.random() < 0.15
+    liquidity = rng.uniform(50.0, 999.0) if illiquid else rng.lognormvariate(9.5, 1.2) + 1000.0
     return Market(
         id=market_id,
         question=template.format(n=index % 1000),
         category=category,
         price=_price(rng, belief.low, belief.high),
-        liquidity=round(rng.uniform(50.0, 999.0) if rng.random() < 0.15 else rng.lognormvariate(9.5, 1.2) + 1000.0, 2),
+        liquidity=round(liquidity, 2),
         volume_24h=round(rng.lognormvariate(7.0, 1.5), 2),
-        closes_at=as_of + (closes_in if closes_in is not None else timedelta(days=rng.randint(1, 180))),
+        closes_at=as_of + closes_in,
         resolution_criteria="Resolves per the official published result.",
         authority_is_clear=rng.random() < 0.95,
         outcome_is_objective=rng.random() < 0.95,

@@ -1,0 +1,253 @@
+"""The ordered trade gate and exit plans (SPEC section 4)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+
+from pomabotd.domain.checks import GateResult, exit_plan, run_checks
+from pomabotd.domain.models import CHECK_NAMES, Belief, ExitPlan, Market
+from tests.strategies import AS_OF, markets
+
+NARROW = Belief(45.0, 55.0, 80.0, 0)
+OPEN_YES = Market(id="m1", question="Will it?", category="politics", price=30.0, liquidity=5000.0)
+
+
+def _market(**changes: Any) -> Market:
+    return msgspec.structs.replace(OPEN_YES, **changes)
+
+
+def test_exit_plan_yes() -> None:
+    """A YES plan is priced in YES: stop 5% under, target 10% over, midpoint, high, 10% floor."""
+    assert exit_plan("YES", 30.0, NARROW) == ExitPlan(
+        entry_price=30.0,
+        stop_price=30.0 * 0.95,
+        target_price=30.0 * 1.1,
+        emergency_price=30.0 * 0.9,
+        convergence_price=50.0,
+        invalidation_price=55.0,
+    )
+
+
+def test_exit_plan_no_uses_the_no_price() -> None:
+    """A NO plan is priced in NO: entry, convergence and invalidation are 100 minus YES levels."""
+    plan = exit_plan("NO", 80.0, Belief(50.0, 60.0, 80.0, 0), 10.0, 20.0)
+    assert plan == ExitPlan(
+        entry_price=20.0,
+        stop_price=20.0 * 0.9,
+        target_price=20.0 * 1.2,
+        emergency_price=20.0 * 0.8,
+        convergence_price=45.0,
+        invalidation_price=50.0,
+    )
+
+
+def test_exit_plan_target_is_capped_at_100() -> None:
+    """A target above 100 cannot be reached by a binary contract, so it is capped."""
+    plan = exit_plan("YES", 95.0, Belief(96.0, 100.0, 80.0, 0))
+    assert plan is not None and plan.target_price == 100.0
+
+
+@pytest.mark.parametrize(("side", "price"), [("YES", 0.0), ("NO", 100.0), ("YES", 100.0)])
+def test_exit_plan_none_at_the_ends(side: str, price: float) -> None:
+    """An entry of 0 (P&L divides by it) or 100 (nothing to gain) has no sane plan."""
+    assert exit_plan(side, price, NARROW) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("market", "belief", "failed", "reason"),
+    [
+        (
+            _market(outcome="YES"),
+            NARROW,
+            "market_open",
+            "market is resolved (YES)",
+        ),
+        (
+            _market(closes_at=AS_OF),
+            NARROW,
+            "market_open",
+            "market closed at 2026-06-01T12:00:00+00:00, not after as_of 2026-06-01T12:00:00+00:00",
+        ),
+        (
+            _market(authority_is_clear=False),
+            NARROW,
+            "resolution_authority",
+            "no clear authority decides how the market resolves",
+        ),
+        (
+            _market(outcome_is_objective=False),
+            NARROW,
+            "objective_outcome",
+            "the outcome is not objectively verifiable",
+        ),
+        (
+            _market(liquidity=500.0),
+            NARROW,
+            "liquidity",
+            "liquidity $500 is below the $1,000 minimum",
+        ),
+        (
+            _market(liquidity=999.5),
+            NARROW,
+            "liquidity",
+            "liquidity $999.50 is below the $1,000 minimum",
+        ),
+        (
+            _market(),
+            Belief(40.0, 65.5, 80.0, 0),
+            "belief_width",
+            "belief range 40\u201365.5 is 25.5 points wide, over the 25-point maximum",
+        ),
+        (
+            _market(),
+            Belief(45.0, 55.0, 64.5, 0),
+            "confidence",
+            "confidence 64.5 is below the 65 minimum",
+        ),
+        (
+            _market(price=50.0),
+            NARROW,
+            "price_outside_range",
+            "price 50 is inside the belief range 45\u201355",
+        ),
+        (
+            _market(price=45.0),
+            NARROW,
+            "price_outside_range",
+            "price 45 is inside the belief range 45\u201355",
+        ),
+        (
+            _market(price=40.0),
+            NARROW,
+            "edge",
+            "YES edge 5 points is below the 12-point minimum for politics",
+        ),
+        (
+            _market(price=60.0),
+            NARROW,
+            "edge",
+            "NO edge 5 points is below the 12-point minimum for politics",
+        ),
+        (
+            _market(price=0.0),
+            NARROW,
+            "exit_plan",
+            "no sane exit plan: the YES entry price would be 0",
+        ),
+        (
+            _market(price=100.0),
+            NARROW,
+            "exit_plan",
+            "no sane exit plan: the NO entry price would be 0",
+        ),
+    ],
+)
+def test_each_check_fails_with_its_name_and_numbers(
+    market: Market, belief: Belief, failed: str, reason: str
+) -> None:
+    """Every check can fail on its own, reported by name with a sentence giving the numbers."""
+    result = run_checks(market, belief, AS_OF)
+    assert (result.failed_check, result.reason, result.side) == (failed, reason, "NONE")
+
+
+@pytest.mark.parametrize(
+    ("market", "belief", "expected"),
+    [
+        (
+            _market(),
+            NARROW,
+            GateResult(
+                None,
+                "YES: price 30 is 15 points below the belief range 45\u201355",
+                "YES",
+                15.0,
+                20.0,
+            ),
+        ),
+        (
+            _market(price=70.0),
+            NARROW,
+            GateResult(
+                None,
+                "NO: price 70 is 15 points above the belief range 45\u201355",
+                "NO",
+                15.0,
+                20.0,
+            ),
+        ),
+        (
+            _market(price=33.0, closes_at=AS_OF + timedelta(seconds=1)),
+            Belief(45.0, 70.0, 65.0, 3),
+            GateResult(
+                None,
+                "YES: price 33 is 12 points below the belief range 45\u201370",
+                "YES",
+                12.0,
+                24.5,
+            ),
+        ),
+        (
+            _market(price=65.0, category="weather", liquidity=1000.0),
+            NARROW,
+            GateResult(
+                None,
+                "NO: price 65 is 10 points above the belief range 45\u201355",
+                "NO",
+                10.0,
+                15.0,
+            ),
+        ),
+    ],
+)
+def test_tradeable_markets_pass_every_check(
+    market: Market, belief: Belief, expected: GateResult
+) -> None:
+    """Both sides pass, including every threshold met exactly (width 25, confidence 65, edge)."""
+    assert run_checks(market, belief, AS_OF) == expected
+
+
+def test_unknown_category_needs_the_other_minimum() -> None:
+    """A market whose category is unknown is held to the `other` minimum edge of 25."""
+    result = run_checks(_market(category="gardening", price=25.0), NARROW, AS_OF)
+    assert (result.failed_check, result.edge) == ("edge", 20.0)
+    assert result.reason == "YES edge 20 points is below the 25-point minimum for other"
+
+
+def test_first_failure_wins() -> None:
+    """A market failing several checks reports the earliest one in the SPEC order."""
+    market = _market(authority_is_clear=False, liquidity=0.0)
+    result = run_checks(market, Belief(10.0, 90.0, 30.0, 4), AS_OF)
+    assert result.failed_check == "resolution_authority"
+
+
+def test_edges_are_reported_even_when_an_earlier_check_fails() -> None:
+    """Edge and expected edge describe the price against the range whichever check failed."""
+    result = run_checks(_market(liquidity=10.0, price=80.0), NARROW, AS_OF)
+    assert (result.failed_check, result.edge, result.expected_edge) == ("liquidity", 25.0, 30.0)
+
+
+def test_edges_are_zero_inside_the_range() -> None:
+    """A price inside the range (even on its edge) has no edge and no expected edge."""
+    for price in (45.0, 50.0, 55.0):
+        result = run_checks(_market(price=price, liquidity=0.0), NARROW, AS_OF)
+        assert (result.edge, result.expected_edge) == (0.0, 0.0)
+
+
+@given(markets())
+def test_gate_result_is_consistent(market: Market) -> None:
+    """A side is chosen only when nothing failed; edges follow the price's place in the range."""
+    result = run_checks(market, NARROW, AS_OF)
+    assert result.failed_check in (None, *CHECK_NAMES)
+    assert (result.side == "NONE") == (result.failed_check is not None)
+    if 45.0 <= market.price <= 55.0:
+        assert (result.edge, result.expected_edge) == (0.0, 0.0)
+    else:
+        assert result.edge > 0.0
+        assert result.expected_edge == abs(market.price - 50.0)
+    if result.failed_check is None:
+        assert exit_plan(result.side, market.price, NARROW) is not None  # type: ignore[arg-type]

@@ -1,0 +1,106 @@
+"""The built-in evaluator: belief update then the gate, for one market."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pomabotd.domain.belief import update_belief
+from pomabotd.domain.checks import run_checks
+from pomabotd.domain.evaluate import evaluate_market
+from pomabotd.domain.models import Evaluation, Market, Signal
+from tests.strategies import AS_OF, market_with_signals, signals_for
+
+MARKET = Market(id="m1", question="Will it?", category="politics", price=20.0, liquidity=5000.0)
+
+
+def _signal(days_ago: float, **fields: Any) -> Signal:
+    record = {"market_id": "m1", "strength": 5, "timestamp": AS_OF - timedelta(days=days_ago)}
+    return msgspec.convert(record | fields, Signal)
+
+
+def test_tradeable_market_end_to_end() -> None:
+    """Signals move the range and lift confidence until the market is a YES trade."""
+    signals = [
+        _signal(1.0, type="procedural", direction="neutral"),
+        _signal(4.0, type="speculative", direction="down"),
+        _signal(3.0, type="authoritative", direction="up"),
+        _signal(2.0, type="authoritative", direction="up"),
+        _signal(0.0, type="authoritative", direction="down", market_id="m2"),
+    ]
+    assert evaluate_market(MARKET, signals, AS_OF) == Evaluation(
+        market_id="m1",
+        category="politics",
+        price=20.0,
+        belief_low=57.0,
+        belief_high=67.0,
+        confidence=74.0,
+        side="YES",
+        edge=37.0,
+        expected_edge=42.0,
+        failed_check=None,
+        reason="YES: price 20 is 37 points below the belief range 57\u201367",
+        signals_applied=3,
+        signals_rejected=1,
+        error=None,
+        elapsed_us=0.0,
+    )
+
+
+def test_rejected_market_still_carries_its_belief() -> None:
+    """A market failing the gate reports the failed check alongside its belief and edge."""
+    market = msgspec.structs.replace(MARKET, price=90.0, liquidity=10.0, unknowns=1)
+    result = evaluate_market(market, [_signal(0.0, type="authoritative", direction="up")], AS_OF)
+    assert (result.failed_check, result.side) == ("liquidity", "NONE")
+    assert (result.belief_low, result.belief_high, result.confidence) == (51.0, 61.0, 53.0)
+    assert (result.edge, result.expected_edge) == (29.0, 34.0)
+    assert (result.signals_applied, result.signals_rejected) == (1, 0)
+
+
+@given(
+    market_with_signals(future=timedelta(days=3)),
+    st.lists(signals_for("someone-else"), max_size=3),
+)
+def test_evaluation_agrees_with_its_public_parts(
+    case: tuple[Market, list[Signal]], noise: list[Signal]
+) -> None:
+    """The lean evaluator gives exactly what update_belief and run_checks give."""
+    market, signals = case
+    signals = signals + noise
+    update = update_belief(market, signals, AS_OF)
+    gate = run_checks(market, update.belief, AS_OF)
+    result = evaluate_market(market, signals, AS_OF)
+    assert result == Evaluation(
+        market_id=market.id,
+        category=market.category,
+        price=market.price,
+        belief_low=update.belief.low,
+        belief_high=update.belief.high,
+        confidence=update.belief.confidence,
+        side=gate.side,
+        edge=gate.edge,
+        expected_edge=gate.expected_edge,
+        failed_check=gate.failed_check,
+        reason=gate.reason,
+        signals_applied=update.applied,
+        signals_rejected=update.rejected,
+    )
+
+
+@given(st.data())
+def test_signal_order_does_not_matter(data: st.DataObject) -> None:
+    """With distinct timestamps, the signals' input order never changes the evaluation."""
+    market, signals = data.draw(market_with_signals(distinct_timestamps=True))
+    shuffled = data.draw(st.permutations(signals))
+    assert evaluate_market(market, shuffled, AS_OF) == evaluate_market(market, signals, AS_OF)
+
+
+def test_evaluator_is_importable_from_the_package() -> None:
+    """SPEC: the built-in evaluator is `pomabotd.evaluate_market`."""
+    import pomabotd
+
+    assert pomabotd.evaluate_market is evaluate_market
