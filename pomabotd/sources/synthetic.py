@@ -34,7 +34,7 @@ _TOPICS = {
     "other": ("Will event #{n} happen by year end?", "Will record #{n} be broken?"),
 }
 #: Relative frequency of each signal type; speculative news is common, authoritative news rare.
-_TYPE_WEIGHTS = (0.22, 0.18, 0.2, 0.2, 0.2)
+_TYPE_WEIGHTS = (0.38, 0.22, 0.14, 0.13, 0.13)
 _DIRECTIONS = ("up", "down", "neutral")
 
 
@@ -46,7 +46,7 @@ class SyntheticData(msgspec.Struct, frozen=True):
 
 
 def _market_signals(rng: random.Random, market_id: str, as_of: datetime) -> list[Signal]:
-    count = rng.choice((0, 1, 2, 2, 3, 3, 3, 4, 4, 5, 6))
+    count = rng.choice((0, 1, 2, 3, 3, 3, 4, 4, 5, 5, 6))
     trend = rng.choice(_DIRECTIONS)
     signals = []
     for _ in range(count):
@@ -58,7 +58,7 @@ def _market_signals(rng: random.Random, market_id: str, as_of: datetime) -> list
                 direction=direction,
                 strength=rng.randint(1, 5),
                 conflicts_with_existing=rng.random() < 0.12,
-                timestamp=as_of - timedelta(minutes=rng.randint(5, 6 * 24 * 60)),
+                timestamp=as_of - timedelta(minutes=rng.randint(5, 3 * 24 * 60)),
                 source="synthetic",
             )
         )
@@ -68,9 +68,9 @@ def _market_signals(rng: random.Random, market_id: str, as_of: datetime) -> list
 def _price(rng: random.Random, low: float, high: float) -> float:
     """Place the price inside the belief range most of the time, well outside it sometimes."""
     roll = rng.random()
-    if roll < 0.55:
+    if roll < 0.45:
         price = rng.uniform(low, high)
-    elif roll < 0.8:
+    elif roll < 0.72:
         price = low - rng.uniform(0.0, 45.0)
     else:
         price = high + rng.uniform(0.0, 45.0)
