@@ -37,6 +37,9 @@ class GateResult(Struct, frozen=True):
     edge: float
     expected_edge: float
 
+#: Differences of points are rounded to this many digits before a check compares them, so that
+#: float noise (8.2 - 0.2 = 7.999999999999999) never fails a check sitting exactly at its limit.
+_POINT_DIGITS: Final = 9
 
 def exit_plan(
     side: Side,
@@ -79,11 +82,11 @@ def _gate(
     price = market.price
     outside = True
     if price < low:
-        edge = low - price
-        expected = (low + high) / 2.0 - price
+        edge = round(low - price, _POINT_DIGITS)
+        expected = round((low + high) / 2.0 - price, _POINT_DIGITS)
     elif price > high:
-        edge = price - high
-        expected = price - (low + high) / 2.0
+        edge = round(price - high, _POINT_DIGITS)
+        expected = round(price - (low + high) / 2.0, _POINT_DIGITS)
     else:
         outside = False
         edge = expected = 0.0
@@ -103,7 +106,7 @@ def _gate(
     if market.liquidity < MIN_LIQUIDITY:
         reason = f"liquidity ${_money(market.liquidity)} is below the $1,000 minimum"
         return "liquidity", reason, "NONE", edge, expected
-    width = high - low
+    width = round(high - low, _POINT_DIGITS)
     if width > MAX_BELIEF_WIDTH:
         reason = (
             f"belief range {_span(low, high)} is {_pts(width)} points wide, "

@@ -248,6 +248,20 @@ def test_gate_result_is_consistent(market: Market) -> None:
         assert (result.edge, result.expected_edge) == (0.0, 0.0)
     else:
         assert result.edge > 0.0
-        assert result.expected_edge == abs(market.price - 50.0)
+        assert result.expected_edge == pytest.approx(abs(market.price - 50.0), abs=1e-9)
     if result.failed_check is None:
         assert exit_plan(result.side, market.price, NARROW) is not None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("price", "low", "high", "failed"),
+    [
+        (0.2, 8.2, 18.2, None),  # edge 8.2 - 0.2 is 7.999999999999999 in floats: exactly 8
+        (0.2, 9.2, 34.2, None),  # width 34.2 - 9.2 is 25.000000000000004 in floats: exactly 25
+    ],
+)
+def test_checks_at_their_exact_limits_ignore_float_noise(price, low, high, failed):
+    """An edge or width exactly at its limit is judged as the exact number, not float noise."""
+    market = Market(id="m", question="q", category="weather", price=price, liquidity=5000.0)
+    result = run_checks(market, Belief(low, high, 80.0, 0), AS_OF)
+    assert result.failed_check == failed
