@@ -1,0 +1,574 @@
+"""The evaluation runtime every cycle goes through: chunks to workers, results back, measured.
+
+An asyncio front loop feeds a supervised process pool (`pool.py`) with chunks of `batch_size`
+markets, several chunks per submission (a submission costs the parent far more than a chunk), at
+most `max_concurrency` chunks in flight, and consumes results as they arrive. The parent never
+decodes a record (`workload.py` cuts the source bytes); workers return only what selection and the
+outputs need. Faults are handled at two levels:
+
+- in the worker, a market that raises, returns garbage or runs past `timeout_ms` is retried with
+  a tenacity policy, then reported with `error` set (`worker.py`);
+- here, a worker that dies (`BrokenProcessPool`) or that the supervisor kills because it is stuck
+  where the interpreter cannot interrupt it costs a pool rebuild; the lost chunks are replayed one
+  at a time, and a chunk that breaks the pool again market by market, so that only the culprit
+  ends with `worker crashed` (or `timeout`).
+
+`workers = 0` runs the same chunk code in this process, in order, without a pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from types import TracebackType
+from typing import Final
+
+import msgspec
+import psutil
+import tenacity
+from msgspec import Struct
+
+from pomabotd.domain.models import Evaluation, Market
+from pomabotd.engine import worker
+from pomabotd.engine.pool import WorkerPool
+from pomabotd.engine.worker import ChunkOut, Job, Task
+from pomabotd.engine.workload import Workload, plan_workload
+from pomabotd.errors import CycleError, PoolCrashLoopError
+from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
+
+__all__ = ["BatchSettings", "RunResult", "Runtime"]
+
+#: Markets per pool submission to aim for: enough to make its fixed cost negligible.
+_SUBMISSION_MARKETS: Final = 1024
+#: Submissions queued per worker, so a worker never waits for the parent.
+_QUEUED_PER_WORKER: Final = 2
+#: A stuck worker is killed this long after its market's timeout (and at least this late).
+_MIN_KILL_GRACE_NS: Final = 100_000_000
+_SAMPLE_EVERY_S: Final = 0.05
+#: Markets in a row that each kill their worker when alone: the pool is in a crash loop.
+_CRASHED_MARKETS_IN_A_ROW: Final = 5
+_OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
+_LINES: Final = msgspec.json.Encoder()
+
+
+class BatchSettings(Struct, frozen=True, kw_only=True):
+    """The `batch.*` settings the runtime needs (SPEC section 7)."""
+
+    workers: int
+    batch_size: int
+    max_concurrency: int
+    timeout_ms: int
+    retry_attempts: int
+    evaluator: str = "pomabotd:evaluate_market"
+
+
+class RunResult(Struct, kw_only=True):
+    """What one run produced, and what it cost, measured."""
+
+    candidates: list[Evaluation]
+    markets: dict[str, Market]
+    kept: dict[str, Evaluation]
+    rejected: list[Rejected]
+    failures: list[tuple[str, str]]
+    markets_total: int
+    markets_evaluated: int
+    markets_failed: int
+    signals_total: int
+    retries: int
+    timeouts: int
+    worker_restarts: int
+    eval_us_total: float
+    peak_rss_mb: float
+    cpu_percent: float
+    wall_s: float
+
+
+class _Lost(Exception):
+    """A lone market's worker died; `error` says whether the supervisor killed it."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class Runtime:
+    """Owns the worker pool across cycles; `start` it before loading a cycle's data."""
+
+    def __init__(self, settings: BatchSettings) -> None:
+        self._settings = settings
+        self._pool: WorkerPool | None = None
+        self._inline: worker.Evaluator | None = None
+        self._started = False
+        self._timeouts = 0
+        self._retries = 0
+
+    def __enter__(self) -> Runtime:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def settings(self) -> BatchSettings:
+        """The settings in force."""
+        return self._settings
+
+    def start(self) -> None:
+        """Start the pool (every worker, evaluator imported), or import the evaluator here."""
+        if self._started:
+            return
+        if self._settings.workers > 0:
+            pool = WorkerPool(self._settings.workers, self._settings.evaluator)
+            try:
+                pool.start()
+            except BaseException:
+                pool.close()
+                raise
+            self._pool = pool
+        else:
+            from pomabotd.config import resolve_evaluator
+
+            self._inline = resolve_evaluator(self._settings.evaluator)
+        self._started = True
+
+    def close(self) -> None:
+        """Stop the workers; no child process is left behind."""
+        pool, self._pool = self._pool, None
+        self._inline = None
+        self._started = False
+        if pool is not None:
+            pool.close()
+
+    def reconfigure(self, settings: BatchSettings) -> None:
+        """Take new settings; the pool is rebuilt only if `workers` or `evaluator` changed."""
+        old = self._settings
+        self._settings = settings
+        if not self._started or (
+            old.workers == settings.workers and old.evaluator == settings.evaluator
+        ):
+            return
+        replaced = self._pool
+        self._pool = None
+        self._started = False
+        try:
+            self.start()
+        except BaseException:
+            self._settings = old
+            self._pool = replaced
+            self._started = True
+            raise
+        if replaced is not None:
+            replaced.close()
+
+    def evaluate_sync(
+        self,
+        markets: bytes,
+        markets_source: str,
+        signals: bytes,
+        signals_source: str,
+        as_of: datetime,
+        *,
+        keep: Collection[str] = (),
+        on_lines: Callable[[bytes], None] | None = None,
+    ) -> RunResult:
+        """`evaluate` for callers without an event loop."""
+        return asyncio.run(
+            self.evaluate(
+                markets,
+                markets_source,
+                signals,
+                signals_source,
+                as_of,
+                keep=keep,
+                on_lines=on_lines,
+            )
+        )
+
+    async def evaluate(
+        self,
+        markets: bytes,
+        markets_source: str,
+        signals: bytes,
+        signals_source: str,
+        as_of: datetime,
+        *,
+        keep: Collection[str] = (),
+        on_lines: Callable[[bytes], None] | None = None,
+    ) -> RunResult:
+        """Evaluate every market of the JSON-lines `markets` with its `signals`.
+
+        `keep` names markets whose evaluation is returned whatever it says (held positions).
+        `on_lines`, if given, receives every evaluation encoded as JSON lines, in market input
+        order, a chunk at a time as soon as the order allows.
+        """
+        self.start()
+        started = time.perf_counter()
+        settings = self._settings
+        pool = self._pool
+        meter = _Meter(pool)
+        meter.sample()
+        self._timeouts = self._retries = 0
+        restarts_before = pool.restarts if pool is not None else 0
+        enabled = gc.isenabled()
+        gc.disable()  # millions of short-lived objects, no cycles: the collector only costs
+        try:
+            work = plan_workload(
+                markets, markets_source, signals, signals_source, settings.batch_size, keep
+            )
+            meter.sample()
+            job = Job(
+                as_of,
+                markets_source,
+                signals_source,
+                on_lines is not None,
+                settings.timeout_ms,
+                settings.retry_attempts,
+            )
+            sink = _Sink(work, on_lines)
+            if pool is None:
+                self._run_inline(work, job, sink, meter)
+            else:
+                await self._run_pool(pool, work, job, sink, meter)
+        finally:
+            if enabled:
+                gc.enable()
+        meter.sample()
+        wall_s = time.perf_counter() - started
+        return sink.result(
+            retries=self._retries,
+            timeouts=self._timeouts,
+            restarts=(pool.restarts - restarts_before) if pool is not None else 0,
+            peak_rss_mb=meter.peak_rss_mb,
+            cpu_percent=meter.cpu_percent(wall_s),
+            wall_s=wall_s,
+        )
+
+    def _run_inline(self, work: Workload, job: Job, sink: _Sink, meter: _Meter) -> None:
+        fn = self._inline
+        if fn is None:
+            raise CycleError("the runtime is not started")
+        with worker.inline_worker(fn) as state:
+            for index in range(work.chunk_count):
+                for out in _OUTS.decode(worker.evaluate_chunks([work.task(index)], job, state)):
+                    sink.add(out)
+                meter.maybe_sample()
+
+    async def _run_pool(
+        self, pool: WorkerPool, work: Workload, job: Job, sink: _Sink, meter: _Meter
+    ) -> None:
+        settings = self._settings
+        count = work.chunk_count
+        per_submission, max_submissions = _grouping(settings, pool.workers, count)
+        inflight: dict[asyncio.Future[bytes], list[int]] = {}
+        lost: list[int] = []
+        following = 0
+        supervisor = asyncio.create_task(self._supervise(pool, job, meter))
+        try:
+            while following < count or inflight or lost:
+                if lost and not inflight:
+                    pool.rebuild()
+                    await self._isolate(pool, sorted(lost), work, job, sink)
+                    lost.clear()
+                    continue
+                while not lost and following < count and len(inflight) < max_submissions:
+                    indexes = list(range(following, min(count, following + per_submission)))
+                    following = indexes[-1] + 1
+                    tasks = [work.task(index) for index in indexes]
+                    try:
+                        submitted = pool.submit(worker.run_submission, tasks, job)
+                    except BrokenProcessPool:
+                        lost.extend(indexes)
+                        break
+                    inflight[asyncio.wrap_future(submitted)] = indexes
+                if not inflight:
+                    continue
+                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    indexes = inflight.pop(finished)
+                    error = finished.exception()
+                    if error is None:
+                        for out in _OUTS.decode(finished.result()):
+                            sink.add(out)
+                    elif isinstance(error, BrokenProcessPool):
+                        lost.extend(indexes)
+                    else:
+                        raise CycleError(f"a worker failed: {error!r}") from error
+                meter.maybe_sample()
+        finally:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+            for pending in inflight:
+                pending.cancel()
+
+    async def _isolate(
+        self, pool: WorkerPool, lost: list[int], work: Workload, job: Job, sink: _Sink
+    ) -> None:
+        """Replay chunks a dead worker took with it, one at a time, to corner the culprit."""
+        for index in lost:
+            if len(lost) > 1:
+                try:
+                    data = await self._alone(pool, work.task(index), job)
+                except _Lost:
+                    pass
+                else:
+                    for out in _OUTS.decode(data):
+                        sink.add(out)
+                    continue
+            sink.add(await self._market_by_market(pool, work, index, job))
+
+    async def _market_by_market(
+        self, pool: WorkerPool, work: Workload, index: int, job: Job
+    ) -> ChunkOut:
+        """Evaluate a chunk one market per submission; a market that keeps killing its worker
+        ends with `worker crashed` (or `timeout` when the supervisor had to kill it)."""
+        task = work.task(index)
+        markets, market_rejected = decode_markets(task.markets, job.markets_source)
+        _, signal_rejected = decode_signals(task.signals, job.signals_source)
+        total = ChunkOut(
+            index, b"", [], [], [], market_rejected, signal_rejected, [], 0, 0, 0, 0, 0, 0.0
+        )
+        parts: list[bytes] = []
+        crashed_in_a_row = 0
+        policy = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(1 + job.retry_attempts),
+            wait=tenacity.wait_none(),
+            retry=tenacity.retry_if_exception_type(_Lost),
+            reraise=True,
+        )
+        for position, market in enumerate(markets):
+            single = Task(index, task.markets, task.signals, task.keep, position)
+            try:
+                async for attempt in policy:
+                    with attempt:
+                        if attempt.retry_state.attempt_number > 1:
+                            self._retries += 1
+                        data = await self._alone(pool, single, job)
+            except _Lost as lost:
+                crashed_in_a_row += 1
+                if crashed_in_a_row >= _CRASHED_MARKETS_IN_A_ROW:
+                    raise PoolCrashLoopError(
+                        f"{crashed_in_a_row} markets in a row killed their worker process: "
+                        f"evaluator {pool.evaluator!r} seems to crash on every market"
+                    ) from lost
+                out = _failed_out(index, market, lost.error, task.keep, job.want_lines)
+            else:
+                crashed_in_a_row = 0
+                out = _OUTS.decode(data)[0]
+            parts.append(out.lines)
+            total.candidates += out.candidates
+            total.markets += out.markets
+            total.kept += out.kept
+            total.failures += out.failures
+            total.evaluated += out.evaluated
+            total.failed += out.failed
+            total.retries += out.retries
+            total.timeouts += out.timeouts
+            total.eval_us += out.eval_us
+        total.lines = b"".join(parts)
+        return total
+
+    async def _alone(self, pool: WorkerPool, task: Task, job: Job) -> bytes:
+        """Run one task with nothing else in flight; a dead worker means rebuild and `_Lost`."""
+        timeouts_before = self._timeouts
+        try:
+            return await asyncio.wrap_future(pool.submit(worker.run_submission, [task], job))
+        except BrokenProcessPool:
+            killed = self._timeouts > timeouts_before
+            pool.rebuild()
+            raise _Lost("timeout" if killed else "worker crashed") from None
+
+    async def _supervise(self, pool: WorkerPool, job: Job, meter: _Meter) -> None:
+        """Kill a worker stuck past its market's timeout plus a grace; sample resources."""
+        timeout_ns = job.timeout_ms * 1_000_000
+        deadline_ns = timeout_ns + max(timeout_ns, _MIN_KILL_GRACE_NS)
+        period = min(max(timeout_ns / 4e9, 0.005), _SAMPLE_EVERY_S)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic_ns()
+            for pid, started in pool.busy():
+                if now - started > deadline_ns and pool.kill(pid):
+                    self._timeouts += 1
+            meter.maybe_sample()
+
+
+def _grouping(settings: BatchSettings, workers: int, chunks: int) -> tuple[int, int]:
+    """Chunks per submission, and submissions in flight, within `max_concurrency` chunks."""
+    concurrency = max(1, settings.max_concurrency)
+    queued = workers * _QUEUED_PER_WORKER
+    wanted = -(-_SUBMISSION_MARKETS // max(1, settings.batch_size))
+    balanced = max(1, -(-chunks // queued))  # small cycles: spread over every worker
+    per_submission = max(1, min(wanted, balanced, concurrency // queued or 1))
+    return per_submission, max(1, concurrency // per_submission)
+
+
+def _failed_out(
+    index: int, market: Market, error: str, keep: frozenset[str], want_lines: bool
+) -> ChunkOut:
+    evaluation = worker.failed_evaluation(market, error)
+    kept = market.id in keep
+    return ChunkOut(
+        index,
+        _LINES.encode(evaluation) + b"\n" if want_lines else b"",
+        [],
+        [market] if kept else [],
+        [evaluation] if kept else [],
+        [],
+        [],
+        [(market.id, error)],
+        0,
+        1,
+        0,
+        0,
+        0,
+        0.0,
+    )
+
+
+class _Sink:
+    """Collects chunk results in any order; emits lines and assembles results in input order."""
+
+    def __init__(self, work: Workload, on_lines: Callable[[bytes], None] | None) -> None:
+        self._work = work
+        self._on_lines = on_lines
+        self._pending: dict[int, bytes] = {}
+        self._next = 0
+        self._candidates: dict[int, list[Evaluation]] = {}
+        self._failures: dict[int, list[tuple[str, str]]] = {}
+        self._markets: dict[str, Market] = {}
+        self._kept: dict[str, Evaluation] = {}
+        self._rejected: list[Rejected] = list(work.rejected)
+        self._evaluated = 0
+        self._failed = 0
+        self._retries = 0
+        self._timeouts = 0
+        self._eval_us = 0.0
+
+    def add(self, out: ChunkOut) -> None:
+        index = out.index
+        work = self._work
+        if out.candidates:
+            self._candidates[index] = out.candidates
+        if out.failures:
+            self._failures[index] = out.failures
+        for market in out.markets:
+            self._markets[market.id] = market
+        for evaluation in out.kept:
+            self._kept[evaluation.market_id] = evaluation
+        for rejected in out.market_rejected:
+            line = work.market_line(index, rejected.line)
+            self._rejected.append(msgspec.structs.replace(rejected, line=line))
+        for rejected in out.signal_rejected:
+            line = work.signal_line(index, rejected.line)
+            self._rejected.append(msgspec.structs.replace(rejected, line=line))
+        self._evaluated += out.evaluated
+        self._failed += out.failed
+        self._retries += out.retries
+        self._timeouts += out.timeouts
+        self._eval_us += out.eval_us
+        if self._on_lines is not None:
+            self._pending[index] = out.lines
+            while self._next in self._pending:
+                lines = self._pending.pop(self._next)
+                self._next += 1
+                if lines:
+                    self._on_lines(lines)
+
+    def result(
+        self,
+        *,
+        retries: int,
+        timeouts: int,
+        restarts: int,
+        peak_rss_mb: float,
+        cpu_percent: float,
+        wall_s: float,
+    ) -> RunResult:
+        work = self._work
+        candidates = [e for i in sorted(self._candidates) for e in self._candidates[i]]
+        failures = [f for i in sorted(self._failures) for f in self._failures[i]]
+        markets_source = work.markets_source
+        self._rejected.sort(key=lambda r: (r.source != markets_source, r.line))
+        return RunResult(
+            candidates=candidates,
+            markets=self._markets,
+            kept=self._kept,
+            rejected=self._rejected,
+            failures=failures,
+            markets_total=work.markets_total,
+            markets_evaluated=self._evaluated,
+            markets_failed=self._failed,
+            signals_total=work.signals_total,
+            retries=self._retries + retries,
+            timeouts=self._timeouts + timeouts,
+            worker_restarts=restarts,
+            eval_us_total=self._eval_us,
+            peak_rss_mb=peak_rss_mb,
+            cpu_percent=cpu_percent,
+            wall_s=wall_s,
+        )
+
+
+class _Meter:
+    """Peak RSS and CPU time of this process plus its pool, read from the OS while it runs."""
+
+    def __init__(self, pool: WorkerPool | None) -> None:
+        self._pool = pool
+        self._generation = -1
+        self._procs: list[psutil.Process] = []
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._sampled_at = 0.0
+        self._first_sample = True
+        self._pid = os.getpid()
+        self._own_cpu = time.process_time()  # this process at ns resolution; /proc has ticks
+        self.peak_rss_mb = 0.0
+
+    def maybe_sample(self) -> None:
+        if time.perf_counter() - self._sampled_at >= _SAMPLE_EVERY_S:
+            self.sample()
+
+    def sample(self) -> None:
+        self._sampled_at = time.perf_counter()
+        if self._pool is None:
+            if not self._procs:
+                self._procs = [psutil.Process()]
+        elif self._pool.generation != self._generation:
+            # The fork server and the workers are this process's descendants.
+            self._generation = self._pool.generation
+            me = psutil.Process()
+            self._procs = [me, *me.children(recursive=True)]
+        rss = 0
+        for proc in self._procs:
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            pid = proc.pid
+            if pid == self._pid:
+                continue
+            cpu = times.user + times.system
+            if pid not in self._first:
+                self._first[pid] = cpu if self._first_sample else 0.0
+            self._last[pid] = cpu
+        self._first_sample = False
+        self.peak_rss_mb = max(self.peak_rss_mb, rss / 1_048_576)
+
+    def cpu_percent(self, wall_s: float) -> float:
+        used = time.process_time() - self._own_cpu
+        used += sum(self._last[pid] - self._first[pid] for pid in self._last)
+        return 100.0 * used / wall_s if wall_s > 0 else 0.0

@@ -1,0 +1,477 @@
+"""The worker side of the runtime: decode, evaluate and encode whole chunks of JSON lines.
+
+A chunk arrives as the raw bytes of its market and signal lines, so the parent does almost
+nothing per market; decoding (with the readers' own decoders), evaluation and encoding all happen
+here. The same functions run inside pool workers and, with `workers = 0`, in the daemon itself.
+
+Per-market timeouts: before each evaluator call the evaluating thread stores the call's start
+time in its slot of a small shared array (one store per market). A watchdog thread interrupts the
+evaluating thread with SIGALRM once that start is older than the limit; the handler raises
+`MarketTimeout` only if the same call is still running inside the evaluator, so a late signal can
+never hit the runtime's own code or the next market. Code that never returns to the interpreter
+(a C loop holding the GIL, a blocked SIGALRM) cannot be interrupted: the parent reads the same
+slots and kills that worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from itertools import groupby
+from operator import attrgetter
+from types import FrameType
+from typing import Any, Final, TypeVar
+
+import msgspec
+import tenacity
+
+from pomabotd.domain.belief import prior
+from pomabotd.domain.models import Evaluation, Market, Signal
+from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
+
+__all__ = [
+    "ChunkOut",
+    "Job",
+    "MarketTimeout",
+    "Task",
+    "WorkerState",
+    "describe_error",
+    "evaluate_chunks",
+    "failed_evaluation",
+    "init_worker",
+    "inline_worker",
+    "ping",
+    "run_submission",
+]
+
+Evaluator = Callable[[Market, Sequence[Signal], datetime], Any]
+"""A strategy plugin: `pomabotd.evaluate_market`'s signature, any return checked at run time."""
+
+#: The watchdog looks at the slot this often, at most; a timeout is noticed within one period.
+_MAX_WATCH_INTERVAL_NS: Final = 50_000_000
+_MIN_WATCH_INTERVAL_NS: Final = 2_000_000
+_NO_SIGNALS: Final[tuple[Signal, ...]] = ()
+
+
+class MarketTimeout(BaseException):
+    """Raised inside the evaluator when its market ran past `timeout_ms`.
+
+    A BaseException, so that a plugin's `except Exception` cannot swallow it.
+    """
+
+
+class _Garbage(Exception):
+    """The evaluator returned something that is not an `Evaluation`."""
+
+
+class Task(msgspec.Struct, frozen=True, array_like=True):
+    """One chunk to evaluate: its lines as the source delivered them.
+
+    `only` >= 0 evaluates just that market of the chunk and reports no rejected lines; the parent
+    uses it to find which market kills its worker.
+    """
+
+    index: int
+    markets: bytes
+    signals: bytes
+    keep: frozenset[str] = frozenset()
+    only: int = -1
+
+
+class Job(msgspec.Struct, frozen=True, array_like=True):
+    """What every chunk of one cycle shares."""
+
+    as_of: datetime
+    markets_source: str
+    signals_source: str
+    want_lines: bool
+    timeout_ms: int
+    retry_attempts: int
+
+
+class ChunkOut(msgspec.Struct, array_like=True):
+    """What a chunk gives back: only what selection and the outputs need.
+
+    Rejected lines are numbered within the chunk's own bytes; the parent maps them back to the
+    source's line numbers.
+    """
+
+    index: int
+    lines: bytes
+    candidates: list[Evaluation]
+    markets: list[Market]
+    kept: list[Evaluation]
+    market_rejected: list[Rejected]
+    signal_rejected: list[Rejected]
+    failures: list[tuple[str, str]]
+    evaluated: int
+    failed: int
+    signals: int
+    retries: int
+    timeouts: int
+    eval_us: float
+
+
+class WorkerState:
+    """The evaluator and the timeout machinery of one evaluating thread."""
+
+    __slots__ = ("evaluator", "interval_s", "main_ident", "slot", "slots", "target", "timeout_ns")
+
+    def __init__(self, evaluator: Evaluator, slots: memoryview, slot: int) -> None:
+        self.evaluator = evaluator
+        self.slots = slots
+        self.slot = slot
+        self.main_ident = threading.get_ident()
+        self.timeout_ns = 5_000_000_000
+        self.interval_s = _MAX_WATCH_INTERVAL_NS / 1e9
+        self.target = 0
+
+    def configure(self, timeout_ms: int) -> None:
+        """Take the cycle's timeout; the watchdog period follows it."""
+        self.timeout_ns = max(1, timeout_ms) * 1_000_000
+        period = min(max(self.timeout_ns // 4, _MIN_WATCH_INTERVAL_NS), _MAX_WATCH_INTERVAL_NS)
+        self.interval_s = period / 1e9
+
+
+class _Counts:
+    __slots__ = ("retries", "timeouts")
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.timeouts = 0
+
+
+_STATE: WorkerState | None = None
+_T = TypeVar("_T", Market, Signal)
+_MARKETS: Final = msgspec.json.Decoder(list[Market])
+_SIGNALS: Final = msgspec.json.Decoder(list[Signal])
+_MARKET_ID: Final = attrgetter("market_id")
+_LINES: Final = msgspec.json.Encoder()
+_PACK: Final = msgspec.msgpack.Encoder()
+_perf_ns: Final = time.perf_counter_ns
+_force_setattr: Final = msgspec.structs.force_setattr
+
+
+def init_worker(evaluator: str, slots: Any, counter: Any) -> None:
+    """Pool initializer: import the evaluator, claim a slot, arm the watchdog.
+
+    `slots` is a shared array of (pid, start_ns) pairs, `counter` a shared int handing out slots.
+    """
+    global _STATE
+    from pomabotd.config import resolve_evaluator  # the single place that imports plugins
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shutdown
+    fn = resolve_evaluator(evaluator)
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    view = memoryview(slots).cast("B").cast("q")
+    view[2 * index] = os.getpid()
+    _STATE = WorkerState(fn, view, 2 * index + 1)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    threading.Thread(target=_watch, args=(_STATE, None), name="watchdog", daemon=True).start()
+    gc.freeze()  # start-up objects are never garbage; keep the collector off them
+
+
+def ping() -> int:
+    """A no-op task: proves a worker started and imported the evaluator."""
+    return os.getpid()
+
+
+def run_submission(tasks: list[Task], job: Job) -> bytes:
+    """Pool entry point: evaluate several chunks, return them msgpack-encoded."""
+    if _STATE is None:
+        raise RuntimeError("worker used before init_worker ran")
+    return evaluate_chunks(tasks, job, _STATE)
+
+
+def evaluate_chunks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
+    """Evaluate chunks with the collector paused (they allocate much, and leave no cycles)."""
+    state.configure(job.timeout_ms)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _PACK.encode([_evaluate_chunk(task, job, state) for task in tasks])
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
+def inline_worker(fn: Evaluator) -> Iterator[WorkerState]:
+    """Evaluate in this process (`workers = 0`) with the same code as a worker.
+
+    Timeouts need a signal handler, which only the main thread can own; elsewhere markets run
+    without a time limit. A hang the interpreter cannot interrupt hangs the caller: that is the
+    price of having no pool.
+    """
+    state = WorkerState(fn, memoryview(bytearray(16)).cast("q"), 1)
+    state.slots[0] = os.getpid()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    stop = threading.Event()
+    watchdog = threading.Thread(target=_watch, args=(state, stop), name="watchdog", daemon=True)
+    global _STATE
+    outer, _STATE = _STATE, state
+    watchdog.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        watchdog.join()
+        _STATE = outer
+        signal.signal(signal.SIGALRM, previous)
+
+
+def failed_evaluation(market: Market, error: str) -> Evaluation:
+    """The evaluation of a market that failed after its retries: prior belief, no side."""
+    belief = prior(market.unknowns)
+    return Evaluation(
+        market_id=market.id,
+        category=market.category,
+        price=market.price,
+        belief_low=belief.low,
+        belief_high=belief.high,
+        confidence=belief.confidence,
+        side="NONE",
+        edge=0.0,
+        expected_edge=0.0,
+        failed_check=None,
+        reason=f"evaluation failed: {error}",
+        signals_applied=0,
+        signals_rejected=0,
+        error=error,
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """`timeout`, or the exception as `Type: message`."""
+    if isinstance(exc, MarketTimeout):
+        return "timeout"
+    if isinstance(exc, _Garbage):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
+    """Decode a chunk, evaluate each market once (retrying failures), keep what is needed."""
+    markets, market_rejected = _decode(
+        task.markets, job.markets_source, _MARKETS, decode_markets, unique_ids=True
+    )
+    if task.signals:
+        signals, signal_rejected = _decode(
+            task.signals, job.signals_source, _SIGNALS, decode_signals
+        )
+    else:
+        signals, signal_rejected = [], []
+    signal_count = len(signals)
+    if task.only >= 0:
+        markets = markets[task.only : task.only + 1]
+        market_rejected, signal_rejected = [], []
+    by_market = _group(signals).get
+    fn = state.evaluator
+    as_of = job.as_of
+    slots = state.slots
+    slot = state.slot
+    keep = task.keep
+    want_lines = job.want_lines
+    produced: list[Evaluation] = []
+    candidates: list[Evaluation] = []
+    chosen: list[Market] = []
+    kept: list[Evaluation] = []
+    failures: list[tuple[str, str]] = []
+    counts = _Counts()
+    evaluated = 0
+    eval_us = 0.0
+    for market in markets:
+        market_signals = by_market(market.id, _NO_SIGNALS)
+        started = _perf_ns()
+        slots[slot] = started
+        try:
+            evaluation = fn(market, market_signals, as_of)
+        except (MarketTimeout, Exception) as exc:
+            slots[slot] = 0
+            evaluation = _recover(state, market, market_signals, as_of, exc, job, counts)
+        else:
+            finished = _perf_ns()
+            if isinstance(evaluation, Evaluation):
+                # The evaluator's fresh Struct; setting the one field the domain cannot know
+                # in place avoids a copy per market.
+                _force_setattr(evaluation, "elapsed_us", (finished - started) / 1000.0)
+            else:
+                slots[slot] = 0
+                garbage = _Garbage(
+                    f"evaluator returned {type(evaluation).__name__}, expected Evaluation"
+                )
+                evaluation = _recover(state, market, market_signals, as_of, garbage, job, counts)
+        if evaluation.error is None:
+            evaluated += 1
+            eval_us += evaluation.elapsed_us
+            if evaluation.failed_check is None:
+                candidates.append(evaluation)
+                chosen.append(market)
+        else:
+            failures.append((market.id, evaluation.error))
+        if want_lines:
+            produced.append(evaluation)
+        if keep and market.id in keep:
+            kept.append(evaluation)
+            if evaluation.error is not None or evaluation.failed_check is not None:
+                chosen.append(market)
+    slots[slot] = 0
+    return ChunkOut(
+        index=task.index,
+        lines=_LINES.encode_lines(produced) if want_lines else b"",
+        candidates=candidates,
+        markets=chosen,
+        kept=kept,
+        market_rejected=market_rejected,
+        signal_rejected=signal_rejected,
+        failures=failures,
+        evaluated=evaluated,
+        failed=len(failures),
+        signals=signal_count,
+        retries=counts.retries,
+        timeouts=counts.timeouts,
+        eval_us=eval_us,
+    )
+
+
+def _decode(
+    data: bytes,
+    source: str,
+    bulk: msgspec.json.Decoder[list[_T]],
+    by_line: Callable[[bytes, str], tuple[list[_T], list[Rejected]]],
+    *,
+    unique_ids: bool = False,
+) -> tuple[list[_T], list[Rejected]]:
+    """Decode a chunk's lines as one JSON array (same types, same checks, one call), or, if
+    that fails, line by line with the readers' own function so each refusal names its line.
+
+    The count check catches the only way the two could disagree: a line that is not one
+    record on its own (two records on a line, one record over two lines). Markets also leave
+    a repeated id to the readers, who reject it.
+    """
+    try:
+        records = bulk.decode(b"[" + data.replace(b"\n", b",") + b"]")
+    except msgspec.DecodeError:
+        return by_line(data, source)
+    if len(records) != data.count(b"\n") + 1 or (unique_ids and not _unique_ids(records)):
+        return by_line(data, source)
+    return records, []
+
+
+def _unique_ids(records: list[Any]) -> bool:
+    return len({record.id for record in records}) == len(records)
+
+
+def _group(signals: list[Signal]) -> dict[str, list[Signal]]:
+    """Signals by market, input order kept; one step per run of a market's adjacent signals."""
+    grouped: dict[str, list[Signal]] = {}
+    for market_id, run in groupby(signals, _MARKET_ID):
+        bucket = grouped.get(market_id)
+        if bucket is None:
+            grouped[market_id] = list(run)
+        else:
+            bucket.extend(run)
+    return grouped
+
+
+def _recover(
+    state: WorkerState,
+    market: Market,
+    signals: Sequence[Signal],
+    as_of: datetime,
+    first: BaseException,
+    job: Job,
+    counts: _Counts,
+) -> Evaluation:
+    """The rare path: retry a failed market with the named policy, then give up with an error."""
+    if isinstance(first, MarketTimeout):
+        counts.timeouts += 1
+    error = describe_error(first)
+    if job.retry_attempts > 0:
+        policy = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(job.retry_attempts),
+            wait=tenacity.wait_none(),
+            retry=tenacity.retry_if_exception_type((MarketTimeout, Exception)),
+            reraise=True,
+        )
+        try:
+            for attempt in policy:
+                with attempt:
+                    counts.retries += 1
+                    return _attempt(state, market, signals, as_of, counts)
+        except (MarketTimeout, Exception) as exc:
+            error = describe_error(exc)
+    return failed_evaluation(market, error)
+
+
+def _attempt(
+    state: WorkerState,
+    market: Market,
+    signals: Sequence[Signal],
+    as_of: datetime,
+    counts: _Counts,
+) -> Evaluation:
+    """One guarded evaluator call; the slot is cleared before any other code can run."""
+    slots = state.slots
+    slot = state.slot
+    started = _perf_ns()
+    slots[slot] = started
+    try:
+        evaluation = state.evaluator(market, signals, as_of)
+    except MarketTimeout:
+        slots[slot] = 0
+        counts.timeouts += 1
+        raise
+    except Exception:
+        slots[slot] = 0
+        raise
+    finished = _perf_ns()
+    slots[slot] = 0
+    if not isinstance(evaluation, Evaluation):
+        raise _Garbage(f"evaluator returned {type(evaluation).__name__}, expected Evaluation")
+    _force_setattr(evaluation, "elapsed_us", (finished - started) / 1000.0)
+    return evaluation
+
+
+def _watch(state: WorkerState, stop: threading.Event | None) -> None:
+    """Interrupt the evaluating thread while its current market is past the limit."""
+    slots = state.slots
+    slot = state.slot
+    while True:
+        if stop is None:
+            time.sleep(state.interval_s)
+        elif stop.wait(state.interval_s):
+            return
+        started = slots[slot]
+        if started and _perf_ns() - started > state.timeout_ns:
+            state.target = started
+            signal.pthread_kill(state.main_ident, signal.SIGALRM)
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    """Raise in the evaluator, and only there, for the very call the watchdog timed."""
+    state = _STATE
+    if state is None or frame is None or frame.f_code in _OWN_CODE:
+        return
+    target = state.target
+    if target and state.slots[state.slot] == target:
+        state.target = 0
+        raise MarketTimeout
+
+
+#: Frames of the runtime itself, where a timeout must never be raised: the loop between
+#: markets and the guarded call of a retry. The watchdog signals again if the market is
+#: still running.
+_OWN_CODE: Final = frozenset({_evaluate_chunk.__code__, _attempt.__code__})

@@ -1,0 +1,344 @@
+"""Cut one cycle's JSON-lines input into chunks without decoding it.
+
+The parent competes with the workers for the same cores, so it only finds each record's key
+(`id` of a market, `market_id` of a signal) and records byte ranges of the source: a chunk is a
+list of `(start, end, first_line, line_count)` pieces of the original bytes, and the workers
+decode and validate the records themselves. For the usual compact lines (`{"id":"...` first, as
+msgspec and most writers emit them) one regular-expression pass per megabyte finds every key; any
+other block falls back to decoding the key line by line. Signals that arrive grouped by market in
+market order (a feed's export, the synthetic source) are routed as whole ranges; any other order
+is routed line by line.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Iterator
+from itertools import islice, repeat
+from operator import le
+from typing import Final, cast
+
+import msgspec
+
+from pomabotd.engine.worker import Task
+from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
+
+__all__ = ["Piece", "Workload", "plan_workload"]
+
+Piece = tuple[int, int, int, int]
+"""`(start, end, first_line, line_count)`: source bytes `[start, end)`, lines numbered from 1."""
+
+_BLOCK: Final = 1 << 20
+_BOM: Final = b"\xef\xbb\xbf"
+_NEWLINE: Final = 10
+
+
+class _MarketKey(msgspec.Struct):
+    id: str
+
+
+class _SignalKey(msgspec.Struct):
+    market_id: str
+
+
+_MARKET_KEY: Final = msgspec.json.Decoder(_MarketKey)
+_SIGNAL_KEY: Final = msgspec.json.Decoder(_SignalKey)
+
+
+class _KeyPattern:
+    """Finds a record's key at the start of compact lines, without decoding them."""
+
+    def __init__(self, field: bytes) -> None:
+        self.prefix = b'\n{"' + field + b'":"'
+        self.first = re.compile(re.escape(self.prefix[1:]) + rb'([^"\\\n]*)"')
+        self.rest = re.compile(re.escape(self.prefix) + rb'([^"\\\n]*)"')
+
+    def keys(self, data: bytes, start: int, end: int, lines: int) -> list[bytes] | None:
+        """Every line's key if every line of `[start, end)` is compact, else None."""
+        first = self.first.match(data, start, end)
+        if first is None:
+            return None
+        keys = self.rest.findall(data, start, end)
+        if len(keys) != lines - 1:
+            return None
+        keys.insert(0, first.group(1))
+        return keys
+
+    def line_start(self, data: bytes, key: bytes, after: int) -> int:
+        """Offset of the first line at or after `after + 1` whose key is `key`."""
+        return data.find(self.prefix + key + b'"', after) + 1
+
+
+_MARKET_PATTERN: Final = _KeyPattern(b"id")
+_SIGNAL_PATTERN: Final = _KeyPattern(b"market_id")
+
+
+class Workload:
+    """One cycle's input as chunks of at most `batch_size` markets, each with its signals."""
+
+    def __init__(
+        self,
+        markets: bytes,
+        markets_source: str,
+        signals: bytes,
+        signals_source: str,
+    ) -> None:
+        self.markets = markets
+        self.markets_source = markets_source
+        self.signals = signals
+        self.signals_source = signals_source
+        self.market_pieces: list[list[Piece]] = []
+        self.signal_pieces: list[list[Piece]] = []
+        self.keep: dict[int, frozenset[str]] = {}
+        self.rejected: list[Rejected] = []
+        self.markets_total = 0
+        self.signals_total = 0
+
+    @property
+    def chunk_count(self) -> int:
+        """How many chunks the markets were cut into."""
+        return len(self.market_pieces)
+
+    def task(self, index: int, only: int = -1) -> Task:
+        """The bytes a worker needs for chunk `index`."""
+        return Task(
+            index,
+            _join(self.markets, self.market_pieces[index]),
+            _join(self.signals, self.signal_pieces[index]),
+            self.keep.get(index, frozenset()),
+            only,
+        )
+
+    def market_line(self, index: int, position: int) -> int:
+        """The source line of the `position`-th line (1-based) of chunk `index`'s markets."""
+        return _line(self.market_pieces[index], position)
+
+    def signal_line(self, index: int, position: int) -> int:
+        """The source line of the `position`-th line (1-based) of chunk `index`'s signals."""
+        return _line(self.signal_pieces[index], position)
+
+
+def plan_workload(
+    markets: bytes,
+    markets_source: str,
+    signals: bytes,
+    signals_source: str,
+    batch_size: int,
+    keep: Collection[str] = (),
+) -> Workload:
+    """Chunk the markets and route each signal to its market's chunk.
+
+    A market line without a usable `id`, or repeating an earlier id, is rejected here; every
+    other check is the workers' typed decode. Signals about markets not in the input are unused.
+    """
+    work = Workload(markets, markets_source, signals, signals_source)
+    chunk_of: dict[bytes, int] = {}
+    _chunk_markets(work, chunk_of, max(1, batch_size))
+    work.signal_pieces = [[] for _ in work.market_pieces]
+    _route_signals(work, chunk_of)
+    keep_by_chunk: dict[int, set[str]] = {}
+    for market_id in keep:
+        chunk = chunk_of.get(market_id.encode())
+        if chunk is not None:
+            keep_by_chunk.setdefault(chunk, set()).add(market_id)
+    work.keep = {chunk: frozenset(ids) for chunk, ids in keep_by_chunk.items()}
+    return work
+
+
+def _blocks(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """`(start, end, line_count)` of about a megabyte of whole lines at a time.
+
+    `end` excludes the block's last newline, so the block's lines are `data[start:end]` split on
+    newlines.
+    """
+    size = len(data)
+    start = len(_BOM) if data.startswith(_BOM) else 0
+    while start < size:
+        end = data.find(b"\n", start + _BLOCK)
+        if end < 0:
+            end = size - 1 if data[-1] == _NEWLINE else size
+        yield start, end, data.count(b"\n", start, end) + 1
+        start = end + 1
+
+
+def _chunk_markets(work: Workload, chunk_of: dict[bytes, int], batch_size: int) -> None:
+    data = work.markets
+    pieces = work.market_pieces
+    filled = batch_size  # the current chunk is full: the first market opens a new one
+    line = 1
+    for start, end, lines in _blocks(data):
+        keys = _MARKET_PATTERN.keys(data, start, end, lines)
+        if keys is not None and len(set(keys)) == lines and chunk_of.keys().isdisjoint(keys):
+            work.markets_total += lines
+            done = 0
+            at = start
+            while done < lines:
+                if filled == batch_size:
+                    pieces.append([])
+                    filled = 0
+                take = min(batch_size - filled, lines - done)
+                stop = (
+                    end
+                    if done + take == lines
+                    else (_MARKET_PATTERN.line_start(data, keys[done + take], at) - 1)
+                )
+                _add(pieces[-1], (at, stop, line + done, take))
+                chunk_of.update(zip(keys[done : done + take], repeat(len(pieces) - 1)))
+                filled += take
+                done += take
+                at = stop + 1
+        else:
+            filled = _chunk_market_lines(work, chunk_of, batch_size, start, end, line, filled)
+        line += lines
+
+
+def _chunk_market_lines(
+    work: Workload,
+    chunk_of: dict[bytes, int],
+    batch_size: int,
+    start: int,
+    end: int,
+    line: int,
+    filled: int,
+) -> int:
+    """The slow path: one market line at a time; returns how full the current chunk is."""
+    data = work.markets
+    pieces = work.market_pieces
+    at = start
+    for number, text in enumerate(data[start:end].split(b"\n"), line):
+        begin = at
+        at += len(text) + 1
+        found = _MARKET_PATTERN.first.match(text)
+        if found is not None:
+            key = found.group(1)
+        elif text.isspace() or not text:
+            continue
+        else:
+            try:
+                key = _MARKET_KEY.decode(text).id.encode()
+            except msgspec.DecodeError:
+                work.markets_total += 1
+                work.rejected.append(_refused_market(text, work.markets_source, number))
+                continue
+        work.markets_total += 1
+        if key in chunk_of:
+            work.rejected.append(
+                Rejected(
+                    work.markets_source,
+                    number,
+                    "id",
+                    f"duplicate id {key.decode(errors='replace')!r} (an earlier line has it)",
+                )
+            )
+            continue
+        if filled == batch_size:
+            pieces.append([])
+            filled = 0
+        chunk_of[key] = len(pieces) - 1
+        _add(pieces[-1], (begin, begin + len(text), number, 1))
+        filled += 1
+    return filled
+
+
+def _refused_market(text: bytes, source: str, number: int) -> Rejected:
+    """Why a line has no usable id, in the readers' own words."""
+    _, rejected = decode_markets(text, source, first_line=number)
+    if rejected:
+        return rejected[0]
+    return Rejected(source, number, "id", "missing or not a string")
+
+
+def _route_signals(work: Workload, chunk_of: dict[bytes, int]) -> None:
+    data = work.signals
+    pieces = work.signal_pieces
+    get = chunk_of.get
+    line = 1
+    for start, end, lines in _blocks(data):
+        keys = _SIGNAL_PATTERN.keys(data, start, end, lines)
+        found = None if keys is None else list(map(get, keys))
+        if found is not None and keys is not None and _ascending(found):
+            chunks = cast(list[int], found)
+            work.signals_total += lines
+            done = 0
+            at = start
+            while done < lines:
+                chunk = chunks[done]
+                upto = bisect_right(chunks, chunk, done)
+                stop = (
+                    end if upto == lines else (_SIGNAL_PATTERN.line_start(data, keys[upto], at) - 1)
+                )
+                _add(pieces[chunk], (at, stop, line + done, upto - done))
+                done = upto
+                at = stop + 1
+        else:
+            _route_signal_lines(work, get, start, end, line)
+        line += lines
+
+
+def _ascending(chunks: list[int | None]) -> bool:
+    """True when every signal's market is known and they come in chunk order."""
+    if None in chunks:
+        return False
+    return all(map(le, chunks, islice(chunks, 1, None)))  # type: ignore[arg-type]
+
+
+def _route_signal_lines(
+    work: Workload, chunk_of_key: Callable[[bytes], int | None], start: int, end: int, line: int
+) -> None:
+    """The slow path: one signal line at a time."""
+    data = work.signals
+    pieces = work.signal_pieces
+    at = start
+    for number, text in enumerate(data[start:end].split(b"\n"), line):
+        begin = at
+        at += len(text) + 1
+        found = _SIGNAL_PATTERN.first.match(text)
+        if found is not None:
+            key = found.group(1)
+        elif text.isspace() or not text:
+            continue
+        else:
+            try:
+                key = _SIGNAL_KEY.decode(text).market_id.encode()
+            except msgspec.DecodeError:
+                work.signals_total += 1
+                _, rejected = decode_signals(text, work.signals_source, first_line=number)
+                work.rejected.extend(
+                    rejected
+                    or [
+                        Rejected(
+                            work.signals_source, number, "market_id", "missing or not a string"
+                        )
+                    ]
+                )
+                continue
+        work.signals_total += 1
+        chunk = chunk_of_key(key)
+        if chunk is not None:
+            _add(pieces[chunk], (begin, begin + len(text), number, 1))
+
+
+def _add(pieces: list[Piece], piece: Piece) -> None:
+    """Append a piece, merging it with the previous one when the lines follow on."""
+    if pieces:
+        start, end, first, count = pieces[-1]
+        if end + 1 == piece[0] and first + count == piece[2]:
+            pieces[-1] = (start, piece[1], first, count + piece[3])
+            return
+    pieces.append(piece)
+
+
+def _join(data: bytes, pieces: list[Piece]) -> bytes:
+    if len(pieces) == 1:
+        start, end, _, _ = pieces[0]
+        return data[start:end]
+    return b"\n".join([data[start:end] for start, end, _, _ in pieces])
+
+
+def _line(pieces: list[Piece], position: int) -> int:
+    for _, _, first, count in pieces:
+        if position <= count:
+            return first + position - 1
+        position -= count
+    return 0

@@ -1,0 +1,1 @@
+"""Strategy plugins that misbehave on purpose, for the runtime's fault tests."""

@@ -1,0 +1,350 @@
+"""The evaluation runtime, through `Runtime`, with real worker processes and faulty plugins."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import psutil
+import pytest
+
+from pomabotd.domain.models import Evaluation, Market, Signal
+from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
+from pomabotd.errors import PoolCrashLoopError
+
+from .plugins import faults
+
+AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
+TARGET = "m0003"
+_ENCODER = msgspec.json.Encoder()
+_LINE = msgspec.json.Decoder(Evaluation)
+_CATEGORIES = ("politics", "crypto", "sports", "weather", "other")
+_TYPES = ("authoritative", "procedural", "quantitative", "interpretive", "speculative")
+
+
+def _workload(count: int, seed: int = 3) -> tuple[list[Market], list[Signal]]:
+    """Markets `m0000`... with 0-5 signals each; strong news makes a fair share tradeable."""
+    rng = random.Random(seed)
+    markets: list[Market] = []
+    signals: list[Signal] = []
+    for index in range(count):
+        market_id = f"m{index:04d}"
+        markets.append(
+            Market(
+                id=market_id,
+                question=f"Will thing {index} happen?",
+                category=_CATEGORIES[index % len(_CATEGORIES)],
+                price=round(rng.uniform(1.0, 99.0), 1),
+                liquidity=rng.choice((500.0, 5000.0, 50000.0)),
+                closes_at=AS_OF + timedelta(days=30),
+                unknowns=rng.choice((0, 0, 0, 1)),
+            )
+        )
+        direction = rng.choice(("up", "down"))
+        for _ in range(rng.randint(0, 5)):
+            signals.append(
+                Signal(
+                    market_id=market_id,
+                    type=rng.choice(_TYPES[:2]) if rng.random() < 0.7 else rng.choice(_TYPES),
+                    direction=direction,
+                    strength=rng.randint(3, 5),
+                    timestamp=AS_OF - timedelta(hours=rng.randint(1, 48)),
+                )
+            )
+    return markets, signals
+
+
+def _jsonl(records: list[Market] | list[Signal]) -> bytes:
+    return b"".join(_ENCODER.encode(record) + b"\n" for record in records)
+
+
+MARKETS, SIGNALS = _workload(120)
+MARKET_LINES = _jsonl(MARKETS)
+SIGNAL_LINES = _jsonl(SIGNALS)
+#: The same signals, newest first: not grouped by market, so routed line by line.
+SHUFFLED_SIGNAL_LINES = _jsonl(sorted(SIGNALS, key=lambda s: s.timestamp, reverse=True))
+
+
+def _settings(workers: int, **changes: object) -> BatchSettings:
+    base = BatchSettings(
+        workers=workers, batch_size=7, max_concurrency=50, timeout_ms=200, retry_attempts=1
+    )
+    return msgspec.structs.replace(base, **changes)
+
+
+def _run(
+    runtime: Runtime,
+    markets: bytes = MARKET_LINES,
+    signals: bytes = SIGNAL_LINES,
+    keep: tuple[str, ...] = (),
+) -> tuple[RunResult, list[Evaluation]]:
+    chunks: list[bytes] = []
+    result = runtime.evaluate_sync(
+        markets,
+        "markets.jsonl",
+        signals,
+        "signals.jsonl",
+        AS_OF,
+        keep=keep,
+        on_lines=chunks.append,
+    )
+    lines = b"".join(chunks).splitlines()
+    return result, [_LINE.decode(line) for line in lines]
+
+
+def _timeless(evaluations: list[Evaluation]) -> list[Evaluation]:
+    return [msgspec.structs.replace(e, elapsed_us=0.0) for e in evaluations]
+
+
+def _plugin(name: str) -> str:
+    return f"{faults.__name__}:{name}"
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[RunResult, list[Evaluation]]:
+    """The in-process run every other configuration must reproduce."""
+    with Runtime(_settings(0)) as runtime:
+        return _run(runtime, keep=("m0001", "m0002"))
+
+
+@pytest.fixture
+def pool2() -> Iterator[Runtime]:
+    """A two-worker runtime, closed after the test so no process outlives it."""
+    with Runtime(_settings(2)) as runtime:
+        yield runtime
+
+
+def test_reference_run_evaluates_everything(reference: tuple[RunResult, list[Evaluation]]) -> None:
+    """The in-process run evaluates every market, finds candidates and measures itself."""
+    result, lines = reference
+    assert result.markets_total == len(MARKETS) == result.markets_evaluated
+    assert result.signals_total == len(SIGNALS)
+    assert result.markets_failed == 0 and not result.failures and not result.rejected
+    assert 0 < len(result.candidates) < len(MARKETS)
+    assert all(c.error is None and c.failed_check is None for c in result.candidates)
+    assert set(result.markets) == {c.market_id for c in result.candidates} | {"m0001", "m0002"}
+    assert set(result.kept) == {"m0001", "m0002"}
+    assert result.eval_us_total > 0 and all(e.elapsed_us > 0 for e in lines)
+    assert result.peak_rss_mb > 10 and result.cpu_percent > 0 and result.wall_s > 0
+
+
+def test_lines_come_in_input_order(pool2: Runtime) -> None:
+    """`on_lines` receives one evaluation per market, in market input order, with a pool."""
+    _, lines = _run(pool2)
+    assert [e.market_id for e in lines] == [m.id for m in MARKETS]
+
+
+@pytest.mark.parametrize(("batch_size", "max_concurrency"), [(1, 50), (7, 1), (100, 50), (7, 50)])
+def test_pool_matches_in_process(
+    pool2: Runtime,
+    reference: tuple[RunResult, list[Evaluation]],
+    batch_size: int,
+    max_concurrency: int,
+) -> None:
+    """Two workers give the in-process evaluations whatever the chunking and concurrency."""
+    pool2.reconfigure(_settings(2, batch_size=batch_size, max_concurrency=max_concurrency))
+    result, lines = _run(pool2, keep=("m0001", "m0002"))
+    expected, expected_lines = reference
+    assert _timeless(lines) == _timeless(expected_lines)
+    assert _timeless(result.candidates) == _timeless(expected.candidates)
+    assert result.markets == expected.markets
+    assert _timeless(list(result.kept.values())) == _timeless(list(expected.kept.values()))
+    assert result.worker_restarts == 0
+
+
+def test_one_worker_and_unsorted_signals_match(
+    reference: tuple[RunResult, list[Evaluation]],
+) -> None:
+    """One worker, and signals not grouped by market, still give the same evaluations."""
+    with Runtime(_settings(1, batch_size=100)) as runtime:
+        result, lines = _run(runtime, signals=SHUFFLED_SIGNAL_LINES, keep=("m0001", "m0002"))
+    expected, expected_lines = reference
+    assert _timeless(lines) == _timeless(expected_lines)
+    assert [c.market_id for c in result.candidates] == [c.market_id for c in expected.candidates]
+    assert result.signals_total == len(SIGNALS)
+
+
+def test_without_on_lines_only_candidates_come_back(pool2: Runtime) -> None:
+    """Without `on_lines` the run still counts every market and returns its candidates."""
+    pool2.reconfigure(_settings(2))
+    result = pool2.evaluate_sync(MARKET_LINES, "m", SIGNAL_LINES, "s", AS_OF)
+    assert result.markets_evaluated == len(MARKETS)
+    assert result.candidates and not result.kept
+
+
+BAD_MARKETS = (
+    b"\n".join(
+        [
+            _ENCODER.encode(MARKETS[0]),  # line 1
+            b"",  # line 2: blank, skipped
+            b"{not json",  # line 3
+            b'{"question": "no id", "price": 5, "liquidity": 10}',  # line 4
+            _ENCODER.encode(msgspec.structs.replace(MARKETS[1], price=50.0)).replace(
+                b'"price":50.0', b'"price":150.0'
+            ),  # line 5: price out of range, caught by the worker
+            _ENCODER.encode(MARKETS[2]),  # line 6
+            _ENCODER.encode(MARKETS[0]),  # line 7: duplicate id
+            b'{"id": "spaced", "question": "q", "price": 40, "liquidity": 2000}',  # line 8
+        ]
+    )
+    + b"\n"
+)
+BAD_SIGNALS = b"\n".join(
+    [
+        _ENCODER.encode(SIGNALS[0]),  # line 1
+        b'{"market_id": "m0000", "type": "rumour"}',  # line 2: bad type, caught by the worker
+        b"[1, 2]",  # line 3: no market id
+        _ENCODER.encode(msgspec.structs.replace(SIGNALS[0], market_id="unknown")),  # line 4
+    ]
+)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_rejected_lines_keep_source_line_numbers(workers: int) -> None:
+    """Refused records name the source, the original line number and the field."""
+    with Runtime(_settings(workers, batch_size=2)) as runtime:
+        result, lines = _run(runtime, BAD_MARKETS, BAD_SIGNALS)
+    where = [(r.source, r.line, r.field) for r in result.rejected]
+    assert where == [
+        ("markets.jsonl", 3, None),
+        ("markets.jsonl", 4, "id"),
+        ("markets.jsonl", 5, "price"),
+        ("markets.jsonl", 7, "id"),
+        ("signals.jsonl", 2, "type"),
+        ("signals.jsonl", 3, "$"),
+    ]
+    assert [e.market_id for e in lines] == ["m0000", "m0002", "spaced"]
+    assert result.markets_total == 7 and result.markets_evaluated == 3
+    assert result.signals_total == 4
+
+
+def _fault_run(evaluator: str, **changes: object) -> tuple[RunResult, list[Evaluation], float]:
+    started = time.perf_counter()
+    with Runtime(_settings(2, evaluator=_plugin(evaluator), **changes)) as runtime:
+        result, lines = _run(runtime, MARKET_LINES[: MARKET_LINES.index(b"m0040")])
+    return result, lines, time.perf_counter() - started
+
+
+def _only_target_failed(result: RunResult, lines: list[Evaluation], error: str) -> None:
+    assert result.failures == [(TARGET, error)]
+    assert result.markets_failed == 1 and result.markets_evaluated == 39
+    (failed,) = [e for e in lines if e.error is not None]
+    assert failed.market_id == TARGET and failed.side == "NONE"
+    assert failed.failed_check is None and failed.reason == f"evaluation failed: {error}"
+    assert failed.price == MARKETS[3].price and failed.category == MARKETS[3].category
+    assert [e.market_id for e in lines] == [m.id for m in MARKETS[:40]]
+
+
+def test_python_hang_times_out_inside_the_worker() -> None:
+    """A market spinning in Python is interrupted after `timeout_ms`; no worker is replaced."""
+    result, lines, took = _fault_run("hang_python")
+    _only_target_failed(result, lines, "timeout")
+    assert result.timeouts == 2 and result.retries == 1
+    assert result.worker_restarts == 0
+    assert took < 10
+
+
+@pytest.mark.parametrize("evaluator", ["hang_blocked", "hang_in_c"])
+def test_uninterruptible_hang_is_killed(evaluator: str) -> None:
+    """A market the interpreter cannot interrupt gets its worker killed and ends as timeout."""
+    result, lines, took = _fault_run(evaluator)
+    _only_target_failed(result, lines, "timeout")
+    assert result.worker_restarts >= 2 and result.timeouts >= 2
+    assert took < 20
+
+
+def test_worker_crash_blames_only_the_culprit() -> None:
+    """A market that kills its worker ends as `worker crashed`; the pool is rebuilt."""
+    result, lines, _ = _fault_run("kill_self")
+    _only_target_failed(result, lines, "worker crashed")
+    assert result.worker_restarts >= 2 and result.retries >= 1
+
+
+def test_exception_text_becomes_the_error() -> None:
+    """A raising evaluator is retried, then its market carries the exception text."""
+    result, lines, _ = _fault_run("raise_error", retry_attempts=2)
+    _only_target_failed(result, lines, "ValueError: boom")
+    assert result.retries == 2 and result.worker_restarts == 0
+
+
+def test_garbage_return_becomes_the_error() -> None:
+    """An evaluator returning a non-Evaluation fails that market with a clear error."""
+    result, lines, _ = _fault_run("garbage", retry_attempts=0)
+    _only_target_failed(result, lines, "evaluator returned int, expected Evaluation")
+    assert result.retries == 0
+
+
+def test_in_process_timeout() -> None:
+    """With `workers = 0` a Python hang is still interrupted in the main thread."""
+    with Runtime(_settings(0, evaluator=_plugin("hang_python"), retry_attempts=0)) as runtime:
+        result, lines = _run(runtime, MARKET_LINES[: MARKET_LINES.index(b"m0040")])
+    _only_target_failed(result, lines, "timeout")
+
+
+def test_module_that_kills_on_import_is_a_crash_loop() -> None:
+    """A plugin that kills every fresh worker fails start-up with a clear message."""
+    spec = f"{faults.__name__.rsplit('.', 1)[0]}.dies_on_import:evaluate_market"
+    runtime = Runtime(_settings(2, evaluator=spec))
+    with pytest.raises(PoolCrashLoopError, match="died 3 times in a row"):
+        runtime.start()
+    runtime.close()
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_crash_on_every_market_is_a_crash_loop() -> None:
+    """When every market kills its worker the cycle fails instead of spinning."""
+    with (
+        Runtime(_settings(2, evaluator=_plugin("kill_every"), retry_attempts=0)) as runtime,
+        pytest.raises(PoolCrashLoopError, match="markets in a row"),
+    ):
+        _run(runtime)
+
+
+def test_close_leaves_no_child_process() -> None:
+    """After `close` neither workers nor multiprocessing helpers remain."""
+    runtime = Runtime(_settings(2))
+    runtime.start()
+    assert psutil.Process().children(recursive=True)
+    _run(runtime)
+    runtime.close()
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_reconfigure_rebuilds_the_pool_only_when_needed() -> None:
+    """Changing chunking keeps the workers; changing their number replaces them."""
+    with Runtime(_settings(1)) as runtime:
+        before = set(_worker_pids())
+        runtime.reconfigure(_settings(1, batch_size=50, timeout_ms=1000))
+        assert set(_worker_pids()) == before
+        runtime.reconfigure(_settings(2))
+        after = set(_worker_pids())
+        assert len(after) == 2 and not after & before
+        result, _ = _run(runtime)
+    assert result.markets_evaluated == len(MARKETS)
+
+
+def _worker_pids() -> list[int]:
+    return [
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if "resource_tracker" not in " ".join(p.cmdline()) and p.ppid() != psutil.Process().pid
+    ]
+
+
+def test_megabytes_of_input_cut_at_block_edges_match() -> None:
+    """Inputs spanning several scan blocks chunk and route exactly as a small input does."""
+    markets, signals = _workload(9000, seed=11)
+    market_lines, signal_lines = _jsonl(markets), _jsonl(signals)
+    assert len(market_lines) > 1 << 20 and len(signal_lines) > 1 << 20
+    runs = []
+    for workers, batch_size in ((0, 9000), (2, 64)):
+        with Runtime(_settings(workers, batch_size=batch_size)) as runtime:
+            runs.append(_run(runtime, market_lines, signal_lines))
+    (inline, inline_lines), (pooled, pooled_lines) = runs
+    assert _timeless(pooled_lines) == _timeless(inline_lines)
+    assert [e.market_id for e in pooled_lines] == [m.id for m in markets]
+    assert pooled.signals_total == inline.signals_total == len(signals)
+    assert sum(e.signals_applied + e.signals_rejected for e in pooled_lines) == len(signals)
