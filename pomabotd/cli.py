@@ -26,6 +26,9 @@ from pomabotd.sources.jsonl import Rejected
 
 __all__ = ["main"]
 
+#: `--as-of` years pomabotd accepts: far enough from datetime's limits for day arithmetic.
+_EARLIEST_AS_OF = 1970
+_LATEST_AS_OF = 9000
 #: How many rejected records are listed one by one before the rest are only counted.
 _REJECTED_SHOWN = 20
 
@@ -57,6 +60,10 @@ def _parse_as_of(value: str | None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise UsageFailure(f"--as-of {value!r} needs a UTC offset, e.g. {value}Z")
+    if not _EARLIEST_AS_OF <= parsed.year <= _LATEST_AS_OF:
+        raise UsageFailure(
+            f"--as-of {value!r} is outside the years {_EARLIEST_AS_OF}-{_LATEST_AS_OF}"
+        )
     return parsed.astimezone(UTC)
 
 

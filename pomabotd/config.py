@@ -224,7 +224,7 @@ _KEYS: Final[dict[str, _Key]] = {
         "str",
         "synthetic",
         None,
-        "a JSONL path, 'synthetic' or 'polymarket'",
+        "a JSONL path or 'synthetic'",
         lambda v: bool(v.strip()),
     ),
     "sources.signals": _Key("str", "", None, "a JSONL path or empty"),

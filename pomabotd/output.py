@@ -132,6 +132,13 @@ class Ledger:
         dropped_cycle_id: int | None = None
         for number, offset, line in _lines(positions_data):
             event = _decode_line(_EVENT_DECODER, line, self.positions_path, number)
+            if event.cycle_id > last_cycle_id + 1:
+                raise LedgerError(
+                    f"{self.positions_path} line {number}: cycle {event.cycle_id} is ahead of "
+                    f"{self.metrics_path}, which ends at cycle {last_cycle_id}; was "
+                    f"{METRICS_FILE} moved or rotated? Keep the two files together, or start "
+                    "a new output directory"
+                )
             if event.cycle_id > last_cycle_id:
                 if dropped_cycle_id is None:
                     keep, dropped_cycle_id = offset, event.cycle_id

@@ -206,3 +206,10 @@ def test_python_dash_m_and_console_script_agree(run_cli: RunCli):
     shutil_path = shutil.which("pomabotd")
     assert shutil_path is not None
     assert run_cli("--version").stdout.strip().startswith("pomabotd, version")
+
+
+def test_as_of_beyond_sane_years_is_a_usage_error(run_cli: RunCli):
+    """An --as-of at the edge of the calendar is refused cleanly rather than overflowing."""
+    result = run_cli("run-once", "--as-of", "9999-12-31T23:00:00Z")
+    assert result.returncode == 2
+    assert "--as-of" in result.stderr and "Traceback" not in result.stderr

@@ -240,9 +240,20 @@ def test_lines_after_an_unfinished_cycle_are_a_ledger_error(tmp_path: Path) -> N
     _two_cycles(tmp_path)
     encoder = msgspec.json.Encoder()
     with (tmp_path / POSITIONS_FILE).open("ab") as f:
-        f.write(encoder.encode(_open(7, 1)) + b"\n" + encoder.encode(_open(1, 9)) + b"\n")
+        f.write(encoder.encode(_open(3, 1)) + b"\n" + encoder.encode(_open(1, 9)) + b"\n")
     with Ledger(tmp_path) as ledger, pytest.raises(LedgerError, match="line 5"):
         ledger.recover()
+
+
+def test_positions_ahead_of_a_rotated_metrics_file_are_refused_not_cut(tmp_path: Path) -> None:
+    """Finished cycles are never cut because metrics.jsonl went missing: recovery refuses."""
+    _two_cycles(tmp_path)
+    (tmp_path / METRICS_FILE).rename(tmp_path / "metrics.jsonl.1")
+    before = (tmp_path / POSITIONS_FILE).read_bytes()
+    with Ledger(tmp_path) as ledger, pytest.raises(LedgerError) as caught:
+        ledger.recover()
+    assert "line 3" in str(caught.value) and "moved or rotated" in str(caught.value)
+    assert (tmp_path / POSITIONS_FILE).read_bytes() == before
 
 
 def test_recover_returns_a_snapshot_on_empty_directory(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pomabotd.domain.portfolio import (
 from pomabotd.domain.selection import Selection, portfolio_risk_pct, select
 from pomabotd.engine.metrics import CycleMetrics
 from pomabotd.engine.runtime import RunResult, Runtime
+from pomabotd.log import logger
 from pomabotd.output import Ledger
 from pomabotd.sources.inputs import CycleInput
 from pomabotd.sources.jsonl import Rejected
@@ -54,6 +55,16 @@ class Portfolio:
     def recover(cls, ledger: Ledger) -> Portfolio:
         """Read the ledger back, dropping any cycle a crash left unfinished."""
         snapshot = ledger.recover()
+        if snapshot.truncated_bytes:
+            unfinished = (
+                f" ({snapshot.dropped_lines} lines of unfinished cycle {snapshot.dropped_cycle_id})"
+                if snapshot.dropped_cycle_id is not None
+                else ""
+            )
+            logger.warning(
+                "recovered {}: cut {} bytes left by an interrupted cycle{}",
+                ledger.directory, snapshot.truncated_bytes, unfinished,
+            )
         state = replay_ledger(snapshot.events)
         portfolio = cls(state)
         portfolio.last_cycle_id = max(state.last_cycle_id, snapshot.last_cycle_id)
