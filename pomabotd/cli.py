@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import msgspec
+from tqdm import tqdm
 
 from pomabotd._version import __version__
 from pomabotd.config import Config, load
@@ -243,15 +244,30 @@ def stress(size: str | None, count: int | None, real: bool, config_path: Path | 
             return _load_inputs(config, when)
         return load_inputs(SYNTHETIC, "", when, synthetic_markets=markets, seed=config.sources.seed)
 
-    with _errors_as_exit_codes():
+    with _errors_as_exit_codes(), _progress_bar(markets) as on_progress:
         report = run_stress(_batch_settings(config), config.risk_limits(), make_input, when,
-                            clock=_now)
+                            clock=_now, on_progress=on_progress)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     else:
         click.echo(_stress_summary(report))
     if not report.passed:
         raise click.exceptions.Exit(1)
+
+
+@contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr when it is a terminal; nothing at all otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with tqdm(total=total, unit=" markets", file=sys.stderr, leave=False) as bar:
+
+        def advance(done: int, of: int) -> None:
+            bar.total = of
+            bar.update(done - bar.n)
+
+        yield advance
 
 
 def _stress_summary(report: StressReport) -> str:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 from conftest import AS_OF_TEXT, DATA, RunCli
@@ -187,6 +193,32 @@ def test_stress_small_passes_its_checks(run_cli: RunCli):
     }
     assert report["wall_s"] > 0 and report["throughput_per_s"] > 10
     assert report["peak_rss_mb"] > 0
+    assert "%|" not in result.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_stress_draws_a_progress_bar_on_a_terminal(tmp_path: Path):
+    """With stderr on a terminal, stress draws a progress bar there."""
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "pomabotd", "stress", "--markets", "3000"],
+        cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=terminal,
+    ) as process:
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        stdout, _ = process.communicate(timeout=60)
+    os.close(controller)
+    assert process.returncode == 0, stdout
+    assert b"markets" in drawn and b"%|" in drawn
 
 
 def test_stress_fails_with_exit_status_1_when_markets_fail(run_cli: RunCli):

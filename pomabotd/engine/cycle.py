@@ -80,6 +80,7 @@ def run_cycle(
     as_of: datetime,
     *,
     clock: Callable[[], datetime],
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> CycleReport:
     """Run one cycle against `portfolio` and append its lines to `ledger`.
 
@@ -96,6 +97,7 @@ def run_cycle(
         cycle_input.signals_source,
         as_of,
         keep=held,
+        on_progress=on_progress,
     )
     still_open, closes = mark_positions(
         portfolio.open_positions, result.markets, result.kept, cycle_id, as_of

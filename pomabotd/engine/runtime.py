@@ -182,6 +182,7 @@ class Runtime:
         *,
         keep: Collection[str] = (),
         on_lines: Callable[[bytes], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> RunResult:
         """`evaluate` for callers without an event loop."""
         return asyncio.run(
@@ -193,6 +194,7 @@ class Runtime:
                 as_of,
                 keep=keep,
                 on_lines=on_lines,
+                on_progress=on_progress,
             )
         )
 
@@ -206,12 +208,16 @@ class Runtime:
         *,
         keep: Collection[str] = (),
         on_lines: Callable[[bytes], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> RunResult:
         """Evaluate every market of the JSON-lines `markets` with its `signals`.
 
         `keep` names markets whose evaluation is returned whatever it says (held positions).
         `on_lines`, if given, receives every evaluation encoded as JSON lines, in market input
         order, a chunk at a time as soon as the order allows.
+        `on_progress`, if given, is called here with `(markets_done, markets_total)` each time
+        results come back (once per completed submission, so it costs nothing per market); the
+        last call has `markets_done == markets_total`.
         """
         self.start()
         started = time.perf_counter()
@@ -236,11 +242,12 @@ class Runtime:
                 settings.timeout_ms,
                 settings.retry_attempts,
             )
-            sink = _Sink(work, on_lines)
+            sink = _Sink(work, on_lines, on_progress)
             if pool is None:
                 self._run_inline(work, job, sink, meter)
             else:
                 await self._run_pool(pool, work, job, sink, meter)
+            sink.progress()
         finally:
             if enabled:
                 gc.enable()
@@ -263,6 +270,7 @@ class Runtime:
             for index in range(work.chunk_count):
                 for out in _OUTS.decode(worker.evaluate_chunks([work.task(index)], job, state)):
                     sink.add(out)
+                sink.progress()
                 meter.maybe_sample()
 
     async def _run_pool(
@@ -280,6 +288,7 @@ class Runtime:
                 if lost and not inflight:
                     pool.rebuild()
                     await self._isolate(pool, sorted(lost), work, job, sink)
+                    sink.progress()
                     lost.clear()
                     continue
                 while not lost and following < count and len(inflight) < max_submissions:
@@ -305,6 +314,7 @@ class Runtime:
                         lost.extend(indexes)
                     else:
                         raise CycleError(f"a worker failed: {error!r}") from error
+                sink.progress()
                 meter.maybe_sample()
         finally:
             supervisor.cancel()
@@ -440,9 +450,18 @@ def _failed_out(
 class _Sink:
     """Collects chunk results in any order; emits lines and assembles results in input order."""
 
-    def __init__(self, work: Workload, on_lines: Callable[[bytes], None] | None) -> None:
+    def __init__(
+        self,
+        work: Workload,
+        on_lines: Callable[[bytes], None] | None,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
         self._work = work
         self._on_lines = on_lines
+        self._on_progress = on_progress
+        # Markets refused while planning are done before any chunk is.
+        self._done = work.markets_total - sum(work.chunk_sizes()) if on_progress else 0
+        self._reported = -1
         self._pending: dict[int, bytes] = {}
         self._next = 0
         self._candidates: dict[int, list[Evaluation]] = {}
@@ -473,6 +492,8 @@ class _Sink:
         for rejected in out.signal_rejected:
             line = work.signal_line(index, rejected.line)
             self._rejected.append(msgspec.structs.replace(rejected, line=line))
+        if self._on_progress is not None:
+            self._done += work.chunk_size(index)
         self._evaluated += out.evaluated
         self._failed += out.failed
         self._retries += out.retries
@@ -485,6 +506,12 @@ class _Sink:
                 self._next += 1
                 if lines:
                     self._on_lines(lines)
+
+    def progress(self) -> None:
+        """Tell `on_progress` how many markets are done, if that changed."""
+        if self._on_progress is not None and self._done != self._reported:
+            self._reported = self._done
+            self._on_progress(self._done, self._work.markets_total)
 
     def result(
         self,

@@ -123,6 +123,7 @@ def run_stress(
     *,
     clock: Callable[[], datetime],
     out_dir: Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> StressReport:
     """Start the pool, build the workload, run one measured cycle into a fresh ledger."""
     started = time.perf_counter()
@@ -136,7 +137,7 @@ def run_stress(
                 portfolio = Portfolio.recover(ledger)
                 started = time.perf_counter()
                 report = run_cycle(runtime, ledger, portfolio, cycle_input, limits, as_of,
-                                   clock=clock)
+                                   clock=clock, on_progress=on_progress)
                 wall_s = time.perf_counter() - started
     m = report.metrics
     checks = stress_checks(report, wall_s, limits)

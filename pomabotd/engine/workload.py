@@ -100,6 +100,14 @@ class Workload:
         """How many chunks the markets were cut into."""
         return len(self.market_pieces)
 
+    def chunk_size(self, index: int) -> int:
+        """How many market lines chunk `index` holds."""
+        return sum(piece[3] for piece in self.market_pieces[index])
+
+    def chunk_sizes(self) -> Iterator[int]:
+        """How many market lines each chunk holds, in chunk order."""
+        return (sum(piece[3] for piece in pieces) for pieces in self.market_pieces)
+
     def task(self, index: int, only: int = -1) -> Task:
         """The bytes a worker needs for chunk `index`."""
         return Task(

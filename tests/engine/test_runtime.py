@@ -175,6 +175,44 @@ def test_without_on_lines_only_candidates_come_back(pool2: Runtime) -> None:
     assert result.candidates and not result.kept
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_progress_counts_up_to_every_market(workers: int) -> None:
+    """`on_progress` reports rising totals in the parent, ending at every market done."""
+    calls: list[tuple[int, int]] = []
+    with Runtime(_settings(workers, batch_size=7, max_concurrency=1)) as runtime:
+        result = runtime.evaluate_sync(
+            MARKET_LINES, "m", SIGNAL_LINES, "s", AS_OF, on_progress=lambda *c: calls.append(c)
+        )
+    assert len(calls) > 1
+    assert {total for _, total in calls} == {result.markets_total}
+    done = [d for d, _ in calls]
+    assert done == sorted(set(done)) and done[-1] == len(MARKETS)
+
+
+def test_progress_counts_refused_and_crashed_markets() -> None:
+    """Markets refused while planning, and markets whose worker died, still count as done."""
+    calls: list[tuple[int, int]] = []
+    with Runtime(_settings(2, evaluator=_plugin("kill_self"), retry_attempts=0)) as runtime:
+        result = runtime.evaluate_sync(
+            MARKET_LINES[: MARKET_LINES.index(b"m0040")] + BAD_MARKETS,
+            "m",
+            SIGNAL_LINES,
+            "s",
+            AS_OF,
+            on_progress=lambda *c: calls.append(c),
+        )
+    assert result.failures == [(TARGET, "worker crashed")]
+    assert calls[-1] == (result.markets_total, result.markets_total) == (47, 47)
+
+
+def test_progress_on_empty_input_reports_zero_of_zero() -> None:
+    """An empty cycle still tells the progress hook it is finished."""
+    calls: list[tuple[int, int]] = []
+    with Runtime(_settings(0)) as runtime:
+        runtime.evaluate_sync(b"", "m", b"", "s", AS_OF, on_progress=lambda *c: calls.append(c))
+    assert calls == [(0, 0)]
+
+
 BAD_MARKETS = (
     b"\n".join(
         [
