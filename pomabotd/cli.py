@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 import msgspec
@@ -149,13 +149,17 @@ def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
         raise UsageFailure("evaluate needs --markets FILE (or --markets synthetic)")
     when = _parse_as_of(as_of)
     config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
-    out = sys.stdout.buffer
+    out: BinaryIO = sys.stdout.buffer
+
+    def write(lines: bytes) -> None:
+        out.write(lines)
+
     with _errors_as_exit_codes(), Runtime(_batch_settings(config)) as runtime:
         cycle_input = _load_inputs(config, when)
         result = runtime.evaluate_sync(
             cycle_input.markets, cycle_input.markets_source,
             cycle_input.signals, cycle_input.signals_source,
-            when, on_lines=out.write,
+            when, on_lines=write,
         )
         out.flush()
     _report_rejected([*cycle_input.rejected, *result.rejected])
@@ -175,12 +179,15 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         "sources.signals": signals,
         "output.dir": str(out_dir) if out_dir is not None else None,
     })
-    with _errors_as_exit_codes(), Runtime(_batch_settings(config)) as runtime:
-        with Ledger(Path(config.output.dir)) as ledger:
-            portfolio = Portfolio.recover(ledger)
-            cycle_input = _load_inputs(config, when)
-            report = run_cycle(runtime, ledger, portfolio, cycle_input, config.risk_limits(),
-                               when, clock=_now)
+    with (
+        _errors_as_exit_codes(),
+        Runtime(_batch_settings(config)) as runtime,
+        Ledger(Path(config.output.dir)) as ledger,
+    ):
+        portfolio = Portfolio.recover(ledger)
+        cycle_input = _load_inputs(config, when)
+        report = run_cycle(runtime, ledger, portfolio, cycle_input, config.risk_limits(),
+                           when, clock=_now)
     _report_rejected(report.rejected)
     if as_json:
         summary = msgspec.structs.asdict(report.metrics)
@@ -221,7 +228,7 @@ def show_config(config_path: Path | None) -> None:
 
 
 @main.command()
-@click.argument("size", required=False, type=click.Choice(sorted(PRESETS, key=PRESETS.get)))
+@click.argument("size", required=False, type=click.Choice(list(PRESETS)))
 @click.option("--markets", "count", type=click.IntRange(min=1),
               help="Number of synthetic markets (instead of a named size).")
 @click.option("--real", is_flag=True,
@@ -233,8 +240,10 @@ def show_config(config_path: Path | None) -> None:
 def stress(size: str | None, count: int | None, real: bool, config_path: Path | None,
            as_of: str | None, as_json: bool) -> None:
     """Run one measured cycle on a large workload and check the results (exit 1 on failure)."""
-    if sum(x is not None and x is not False for x in (size, count, real or None)) > 1:
-        raise UsageFailure("give one of SIZE, --markets N or --real")
+    chosen = [name for name, given in (("SIZE", size), ("--markets", count), ("--real", real))
+              if given]
+    if len(chosen) > 1:
+        raise UsageFailure(f"give one of SIZE, --markets N or --real, not {' and '.join(chosen)}")
     when = _parse_as_of(as_of)
     config = _load_config(config_path, {})
     markets = count if count is not None else PRESETS[size or "small"]

@@ -1,1 +1,1 @@
-"""Running a cycle: evaluating markets (in-process or in a worker pool), then selection and output."""
+"""Running a cycle: evaluating markets in-process or in a worker pool, selection, output."""

@@ -132,13 +132,15 @@ def run_stress(
         started = time.perf_counter()
         cycle_input = make_input()
         generate_s = time.perf_counter() - started
-        with tempfile.TemporaryDirectory(prefix="pomabotd-stress-") as scratch:
-            with Ledger(out_dir if out_dir is not None else Path(scratch)) as ledger:
-                portfolio = Portfolio.recover(ledger)
-                started = time.perf_counter()
-                report = run_cycle(runtime, ledger, portfolio, cycle_input, limits, as_of,
-                                   clock=clock, on_progress=on_progress)
-                wall_s = time.perf_counter() - started
+        with (
+            tempfile.TemporaryDirectory(prefix="pomabotd-stress-") as scratch,
+            Ledger(out_dir if out_dir is not None else Path(scratch)) as ledger,
+        ):
+            portfolio = Portfolio.recover(ledger)
+            started = time.perf_counter()
+            report = run_cycle(runtime, ledger, portfolio, cycle_input, limits, as_of,
+                               clock=clock, on_progress=on_progress)
+            wall_s = time.perf_counter() - started
     m = report.metrics
     checks = stress_checks(report, wall_s, limits)
     return StressReport(

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from pomabotd.domain.belief import update_belief
-from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Market, Signal
+from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Direction, Market, Signal
 
 __all__ = ["DEFAULT_SEED", "SyntheticData", "generate", "generate_jsonl"]
 
@@ -35,7 +35,7 @@ _TOPICS = {
 }
 #: Relative frequency of each signal type; speculative news is common, authoritative news rare.
 _TYPE_WEIGHTS = (0.38, 0.22, 0.14, 0.13, 0.13)
-_DIRECTIONS = ("up", "down", "neutral")
+_DIRECTIONS: tuple[Direction, ...] = ("up", "down", "neutral")
 
 
 class SyntheticData(msgspec.Struct, frozen=True):
