@@ -79,6 +79,35 @@ def _gate(
     market: Market, low: float, high: float, confidence: float, as_of: datetime
 ) -> tuple[str | None, str, Literal["YES", "NO", "NONE"], float, float]:
     """The gate over plain values, so the hot evaluator builds no intermediate Structs."""
+    failed, side, edge, expected = _decide(market, low, high, confidence, as_of)
+    reason = _explain(failed, market, low, high, confidence, as_of, edge)
+    return failed, reason, side, edge, expected
+
+
+def _early(market: Market, as_of: datetime) -> str | None:
+    """Checks 0-3, which need no belief: the first one failed, or None."""
+    if market.outcome is not None:
+        return "market_open"
+    closes_at = market.closes_at
+    if closes_at is not None and closes_at <= as_of:
+        return "market_open"
+    if not market.authority_is_clear:
+        return "resolution_authority"
+    if not market.outcome_is_objective:
+        return "objective_outcome"
+    if market.liquidity < MIN_LIQUIDITY:
+        return "liquidity"
+    return None
+
+
+def _decide(
+    market: Market, low: float, high: float, confidence: float, as_of: datetime
+) -> tuple[str | None, Literal["YES", "NO", "NONE"], float, float]:
+    """The verdict without its sentence: failed check, side, edge and expected edge.
+
+    Kept apart from `_explain` so that a caller keeping only tradeable markets decides every
+    market with this same code yet formats sentences for the few that pass.
+    """
     price = market.price
     outside = True
     if price < low:
@@ -90,53 +119,71 @@ def _gate(
     else:
         outside = False
         edge = expected = 0.0
+    early = _early(market, as_of)
+    if early is not None:
+        return early, "NONE", edge, expected
+    if round(high - low, _POINT_DIGITS) > MAX_BELIEF_WIDTH:
+        return "belief_width", "NONE", edge, expected
+    if confidence < MIN_CONFIDENCE:
+        return "confidence", "NONE", edge, expected
+    if not outside:
+        return "price_outside_range", "NONE", edge, expected
+    side: Side = "YES" if price < low else "NO"
+    if edge < CATEGORY_MIN_EDGE.get(market.category, CATEGORY_MIN_EDGE["other"]):
+        return "edge", "NONE", edge, expected
+    if _entry(side, price) is None:
+        return "exit_plan", "NONE", edge, expected
+    return None, side, edge, expected
 
-    if market.outcome is not None:
-        return "market_open", f"market is resolved ({market.outcome})", "NONE", edge, expected
-    closes_at = market.closes_at
-    if closes_at is not None and closes_at <= as_of:
-        reason = f"market closed at {closes_at.isoformat()}, not after as_of {as_of.isoformat()}"
-        return "market_open", reason, "NONE", edge, expected
-    if not market.authority_is_clear:
-        reason = "no clear authority decides how the market resolves"
-        return "resolution_authority", reason, "NONE", edge, expected
-    if not market.outcome_is_objective:
-        reason = "the outcome is not objectively verifiable"
-        return "objective_outcome", reason, "NONE", edge, expected
-    if market.liquidity < MIN_LIQUIDITY:
-        reason = f"liquidity ${_money(market.liquidity)} is below the $1,000 minimum"
-        return "liquidity", reason, "NONE", edge, expected
-    width = round(high - low, _POINT_DIGITS)
-    if width > MAX_BELIEF_WIDTH:
-        reason = (
+
+def _explain(
+    failed: str | None,
+    market: Market,
+    low: float,
+    high: float,
+    confidence: float,
+    as_of: datetime,
+    edge: float,
+) -> str:
+    """The one sentence, with its numbers, saying why `_decide` reached `failed`."""
+    price = market.price
+    side: Side = "YES" if price < low else "NO"
+    if failed is None:
+        where = "below" if side == "YES" else "above"
+        return (
+            f"{side}: price {_pts(price)} is {_pts(edge)} points {where} "
+            f"the belief range {_span(low, high)}"
+        )
+    if failed == "confidence":
+        return f"confidence {_pts(confidence)} is below the 65 minimum"
+    if failed == "market_open":
+        if market.outcome is not None:
+            return f"market is resolved ({market.outcome})"
+        closes_at = market.closes_at
+        closed = closes_at.isoformat() if closes_at is not None else "?"
+        return f"market closed at {closed}, not after as_of {as_of.isoformat()}"
+    if failed == "resolution_authority":
+        return "no clear authority decides how the market resolves"
+    if failed == "objective_outcome":
+        return "the outcome is not objectively verifiable"
+    if failed == "liquidity":
+        return f"liquidity ${_money(market.liquidity)} is below the $1,000 minimum"
+    if failed == "belief_width":
+        width = round(high - low, _POINT_DIGITS)
+        return (
             f"belief range {_span(low, high)} is {_pts(width)} points wide, "
             "over the 25-point maximum"
         )
-        return "belief_width", reason, "NONE", edge, expected
-    if confidence < MIN_CONFIDENCE:
-        reason = f"confidence {_pts(confidence)} is below the 65 minimum"
-        return "confidence", reason, "NONE", edge, expected
-    if not outside:
-        reason = f"price {_pts(price)} is inside the belief range {_span(low, high)}"
-        return "price_outside_range", reason, "NONE", edge, expected
-    side: Side = "YES" if price < low else "NO"
-    minimum = CATEGORY_MIN_EDGE.get(market.category, CATEGORY_MIN_EDGE["other"])
-    if edge < minimum:
-        reason = (
+    if failed == "price_outside_range":
+        return f"price {_pts(price)} is inside the belief range {_span(low, high)}"
+    if failed == "edge":
+        minimum = CATEGORY_MIN_EDGE.get(market.category, CATEGORY_MIN_EDGE["other"])
+        return (
             f"{side} edge {_pts(edge)} points is below the {_pts(minimum)}-point minimum "
             f"for {market.category}"
         )
-        return "edge", reason, "NONE", edge, expected
-    if _entry(side, price) is None:
-        held = price if side == "YES" else 100.0 - price
-        reason = f"no sane exit plan: the {side} entry price would be {_pts(held)}"
-        return "exit_plan", reason, "NONE", edge, expected
-    where = "below" if side == "YES" else "above"
-    reason = (
-        f"{side}: price {_pts(price)} is {_pts(edge)} points {where} "
-        f"the belief range {_span(low, high)}"
-    )
-    return None, reason, side, edge, expected
+    held = price if side == "YES" else 100.0 - price
+    return f"no sane exit plan: the {side} entry price would be {_pts(held)}"
 
 
 def _entry(side: Side, price: float) -> float | None:

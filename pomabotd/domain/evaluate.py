@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pomabotd.domain.belief import _fold
-from pomabotd.domain.checks import _gate
+from pomabotd.domain.checks import _decide, _early, _explain, _gate
 from pomabotd.domain.models import Evaluation, Market, Signal
 
-__all__ = ["evaluate_market"]
+__all__ = ["evaluate_market", "evaluate_tradeable"]
 
 
 def evaluate_market(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
@@ -33,6 +33,38 @@ def evaluate_market(market: Market, signals: Sequence[Signal], as_of: datetime) 
         expected_edge=expected,
         failed_check=failed,
         reason=reason,
+        signals_applied=applied,
+        signals_rejected=rejected,
+    )
+
+
+def evaluate_tradeable(
+    market: Market, signals: Sequence[Signal], as_of: datetime
+) -> Evaluation | None:
+    """`evaluate_market` when every check passes, else None.
+
+    For callers that keep only tradeable markets (a cycle without per-market output): the same
+    decisions, but a market failing a check that needs no belief is not folded, and no rejection
+    sentence or Evaluation is built for the markets that are dropped anyway.
+    """
+    if _early(market, as_of) is not None:
+        return None
+    low, high, confidence, applied, rejected, _ = _fold(market, signals, as_of)
+    failed, side, edge, expected = _decide(market, low, high, confidence, as_of)
+    if failed is not None:
+        return None
+    return Evaluation(
+        market_id=market.id,
+        category=market.category,
+        price=market.price,
+        belief_low=low,
+        belief_high=high,
+        confidence=confidence,
+        side=side,
+        edge=edge,
+        expected_edge=expected,
+        failed_check=None,
+        reason=_explain(None, market, low, high, confidence, as_of, edge),
         signals_applied=applied,
         signals_rejected=rejected,
     )

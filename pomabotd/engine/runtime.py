@@ -13,7 +13,10 @@ outputs need. Faults are handled at two levels:
   at a time, and a chunk that breaks the pool again market by market, so that only the culprit
   ends with `worker crashed` (or `timeout`).
 
-`workers = 0` runs the same chunk code in this process, in order, without a pool.
+`workers = 0` runs the same chunk code in this process, in order, without a pool; so does a
+cycle of fewer than `inline_below` markets with the built-in evaluator (never a plugin, which
+could take the daemon down with it), because there the pool's round trips cost more than they
+save. Without `on_lines`, workers build full evaluations only for tradeable and held markets.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import psutil
 import tenacity
 from msgspec import Struct
 
+from pomabotd.domain.evaluate import evaluate_market
 from pomabotd.domain.models import Evaluation, Market
 from pomabotd.engine import worker
 from pomabotd.engine.pool import WorkerPool
@@ -53,6 +57,8 @@ _MIN_KILL_GRACE_NS: Final = 100_000_000
 _SAMPLE_EVERY_S: Final = 0.05
 #: Markets in a row that each kill their worker when alone: the pool is in a crash loop.
 _CRASHED_MARKETS_IN_A_ROW: Final = 5
+_INLINE_BELOW: Final = 500
+_BUILTIN: Final = "pomabotd:evaluate_market"
 _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
 _LINES: Final = msgspec.json.Encoder()
 
@@ -66,6 +72,9 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
     timeout_ms: int
     retry_attempts: int
     evaluator: str = "pomabotd:evaluate_market"
+    #: With the built-in evaluator, a cycle of fewer markets runs in this process: below about
+    #: this size the pool's round trips cost more than the work they share out.
+    inline_below: int = _INLINE_BELOW
 
 
 class RunResult(Struct, kw_only=True):
@@ -107,6 +116,7 @@ class Runtime:
         self._started = False
         self._timeouts = 0
         self._retries = 0
+        self._processes = _Processes()
 
     def __enter__(self) -> Runtime:
         self.start()
@@ -185,18 +195,27 @@ class Runtime:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> RunResult:
         """`evaluate` for callers without an event loop."""
-        return asyncio.run(
-            self.evaluate(
-                markets,
-                markets_source,
-                signals,
-                signals_source,
-                as_of,
-                keep=keep,
-                on_lines=on_lines,
-                on_progress=on_progress,
+        box: list[RunResult] = []
+
+        async def run() -> None:
+            # The result stays off the task: on 3.11 `asyncio.run` ends by formatting the
+            # main task's repr (result included) while checking the SIGINT handler, which
+            # cost a big cycle a quarter of a second.
+            box.append(
+                await self.evaluate(
+                    markets,
+                    markets_source,
+                    signals,
+                    signals_source,
+                    as_of,
+                    keep=keep,
+                    on_lines=on_lines,
+                    on_progress=on_progress,
+                )
             )
-        )
+
+        asyncio.run(run())
+        return box[0]
 
     async def evaluate(
         self,
@@ -223,7 +242,7 @@ class Runtime:
         started = time.perf_counter()
         settings = self._settings
         pool = self._pool
-        meter = _Meter(pool)
+        meter = _Meter(pool, self._processes)
         meter.sample()
         self._timeouts = self._retries = 0
         restarts_before = pool.restarts if pool is not None else 0
@@ -245,6 +264,8 @@ class Runtime:
             sink = _Sink(work, on_lines, on_progress)
             if pool is None:
                 self._run_inline(work, job, sink, meter)
+            elif settings.evaluator == _BUILTIN and work.markets_total < settings.inline_below:
+                self._run_inline(work, job, sink, meter, evaluate_market)
             else:
                 await self._run_pool(pool, work, job, sink, meter)
             sink.progress()
@@ -262,8 +283,15 @@ class Runtime:
             wall_s=wall_s,
         )
 
-    def _run_inline(self, work: Workload, job: Job, sink: _Sink, meter: _Meter) -> None:
-        fn = self._inline
+    def _run_inline(
+        self,
+        work: Workload,
+        job: Job,
+        sink: _Sink,
+        meter: _Meter,
+        fn: worker.Evaluator | None = None,
+    ) -> None:
+        fn = fn or self._inline
         if fn is None:
             raise CycleError("the runtime is not started")
         with worker.inline_worker(fn) as state:
@@ -548,12 +576,32 @@ class _Sink:
         )
 
 
+class _Processes:
+    """This process and its pool's, looked up once per pool generation rather than per cycle
+    (walking /proc for descendants cost a small cycle milliseconds)."""
+
+    def __init__(self) -> None:
+        self.pool: WorkerPool | None = None
+        self.generation = -1
+        self.procs: list[psutil.Process] = []
+
+    def of(self, pool: WorkerPool | None) -> list[psutil.Process]:
+        generation = pool.generation if pool is not None else -1
+        if not self.procs or pool is not self.pool or generation != self.generation:
+            me = psutil.Process()
+            # The fork server and the workers are this process's descendants.
+            self.procs = [me] if pool is None else [me, *me.children(recursive=True)]
+            self.pool = pool
+            self.generation = generation
+        return self.procs
+
+
 class _Meter:
     """Peak RSS and CPU time of this process plus its pool, read from the OS while it runs."""
 
-    def __init__(self, pool: WorkerPool | None) -> None:
+    def __init__(self, pool: WorkerPool | None, processes: _Processes) -> None:
         self._pool = pool
-        self._generation = -1
+        self._processes = processes
         self._procs: list[psutil.Process] = []
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
@@ -569,14 +617,7 @@ class _Meter:
 
     def sample(self) -> None:
         self._sampled_at = time.perf_counter()
-        if self._pool is None:
-            if not self._procs:
-                self._procs = [psutil.Process()]
-        elif self._pool.generation != self._generation:
-            # The fork server and the workers are this process's descendants.
-            self._generation = self._pool.generation
-            me = psutil.Process()
-            self._procs = [me, *me.children(recursive=True)]
+        self._procs = self._processes.of(self._pool)
         rss = 0
         for proc in self._procs:
             try:

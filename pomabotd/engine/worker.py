@@ -32,6 +32,7 @@ import msgspec
 import tenacity
 
 from pomabotd.domain.belief import prior
+from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
 
@@ -279,6 +280,9 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
         market_rejected, signal_rejected = [], []
     by_market = _group(signals).get
     fn = state.evaluator
+    # The built-in evaluator's verdict alone decides whether a market is kept when no lines are
+    # wanted; `evaluate_tradeable` reaches it without writing the sentences of dropped markets.
+    screen = fn is evaluate_market and not job.want_lines
     as_of = job.as_of
     slots = state.slots
     slot = state.slot
@@ -297,7 +301,15 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
         started = _perf_ns()
         slots[slot] = started
         try:
-            evaluation = fn(market, market_signals, as_of)
+            if screen and not (keep and market.id in keep):
+                screened = evaluate_tradeable(market, market_signals, as_of)
+                if screened is None:
+                    eval_us += (_perf_ns() - started) / 1000.0
+                    evaluated += 1
+                    continue
+                evaluation = screened
+            else:
+                evaluation = fn(market, market_signals, as_of)
         except (MarketTimeout, Exception) as exc:
             slots[slot] = 0
             evaluation = _recover(state, market, market_signals, as_of, exc, job, counts)

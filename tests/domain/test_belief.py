@@ -211,3 +211,41 @@ def test_more_unknowns_never_raise_confidence(
     after = update_belief(more, signals, AS_OF).belief
     assert after.unknowns > before.unknowns
     assert check_invariant(before, after)
+
+
+def _reference_fold(market: Market, signals: list[Signal]) -> tuple[float, float, float, int, int]:
+    """SPEC section 3 step by step, with the public pieces and no shortcut."""
+    mine = sorted((s for s in signals if s.market_id == market.id), key=lambda s: s.timestamp)
+    low, high, confidence = 45.0, 55.0, 50.0
+    applied = rejected = authoritative = procedural = 0
+    conflict = False
+    last = None
+    for signal in mine:
+        if signal.timestamp > AS_OF or (applied == 0 and signal.type == "speculative"):
+            rejected += 1
+            continue
+        low, high = shift_range(low, high, signal)
+        authoritative += signal.type == "authoritative"
+        procedural += signal.type == "procedural"
+        conflict = conflict or signal.conflicts_with_existing
+        days = 0.0 if last is None else abs((signal.timestamp - last).total_seconds()) / 86400.0
+        confidence = recompute_confidence(
+            authoritative, procedural, market.unknowns, conflict, days
+        )
+        applied += 1
+        last = signal.timestamp
+    if last is not None:
+        confidence = decay_confidence(confidence, (AS_OF - last).total_seconds() / 86400.0)
+    return low, high, confidence, applied, rejected
+
+
+@given(market_with_signals(future=timedelta(days=3)))
+def test_update_belief_is_bit_identical_to_the_step_by_step_fold(
+    case: tuple[Market, list[Signal]],
+) -> None:
+    """The inlined fold gives exactly the floats that folding with the public steps gives."""
+    market, signals = case
+    update = update_belief(market, signals, AS_OF)
+    belief = update.belief
+    got = (belief.low, belief.high, belief.confidence, update.applied, update.rejected)
+    assert got == _reference_fold(market, signals)

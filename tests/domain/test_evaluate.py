@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pomabotd.domain.belief import update_belief
 from pomabotd.domain.checks import run_checks
-from pomabotd.domain.evaluate import evaluate_market
+from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
 from tests.strategies import AS_OF, market_with_signals, signals_for
 
@@ -104,3 +104,31 @@ def test_evaluator_is_importable_from_the_package() -> None:
     import pomabotd
 
     assert pomabotd.evaluate_market is evaluate_market
+
+
+@given(
+    market_with_signals(future=timedelta(days=3)),
+    st.lists(signals_for("someone-else"), max_size=3),
+)
+def test_tradeable_is_the_evaluation_exactly_when_every_check_passes(
+    case: tuple[Market, list[Signal]], noise: list[Signal]
+) -> None:
+    """`evaluate_tradeable` is `evaluate_market`'s result when tradeable, else None."""
+    market, signals = case
+    signals = signals + noise
+    full = evaluate_market(market, signals, AS_OF)
+    expected = full if full.failed_check is None else None
+    assert evaluate_tradeable(market, signals, AS_OF) == expected
+
+
+def test_tradeable_market_is_returned_in_full() -> None:
+    """A tradeable market comes back with its sentence; a rejected one as None."""
+    strong = [
+        _signal(3.0, type="authoritative", direction="up"),
+        _signal(2.0, type="authoritative", direction="up"),
+    ]
+    result = evaluate_tradeable(MARKET, strong, AS_OF)
+    assert result == evaluate_market(MARKET, strong, AS_OF)
+    assert result is not None and result.reason.startswith("YES: price 20")
+    illiquid = msgspec.structs.replace(MARKET, liquidity=10.0)
+    assert evaluate_tradeable(illiquid, strong, AS_OF) is None

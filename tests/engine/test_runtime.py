@@ -14,6 +14,7 @@ import pytest
 from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import PoolCrashLoopError
+from pomabotd.sources.synthetic import generate_jsonl
 
 from .plugins import faults
 
@@ -70,7 +71,12 @@ SHUFFLED_SIGNAL_LINES = _jsonl(sorted(SIGNALS, key=lambda s: s.timestamp, revers
 
 def _settings(workers: int, **changes: object) -> BatchSettings:
     base = BatchSettings(
-        workers=workers, batch_size=7, max_concurrency=50, timeout_ms=200, retry_attempts=1
+        workers=workers,
+        batch_size=7,
+        max_concurrency=50,
+        timeout_ms=200,
+        retry_attempts=1,
+        inline_below=0,  # these small inputs must really go through the pool
     )
     return msgspec.structs.replace(base, **changes)
 
@@ -386,3 +392,64 @@ def test_megabytes_of_input_cut_at_block_edges_match() -> None:
     assert [e.market_id for e in pooled_lines] == [m.id for m in markets]
     assert pooled.signals_total == inline.signals_total == len(signals)
     assert sum(e.signals_applied + e.signals_rejected for e in pooled_lines) == len(signals)
+
+
+def _kill_workers() -> None:
+    for pid in _worker_pids():
+        psutil.Process(pid).kill()
+
+
+def test_small_cycle_skips_the_pool() -> None:
+    """Below `inline_below` markets the built-in evaluator runs here: dead workers go unnoticed,
+    and the evaluations are the pool's."""
+    with Runtime(_settings(2, inline_below=len(MARKETS) + 1)) as runtime:
+        _kill_workers()
+        result, lines = _run(runtime, keep=("m0001", "m0002"))
+        assert result.worker_restarts == 0
+        runtime.reconfigure(_settings(2, inline_below=len(MARKETS)))
+        pooled, pooled_lines = _run(runtime, keep=("m0001", "m0002"))
+    assert pooled.worker_restarts >= 2
+    assert _timeless(lines) == _timeless(pooled_lines)
+    assert _timeless(result.candidates) == _timeless(pooled.candidates)
+
+
+def test_plugins_never_run_in_the_parent() -> None:
+    """A strategy plugin goes to the pool whatever the cycle's size."""
+    with Runtime(_settings(2, evaluator=_plugin("kill_self"), inline_below=10**6)) as runtime:
+        result, _ = _run(runtime, MARKET_LINES[: MARKET_LINES.index(b"m0040")])
+    assert result.failures == [(TARGET, "worker crashed")]
+
+
+def _digest(result: RunResult) -> tuple[object, ...]:
+    return (
+        _timeless(result.candidates),
+        result.markets,
+        _timeless([result.kept[market_id] for market_id in sorted(result.kept)]),
+        result.markets_evaluated,
+        result.markets_failed,
+        result.signals_total,
+    )
+
+
+def test_synthetic_thousands_match_across_workers_and_outputs() -> None:
+    """Thousands of synthetic markets give identical results in process and in the pool, with
+    per-market lines (every evaluation built) and without them (only tradeable ones built)."""
+    as_of = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    markets, signals = generate_jsonl(4000, 5, as_of)
+    keep = ("syn-0000003", "syn-0000010", "syn-0001234")
+    digests = []
+    for workers, batch_size in ((0, 4000), (2, 250), (1, 999)):
+        with Runtime(_settings(workers, batch_size=batch_size)) as runtime:
+            chunks: list[bytes] = []
+            with_lines = runtime.evaluate_sync(
+                markets, "m", signals, "s", as_of, keep=keep, on_lines=chunks.append
+            )
+            without = runtime.evaluate_sync(markets, "m", signals, "s", as_of, keep=keep)
+        lines = [_LINE.decode(line) for line in b"".join(chunks).splitlines()]
+        assert _digest(with_lines) == _digest(without)
+        assert _timeless([e for e in lines if e.failed_check is None and e.error is None]) == (
+            _timeless(without.candidates)
+        )
+        digests.append((_digest(without), _timeless(lines)))
+    assert len(without.candidates) > 100 and set(without.kept) == set(keep)
+    assert digests[0] == digests[1] == digests[2]
