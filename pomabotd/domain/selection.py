@@ -91,9 +91,14 @@ def portfolio_risk_pct(open_positions: Sequence[Position], equity: float) -> flo
     return total / equity * 100.0
 
 
-def _rank_key(evaluation: Evaluation) -> tuple[float, str, tuple[object, ...]]:
-    """Edge descending, then market id; the whole record breaks any remaining tie so that
-    duplicate market ids (which should not happen) still resolve independently of input order."""
+def _rank_key(evaluation: Evaluation) -> tuple[float, str]:
+    """Edge descending, then market id (SPEC section 5)."""
+    return (-evaluation.edge, evaluation.market_id)
+
+
+def _rank_key_with_record(evaluation: Evaluation) -> tuple[float, str, tuple[object, ...]]:
+    """The rank, with the whole record breaking ties between evaluations of one market, so that
+    duplicate market ids (which the runtime never produces) still rank independently of order."""
     return (-evaluation.edge, evaluation.market_id, astuple(evaluation))
 
 
@@ -123,7 +128,8 @@ def select(
         and e.edge >= min_edge
         and e.market_id not in blocked
     ]
-    candidates.sort(key=_rank_key)
+    distinct = len({e.market_id for e in candidates}) == len(candidates)
+    candidates.sort(key=_rank_key if distinct else _rank_key_with_record)
 
     per_category: dict[str, int] = {}
     for position in open_positions:
