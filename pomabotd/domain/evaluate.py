@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 
 from pomabotd.domain.belief import _fold
 from pomabotd.domain.checks import _decide, _early, _explain, _gate
@@ -21,20 +22,8 @@ def evaluate_market(market: Market, signals: Sequence[Signal], as_of: datetime) 
     """Evaluate one market at `as_of` from its signals (others' signals are ignored)."""
     low, high, confidence, applied, rejected, _ = _fold(market, signals, as_of)
     failed, reason, side, edge, expected = _gate(market, low, high, confidence, as_of)
-    return Evaluation(
-        market_id=market.id,
-        category=market.category,
-        price=market.price,
-        belief_low=low,
-        belief_high=high,
-        confidence=confidence,
-        side=side,
-        edge=edge,
-        expected_edge=expected,
-        failed_check=failed,
-        reason=reason,
-        signals_applied=applied,
-        signals_rejected=rejected,
+    return _evaluation(
+        market, low, high, confidence, side, edge, expected, failed, reason, applied, rejected
     )
 
 
@@ -53,6 +42,25 @@ def evaluate_tradeable(
     failed, side, edge, expected = _decide(market, low, high, confidence, as_of)
     if failed is not None:
         return None
+    reason = _explain(None, market, low, high, confidence, as_of, edge)
+    return _evaluation(
+        market, low, high, confidence, side, edge, expected, None, reason, applied, rejected
+    )
+
+
+def _evaluation(
+    market: Market,
+    low: float,
+    high: float,
+    confidence: float,
+    side: Literal["YES", "NO", "NONE"],
+    edge: float,
+    expected: float,
+    failed: str | None,
+    reason: str,
+    applied: int,
+    rejected: int,
+) -> Evaluation:
     return Evaluation(
         market_id=market.id,
         category=market.category,
@@ -63,8 +71,8 @@ def evaluate_tradeable(
         side=side,
         edge=edge,
         expected_edge=expected,
-        failed_check=None,
-        reason=_explain(None, market, low, high, confidence, as_of, edge),
+        failed_check=failed,
+        reason=reason,
         signals_applied=applied,
         signals_rejected=rejected,
     )
