@@ -55,8 +55,12 @@ _QUEUED_PER_WORKER: Final = 2
 #: A stuck worker is killed this long after its market's timeout (and at least this late).
 _MIN_KILL_GRACE_NS: Final = 100_000_000
 _SAMPLE_EVERY_S: Final = 0.05
-#: Markets in a row that each kill their worker when alone: the pool is in a crash loop.
-_CRASHED_MARKETS_IN_A_ROW: Final = 5
+#: A cycle in which more markets than this (or than one in `_CRASH_LOOP_SHARE` of its markets)
+#: kill their worker when evaluated alone is failed: the evaluator crashes on everything, and
+#: each crash costs a pool rebuild. Counted over the whole cycle, so the verdict depends only on
+#: which markets crash, never on how they were chunked.
+_CRASHED_MARKETS: Final = 5
+_CRASH_LOOP_SHARE: Final = 1000
 _INLINE_BELOW: Final = 500
 _BUILTIN: Final = "pomabotd:evaluate_market"
 _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
@@ -116,6 +120,7 @@ class Runtime:
         self._started = False
         self._timeouts = 0
         self._retries = 0
+        self._crashed = 0
         self._processes = _Processes()
 
     def __enter__(self) -> Runtime:
@@ -244,7 +249,7 @@ class Runtime:
         pool = self._pool
         meter = _Meter(pool, self._processes)
         meter.sample()
-        self._timeouts = self._retries = 0
+        self._timeouts = self._retries = self._crashed = 0
         restarts_before = pool.restarts if pool is not None else 0
         enabled = gc.isenabled()
         gc.disable()  # millions of short-lived objects, no cycles: the collector only costs
@@ -379,7 +384,7 @@ class Runtime:
             index, b"", [], [], [], market_rejected, signal_rejected, [], 0, 0, 0, 0, 0, 0.0
         )
         parts: list[bytes] = []
-        crashed_in_a_row = 0
+        crash_cap = max(_CRASHED_MARKETS, -(-work.markets_total // _CRASH_LOOP_SHARE))
         policy = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(1 + job.retry_attempts),
             wait=tenacity.wait_none(),
@@ -395,15 +400,14 @@ class Runtime:
                             self._retries += 1
                         data = await self._alone(pool, single, job)
             except _Lost as lost:
-                crashed_in_a_row += 1
-                if crashed_in_a_row >= _CRASHED_MARKETS_IN_A_ROW:
+                self._crashed += 1
+                if self._crashed > crash_cap:
                     raise PoolCrashLoopError(
-                        f"{crashed_in_a_row} markets in a row killed their worker process: "
+                        f"{self._crashed} markets killed their worker process in this cycle: "
                         f"evaluator {pool.evaluator!r} seems to crash on every market"
                     ) from lost
                 out = _failed_out(index, market, lost.error, task.keep, job.want_lines)
             else:
-                crashed_in_a_row = 0
                 out = _OUTS.decode(data)[0]
             parts.append(out.lines)
             total.candidates += out.candidates

@@ -155,6 +155,7 @@ _SIGNALS: Final = msgspec.json.Decoder(list[Signal])
 _MARKET_ID: Final = attrgetter("market_id")
 _LINES: Final = msgspec.json.Encoder()
 _PACK: Final = msgspec.msgpack.Encoder()
+_CHECKED: Final = msgspec.msgpack.Decoder(Evaluation)
 _perf_ns: Final = time.perf_counter_ns
 _force_setattr: Final = msgspec.structs.force_setattr
 
@@ -310,20 +311,15 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
                 evaluation = screened
             else:
                 evaluation = fn(market, market_signals, as_of)
-        except (MarketTimeout, Exception) as exc:
+        except BaseException as exc:  # a plugin's SystemExit fails its market only
             slots[slot] = 0
             evaluation = _recover(state, market, market_signals, as_of, exc, job, counts)
         else:
             finished = _perf_ns()
-            if isinstance(evaluation, Evaluation):
-                # The evaluator's fresh Struct; setting the one field the domain cannot know
-                # in place avoids a copy per market.
-                _force_setattr(evaluation, "elapsed_us", (finished - started) / 1000.0)
-            else:
-                slots[slot] = 0
-                garbage = _Garbage(
-                    f"evaluator returned {type(evaluation).__name__}, expected Evaluation"
-                )
+            slots[slot] = 0
+            try:
+                evaluation = _accepted(evaluation, market, fn, finished - started)
+            except _Garbage as garbage:
                 evaluation = _recover(state, market, market_signals, as_of, garbage, job, counts)
         if evaluation.error is None:
             evaluated += 1
@@ -415,7 +411,7 @@ def _recover(
         policy = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(job.retry_attempts),
             wait=tenacity.wait_none(),
-            retry=tenacity.retry_if_exception_type((MarketTimeout, Exception)),
+            retry=tenacity.retry_if_exception_type(BaseException),
             reraise=True,
         )
         try:
@@ -423,7 +419,7 @@ def _recover(
                 with attempt:
                     counts.retries += 1
                     return _attempt(state, market, signals, as_of, counts)
-        except (MarketTimeout, Exception) as exc:
+        except BaseException as exc:  # whatever the plugin raised fails its market
             error = describe_error(exc)
     return failed_evaluation(market, error)
 
@@ -446,14 +442,36 @@ def _attempt(
         slots[slot] = 0
         counts.timeouts += 1
         raise
-    except Exception:
+    except BaseException:
         slots[slot] = 0
         raise
     finished = _perf_ns()
     slots[slot] = 0
+    return _accepted(evaluation, market, state.evaluator, finished - started)
+
+
+def _accepted(evaluation: object, market: Market, fn: Callable[..., Any], elapsed_ns: int) -> (
+    Evaluation
+):
+    """The evaluator's result once it is known to be a valid evaluation of `market`.
+
+    The built-in evaluator is trusted; a plugin's result is checked field by field (a Struct
+    is not validated when it is built), so one bad result fails its market, not the cycle.
+    """
     if not isinstance(evaluation, Evaluation):
         raise _Garbage(f"evaluator returned {type(evaluation).__name__}, expected Evaluation")
-    _force_setattr(evaluation, "elapsed_us", (finished - started) / 1000.0)
+    if fn is not evaluate_market:
+        try:
+            evaluation = _CHECKED.decode(_PACK.encode(evaluation))
+        except msgspec.ValidationError as exc:
+            raise _Garbage(f"evaluator returned an invalid Evaluation: {exc}") from None
+        if evaluation.market_id != market.id:
+            raise _Garbage(
+                f"evaluator returned an evaluation of market {evaluation.market_id!r}"
+            )
+    # The evaluator's fresh Struct; setting the one field the domain cannot know in place
+    # avoids a copy per market.
+    _force_setattr(evaluation, "elapsed_us", elapsed_ns / 1000.0)
     return evaluation
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from pomabotd import Evaluation, Market, Signal, evaluate_market
 
@@ -65,4 +68,35 @@ def garbage(market: Market, signals: Sequence[Signal], as_of: datetime) -> Any:
 def kill_every(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
     """Kill the worker on every market: a crash loop once the pool is up."""
     os.kill(os.getpid(), signal.SIGKILL)
+    return evaluate_market(market, signals, as_of)
+
+
+def invalid_field(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """Return an Evaluation whose side is not one the SPEC allows (Structs are not validated
+    when built, so only the runtime's check catches it)."""
+    evaluation = evaluate_market(market, signals, as_of)
+    if market.id in TARGETS:
+        return msgspec.structs.replace(evaluation, side="MAYBE", failed_check=None)  # type: ignore[arg-type]
+    return evaluation
+
+
+def wrong_market(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """File the result under another market's id."""
+    evaluation = evaluate_market(market, signals, as_of)
+    if market.id in TARGETS:
+        return msgspec.structs.replace(evaluation, market_id="m0004")
+    return evaluation
+
+
+def exits(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """Call sys.exit, as a careless script-turned-plugin would."""
+    if market.id in TARGETS:
+        sys.exit(3)
+    return evaluate_market(market, signals, as_of)
+
+
+def kill_on_five(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """Kill the worker on five adjacent markets: a bad streak, not a crash loop."""
+    if market.id in {"m0003", "m0004", "m0005", "m0006", "m0007"}:
+        os.kill(os.getpid(), signal.SIGKILL)
     return evaluate_market(market, signals, as_of)
