@@ -368,6 +368,7 @@ class Runtime:
                     pass
                 else:
                     for out in _OUTS.decode(data):
+                        self._retries += out.evaluated + out.failed  # each market ran again
                         sink.add(out)
                     continue
             sink.add(await self._market_by_market(pool, work, index, job))
@@ -396,8 +397,7 @@ class Runtime:
             try:
                 async for attempt in policy:
                     with attempt:
-                        if attempt.retry_state.attempt_number > 1:
-                            self._retries += 1
+                        self._retries += 1  # lost with its chunk's worker, so every run is a rerun
                         data = await self._alone(pool, single, job)
             except _Lost as lost:
                 self._crashed += 1
