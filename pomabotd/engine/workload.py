@@ -211,25 +211,13 @@ def _chunk_market_lines(
     filled: int,
 ) -> int:
     """The slow path: one market line at a time; returns how full the current chunk is."""
-    data = work.markets
     pieces = work.market_pieces
-    at = start
-    for number, text in enumerate(data[start:end].split(b"\n"), line):
-        begin = at
-        at += len(text) + 1
-        found = _MARKET_PATTERN.first.match(text)
-        if found is not None:
-            key = found.group(1)
-        elif text.isspace() or not text:
-            continue
-        else:
-            try:
-                key = _MARKET_KEY.decode(text).id.encode()
-            except msgspec.DecodeError:
-                work.markets_total += 1
-                work.rejected.append(_refused_market(text, work.markets_source, number))
-                continue
+    lines = _keyed_lines(work.markets, start, end, line, _MARKET_PATTERN.first, _market_key)
+    for number, begin, text, key in lines:
         work.markets_total += 1
+        if key is None:
+            work.rejected.append(_refused_market(text, work.markets_source, number))
+            continue
         if key in chunk_of:
             work.rejected.append(
                 Rejected(
@@ -295,36 +283,53 @@ def _route_signal_lines(
     work: Workload, chunk_of_key: Callable[[bytes], int | None], start: int, end: int, line: int
 ) -> None:
     """The slow path: one signal line at a time."""
-    data = work.signals
     pieces = work.signal_pieces
+    lines = _keyed_lines(work.signals, start, end, line, _SIGNAL_PATTERN.first, _signal_key)
+    for number, begin, text, key in lines:
+        work.signals_total += 1
+        if key is None:
+            _, rejected = decode_signals(text, work.signals_source, first_line=number)
+            work.rejected.extend(
+                rejected
+                or [Rejected(work.signals_source, number, "market_id", "missing or not a string")]
+            )
+            continue
+        chunk = chunk_of_key(key)
+        if chunk is not None:
+            _add(pieces[chunk], (begin, begin + len(text), number, 1))
+
+
+def _keyed_lines(
+    data: bytes,
+    start: int,
+    end: int,
+    line: int,
+    pattern: re.Pattern[bytes],
+    key_of: Callable[[bytes], bytes],
+) -> Iterator[tuple[int, int, bytes, bytes | None]]:
+    """Each non-blank line of `data[start:end]` as (line number, offset, text, key), the key
+    read by `pattern` or else by a typed decode; None when the line has no usable key."""
     at = start
     for number, text in enumerate(data[start:end].split(b"\n"), line):
         begin = at
         at += len(text) + 1
-        found = _SIGNAL_PATTERN.first.match(text)
+        found = pattern.match(text)
         if found is not None:
-            key = found.group(1)
-        elif text.isspace() or not text:
-            continue
-        else:
+            yield number, begin, text, found.group(1)
+        elif text and not text.isspace():
             try:
-                key = _SIGNAL_KEY.decode(text).market_id.encode()
+                key: bytes | None = key_of(text)
             except msgspec.DecodeError:
-                work.signals_total += 1
-                _, rejected = decode_signals(text, work.signals_source, first_line=number)
-                work.rejected.extend(
-                    rejected
-                    or [
-                        Rejected(
-                            work.signals_source, number, "market_id", "missing or not a string"
-                        )
-                    ]
-                )
-                continue
-        work.signals_total += 1
-        chunk = chunk_of_key(key)
-        if chunk is not None:
-            _add(pieces[chunk], (begin, begin + len(text), number, 1))
+                key = None
+            yield number, begin, text, key
+
+
+def _market_key(text: bytes) -> bytes:
+    return _MARKET_KEY.decode(text).id.encode()
+
+
+def _signal_key(text: bytes) -> bytes:
+    return _SIGNAL_KEY.decode(text).market_id.encode()
 
 
 def _add(pieces: list[Piece], piece: Piece) -> None:
