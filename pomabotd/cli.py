@@ -179,10 +179,14 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         "sources.signals": signals,
         "output.dir": str(out_dir) if out_dir is not None else None,
     })
+    out = Path(config.output.dir)
+    if out.exists() and not out.is_dir():
+        source = config.provenance["output.dir"]
+        raise UsageFailure(f"output.dir {str(out)!r} is not a directory (from {source})")
     with (
         _errors_as_exit_codes(),
         Runtime(_batch_settings(config)) as runtime,
-        Ledger(Path(config.output.dir)) as ledger,
+        Ledger(out) as ledger,
     ):
         portfolio = Portfolio.recover(ledger)
         cycle_input = _load_inputs(config, when)

@@ -246,3 +246,13 @@ def test_as_of_beyond_sane_years_is_a_usage_error(run_cli: RunCli):
     result = run_cli("run-once", "--as-of", "9999-12-31T23:00:00Z")
     assert result.returncode == 2
     assert "--as-of" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_out_that_is_a_file_is_a_usage_error(run_cli: RunCli, tmp_path: Path):
+    """--out naming an existing file is refused with exit 2, and the file is left alone."""
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    result = _run_once(run_cli, target)
+    assert result.returncode == 2
+    assert "not a directory" in result.stderr and "--out" in result.stderr
+    assert target.read_text() == "keep me"
