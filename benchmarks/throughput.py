@@ -25,8 +25,7 @@ from pomabotd.domain.models import RiskLimits
 from pomabotd.engine.cycle import Portfolio, run_cycle
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.output import Ledger
-from pomabotd.sources.inputs import CycleInput
-from pomabotd.sources.synthetic import generate_jsonl
+from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -42,6 +41,11 @@ def _cycle(runtime: Runtime, workload: CycleInput) -> tuple[float, float, int]:
                            AS_OF, clock=_now)
         wall = time.perf_counter() - started
     return wall, report.metrics.rss_mb, report.metrics.markets_evaluated
+
+
+def _synthetic(markets: int) -> CycleInput:
+    """The workload encoded as JSON lines, exactly as the synthetic source delivers it."""
+    return load_inputs(SYNTHETIC, "", AS_OF, synthetic_markets=markets, seed=7)
 
 
 def _settings(workers: int, batch_size: int) -> BatchSettings:
@@ -62,10 +66,8 @@ def main() -> None:
           f"{'pool /s':>10} {'pool MB':>8} {'pool/w0':>8}")
     for size in args.sizes:
         started = time.perf_counter()
-        markets, signals = generate_jsonl(size, 7, AS_OF)
+        workload = _synthetic(size)
         generate_s = time.perf_counter() - started
-        workload = CycleInput(markets=markets, markets_source="synthetic", signals=signals,
-                              signals_source="synthetic signals")
         figures = []
         for workers in (0, args.workers):
             with Runtime(_settings(workers, args.batch_size)) as runtime:
@@ -76,9 +78,7 @@ def main() -> None:
         print(f"{size:>10,} {generate_s:>7.1f} {base_rate:>10,.0f} {base_rss:>8.0f} "
               f"{pool_rate:>10,.0f} {pool_rss:>8.0f} {pool_rate / base_rate:>7.2f}x")
 
-    markets, signals = generate_jsonl(1000, 7, AS_OF)
-    workload = CycleInput(markets=markets, markets_source="synthetic", signals=signals,
-                          signals_source="synthetic signals")
+    workload = _synthetic(1000)
     with Runtime(_settings(args.workers, 100)) as runtime:
         _cycle(runtime, workload)
         walls = [_cycle(runtime, workload)[0] for _ in range(args.warm_runs)]

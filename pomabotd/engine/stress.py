@@ -122,7 +122,6 @@ def run_stress(
     as_of: datetime,
     *,
     clock: Callable[[], datetime],
-    out_dir: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> StressReport:
     """Start the pool, build the workload, run one measured cycle into a fresh ledger."""
@@ -134,7 +133,7 @@ def run_stress(
         generate_s = time.perf_counter() - started
         with (
             tempfile.TemporaryDirectory(prefix="pomabotd-stress-") as scratch,
-            Ledger(out_dir if out_dir is not None else Path(scratch)) as ledger,
+            Ledger(Path(scratch)) as ledger,
         ):
             portfolio = Portfolio.recover(ledger)
             started = time.perf_counter()

@@ -42,22 +42,17 @@ def load_inputs(
     """
     if markets == SYNTHETIC:
         market_lines, signal_lines = generate_jsonl(synthetic_markets, seed, as_of)
-        if signals:
-            return CycleInput(
-                markets=market_lines,
-                markets_source=SYNTHETIC,
-                signals=read_bytes(Path(signals)),
-                signals_source=signals,
-            )
-        return CycleInput(
-            markets=market_lines,
-            markets_source=SYNTHETIC,
-            signals=signal_lines,
-            signals_source=SYNTHETIC + " signals",
-        )
+        markets_source = SYNTHETIC
+    else:
+        market_lines, signal_lines = read_bytes(Path(markets)), b""
+        markets_source = markets
+    if signals:
+        signal_lines, signals_source = read_bytes(Path(signals)), signals
+    else:
+        signals_source = SYNTHETIC + " signals" if markets == SYNTHETIC else "no signals"
     return CycleInput(
-        markets=read_bytes(Path(markets)),
-        markets_source=markets,
-        signals=read_bytes(Path(signals)) if signals else b"",
-        signals_source=signals or "no signals",
+        markets=market_lines,
+        markets_source=markets_source,
+        signals=signal_lines,
+        signals_source=signals_source,
     )
