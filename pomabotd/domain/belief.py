@@ -119,28 +119,38 @@ def check_invariant(before: Belief, after: Belief) -> bool:
 def _fold(
     market: Market, signals: Sequence[Signal], as_of: datetime
 ) -> tuple[float, float, float, int, int, datetime | None]:
-    """The update as plain values, inlined: the hot evaluator builds no intermediate Structs
-    and makes no call per signal.
-
-    Every float operation is the one `shift_range` and `recompute_confidence` perform, in the
-    same order, so the results are bit-identical to folding with them.
-    """
+    """The update as plain values, for the signals of `market` among `signals`."""
     market_id = market.id
-    mine = [s for s in signals if s.market_id == market_id]
+    return _fold_own(
+        market.unknowns, [s for s in signals if s.market_id == market_id], as_of
+    )
+
+
+def _fold_own(
+    unknowns: int, mine: Sequence[Signal], as_of: datetime
+) -> tuple[float, float, float, int, int, datetime | None]:
+    """The update of one market from its own signals, inlined for the hot evaluator.
+
+    It builds no intermediate Structs and makes no call per signal. Confidence is recomputed
+    from scratch after every applied signal, so only the last recomputation survives: it is
+    made once, at the end, from the final counts and the gap between the last two applied
+    signals. Every float operation is the one `shift_range` and `recompute_confidence` perform,
+    in the same order, so the results are bit-identical to folding with them step by step.
+    """
     if not mine:
         return PRIOR_LOW, PRIOR_HIGH, PRIOR_CONFIDENCE, 0, 0, None
     if len(mine) > 1:
-        mine.sort(key=_by_timestamp)
-    unknowns = market.unknowns
+        mine = sorted(mine, key=_by_timestamp)
     cap = IMPACT_CAP
-    low, high, confidence = PRIOR_LOW, PRIOR_HIGH, PRIOR_CONFIDENCE
+    low, high = PRIOR_LOW, PRIOR_HIGH
     applied = rejected = authoritative = procedural = 0
     any_conflict = False
     last: datetime | None = None
+    previous: datetime | None = None
     for signal in mine:
         stamp = signal.timestamp
         kind = signal.type
-        if stamp > as_of or (applied == 0 and kind == "speculative"):
+        if stamp > as_of or (not applied and kind == "speculative"):
             rejected += 1
             continue
         width = high - low
@@ -179,23 +189,14 @@ def _fold(
             authoritative += 1
         elif kind == "procedural":
             procedural += 1
-        days = 0.0 if last is None else abs((stamp - last).total_seconds()) / _DAY_SECONDS
-        confidence = (
-            PRIOR_CONFIDENCE
-            + 10.0 * authoritative
-            + 5.0 * procedural
-            - 7.0 * unknowns
-            - (10.0 if any_conflict else 0.0)
-            - 0.5 * days
-        )
-        if confidence < _MIN_CONFIDENCE:
-            confidence = _MIN_CONFIDENCE
-        elif confidence > _MAX_CONFIDENCE:
-            confidence = _MAX_CONFIDENCE
         applied += 1
+        previous = last
         last = stamp
-    if last is not None:
-        confidence = decay_confidence(confidence, (as_of - last).total_seconds() / _DAY_SECONDS)
+    if last is None:
+        return low, high, PRIOR_CONFIDENCE, 0, rejected, None
+    days = 0.0 if previous is None else abs((last - previous).total_seconds()) / _DAY_SECONDS
+    confidence = recompute_confidence(authoritative, procedural, unknowns, any_conflict, days)
+    confidence = decay_confidence(confidence, (as_of - last).total_seconds() / _DAY_SECONDS)
     return low, high, confidence, applied, rejected, last
 
 

@@ -136,6 +136,33 @@ def _decide(
     return None, side, edge, expected
 
 
+def _tradeable(market: Market, low: float, high: float, confidence: float) -> bool:
+    """True exactly when `_decide` finds no failure for a market that passed `_early`.
+
+    For the markets a cycle drops unseen: the cheap comparisons first, and a difference is
+    rounded only when it falls short of its limit (rounding is monotonic and every limit has
+    few digits, so a difference at or past a limit stays there once rounded).
+    """
+    if confidence < MIN_CONFIDENCE:
+        return False
+    width = high - low
+    if width > MAX_BELIEF_WIDTH and round(width, _POINT_DIGITS) > MAX_BELIEF_WIDTH:
+        return False
+    price = market.price
+    if price < low:
+        gap = low - price
+        entry = price
+    elif price > high:
+        gap = price - high
+        entry = 100.0 - price
+    else:
+        return False
+    minimum = CATEGORY_MIN_EDGE.get(market.category, CATEGORY_MIN_EDGE["other"])
+    if gap < minimum and round(gap, _POINT_DIGITS) < minimum:
+        return False
+    return 0.0 < entry < 100.0
+
+
 def _explain(
     failed: str | None,
     market: Market,

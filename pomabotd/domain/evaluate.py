@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
-from pomabotd.domain.belief import _fold
-from pomabotd.domain.checks import _decide, _early, _explain, _gate
+from pomabotd.domain.belief import _fold, _fold_own
+from pomabotd.domain.checks import _decide, _early, _explain, _gate, _tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
 
 __all__ = ["evaluate_market", "evaluate_tradeable"]
@@ -28,9 +28,10 @@ def evaluate_market(market: Market, signals: Sequence[Signal], as_of: datetime) 
 
 
 def evaluate_tradeable(
-    market: Market, signals: Sequence[Signal], as_of: datetime
+    market: Market, own_signals: Sequence[Signal], as_of: datetime
 ) -> Evaluation | None:
-    """`evaluate_market` when every check passes, else None.
+    """`evaluate_market` when every check passes, else None; `own_signals` must all be about
+    `market` (the runtime groups them by market before evaluating).
 
     For callers that keep only tradeable markets (a cycle without per-market output): the same
     decisions, but a market failing a check that needs no belief is not folded, and no rejection
@@ -38,13 +39,13 @@ def evaluate_tradeable(
     """
     if _early(market, as_of) is not None:
         return None
-    low, high, confidence, applied, rejected, _ = _fold(market, signals, as_of)
-    failed, side, edge, expected = _decide(market, low, high, confidence, as_of)
-    if failed is not None:
+    low, high, confidence, applied, rejected, _ = _fold_own(market.unknowns, own_signals, as_of)
+    if not _tradeable(market, low, high, confidence):
         return None
-    reason = _explain(None, market, low, high, confidence, as_of, edge)
+    failed, side, edge, expected = _decide(market, low, high, confidence, as_of)
+    reason = _explain(failed, market, low, high, confidence, as_of, edge)
     return _evaluation(
-        market, low, high, confidence, side, edge, expected, None, reason, applied, rejected
+        market, low, high, confidence, side, edge, expected, failed, reason, applied, rejected
     )
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -113,12 +114,34 @@ def test_evaluator_is_importable_from_the_package() -> None:
 def test_tradeable_is_the_evaluation_exactly_when_every_check_passes(
     case: tuple[Market, list[Signal]], noise: list[Signal]
 ) -> None:
-    """`evaluate_tradeable` is `evaluate_market`'s result when tradeable, else None."""
+    """`evaluate_tradeable` (given the market's own signals) is `evaluate_market`'s result
+    (given any signals) when tradeable, else None."""
     market, signals = case
-    signals = signals + noise
-    full = evaluate_market(market, signals, AS_OF)
+    full = evaluate_market(market, signals + noise, AS_OF)
     expected = full if full.failed_check is None else None
     assert evaluate_tradeable(market, signals, AS_OF) == expected
+
+
+_NEAR = (-1e-8, -1e-9, -1e-10, -1e-12, -1e-14, 0.0, 1e-14, 1e-12, 1e-10, 1e-9, 1e-8)
+
+
+@pytest.mark.parametrize("nudge", _NEAR)
+@pytest.mark.parametrize(("category", "side"), [("weather", "YES"), ("sports", "NO")])
+def test_tradeable_agrees_with_the_full_gate_at_the_edge_limit(
+    nudge: float, category: str, side: str
+) -> None:
+    """Edges within float noise of the category minimum get the full gate's verdict."""
+    strong = [
+        _signal(3.0, type="authoritative", direction="up"),
+        _signal(2.0, type="authoritative", direction="up"),
+    ]  # belief 57-67
+    limit = {"weather": 8.0, "sports": 10.0}[category]
+    price = 57.0 - limit + nudge if side == "YES" else 67.0 + limit + nudge
+    market = msgspec.structs.replace(MARKET, category=category, price=price)
+    full = evaluate_market(market, strong, AS_OF)
+    assert evaluate_tradeable(market, strong, AS_OF) == (
+        full if full.failed_check is None else None
+    )
 
 
 def test_tradeable_market_is_returned_in_full() -> None:
