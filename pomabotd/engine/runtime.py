@@ -102,6 +102,11 @@ class RunResult(Struct, kw_only=True):
     wall_s: float
 
 
+class _Misrouted(Exception):
+    """A chunk held a signal about another chunk's market: the signals are not in market
+    order after all, and the cycle must be planned line by line."""
+
+
 class _Lost(Exception):
     """A lone market's worker died; `error` says whether the supervisor killed it."""
 
@@ -254,10 +259,6 @@ class Runtime:
         enabled = gc.isenabled()
         gc.disable()  # millions of short-lived objects, no cycles: the collector only costs
         try:
-            work = plan_workload(
-                markets, markets_source, signals, signals_source, settings.batch_size, keep
-            )
-            meter.sample()
             job = Job(
                 as_of,
                 markets_source,
@@ -266,14 +267,26 @@ class Runtime:
                 settings.timeout_ms,
                 settings.retry_attempts,
             )
-            sink = _Sink(work, on_lines, on_progress)
-            if pool is None:
-                self._run_inline(work, job, sink, meter)
-            elif settings.evaluator == _BUILTIN and work.markets_total < settings.inline_below:
-                self._run_inline(work, job, sink, meter, evaluate_market)
-            else:
-                await self._run_pool(pool, work, job, sink, meter)
-            sink.progress()
+            # Lines already handed to `on_lines` cannot be taken back, so only a cycle without
+            # them may cut signals on the assumption of market order.
+            work = plan_workload(
+                markets,
+                markets_source,
+                signals,
+                signals_source,
+                settings.batch_size,
+                keep,
+                ordered=on_lines is None,
+            )
+            meter.sample()
+            try:
+                sink = await self._run(work, job, meter, on_lines, on_progress)
+            except _Misrouted:
+                work = plan_workload(
+                    markets, markets_source, signals, signals_source, settings.batch_size, keep
+                )
+                self._timeouts = self._retries = self._crashed = 0
+                sink = await self._run(work, job, meter, on_lines, on_progress)
         finally:
             if enabled:
                 gc.enable()
@@ -287,6 +300,27 @@ class Runtime:
             cpu_percent=meter.cpu_percent(wall_s),
             wall_s=wall_s,
         )
+
+    async def _run(
+        self,
+        work: Workload,
+        job: Job,
+        meter: _Meter,
+        on_lines: Callable[[bytes], None] | None,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> _Sink:
+        """Evaluate every chunk of `work`, in this process or in the pool."""
+        settings = self._settings
+        pool = self._pool
+        sink = _Sink(work, on_lines, on_progress)
+        if pool is None:
+            self._run_inline(work, job, sink, meter)
+        elif settings.evaluator == _BUILTIN and work.markets_total < settings.inline_below:
+            self._run_inline(work, job, sink, meter, evaluate_market)
+        else:
+            await self._run_pool(pool, work, job, sink, meter)
+        sink.progress()
+        return sink
 
     def _run_inline(
         self,
@@ -380,9 +414,22 @@ class Runtime:
         ends with `worker crashed` (or `timeout` when the supervisor had to kill it)."""
         task = work.task(index)
         markets, market_rejected = decode_markets(task.markets, job.markets_source)
-        _, signal_rejected = decode_signals(task.signals, job.signals_source)
+        signals, signal_rejected = decode_signals(task.signals, job.signals_source)
         total = ChunkOut(
-            index, b"", [], [], [], market_rejected, signal_rejected, [], 0, 0, 0, 0, 0, 0.0
+            index,
+            b"",
+            [],
+            [],
+            [],
+            market_rejected,
+            signal_rejected,
+            [],
+            0,
+            0,
+            len(signals) + len(signal_rejected),
+            0,
+            0,
+            0.0,
         )
         parts: list[bytes] = []
         crash_cap = max(_CRASHED_MARKETS, -(-work.markets_total // _CRASH_LOOP_SHARE))
@@ -409,6 +456,8 @@ class Runtime:
                 out = _failed_out(index, market, lost.error, task.keep, job.want_lines)
             else:
                 out = _OUTS.decode(data)[0]
+                if out.misrouted:
+                    raise _Misrouted
             parts.append(out.lines)
             total.candidates += out.candidates
             total.markets += out.markets
@@ -503,13 +552,17 @@ class _Sink:
         self._rejected: list[Rejected] = list(work.rejected)
         self._evaluated = 0
         self._failed = 0
+        self._signals = 0
         self._retries = 0
         self._timeouts = 0
         self._eval_us = 0.0
 
     def add(self, out: ChunkOut) -> None:
+        if out.misrouted:
+            raise _Misrouted
         index = out.index
         work = self._work
+        self._signals += out.signals
         if out.candidates:
             self._candidates[index] = out.candidates
         if out.failures:
@@ -569,7 +622,7 @@ class _Sink:
             markets_total=work.markets_total,
             markets_evaluated=self._evaluated,
             markets_failed=self._failed,
-            signals_total=work.signals_total,
+            signals_total=self._signals if work.ordered else work.signals_total,
             retries=self._retries + retries,
             timeouts=self._timeouts + timeouts,
             worker_restarts=restarts,

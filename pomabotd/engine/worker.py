@@ -34,7 +34,13 @@ import tenacity
 from pomabotd.domain.belief import prior
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
-from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
+from pomabotd.sources.jsonl import (
+    Rejected,
+    decode_markets,
+    decode_signals,
+    market_key,
+    signal_key,
+)
 
 __all__ = [
     "ChunkOut",
@@ -75,7 +81,8 @@ class Task(msgspec.Struct, frozen=True, array_like=True):
     """One chunk to evaluate: its lines as the source delivered them.
 
     `only` >= 0 evaluates just that market of the chunk and reports no rejected lines; the parent
-    uses it to find which market kills its worker.
+    uses it to find which market kills its worker. `verify` says the signals were cut assuming
+    market order: the chunk is evaluated only if every one of them is about its markets.
     """
 
     index: int
@@ -83,6 +90,7 @@ class Task(msgspec.Struct, frozen=True, array_like=True):
     signals: bytes
     keep: frozenset[str] = frozenset()
     only: int = -1
+    verify: bool = False
 
 
 class Job(msgspec.Struct, frozen=True, array_like=True):
@@ -100,7 +108,8 @@ class ChunkOut(msgspec.Struct, array_like=True):
     """What a chunk gives back: only what selection and the outputs need.
 
     Rejected lines are numbered within the chunk's own bytes; the parent maps them back to the
-    source's line numbers.
+    source's line numbers. `signals` counts the chunk's non-blank signal lines. `misrouted`
+    says a `verify` chunk held a signal about another chunk's market, and nothing else is set.
     """
 
     index: int
@@ -117,6 +126,7 @@ class ChunkOut(msgspec.Struct, array_like=True):
     retries: int
     timeouts: int
     eval_us: float
+    misrouted: bool = False
 
 
 class WorkerState:
@@ -275,11 +285,14 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
         )
     else:
         signals, signal_rejected = [], []
-    signal_count = len(signals)
+    signal_count = len(signals) + len(signal_rejected)
+    grouped = _group(signals)
+    if task.verify and not _all_own(task, markets, market_rejected, grouped, signal_rejected):
+        return ChunkOut(task.index, b"", [], [], [], [], [], [], 0, 0, 0, 0, 0, 0.0, True)
     if task.only >= 0:
         markets = markets[task.only : task.only + 1]
         market_rejected, signal_rejected = [], []
-    by_market = _group(signals).get
+    by_market = grouped.get
     fn = state.evaluator
     # The built-in evaluator's verdict alone decides whether a market is kept when no lines are
     # wanted; `evaluate_tradeable` reaches it without writing the sentences of dropped markets.
@@ -376,6 +389,36 @@ def _decode(
     if len(records) != data.count(b"\n") + 1 or (unique_ids and not _unique_ids(records)):
         return by_line(data, source)
     return records, []
+
+
+def _all_own(
+    task: Task,
+    markets: list[Market],
+    market_rejected: list[Rejected],
+    grouped: dict[str, list[Signal]],
+    signal_rejected: list[Rejected],
+) -> bool:
+    """True if every signal line of the chunk, valid or not, names one of its market lines."""
+    ids = {market.id for market in markets}
+    if market_rejected:  # a refused market line still owns its signals, as the planner routes
+        ids.update(_line_keys(task.markets, market_rejected, market_key))
+    if not ids.issuperset(grouped):
+        return False
+    return not signal_rejected or ids.issuperset(
+        _line_keys(task.signals, signal_rejected, signal_key)
+    )
+
+
+def _line_keys(
+    data: bytes, rejected: list[Rejected], key_of: Callable[[bytes], str | None]
+) -> Iterator[str]:
+    """The key of each rejected line that still has one."""
+    lines = data.split(b"\n")
+    for refused in rejected:
+        if 0 < refused.line <= len(lines):
+            key = key_of(lines[refused.line - 1])
+            if key is not None:
+                yield key
 
 
 def _unique_ids(records: list[Any]) -> bool:

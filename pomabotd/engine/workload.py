@@ -8,6 +8,14 @@ msgspec and most writers emit them) one regular-expression pass per megabyte fin
 other block falls back to decoding the key line by line. Signals that arrive grouped by market in
 market order (a feed's export, the synthetic source) are routed as whole ranges; any other order
 is routed line by line.
+
+A cycle that needs no per-market output may go further: `plan_workload(ordered=True)` assumes the
+signals follow the markets' order and only binary-searches where each chunk's signals begin (a few
+dozen key reads per chunk instead of one per signal). The assumption is checked where it costs
+nothing: each worker confirms that every signal line of its range is about one of its chunk's
+markets (`Task.verify`); since the ranges tile the whole file, that proves every signal reached its
+market. A chunk that finds a stranger reports itself misrouted and the runtime plans again, line by
+line.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ from itertools import islice, repeat
 from operator import le
 from typing import Final, cast
 
-import msgspec
-
 from pomabotd.engine.worker import Task
-from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
+from pomabotd.sources.jsonl import (
+    Rejected,
+    decode_markets,
+    decode_signals,
+    market_key,
+    signal_key,
+)
 
 __all__ = ["Piece", "Workload", "plan_workload"]
 
@@ -32,18 +44,6 @@ Piece = tuple[int, int, int, int]
 _BLOCK: Final = 1 << 20
 _BOM: Final = b"\xef\xbb\xbf"
 _NEWLINE: Final = 10
-
-
-class _MarketKey(msgspec.Struct):
-    id: str
-
-
-class _SignalKey(msgspec.Struct):
-    market_id: str
-
-
-_MARKET_KEY: Final = msgspec.json.Decoder(_MarketKey)
-_SIGNAL_KEY: Final = msgspec.json.Decoder(_SignalKey)
 
 
 class _KeyPattern:
@@ -94,6 +94,9 @@ class Workload:
         self.rejected: list[Rejected] = []
         self.markets_total = 0
         self.signals_total = 0
+        #: Signal ranges were cut on the assumption of market order: workers verify them, and
+        #: `signals_total` is left to the workers' counts.
+        self.ordered = False
 
     @property
     def chunk_count(self) -> int:
@@ -116,6 +119,7 @@ class Workload:
             _join(self.signals, self.signal_pieces[index]),
             self.keep.get(index, frozenset()),
             only,
+            self.ordered,
         )
 
     def market_line(self, index: int, position: int) -> int:
@@ -124,7 +128,10 @@ class Workload:
 
     def signal_line(self, index: int, position: int) -> int:
         """The source line of the `position`-th line (1-based) of chunk `index`'s signals."""
-        return _line(self.signal_pieces[index], position)
+        pieces = self.signal_pieces[index]
+        if self.ordered:  # ranges were cut without counting lines: count now (rare path)
+            return self.signals.count(b"\n", 0, pieces[0][0]) + position if pieces else 0
+        return _line(pieces, position)
 
 
 def plan_workload(
@@ -134,17 +141,22 @@ def plan_workload(
     signals_source: str,
     batch_size: int,
     keep: Collection[str] = (),
+    *,
+    ordered: bool = False,
 ) -> Workload:
     """Chunk the markets and route each signal to its market's chunk.
 
     A market line without a usable `id`, or repeating an earlier id, is rejected here; every
     other check is the workers' typed decode. Signals about markets not in the input are unused.
+    With `ordered`, signals are cut into ranges assuming market order when their keys allow it
+    (see the module's docstring); the workers must then verify their ranges.
     """
     work = Workload(markets, markets_source, signals, signals_source)
     chunk_of: dict[bytes, int] = {}
     _chunk_markets(work, chunk_of, max(1, batch_size))
     work.signal_pieces = [[] for _ in work.market_pieces]
-    _route_signals(work, chunk_of)
+    if not (ordered and _cut_ordered_signals(work, chunk_of)):
+        _route_signals(work, chunk_of)
     keep_by_chunk: dict[int, set[str]] = {}
     for market_id in keep:
         chunk = chunk_of.get(market_id.encode())
@@ -272,6 +284,57 @@ def _route_signals(work: Workload, chunk_of: dict[bytes, int]) -> None:
         line += lines
 
 
+def _cut_ordered_signals(work: Workload, chunk_of: dict[bytes, int]) -> bool:
+    """Cut the signals into one range per chunk, assuming market order; False if a probed line
+    has no compact key or names an unknown market (then nothing was cut)."""
+    data = work.signals
+    start = len(_BOM) if data.startswith(_BOM) else 0
+    end = len(data) - 1 if data.endswith(b"\n") else len(data)
+    if start >= end or not work.market_pieces:
+        return False
+    match = _SIGNAL_PATTERN.first.match
+    get = chunk_of.get
+
+    def chunk_at(line_start: int) -> int | None:
+        found = match(data, line_start)
+        return None if found is None else get(found.group(1))
+
+    if chunk_at(start) is None:
+        return False
+    bounds = [start]
+    for chunk in range(1, work.chunk_count):
+        # The first line whose chunk is `chunk` or later; lines before it belong to earlier ones.
+        low, high = bounds[-1], end
+        while low < high:
+            middle = (low + high) // 2
+            at = _line_start(data, middle, bounds[-1])
+            if at >= end:
+                high = middle
+                continue
+            seen = chunk_at(at)
+            if seen is None:
+                return False
+            if seen >= chunk:
+                high = middle
+            else:
+                low = middle + 1
+        bounds.append(min(_line_start(data, low, bounds[-1]), end + 1))
+    bounds.append(end + 1)
+    for chunk, (begin, stop) in enumerate(zip(bounds, bounds[1:])):
+        if begin < stop - 1:
+            work.signal_pieces[chunk].append((begin, stop - 1, 0, 0))
+    work.ordered = True
+    return True
+
+
+def _line_start(data: bytes, offset: int, floor: int) -> int:
+    """The start of the first line at or after `offset` (`floor` is a line start); past the
+    last line, one past the end of the data, as if it ended with a newline."""
+    if offset <= floor:
+        return floor
+    return data.find(b"\n", offset - 1) + 1 or len(data) + 1
+
+
 def _ascending(chunks: list[int | None]) -> bool:
     """True when every signal's market is known and they come in chunk order."""
     if None in chunks:
@@ -305,7 +368,7 @@ def _keyed_lines(
     end: int,
     line: int,
     pattern: re.Pattern[bytes],
-    key_of: Callable[[bytes], bytes],
+    key_of: Callable[[bytes], bytes | None],
 ) -> Iterator[tuple[int, int, bytes, bytes | None]]:
     """Each non-blank line of `data[start:end]` as (line number, offset, text, key), the key
     read by `pattern` or else by a typed decode; None when the line has no usable key."""
@@ -317,19 +380,17 @@ def _keyed_lines(
         if found is not None:
             yield number, begin, text, found.group(1)
         elif text and not text.isspace():
-            try:
-                key: bytes | None = key_of(text)
-            except msgspec.DecodeError:
-                key = None
-            yield number, begin, text, key
+            yield number, begin, text, key_of(text)
 
 
-def _market_key(text: bytes) -> bytes:
-    return _MARKET_KEY.decode(text).id.encode()
+def _market_key(text: bytes) -> bytes | None:
+    key = market_key(text)
+    return None if key is None else key.encode()
 
 
-def _signal_key(text: bytes) -> bytes:
-    return _SIGNAL_KEY.decode(text).market_id.encode()
+def _signal_key(text: bytes) -> bytes | None:
+    key = signal_key(text)
+    return None if key is None else key.encode()
 
 
 def _add(pieces: list[Piece], piece: Piece) -> None:

@@ -22,9 +22,11 @@ __all__ = [
     "decode_markets",
     "decode_signals",
     "group_signals",
+    "market_key",
     "read_bytes",
     "read_markets",
     "read_signals",
+    "signal_key",
 ]
 
 _T = TypeVar("_T", Market, Signal)
@@ -89,6 +91,34 @@ def decode_signals(
 ) -> tuple[list[Signal], list[Rejected]]:
     """Decode JSON-lines signals; several signals may name the same market."""
     return _decode(data, source, first_line, _SIGNAL_DECODER)
+
+
+class _MarketKey(msgspec.Struct):
+    id: str
+
+
+class _SignalKey(msgspec.Struct):
+    market_id: str
+
+
+_MARKET_KEY: Final = msgspec.json.Decoder(_MarketKey)
+_SIGNAL_KEY: Final = msgspec.json.Decoder(_SignalKey)
+
+
+def market_key(line: bytes) -> str | None:
+    """The `id` of a market line, even one that fails validation otherwise; None if it has none."""
+    try:
+        return _MARKET_KEY.decode(line).id
+    except msgspec.DecodeError:
+        return None
+
+
+def signal_key(line: bytes) -> str | None:
+    """The `market_id` of a signal line, even an otherwise invalid one; None if it has none."""
+    try:
+        return _SIGNAL_KEY.decode(line).market_id
+    except msgspec.DecodeError:
+        return None
 
 
 def group_signals(signals: Iterable[Signal]) -> dict[str, list[Signal]]:

@@ -485,3 +485,52 @@ def test_synthetic_thousands_match_across_workers_and_outputs() -> None:
         digests.append((_digest(without), _timeless(lines)))
     assert len(without.candidates) > 100 and set(without.kept) == set(keep)
     assert digests[0] == digests[1] == digests[2]
+
+
+def _signal_line(market_id: str, **fields: object) -> bytes:
+    return _ENCODER.encode(msgspec.structs.replace(SIGNALS[0], market_id=market_id, **fields))
+
+
+_SORTED = SIGNAL_LINES.splitlines()
+#: Signal inputs in market order or nearly, each with a twist the planner must not trip over.
+ORDER_CASES = {
+    "market order": SIGNAL_LINES,
+    "newest first": SHUFFLED_SIGNAL_LINES,
+    "one stray behind": b"\n".join([*_SORTED, _signal_line("m0002")]) + b"\n",
+    "one stray ahead": b"\n".join([_signal_line("m0100"), *_SORTED]),
+    "unknown market": b"\n".join([*_SORTED[:50], _signal_line("nowhere"), *_SORTED[50:]]),
+    "bad lines in order": b"\n".join(
+        [
+            *_SORTED[:30],
+            b'{"market_id": "' + _SORTED[30][14:19] + b'", "type": "rumour"}',
+            b"",
+            b"{broken",
+            *_SORTED[30:],
+        ]
+    ),
+    "bad line of another chunk": b"\n".join(
+        [*_SORTED[:30], b'{"market_id": "m0110", "strength": 9}', *_SORTED[30:]]
+    ),
+    "byte order mark": b"\xef\xbb\xbf" + SIGNAL_LINES,
+}
+
+
+@pytest.mark.parametrize("case", sorted(ORDER_CASES))
+@pytest.mark.parametrize(("workers", "batch_size"), [(0, 7), (2, 1), (2, 13), (2, 1000)])
+def test_runs_without_lines_match_runs_with_them(case: str, workers: int, batch_size: int) -> None:
+    """A cycle without per-market output (whose signals may be cut assuming market order)
+    gives what the line-by-line plan gives: same candidates, kept markets, counts and refused
+    lines with their source line numbers."""
+    signals = ORDER_CASES[case]
+    keep = ("m0001", "m0050", "m0119")
+    with Runtime(_settings(workers, batch_size=batch_size)) as runtime:
+        with_lines = runtime.evaluate_sync(
+            MARKET_LINES, "m", signals, "s", AS_OF, keep=keep, on_lines=lambda _: None
+        )
+        without = runtime.evaluate_sync(MARKET_LINES, "m", signals, "s", AS_OF, keep=keep)
+    assert _digest(without) == _digest(with_lines)
+    assert without.rejected == with_lines.rejected
+    assert without.candidates and set(without.kept) == set(keep)
+    if case.startswith("bad line"):
+        assert [(r.line, r.field) for r in without.rejected][0][1] in {"type", "strength"}
+        assert without.rejected[0].line == 31
