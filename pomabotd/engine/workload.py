@@ -183,13 +183,31 @@ def _blocks(data: bytes) -> Iterator[tuple[int, int, int]]:
 
 
 def _chunk_markets(work: Workload, chunk_of: dict[bytes, int], batch_size: int) -> None:
+    """Cut the markets into chunks, first assuming their ids are unique (the usual case, and
+    checked by the size of `chunk_of`), else again with duplicates looked for block by block."""
+    if _chunk_market_blocks(work, chunk_of, batch_size, trust=True):
+        return
+    work.market_pieces.clear()
+    work.rejected.clear()
+    work.markets_total = 0
+    chunk_of.clear()
+    _chunk_market_blocks(work, chunk_of, batch_size, trust=False)
+
+
+def _chunk_market_blocks(
+    work: Workload, chunk_of: dict[bytes, int], batch_size: int, *, trust: bool
+) -> bool:
+    """One pass over the blocks; with `trust`, False as soon as an id turns out to repeat."""
     data = work.markets
     pieces = work.market_pieces
     filled = batch_size  # the current chunk is full: the first market opens a new one
     line = 1
     for start, end, lines in _blocks(data):
         keys = _MARKET_PATTERN.keys(data, start, end, lines)
-        if keys is not None and len(set(keys)) == lines and chunk_of.keys().isdisjoint(keys):
+        if keys is not None and (
+            trust or (len(set(keys)) == lines and chunk_of.keys().isdisjoint(keys))
+        ):
+            known = len(chunk_of)
             work.markets_total += lines
             done = 0
             at = start
@@ -208,9 +226,12 @@ def _chunk_markets(work: Workload, chunk_of: dict[bytes, int], batch_size: int) 
                 filled += take
                 done += take
                 at = stop + 1
+            if len(chunk_of) != known + lines:
+                return False
         else:
             filled = _chunk_market_lines(work, chunk_of, batch_size, start, end, line, filled)
         line += lines
+    return True
 
 
 def _chunk_market_lines(

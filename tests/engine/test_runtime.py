@@ -534,3 +534,19 @@ def test_runs_without_lines_match_runs_with_them(case: str, workers: int, batch_
     if case.startswith("bad line"):
         assert [(r.line, r.field) for r in without.rejected][0][1] in {"type", "strength"}
         assert without.rejected[0].line == 31
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_repeated_id_far_apart_is_refused_in_compact_input(workers: int) -> None:
+    """A compact markets file whose last line repeats the first id, over a megabyte later,
+    keeps the first and refuses the repeat by line number, with or without per-market lines."""
+    markets, signals = _workload(9000, seed=11)
+    market_lines = _jsonl(markets) + _ENCODER.encode(markets[0]) + b"\n"
+    assert len(market_lines) > 1 << 20
+    with Runtime(_settings(workers, batch_size=500)) as runtime:
+        plain = runtime.evaluate_sync(market_lines, "m", _jsonl(signals), "s", AS_OF)
+        lined, lines = _run(runtime, market_lines, _jsonl(signals))
+    for result in (plain, lined):
+        assert [(r.line, r.field) for r in result.rejected] == [(9001, "id")]
+        assert result.markets_total == 9001 and result.markets_evaluated == 9000
+    assert [e.market_id for e in lines] == [m.id for m in markets]
