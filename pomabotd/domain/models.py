@@ -1,5 +1,8 @@
 """The value types of the domain: frozen msgspec Structs shared by every layer.
 
+The per-market types hold only scalars and strings, never containers, so they are declared
+`gc=False`: the garbage collector never tracks the millions of them a big cycle decodes.
+
 Validation lives in the type annotations so that one typed decode at the edge (a JSONL line, an
 API object) either yields a valid value or a message naming the field; the domain functions can
 then trust their inputs. Everything here is plain data and crosses process boundaries as msgspec
@@ -99,7 +102,7 @@ def normalize_category(category: str) -> str:
     return lowered if lowered in _CATEGORY_SET else "other"
 
 
-class Market(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Market(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A binary market; prices are percentage points of YES (SPEC section 2)."""
 
     id: NonEmptyStr
@@ -120,7 +123,7 @@ class Market(Struct, frozen=True, kw_only=True, omit_defaults=True):
             msgspec.structs.force_setattr(self, "category", normalize_category(self.category))
 
 
-class Signal(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Signal(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """One typed piece of news about one market (SPEC section 2)."""
 
     market_id: NonEmptyStr
@@ -153,7 +156,7 @@ class ExitPlan(Struct, frozen=True, kw_only=True):
     invalidation_price: float
 
 
-class Evaluation(Struct, frozen=True, kw_only=True):
+class Evaluation(Struct, frozen=True, kw_only=True, gc=False):
     """The outcome of evaluating one market (SPEC section 4); rejections are data, not errors."""
 
     market_id: str

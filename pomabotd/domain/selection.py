@@ -141,12 +141,18 @@ def select(
     picks: list[Pick] = []
     skipped: list[Skip] = []
     picked_markets: set[str] = set()
+    diversify = limits.require_diversification
+    # Once every category is full, nearly every candidate is skipped for it: one sentence each.
+    full = {
+        category: f"category_cap: {category} already holds {max_per_category} positions"
+        for category in {e.category for e in candidates}
+    }
     for e in candidates:
         skip_reason = None
         if e.market_id in picked_markets:
             skip_reason = "duplicate: another evaluation of this market ranked higher"
-        elif limits.require_diversification and per_category.get(e.category, 0) >= max_per_category:
-            skip_reason = f"category_cap: {e.category} already holds {max_per_category} positions"
+        elif diversify and per_category.get(e.category, 0) >= max_per_category:
+            skip_reason = full[e.category]
         else:
             side: Side = "YES" if e.side == "YES" else "NO"
             size = kelly_size(side, e.price, e.belief_low, e.belief_high, equity, limits)

@@ -278,7 +278,6 @@ class Runtime:
                 keep,
                 ordered=on_lines is None,
             )
-            meter.sample()
             try:
                 sink = await self._run(work, job, meter, on_lines, on_progress)
             except _Misrouted:
