@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Collection
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Final
 
@@ -269,21 +270,20 @@ class Runtime:
             )
             # Lines already handed to `on_lines` cannot be taken back, so only a cycle without
             # them may cut signals on the assumption of market order.
-            work = plan_workload(
+            plan = partial(
+                plan_workload,
                 markets,
                 markets_source,
                 signals,
                 signals_source,
                 settings.batch_size,
                 keep,
-                ordered=on_lines is None,
             )
+            work = plan(ordered=on_lines is None)
             try:
                 sink = await self._run(work, job, meter, on_lines, on_progress)
             except _Misrouted:
-                work = plan_workload(
-                    markets, markets_source, signals, signals_source, settings.batch_size, keep
-                )
+                work = plan(ordered=False)
                 self._timeouts = self._retries = self._crashed = 0
                 sink = await self._run(work, job, meter, on_lines, on_progress)
         finally:

@@ -95,7 +95,8 @@ class Workload:
         self.markets_total = 0
         self.signals_total = 0
         #: Signal ranges were cut on the assumption of market order: workers verify them, and
-        #: `signals_total` is left to the workers' counts.
+        #: `signals_total` is left to the workers' counts. Their pieces carry line 0 until a
+        #: refused signal line needs a number (`_number_signal_pieces`).
         self.ordered = False
 
     @property
@@ -129,9 +130,20 @@ class Workload:
     def signal_line(self, index: int, position: int) -> int:
         """The source line of the `position`-th line (1-based) of chunk `index`'s signals."""
         pieces = self.signal_pieces[index]
-        if self.ordered:  # ranges were cut without counting lines: count now (rare path)
-            return self.signals.count(b"\n", 0, pieces[0][0]) + position if pieces else 0
+        if pieces and pieces[0][2] == 0:
+            self._number_signal_pieces()
         return _line(pieces, position)
+
+    def _number_signal_pieces(self) -> None:
+        """Give pieces cut without counting lines their first line and line count, in one
+        pass over the signals (they follow one another in source order)."""
+        data = self.signals
+        line, at = 1, 0
+        for pieces in self.signal_pieces:
+            for number, (start, end, _, _) in enumerate(pieces):
+                line += data.count(b"\n", at, start)
+                pieces[number] = (start, end, line, data.count(b"\n", start, end) + 1)
+                at = start
 
 
 def plan_workload(
