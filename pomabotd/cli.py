@@ -99,6 +99,8 @@ def _batch_settings(config: Config) -> BatchSettings:
         timeout_ms=batch.timeout_ms,
         retry_attempts=batch.retry_attempts,
         evaluator=batch.evaluator,
+        kernel=batch.kernel,
+        prior=config.strategy.prior,
     )
 
 
