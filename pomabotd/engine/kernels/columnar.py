@@ -1,0 +1,508 @@
+"""The columnar kernel: the built-in evaluator over numpy columns, a whole chunk at once.
+
+It computes exactly what `pomabotd.evaluate_market` computes, bit for bit, for every field of
+every evaluation (a Hypothesis differential test holds it to that). Exactness comes from doing
+the same float operations in the same order as the scalar code, one ufunc per Python operation:
+
+- The belief fold sorts signals by market, then timestamp (ties keep input order), and takes
+  one vectorised step per signal depth over all markets that have a signal at that depth, so
+  each market's signals are still applied one after another.
+- Timestamps are whole microseconds since the epoch (int64), so comparisons and differences
+  are exact; a difference becomes seconds with one correctly rounded division, as
+  `timedelta.total_seconds` does.
+- `min`, `max` and clamping are written as the scalar comparisons (`np.where(limit < shift,
+  ...)`), never `np.minimum`, whose tie and sign-of-zero rules differ.
+- Rounding to 9 digits reproduces Python's correctly rounded `round(x, 9)` (`round_points`);
+  `np.round` scales, rounds and divides, which differs in the last bit.
+- The gate is `gate.GATE`: each check's vectorised test, first failure wins.
+
+Inputs outside the range where these arguments hold (time differences of 2**53 microseconds
+and more, about 285 years) raise `OutsideKernel`, and the caller evaluates them on the scalar
+path instead.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, Final, Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from pomabotd.domain.belief import (
+    MARKET_PRIOR_HALF_WIDTH,
+    PRIOR_CONFIDENCE,
+    PRIOR_HIGH,
+    PRIOR_LOW,
+    Prior,
+)
+from pomabotd.domain.gate import CHECK_NAMES, GATE, POINT_DIGITS, Row, explain, side_of
+from pomabotd.domain.models import (
+    CATEGORY_MIN_EDGE,
+    IMPACT_CAP,
+    SIGNAL_TYPES,
+    Evaluation,
+    Market,
+    Signal,
+)
+
+__all__ = [
+    "PASSED",
+    "MarketColumns",
+    "OutsideKernel",
+    "SignalColumns",
+    "Verdicts",
+    "evaluate_batch",
+    "evaluate_columns",
+    "evaluations",
+    "market_columns",
+    "market_rows",
+    "micros",
+    "round_points",
+    "signal_columns",
+]
+
+F8 = npt.NDArray[np.float64]
+I8 = npt.NDArray[np.int64]
+B1 = npt.NDArray[np.bool_]
+
+#: `Verdicts.failed` of a market that passed every check; any other value indexes `GATE`.
+PASSED: Final = len(GATE)
+_NEVER: Final = np.iinfo(np.int64).max
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+#: Below this many seconds from the epoch, `datetime.timestamp()` recovers the exact
+#: microsecond: its rounding error plus that of scaling by 1e6 stays under half a microsecond.
+_EXACT_TIMESTAMP_S: Final = float(2**31)
+#: Differences of at least this many microseconds no longer convert to float exactly.
+_EXACT_MICROS: Final = 2**53
+_SCALE: Final = 10.0**POINT_DIGITS
+#: Half-way cases closer than this (in units of 1e-9 points) are rounded by Python itself, and
+#: so are values this large or larger, where scaling by 1e9 could err by as much.
+_HALF_DOUBT: Final = 2.0**-10
+_EXACT_POINTS: Final = 1000.0
+_DAY_SECONDS: Final = 86400.0
+_CAP: Final = np.array([IMPACT_CAP[kind] for kind in SIGNAL_TYPES])
+_KIND: Final = {kind: code for code, kind in enumerate(SIGNAL_TYPES)}
+_AUTHORITATIVE: Final = _KIND["authoritative"]
+_PROCEDURAL: Final = _KIND["procedural"]
+_SPECULATIVE: Final = _KIND["speculative"]
+_UP, _DOWN, _NEUTRAL = 0, 1, 2
+_DIRECTION: Final = {"up": _UP, "down": _DOWN, "neutral": _NEUTRAL}
+_OTHER_MIN_EDGE: Final = CATEGORY_MIN_EDGE["other"]
+
+
+class OutsideKernel(ValueError):
+    """The input is outside the range the kernel reproduces exactly; use the scalar path."""
+
+
+class MarketColumns(msgspec.Struct, frozen=True, kw_only=True):
+    """A chunk's markets as columns, one element per market; `records` are the Markets
+    themselves, for the few evaluations built in full. `closes_at` is in microseconds since
+    the epoch, the int64 maximum for a market without a close."""
+
+    records: Sequence[Market]
+    price: Any
+    liquidity: Any
+    unknowns: Any
+    closes_at: Any
+    resolved: Any
+    authority_is_clear: Any
+    outcome_is_objective: Any
+    min_edge: Any
+
+
+class SignalColumns(msgspec.Struct, frozen=True, kw_only=True):
+    """A chunk's signals as columns; `market` is the row of the signal's market in its
+    `MarketColumns`, -1 for a market not in the chunk (such a signal is ignored)."""
+
+    market: Any
+    timestamp: Any
+    kind: Any
+    direction: Any
+    strength: Any
+    conflicts: Any
+
+
+class Verdicts(msgspec.Struct, frozen=True, kw_only=True):
+    """The batch evaluator's output columns: belief, counts, edges and the gate's verdict
+    (`failed` indexes `GATE`, `PASSED` when every check passed)."""
+
+    low: Any
+    high: Any
+    confidence: Any
+    applied: Any
+    rejected: Any
+    edge: Any
+    expected: Any
+    failed: Any
+
+
+class _GateColumns:
+    """The `gate.Columns` the vectorised checks read."""
+
+    __slots__ = (
+        "as_of",
+        "authority_is_clear",
+        "closes_at",
+        "confidence",
+        "edge",
+        "high",
+        "liquidity",
+        "low",
+        "min_edge",
+        "outcome_is_objective",
+        "price",
+        "resolved",
+        "width",
+    )
+
+    def __init__(self, markets: MarketColumns, low: F8, high: F8, confidence: F8, edge: F8,
+                 as_of: int) -> None:
+        self.resolved = markets.resolved
+        self.closes_at = markets.closes_at
+        self.as_of = as_of
+        self.authority_is_clear = markets.authority_is_clear
+        self.outcome_is_objective = markets.outcome_is_objective
+        self.liquidity = markets.liquidity
+        self.price = markets.price
+        self.low = low
+        self.high = high
+        self.width = round_points(high - low)
+        self.confidence = confidence
+        self.edge = edge
+        self.min_edge = markets.min_edge
+
+
+def micros(values: Sequence[datetime | None]) -> I8:
+    """Exact microseconds since the epoch of aware datetimes; None is the int64 maximum.
+
+    `datetime.timestamp()` is fast and, within `_EXACT_TIMESTAMP_S` of the epoch, off by less
+    than half a microsecond once scaled; the rare datetime further away is converted exactly.
+    """
+    if None in values:
+        seconds = np.fromiter(
+            (np.nan if value is None else value.timestamp() for value in values),
+            np.float64,
+            len(values),
+        )
+    else:
+        seconds = np.fromiter(
+            map(datetime.timestamp, values),  # type: ignore[arg-type]
+            np.float64,
+            len(values),
+        )
+    missing = np.isnan(seconds)
+    far = ~missing & (np.abs(np.where(missing, 0.0, seconds)) >= _EXACT_TIMESTAMP_S)
+    plain = missing | far
+    result = np.rint(np.where(plain, 0.0, seconds) * 1e6).astype(np.int64)
+    result[missing] = _NEVER
+    for row in np.flatnonzero(far).tolist():
+        result[row] = (values[row] - _EPOCH) // _MICROSECOND  # type: ignore[operator]
+    return result
+
+
+def round_points(values: F8) -> F8:
+    """`round(x, 9)` for each element, to the last bit.
+
+    Python rounds the exact binary value to 9 decimals and reads the decimal back; scaling by
+    1e9 first costs one rounding error, far below a half-unit except when the scaled value sits
+    within noise of a half-way point, and those rare elements are rounded by Python itself.
+    Dividing the integer by 1e9 then gives the double nearest that same decimal.
+    """
+    scaled = values * _SCALE
+    whole = np.rint(scaled)
+    doubt = np.abs(np.abs(scaled - whole) - 0.5) < _HALF_DOUBT
+    doubt |= ~(np.abs(values) < _EXACT_POINTS)
+    result = whole / _SCALE
+    if doubt.any():
+        rows = np.flatnonzero(doubt)
+        result[rows] = [round(value, POINT_DIGITS) for value in values[rows].tolist()]
+    return result
+
+
+def market_columns(markets: Sequence[Market]) -> MarketColumns:
+    """The columns of `markets` (distinct markets: signals are matched to them by row)."""
+    count = len(markets)
+
+    def floats(field: str) -> F8:
+        return np.fromiter(map(attrgetter(field), markets), np.float64, count)
+
+    def flags(values: Any) -> B1:
+        return np.fromiter(values, np.bool_, count)
+
+    return MarketColumns(
+        records=markets,
+        price=floats("price"),
+        liquidity=floats("liquidity"),
+        unknowns=floats("unknowns"),  # as `7.0 * unknowns` converts it
+        closes_at=micros(list(map(attrgetter("closes_at"), markets))),
+        resolved=flags(map(operator.is_not, map(attrgetter("outcome"), markets), repeat(None))),
+        authority_is_clear=flags(map(attrgetter("authority_is_clear"), markets)),
+        outcome_is_objective=flags(map(attrgetter("outcome_is_objective"), markets)),
+        min_edge=np.fromiter(
+            map(CATEGORY_MIN_EDGE.get, map(attrgetter("category"), markets),
+                repeat(_OTHER_MIN_EDGE)),
+            np.float64,
+            count,
+        ),
+    )
+
+
+def market_rows(signals: Sequence[Signal], rows: Mapping[str, int]) -> list[int]:
+    """The row of each signal's market, looked up in `rows` (market id to row); -1 when the
+    market is not there."""
+    return list(map(rows.get, map(attrgetter("market_id"), signals), repeat(-1)))
+
+
+def signal_columns(signals: Sequence[Signal], rows: Sequence[int]) -> SignalColumns:
+    """The columns of `signals`; `rows` holds the row of each one's market (`market_rows`)."""
+    count = len(signals)
+
+    def codes(field: str, table: dict[str, int]) -> npt.NDArray[np.int8]:
+        return np.fromiter(map(table.__getitem__, map(attrgetter(field), signals)), np.int8,
+                           count)
+
+    return SignalColumns(
+        market=np.fromiter(rows, np.int64, count),
+        timestamp=micros(list(map(attrgetter("timestamp"), signals))),
+        kind=codes("type", _KIND),
+        direction=codes("direction", _DIRECTION),
+        strength=np.fromiter(map(attrgetter("strength"), signals), np.float64, count),
+        conflicts=np.fromiter(map(attrgetter("conflicts_with_existing"), signals), np.bool_,
+                              count),
+    )
+
+
+def evaluate_columns(
+    markets: MarketColumns, signals: SignalColumns, as_of: datetime, prior: Prior = "fixed"
+) -> Verdicts:
+    """The batch evaluator: columns in, columns out (see the module's docstring)."""
+    now = int(micros([as_of])[0])
+    low, high = _prior(markets.price, prior)
+    count = len(markets.records)
+    applied = np.zeros(count, np.int64)
+    rejected = np.zeros(count, np.int64)
+    authoritative = np.zeros(count, np.int64)
+    procedural = np.zeros(count, np.int64)
+    conflict = np.zeros(count, np.bool_)
+    last = np.zeros(count, np.int64)
+    previous = np.zeros(count, np.int64)
+    for step in _by_depth(signals):
+        _apply(step, signals, now, low, high, applied, rejected, authoritative, procedural,
+               conflict, last, previous)
+    confidence = _confidence(markets.unknowns, now, applied, authoritative, procedural,
+                             conflict, last, previous)
+    edge, expected = _edges(markets.price, low, high)
+    columns = _GateColumns(markets, low, high, confidence, edge, now)
+    failed = np.full(count, PASSED, np.int8)
+    for code in range(len(GATE) - 1, -1, -1):
+        failed[~np.asarray(GATE[code].passes_all(columns), np.bool_)] = code
+    return Verdicts(
+        low=low,
+        high=high,
+        confidence=confidence,
+        applied=applied,
+        rejected=rejected,
+        edge=edge,
+        expected=expected,
+        failed=failed,
+    )
+
+
+def evaluations(
+    markets: MarketColumns, verdicts: Verdicts, as_of: datetime, rows: Any = None,
+    elapsed_us: float = 0.0,
+) -> list[Evaluation]:
+    """The `Evaluation` of each market in `rows` (all of them by default), reason included,
+    built from the verdicts exactly as the scalar evaluator builds it."""
+    chosen: list[int] = list(range(len(markets.records))) if rows is None else list(rows)
+    if not chosen:
+        return []
+    picked = np.asarray(chosen, np.int64)
+    lows = verdicts.low[picked].tolist()
+    highs = verdicts.high[picked].tolist()
+    confidences = verdicts.confidence[picked].tolist()
+    edges = verdicts.edge[picked].tolist()
+    expecteds = verdicts.expected[picked].tolist()
+    applieds = verdicts.applied[picked].tolist()
+    rejecteds = verdicts.rejected[picked].tolist()
+    faileds = verdicts.failed[picked].tolist()
+    records = markets.records
+    built: list[Evaluation] = []
+    append = built.append
+    for at, row in enumerate(chosen):
+        market = records[row]
+        code = faileds[at]
+        failed = None if code == PASSED else CHECK_NAMES[code]
+        state = Row(market, as_of, lows[at], highs[at], confidences[at], edges[at])
+        side: Literal["YES", "NO", "NONE"] = (
+            "NONE" if failed is not None else side_of(market.price, lows[at])
+        )
+        append(
+            Evaluation(
+                market_id=market.id,
+                category=market.category,
+                price=market.price,
+                belief_low=lows[at],
+                belief_high=highs[at],
+                confidence=confidences[at],
+                side=side,
+                edge=edges[at],
+                expected_edge=expecteds[at],
+                failed_check=failed,
+                reason=explain(state, failed),
+                signals_applied=applieds[at],
+                signals_rejected=rejecteds[at],
+                elapsed_us=elapsed_us,
+            )
+        )
+    return built
+
+
+def evaluate_batch(
+    markets: Sequence[Market],
+    signals: Sequence[Signal],
+    as_of: datetime,
+    *,
+    prior: Prior = "fixed",
+) -> list[Evaluation]:
+    """`evaluate_market` for every market of `markets` (distinct ids) with `signals`, in one
+    columnar pass; signals about other markets are ignored."""
+    rows = {market.id: row for row, market in enumerate(markets)}
+    if len(rows) != len(markets):
+        raise ValueError("market ids repeat; the kernel evaluates distinct markets")
+    columns = market_columns(markets)
+    signal_rows = market_rows(signals, rows)
+    verdicts = evaluate_columns(columns, signal_columns(signals, signal_rows), as_of, prior)
+    return evaluations(columns, verdicts, as_of)
+
+
+def _prior(price: F8, prior: Prior) -> tuple[F8, F8]:
+    if prior == "fixed":
+        return np.full(len(price), PRIOR_LOW), np.full(len(price), PRIOR_HIGH)
+    low = price - MARKET_PRIOR_HALF_WIDTH
+    high = price + MARKET_PRIOR_HALF_WIDTH
+    return np.where(low > 0.0, low, 0.0), np.where(high < 100.0, high, 100.0)
+
+
+def _by_depth(signals: SignalColumns) -> list[I8]:
+    """Signal positions grouped by depth: the k-th signal of each market, in the order the
+    scalar fold applies them (by timestamp, ties in input order), for k = 0, 1, ..."""
+    own = np.flatnonzero(signals.market >= 0)
+    if not len(own):
+        return []
+    market = signals.market[own]
+    order = own[np.lexsort((own, signals.timestamp[own], market))]
+    market = signals.market[order]
+    position = np.arange(len(order))
+    starts = np.r_[True, market[1:] != market[:-1]]
+    depth = position - np.maximum.accumulate(np.where(starts, position, 0))
+    by_depth = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[by_depth], np.arange(int(depth.max()) + 2))
+    ordered = order[by_depth]
+    return [ordered[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
+
+
+def _apply(
+    step: I8,
+    signals: SignalColumns,
+    now: int,
+    low: F8,
+    high: F8,
+    applied: I8,
+    rejected: I8,
+    authoritative: I8,
+    procedural: I8,
+    conflict: B1,
+    last: I8,
+    previous: I8,
+) -> None:
+    """Apply one signal to each of a set of distinct markets, as `belief._fold_own` does."""
+    market = signals.market[step]
+    stamp = signals.timestamp[step]
+    kind = signals.kind[step]
+    refused = (stamp > now) | ((applied[market] == 0) & (kind == _SPECULATIVE))
+    if refused.any():
+        rejected[market[refused]] += 1
+        taken = ~refused
+        if not taken.any():
+            return
+        step = step[taken]
+        market = market[taken]
+        stamp = stamp[taken]
+        kind = kind[taken]
+    direction = signals.direction[step]
+    conflicts = signals.conflicts[step]
+    lo = low[market]
+    hi = high[market]
+    width = hi - lo
+    shift = _CAP[kind] * signals.strength[step] / 5.0
+    limit = 0.6 * width
+    shift = np.where(limit < shift, limit, shift)
+    widen = 0.25 * width
+    up = direction == _UP
+    down = direction == _DOWN
+    # x - y is x + (-y) exactly, so each case is one addition of the scalar code's amount.
+    to_low = np.where(
+        conflicts, np.where(down, -(shift + widen), -widen), np.where(up, shift, -shift)
+    )
+    to_high = np.where(conflicts, np.where(up, shift + widen, widen), np.where(up, shift, -shift))
+    still = ~conflicts & (direction == _NEUTRAL)
+    lo = np.where(still, lo, lo + to_low)
+    hi = np.where(still, hi, hi + to_high)
+    low[market] = np.where(lo < 0.0, 0.0, np.where(lo > 100.0, 100.0, lo))
+    high[market] = np.where(hi < 0.0, 0.0, np.where(hi > 100.0, 100.0, hi))
+    authoritative[market] += kind == _AUTHORITATIVE
+    procedural[market] += kind == _PROCEDURAL
+    conflict[market] |= conflicts
+    applied[market] += 1
+    previous[market] = last[market]
+    last[market] = stamp
+
+
+def _confidence(
+    unknowns: F8,
+    now: int,
+    applied: I8,
+    authoritative: I8,
+    procedural: I8,
+    conflict: B1,
+    last: I8,
+    previous: I8,
+) -> F8:
+    """`recompute_confidence` after the last applied signal, then `decay_confidence` to
+    `as_of`; the prior's confidence where no signal applied."""
+    some = applied > 0
+    gap = np.where(applied > 1, last - previous, 0)
+    age = np.where(some, now - last, 0)
+    if (np.abs(gap) >= _EXACT_MICROS).any() or (age >= _EXACT_MICROS).any():
+        raise OutsideKernel("signals centuries apart")
+    days = np.where(applied > 1, np.abs(gap.astype(np.float64) / 1e6) / _DAY_SECONDS, 0.0)
+    raw = PRIOR_CONFIDENCE + 10.0 * authoritative
+    raw = raw + 5.0 * procedural
+    raw = raw - 7.0 * unknowns
+    raw = raw - np.where(conflict, 10.0, 0.0)
+    raw = raw - 0.5 * days
+    confidence = _clamp_confidence(raw)
+    decayed = _clamp_confidence(confidence - 0.5 * (age.astype(np.float64) / 1e6 / _DAY_SECONDS))
+    return np.where(some, decayed, PRIOR_CONFIDENCE)
+
+
+def _clamp_confidence(values: F8) -> F8:
+    return np.where(values < 30.0, 30.0, np.where(values > 95.0, 95.0, values))
+
+
+def _edges(price: F8, low: F8, high: F8) -> tuple[F8, F8]:
+    """`gate.edges` over columns."""
+    middle = (low + high) / 2.0
+    yes = price < low
+    no = ~yes & (price > high)
+    edge = np.where(yes, low - price, np.where(no, price - high, 0.0))
+    expected = np.where(yes, middle - price, np.where(no, price - middle, 0.0))
+    return round_points(edge), round_points(expected)
