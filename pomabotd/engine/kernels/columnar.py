@@ -215,10 +215,10 @@ def round_points(values: F8) -> F8:
     within noise of a half-way point, and those rare elements are rounded by Python itself.
     Dividing the integer by 1e9 then gives the double nearest that same decimal.
     """
-    scaled = values * _SCALE
+    large = ~(np.abs(values) < _EXACT_POINTS)
+    scaled = np.where(large, 0.0, values) * _SCALE
     whole = np.rint(scaled)
-    doubt = np.abs(np.abs(scaled - whole) - 0.5) < _HALF_DOUBT
-    doubt |= ~(np.abs(values) < _EXACT_POINTS)
+    doubt = large | (np.abs(np.abs(scaled - whole) - 0.5) < _HALF_DOUBT)
     result = whole / _SCALE
     if doubt.any():
         rows = np.flatnonzero(doubt)
