@@ -256,3 +256,25 @@ def test_out_that_is_a_file_is_a_usage_error(run_cli: RunCli, tmp_path: Path):
     assert result.returncode == 2
     assert "not a directory" in result.stderr and "--out" in result.stderr
     assert target.read_text() == "keep me"
+
+
+def test_both_kernels_open_the_same_positions_and_the_prior_matters(
+    run_cli: RunCli, tmp_path: Path
+):
+    """run-once on the synthetic default writes identical positions with BATCH_KERNEL=scalar
+    and with the default columnar kernel; `strategy.prior = "market"` changes what is opened,
+    the same way under both kernels."""
+    config = tmp_path / "market-prior.toml"
+    config.write_text('[strategy]\nprior = "market"\n')
+    positions = {}
+    for kernel in ("columnar", "scalar"):
+        for prior, extra in (("fixed", ()), ("market", ("--config", str(config)))):
+            out = tmp_path / f"{kernel}-{prior}"
+            result = run_cli("run-once", "--as-of", AS_OF_TEXT, "--out", str(out), *extra,
+                             env={"BATCH_KERNEL": kernel})
+            assert result.returncode == 0, result.stderr
+            positions[kernel, prior] = (out / "positions.jsonl").read_bytes()
+    assert positions["columnar", "fixed"] == positions["scalar", "fixed"]
+    assert positions["columnar", "market"] == positions["scalar", "market"]
+    assert positions["columnar", "fixed"] != positions["columnar", "market"]
+    assert positions["columnar", "fixed"].count(b'"event":"open"') > 0
