@@ -92,8 +92,7 @@ _KIND: Final = {kind: code for code, kind in enumerate(SIGNAL_TYPES)}
 _AUTHORITATIVE: Final = _KIND["authoritative"]
 _PROCEDURAL: Final = _KIND["procedural"]
 _SPECULATIVE: Final = _KIND["speculative"]
-_UP, _DOWN, _NEUTRAL = 0, 1, 2
-_DIRECTION: Final = {"up": _UP, "down": _DOWN, "neutral": _NEUTRAL}
+_DIRECTION: Final = {"up": 0, "down": 1, "neutral": 2}
 _OTHER_MIN_EDGE: Final = CATEGORY_MIN_EDGE["other"]
 
 
@@ -285,30 +284,20 @@ def evaluate_columns(
     """The batch evaluator: columns in, columns out (see the module's docstring)."""
     now = int(micros([as_of])[0])
     low, high = _prior(markets.price, prior)
-    count = len(markets.records)
-    applied = np.zeros(count, np.int64)
-    rejected = np.zeros(count, np.int64)
-    authoritative = np.zeros(count, np.int64)
-    procedural = np.zeros(count, np.int64)
-    conflict = np.zeros(count, np.bool_)
-    last = np.zeros(count, np.int64)
-    previous = np.zeros(count, np.int64)
-    for step in _by_depth(signals):
-        _apply(step, signals, now, low, high, applied, rejected, authoritative, procedural,
-               conflict, last, previous)
-    confidence = _confidence(markets.unknowns, now, applied, authoritative, procedural,
-                             conflict, last, previous)
+    fold = _Fold(len(markets.records), signals, now)
+    fold.run(low, high)
+    confidence = fold.confidence(markets.unknowns)
     edge, expected = _edges(markets.price, low, high)
     columns = _GateColumns(markets, low, high, confidence, edge, now)
-    failed = np.full(count, PASSED, np.int8)
+    failed = np.full(len(markets.records), PASSED, np.int8)
     for code in range(len(GATE) - 1, -1, -1):
         failed[~np.asarray(GATE[code].passes_all(columns), np.bool_)] = code
     return Verdicts(
         low=low,
         high=high,
         confidence=confidence,
-        applied=applied,
-        rejected=rejected,
+        applied=fold.applied,
+        rejected=fold.rejected,
         edge=edge,
         expected=expected,
         failed=failed,
@@ -391,107 +380,136 @@ def _prior(price: F8, prior: Prior) -> tuple[F8, F8]:
     return np.where(low > 0.0, low, 0.0), np.where(high < 100.0, high, 100.0)
 
 
-def _by_depth(signals: SignalColumns) -> list[I8]:
-    """Signal positions grouped by depth: the k-th signal of each market, in the order the
-    scalar fold applies them (by timestamp, ties in input order), for k = 0, 1, ..."""
-    own = np.flatnonzero(signals.market >= 0)
-    if not len(own):
-        return []
-    market = signals.market[own]
-    order = own[np.lexsort((own, signals.timestamp[own], market))]
-    market = signals.market[order]
-    position = np.arange(len(order))
-    starts = np.r_[True, market[1:] != market[:-1]]
-    depth = position - np.maximum.accumulate(np.where(starts, position, 0))
-    by_depth = np.argsort(depth, kind="stable")
-    bounds = np.searchsorted(depth[by_depth], np.arange(int(depth.max()) + 2))
-    ordered = order[by_depth]
-    return [ordered[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
+#: How a signal moves each end of the range, by `direction * 2 + conflicts`: the end gains
+#: `a * shift + b * widen`, which is exactly the scalar code's amount (x - y is x + (-y), a
+#: product by 0 or 1 is exact, and adding +0.0 leaves a nonzero or +0.0 end unchanged).
+_LOW_SHIFT: Final = np.array([1.0, 0.0, -1.0, -1.0, 0.0, 0.0])
+_LOW_WIDEN: Final = np.array([0.0, -1.0, 0.0, -1.0, 0.0, -1.0])
+_HIGH_SHIFT: Final = np.array([1.0, 1.0, -1.0, 0.0, 0.0, 0.0])
+_HIGH_WIDEN: Final = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
 
 
-def _apply(
-    step: I8,
-    signals: SignalColumns,
-    now: int,
-    low: F8,
-    high: F8,
-    applied: I8,
-    rejected: I8,
-    authoritative: I8,
-    procedural: I8,
-    conflict: B1,
-    last: I8,
-    previous: I8,
-) -> None:
-    """Apply one signal to each of a set of distinct markets, as `belief._fold_own` does."""
-    market = signals.market[step]
-    stamp = signals.timestamp[step]
-    kind = signals.kind[step]
-    refused = (stamp > now) | ((applied[market] == 0) & (kind == _SPECULATIVE))
-    if refused.any():
-        rejected[market[refused]] += 1
-        taken = ~refused
-        if not taken.any():
+class _Fold:
+    """The belief fold of every market at once, one step per signal depth.
+
+    Markets are ordered by how many signals they have, most first, so the markets having a
+    k-th signal are a prefix of those having a (k-1)-th: every step works on prefix slices of
+    the state, in place, and the signals are laid out depth after depth so each step reads
+    contiguous slices too. Results are put back in market order at the end.
+    """
+
+    def __init__(self, count: int, signals: SignalColumns, now: int) -> None:
+        self.count = count
+        self.now = now
+        own = np.flatnonzero(signals.market >= 0)
+        market = signals.market[own]
+        # By market, then timestamp; lexsort is stable, so ties keep their input order.
+        order = own[np.lexsort((signals.timestamp[own], market))]
+        per_market = np.bincount(signals.market[order], minlength=count)
+        self.by_count = np.argsort(-per_market, kind="stable")
+        first = np.concatenate(([0], np.cumsum(per_market)[:-1]))
+        deepest = int(per_market.max()) if count else 0
+        #: How many markets have a signal at each depth.
+        self.widths = [int(w) for w in np.count_nonzero(
+            per_market[:, None] > np.arange(deepest)[None, :], axis=0)]
+        layout = np.concatenate(
+            [order[first[self.by_count[:width]] + depth]
+             for depth, width in enumerate(self.widths)]
+        ) if deepest else np.zeros(0, np.int64)
+        kind = signals.kind[layout]
+        how = signals.direction[layout] * 2 + signals.conflicts[layout]
+        self.stamp = signals.timestamp[layout]
+        self.future = self.stamp > now
+        self.speculative = kind == _SPECULATIVE
+        self.impact = _CAP[kind] * signals.strength[layout] / 5.0
+        self.low_shift = _LOW_SHIFT[how]
+        self.low_widen = _LOW_WIDEN[how]
+        self.high_shift = _HIGH_SHIFT[how]
+        self.high_widen = _HIGH_WIDEN[how]
+        self.authoritative_signal = kind == _AUTHORITATIVE
+        self.procedural_signal = kind == _PROCEDURAL
+        self.conflicts = signals.conflicts[layout]
+        self.applied = np.zeros(count, np.int64)
+        self.rejected = np.zeros(count, np.int64)
+        self._authoritative = np.zeros(count, np.int64)
+        self._procedural = np.zeros(count, np.int64)
+        self._conflict = np.zeros(count, np.bool_)
+        self._last = np.zeros(count, np.int64)
+        self._previous = np.zeros(count, np.int64)
+
+    def run(self, low: F8, high: F8) -> None:
+        """Apply every signal to `low` and `high` (in market order, updated in place)."""
+        if not self.widths:
             return
-        step = step[taken]
-        market = market[taken]
-        stamp = stamp[taken]
-        kind = kind[taken]
-    direction = signals.direction[step]
-    conflicts = signals.conflicts[step]
-    lo = low[market]
-    hi = high[market]
-    width = hi - lo
-    shift = _CAP[kind] * signals.strength[step] / 5.0
-    limit = 0.6 * width
-    shift = np.where(limit < shift, limit, shift)
-    widen = 0.25 * width
-    up = direction == _UP
-    down = direction == _DOWN
-    # x - y is x + (-y) exactly, so each case is one addition of the scalar code's amount.
-    to_low = np.where(
-        conflicts, np.where(down, -(shift + widen), -widen), np.where(up, shift, -shift)
-    )
-    to_high = np.where(conflicts, np.where(up, shift + widen, widen), np.where(up, shift, -shift))
-    still = ~conflicts & (direction == _NEUTRAL)
-    lo = np.where(still, lo, lo + to_low)
-    hi = np.where(still, hi, hi + to_high)
-    low[market] = np.where(lo < 0.0, 0.0, np.where(lo > 100.0, 100.0, lo))
-    high[market] = np.where(hi < 0.0, 0.0, np.where(hi > 100.0, 100.0, hi))
-    authoritative[market] += kind == _AUTHORITATIVE
-    procedural[market] += kind == _PROCEDURAL
-    conflict[market] |= conflicts
-    applied[market] += 1
-    previous[market] = last[market]
-    last[market] = stamp
+        by_count = self.by_count
+        lows = low[by_count]
+        highs = high[by_count]
+        applied = np.zeros(self.count, np.int64)
+        rejected = np.zeros(self.count, np.int64)
+        authoritative = np.zeros(self.count, np.int64)
+        procedural = np.zeros(self.count, np.int64)
+        conflict = np.zeros(self.count, np.bool_)
+        last = np.zeros(self.count, np.int64)
+        previous = np.zeros(self.count, np.int64)
+        at = 0
+        for width in self.widths:
+            here = slice(at, at + width)
+            at += width
+            lo = lows[:width]
+            hi = highs[:width]
+            done = applied[:width]
+            taken = ~(self.future[here] | ((done == 0) & self.speculative[here]))
+            span = hi - lo
+            shift = self.impact[here]
+            limit = 0.6 * span
+            shift = np.where(limit < shift, limit, shift)
+            widen = 0.25 * span
+            new_lo = lo + (self.low_shift[here] * shift + self.low_widen[here] * widen)
+            new_hi = hi + (self.high_shift[here] * shift + self.high_widen[here] * widen)
+            new_lo = np.where(new_lo < 0.0, 0.0, np.where(new_lo > 100.0, 100.0, new_lo))
+            new_hi = np.where(new_hi < 0.0, 0.0, np.where(new_hi > 100.0, 100.0, new_hi))
+            lows[:width] = np.where(taken, new_lo, lo)
+            highs[:width] = np.where(taken, new_hi, hi)
+            rejected[:width] += ~taken
+            done += taken
+            authoritative[:width] += taken & self.authoritative_signal[here]
+            procedural[:width] += taken & self.procedural_signal[here]
+            conflict[:width] |= taken & self.conflicts[here]
+            previous[:width] = np.where(taken, last[:width], previous[:width])
+            last[:width] = np.where(taken, self.stamp[here], last[:width])
+        low[by_count] = lows
+        high[by_count] = highs
+        for mine, theirs in (
+            (self.applied, applied),
+            (self.rejected, rejected),
+            (self._authoritative, authoritative),
+            (self._procedural, procedural),
+            (self._conflict, conflict),
+            (self._last, last),
+            (self._previous, previous),
+        ):
+            mine[by_count] = theirs
 
-
-def _confidence(
-    unknowns: F8,
-    now: int,
-    applied: I8,
-    authoritative: I8,
-    procedural: I8,
-    conflict: B1,
-    last: I8,
-    previous: I8,
-) -> F8:
-    """`recompute_confidence` after the last applied signal, then `decay_confidence` to
-    `as_of`; the prior's confidence where no signal applied."""
-    some = applied > 0
-    gap = np.where(applied > 1, last - previous, 0)
-    age = np.where(some, now - last, 0)
-    if (np.abs(gap) >= _EXACT_MICROS).any() or (age >= _EXACT_MICROS).any():
-        raise OutsideKernel("signals centuries apart")
-    days = np.where(applied > 1, np.abs(gap.astype(np.float64) / 1e6) / _DAY_SECONDS, 0.0)
-    raw = PRIOR_CONFIDENCE + 10.0 * authoritative
-    raw = raw + 5.0 * procedural
-    raw = raw - 7.0 * unknowns
-    raw = raw - np.where(conflict, 10.0, 0.0)
-    raw = raw - 0.5 * days
-    confidence = _clamp_confidence(raw)
-    decayed = _clamp_confidence(confidence - 0.5 * (age.astype(np.float64) / 1e6 / _DAY_SECONDS))
-    return np.where(some, decayed, PRIOR_CONFIDENCE)
+    def confidence(self, unknowns: F8) -> F8:
+        """`recompute_confidence` after the last applied signal, then `decay_confidence` to
+        `as_of`; the prior's confidence where no signal applied."""
+        applied = self.applied
+        some = applied > 0
+        gap = np.where(applied > 1, self._last - self._previous, 0)
+        age = np.where(some, self.now - self._last, 0)
+        if (np.abs(gap) >= _EXACT_MICROS).any() or (age >= _EXACT_MICROS).any():
+            raise OutsideKernel("signals centuries apart")
+        days = np.where(applied > 1, np.abs(gap.astype(np.float64) / 1e6) / _DAY_SECONDS, 0.0)
+        raw = PRIOR_CONFIDENCE + 10.0 * self._authoritative
+        raw = raw + 5.0 * self._procedural
+        raw = raw - 7.0 * unknowns
+        raw = raw - np.where(self._conflict, 10.0, 0.0)
+        raw = raw - 0.5 * days
+        confidence = _clamp_confidence(raw)
+        decayed = _clamp_confidence(
+            confidence - 0.5 * (age.astype(np.float64) / 1e6 / _DAY_SECONDS)
+        )
+        return np.where(some, decayed, PRIOR_CONFIDENCE)
 
 
 def _clamp_confidence(values: F8) -> F8:
