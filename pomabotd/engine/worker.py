@@ -44,7 +44,6 @@ from pomabotd.engine.kernels.columnar import (
     market_rows,
     signal_columns,
 )
-from pomabotd.engine.kernels.lines import MarketRecords, instants, market_lines, signal_lines
 from pomabotd.sources.jsonl import (
     Rejected,
     decode_markets,
@@ -307,57 +306,49 @@ def describe_error(exc: BaseException) -> str:
 def _columnar_chunks(tasks: list[Task], job: Job) -> list[ChunkOut | None]:
     """The chunks the columnar kernel evaluated, None for each one it left to the scalar path.
 
-    A chunk is taken only if the columnar reader accepts every line of it, judging each by
-    the scalar readers' own annotations (`kernels.lines`): any refused line, or any value out
+    A chunk is taken only if its lines decode in one call with the same typed decoders as the
+    scalar path (so they passed the very same validation): any refused line, or any value out
     of range, leaves the chunk to the scalar path, which names each refusal's line and field.
-    The chunks taken are evaluated in one kernel pass; a timestamp the reader refuses, or a
-    kernel that raises, leaves all of them to the scalar path. Evaluations are built only for
+    If the kernel raises, every chunk goes to the scalar path. Evaluations are built only for
     candidates, held markets and, when lines are wanted, every market.
     """
     outs: list[ChunkOut | None] = [None] * len(tasks)
-    taken: list[tuple[int, Task, int, int, int, dict[str, int]]] = []
-    markets: list[Any] = []
-    lines: list[bytes] = []
-    signals: list[Any] = []
+    taken: list[tuple[int, Task, list[Market], list[Signal], dict[str, int]]] = []
+    markets: list[Market] = []
+    signals: list[Signal] = []
     rows: list[int] = []
     for position, task in enumerate(tasks):
         if task.only >= 0:
             continue
-        own_markets = market_lines(task.markets)
-        own_signals = signal_lines(task.signals)
+        own_markets = _bulk(task.markets, _MARKETS, unique_ids=True)
+        own_signals = _bulk(task.signals, _SIGNALS) if task.signals else []
         if own_markets is None or own_signals is None:
             continue
-        index = {view.id: len(markets) + row for row, view in enumerate(own_markets)}
+        index = {market.id: len(markets) + row for row, market in enumerate(own_markets)}
         own_rows = market_rows(own_signals, index)
         if task.verify and -1 in own_rows:
             outs[position] = ChunkOut(
                 task.index, b"", [], [], [], [], [], [], 0, 0, 0, 0, 0, 0.0, True
             )
             continue
-        taken.append((position, task, len(markets), len(own_markets), len(own_signals), index))
+        taken.append((position, task, own_markets, own_signals, index))
         markets += own_markets
-        lines += task.markets.split(b"\n")
         signals += own_signals
         rows += own_rows
     if not taken:
         return outs
     try:
-        if len(markets) != len({view.id for view in markets}):
-            raise ValueError("chunks of one submission share a market")
+        if len(markets) != len({market.id for market in markets}):
+            return outs  # chunks of one submission never share a market; be sure of it
         started = _perf_ns()
-        closes_at = instants([view.closes_at for view in markets], optional=True)
-        stamps = instants([view.timestamp for view in signals])
-        if closes_at is None or stamps is None:
-            raise ValueError("a timestamp the scalar reader refuses")
-        columns = market_columns(markets, records=MarketRecords(lines), closes_at=closes_at)
-        verdicts = evaluate_columns(
-            columns, signal_columns(signals, rows, timestamps=stamps), job.as_of, job.prior
-        )
-        per_market_us = (_perf_ns() - started) / 1000.0 / len(markets)
+        columns = market_columns(markets)
+        verdicts = evaluate_columns(columns, signal_columns(signals, rows), job.as_of, job.prior)
+        elapsed_us = (_perf_ns() - started) / 1000.0
+        per_market_us = elapsed_us / len(markets)
         built = [
-            _columnar_out(task, job, first, count, signal_count, index, columns, verdicts,
+            _columnar_out(task, job, own_markets, len(own_signals), index, columns, verdicts,
                           per_market_us)
-            for _, task, first, count, signal_count, index in taken
+            for _, task, own_markets, own_signals, index in taken
         ]
     except Exception:  # the scalar path is the reference: it evaluates what the kernel cannot
         return [out if out is not None and out.misrouted else None for out in outs]
@@ -369,16 +360,16 @@ def _columnar_chunks(tasks: list[Task], job: Job) -> list[ChunkOut | None]:
 def _columnar_out(
     task: Task,
     job: Job,
-    first: int,
-    count: int,
+    own_markets: list[Market],
     signal_count: int,
     index: dict[str, int],
     columns: Any,
     verdicts: Any,
     per_market_us: float,
 ) -> ChunkOut:
-    """One chunk's share of a kernel pass (rows `first` to `first + count`), as the scalar
-    path would report it."""
+    """One chunk's share of a kernel pass, as the scalar path would report it."""
+    first = index[own_markets[0].id]
+    count = len(own_markets)
     keep = task.keep
     want_lines = job.want_lines
     if want_lines:

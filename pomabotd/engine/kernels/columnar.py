@@ -41,15 +41,7 @@ from pomabotd.domain.belief import (
     PRIOR_LOW,
     Prior,
 )
-from pomabotd.domain.gate import (
-    CHECK_NAMES,
-    GATE,
-    POINT_DIGITS,
-    Row,
-    explain,
-    min_edge,
-    side_of,
-)
+from pomabotd.domain.gate import CHECK_NAMES, GATE, POINT_DIGITS, Row, explain, side_of
 from pomabotd.domain.models import (
     CATEGORY_MIN_EDGE,
     IMPACT_CAP,
@@ -57,7 +49,6 @@ from pomabotd.domain.models import (
     Evaluation,
     Market,
     Signal,
-    normalize_category,
 )
 
 __all__ = [
@@ -102,6 +93,7 @@ _AUTHORITATIVE: Final = _KIND["authoritative"]
 _PROCEDURAL: Final = _KIND["procedural"]
 _SPECULATIVE: Final = _KIND["speculative"]
 _DIRECTION: Final = {"up": 0, "down": 1, "neutral": 2}
+_OTHER_MIN_EDGE: Final = CATEGORY_MIN_EDGE["other"]
 
 
 class OutsideKernel(ValueError):
@@ -233,18 +225,8 @@ def round_points(values: F8) -> F8:
     return result
 
 
-def market_columns(
-    markets: Sequence[Any],
-    *,
-    records: Sequence[Market] | None = None,
-    closes_at: I8 | None = None,
-) -> MarketColumns:
-    """The columns of `markets` (distinct markets: signals are matched to them by row).
-
-    `markets` are Markets, or views of them with the same fields (the columnar reader's),
-    whose `records` then give the Markets themselves and `closes_at` their closing times; a
-    category is normalised as `Market` normalises it.
-    """
+def market_columns(markets: Sequence[Market]) -> MarketColumns:
+    """The columns of `markets` (distinct markets: signals are matched to them by row)."""
     count = len(markets)
 
     def floats(field: str) -> F8:
@@ -253,39 +235,32 @@ def market_columns(
     def flags(values: Any) -> B1:
         return np.fromiter(values, np.bool_, count)
 
-    minimums = list(map(CATEGORY_MIN_EDGE.get, map(attrgetter("category"), markets)))
-    if None in minimums:
-        minimums = [
-            min_edge(normalize_category(market.category)) if minimum is None else minimum
-            for market, minimum in zip(markets, minimums, strict=True)
-        ]
     return MarketColumns(
-        records=markets if records is None else records,
+        records=markets,
         price=floats("price"),
         liquidity=floats("liquidity"),
         unknowns=floats("unknowns"),  # as `7.0 * unknowns` converts it
-        closes_at=(
-            micros(list(map(attrgetter("closes_at"), markets))) if closes_at is None
-            else closes_at
-        ),
+        closes_at=micros(list(map(attrgetter("closes_at"), markets))),
         resolved=flags(map(operator.is_not, map(attrgetter("outcome"), markets), repeat(None))),
         authority_is_clear=flags(map(attrgetter("authority_is_clear"), markets)),
         outcome_is_objective=flags(map(attrgetter("outcome_is_objective"), markets)),
-        min_edge=np.fromiter(minimums, np.float64, count),
+        min_edge=np.fromiter(
+            map(CATEGORY_MIN_EDGE.get, map(attrgetter("category"), markets),
+                repeat(_OTHER_MIN_EDGE)),
+            np.float64,
+            count,
+        ),
     )
 
 
-def market_rows(signals: Sequence[Any], rows: Mapping[str, int]) -> list[int]:
+def market_rows(signals: Sequence[Signal], rows: Mapping[str, int]) -> list[int]:
     """The row of each signal's market, looked up in `rows` (market id to row); -1 when the
     market is not there."""
     return list(map(rows.get, map(attrgetter("market_id"), signals), repeat(-1)))
 
 
-def signal_columns(
-    signals: Sequence[Any], rows: Sequence[int], *, timestamps: I8 | None = None
-) -> SignalColumns:
-    """The columns of `signals`; `rows` holds the row of each one's market (`market_rows`).
-    Signals may be views with the same fields whose `timestamps` are given in microseconds."""
+def signal_columns(signals: Sequence[Signal], rows: Sequence[int]) -> SignalColumns:
+    """The columns of `signals`; `rows` holds the row of each one's market (`market_rows`)."""
     count = len(signals)
 
     def codes(field: str, table: dict[str, int]) -> npt.NDArray[np.int8]:
@@ -294,10 +269,7 @@ def signal_columns(
 
     return SignalColumns(
         market=np.fromiter(rows, np.int64, count),
-        timestamp=(
-            micros(list(map(attrgetter("timestamp"), signals))) if timestamps is None
-            else timestamps
-        ),
+        timestamp=micros(list(map(attrgetter("timestamp"), signals))),
         kind=codes("type", _KIND),
         direction=codes("direction", _DIRECTION),
         strength=np.fromiter(map(attrgetter("strength"), signals), np.float64, count),
