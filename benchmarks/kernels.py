@@ -7,8 +7,9 @@ Run from a checkout with pomabotd installed:
 
 The synthetic workload (about 3.3 signals per market, as `stress` generates it) is cut into
 chunks exactly as a cycle cuts it (`plan_workload`, signals in market order), and the chunks are
-grouped per submission as the runtime groups them. Every figure is measured in this process,
-on one core, as the best of `--repeats` runs; the load average is printed beside them.
+grouped per submission as the runtime groups them. Every figure is the CPU time of this
+process (one core), the best of `--repeats` runs: on a shared machine CPU time varies far less
+than wall time. The load average is printed beside the figures.
 
 - `worker, scalar` / `worker, columnar`: the worker's whole chunk loop (`evaluate_chunks`:
   decode, evaluate, keep candidates, encode the result) with `batch.kernel` scalar or columnar.
@@ -62,9 +63,9 @@ def _best(run: Callable[[], Any], repeats: int) -> float:
     for _ in range(repeats):
         gc.collect()
         gc.disable()
-        started = time.perf_counter()
+        started = time.process_time()
         run()
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
         gc.enable()
     return best
 

@@ -317,20 +317,24 @@ def _columnar_chunks(tasks: list[Task], job: Job) -> list[ChunkOut | None]:
     markets: list[Market] = []
     signals: list[Signal] = []
     rows: list[int] = []
+    seen: dict[str, int] = {}
     for position, task in enumerate(tasks):
         if task.only >= 0:
             continue
-        own_markets = _bulk(task.markets, _MARKETS, unique_ids=True)
+        own_markets = _bulk(task.markets, _MARKETS)
         own_signals = _bulk(task.signals, _SIGNALS) if task.signals else []
         if own_markets is None or own_signals is None:
             continue
         index = {market.id: len(markets) + row for row, market in enumerate(own_markets)}
+        if len(index) != len(own_markets):
+            continue  # a repeated id: the scalar readers refuse the repeat by its line
         own_rows = market_rows(own_signals, index)
         if task.verify and -1 in own_rows:
             outs[position] = ChunkOut(
                 task.index, b"", [], [], [], [], [], [], 0, 0, 0, 0, 0, 0.0, True
             )
             continue
+        seen.update(index)
         taken.append((position, task, own_markets, own_signals, index))
         markets += own_markets
         signals += own_signals
@@ -338,7 +342,7 @@ def _columnar_chunks(tasks: list[Task], job: Job) -> list[ChunkOut | None]:
     if not taken:
         return outs
     try:
-        if len(markets) != len({market.id for market in markets}):
+        if len(seen) != len(markets):
             return outs  # chunks of one submission never share a market; be sure of it
         started = _perf_ns()
         columns = market_columns(markets)

@@ -178,13 +178,14 @@ class _GateColumns:
         self.min_edge = markets.min_edge
 
 
-def micros(values: Sequence[datetime | None]) -> I8:
-    """Exact microseconds since the epoch of aware datetimes; None is the int64 maximum.
+def micros(values: Sequence[datetime | None], *, optional: bool = True) -> I8:
+    """Exact microseconds since the epoch of aware datetimes; None (allowed when `optional`)
+    is the int64 maximum.
 
     `datetime.timestamp()` is fast and, within `_EXACT_TIMESTAMP_S` of the epoch, off by less
     than half a microsecond once scaled; the rare datetime further away is converted exactly.
     """
-    if None in values:
+    if optional and None in values:
         seconds = np.fromiter(
             (np.nan if value is None else value.timestamp() for value in values),
             np.float64,
@@ -269,7 +270,7 @@ def signal_columns(signals: Sequence[Signal], rows: Sequence[int]) -> SignalColu
 
     return SignalColumns(
         market=np.fromiter(rows, np.int64, count),
-        timestamp=micros(list(map(attrgetter("timestamp"), signals))),
+        timestamp=micros(list(map(attrgetter("timestamp"), signals)), optional=False),
         kind=codes("type", _KIND),
         direction=codes("direction", _DIRECTION),
         strength=np.fromiter(map(attrgetter("strength"), signals), np.float64, count),
