@@ -331,7 +331,9 @@ def _columnar_chunks(tasks: list[Task], job: Job) -> list[ChunkOut | None]:
         own_rows = market_rows(own_signals, index)
         if task.verify and -1 in own_rows:
             outs[position] = ChunkOut(
-                task.index, b"", [], [], [], [], [], [], 0, 0, 0, 0, 0, 0.0, True
+                index=task.index, lines=b"", candidates=[], markets=[], kept=[],
+                market_rejected=[], signal_rejected=[], failures=[], evaluated=0, failed=0,
+                signals=0, retries=0, timeouts=0, eval_us=0.0, misrouted=True,
             )
             continue
         seen.update(index)

@@ -117,7 +117,7 @@ def _reference(
     return [evaluate_market(m, signals, AS_OF, prior=prior) for m in markets]  # type: ignore[arg-type]
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_batches())
 def test_kernel_is_bit_identical_to_the_scalar_evaluator(
     case: tuple[str, list[Market], list[Signal]],
@@ -155,7 +155,7 @@ def test_limits_met_exactly_pass_in_both_paths() -> None:
 _NEAR_HALVES = st.integers(-(10**11), 10**11).map(lambda n: (n + 0.5) / 1e9)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=500)
 @given(
     st.floats(min_value=-2000.0, max_value=2000.0, allow_nan=False)
     | _NEAR_HALVES
