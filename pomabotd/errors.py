@@ -4,8 +4,10 @@
     ├── ConfigError          a bad key or value; names the key and its source (exit 2)
     ├── InputError           a bad markets/signals source as a whole (missing file, unreadable)
     ├── LedgerError          positions.jsonl / metrics.jsonl cannot be read back safely
-    └── CycleError           a cycle could not complete (exit 1)
-        └── PoolCrashLoopError   every rebuilt worker pool died at once
+    ├── CycleError           a cycle could not complete (exit 1)
+    │   └── PoolCrashLoopError   every rebuilt worker pool died at once
+    └── KernelInputError     input the columnar kernel does not evaluate exactly; the engine
+                             evaluates it market by market instead, so users never see it
 
 A single bad record is not an exception: it becomes a `Rejected` value with its line and field,
 and the rest of the input still runs.
@@ -17,6 +19,7 @@ __all__ = [
     "ConfigError",
     "CycleError",
     "InputError",
+    "KernelInputError",
     "LedgerError",
     "PomabotdError",
     "PoolCrashLoopError",
@@ -45,3 +48,8 @@ class CycleError(PomabotdError):
 
 class PoolCrashLoopError(CycleError):
     """The worker pool kept dying as soon as it was rebuilt."""
+
+
+class KernelInputError(PomabotdError):
+    """The columnar kernel was given what it does not evaluate exactly (repeated market ids,
+    times too far apart); the scalar path evaluates it."""

@@ -36,9 +36,9 @@ import tenacity
 from pomabotd.domain.belief import Prior, prior
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
+from pomabotd.engine.kernels import BatchEvaluator, batch_form
 from pomabotd.engine.kernels.columnar import (
     PASSED,
-    evaluate_columns,
     evaluations,
     market_columns,
     market_rows,
@@ -229,10 +229,8 @@ def evaluate_chunks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        if state.evaluator is evaluate_market and job.kernel == "columnar":
-            done = _columnar_chunks(tasks, job)
-        else:
-            done = [None] * len(tasks)
+        batch = batch_form(state.evaluator) if job.kernel == "columnar" else None
+        done = [None] * len(tasks) if batch is None else _columnar_chunks(tasks, job, batch)
         return _PACK.encode(
             [
                 out if out is not None else _evaluate_chunk(task, job, state)
@@ -303,7 +301,9 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _columnar_chunks(tasks: list[Task], job: Job) -> list[ChunkOut | None]:
+def _columnar_chunks(
+    tasks: list[Task], job: Job, batch: BatchEvaluator
+) -> list[ChunkOut | None]:
     """The chunks the columnar kernel evaluated, None for each one it left to the scalar path.
 
     A chunk is taken only if its lines decode in one call with the same typed decoders as the
@@ -348,7 +348,7 @@ def _columnar_chunks(tasks: list[Task], job: Job) -> list[ChunkOut | None]:
             return outs  # chunks of one submission never share a market; be sure of it
         started = _perf_ns()
         columns = market_columns(markets)
-        verdicts = evaluate_columns(columns, signal_columns(signals, rows), job.as_of, job.prior)
+        verdicts = batch(columns, signal_columns(signals, rows), job.as_of, job.prior)
         elapsed_us = (_perf_ns() - started) / 1000.0
         per_market_us = elapsed_us / len(markets)
         built = [

@@ -16,11 +16,11 @@ from pomabotd.domain.evaluate import evaluate_market
 from pomabotd.domain.gate import MAX_BELIEF_WIDTH, min_edge
 from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Evaluation, Market, Signal
 from pomabotd.engine.kernels.columnar import (
-    OutsideKernel,
     evaluate_batch,
     micros,
     round_points,
 )
+from pomabotd.errors import KernelInputError
 from tests.strategies import AS_OF
 
 #: A few instants around `AS_OF`, so that timestamps tie often; some are after `AS_OF`, and
@@ -191,11 +191,11 @@ def test_micros_are_exact(value: datetime) -> None:
 
 
 def test_signals_centuries_apart_are_left_to_the_scalar_path() -> None:
-    """Time differences too large to convert exactly raise `OutsideKernel`."""
+    """Time differences too large to convert exactly raise `KernelInputError`."""
     market = Market(id="m", question="q", price=50.0, liquidity=5000.0)
     old = Signal(market_id="m", type="authoritative", direction="up", strength=5,
                  timestamp=datetime(1600, 1, 1, tzinfo=UTC))
-    with pytest.raises(OutsideKernel):
+    with pytest.raises(KernelInputError):
         evaluate_batch([market], [old], AS_OF)
     assert math.isfinite(evaluate_market(market, [old], AS_OF).confidence)
 
@@ -203,5 +203,5 @@ def test_signals_centuries_apart_are_left_to_the_scalar_path() -> None:
 def test_repeated_market_ids_are_refused() -> None:
     """The kernel matches signals to markets by id, so a batch's ids must be distinct."""
     market = Market(id="m", question="q", price=50.0, liquidity=5000.0)
-    with pytest.raises(ValueError, match="repeat"):
+    with pytest.raises(KernelInputError, match="repeat"):
         evaluate_batch([market, market], [], AS_OF)

@@ -17,8 +17,8 @@ the same float operations in the same order as the scalar code, one ufunc per Py
 - The gate is `gate.GATE`: each check's vectorised test, first failure wins.
 
 Inputs outside the range where these arguments hold (time differences of 2**53 microseconds
-and more, about 285 years) raise `OutsideKernel`, and the caller evaluates them on the scalar
-path instead.
+and more, about 285 years) raise `KernelInputError`, and the caller evaluates them on the
+scalar path instead.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ from pomabotd.domain.models import (
     Market,
     Signal,
 )
+from pomabotd.errors import KernelInputError
 
 __all__ = [
     "PASSED",
     "MarketColumns",
-    "OutsideKernel",
     "SignalColumns",
     "Verdicts",
     "evaluate_batch",
@@ -96,10 +96,6 @@ _PROCEDURAL: Final = _KIND["procedural"]
 _SPECULATIVE: Final = _KIND["speculative"]
 _DIRECTION: Final = {"up": 0, "down": 1, "neutral": 2}
 _OTHER_MIN_EDGE: Final = CATEGORY_MIN_EDGE["other"]
-
-
-class OutsideKernel(ValueError):
-    """The input is outside the range the kernel reproduces exactly; use the scalar path."""
 
 
 class MarketColumns(msgspec.Struct, frozen=True, kw_only=True):
@@ -404,7 +400,7 @@ def evaluate_batch(
     columnar pass; signals about other markets are ignored."""
     rows = {market.id: row for row, market in enumerate(markets)}
     if len(rows) != len(markets):
-        raise ValueError("market ids repeat; the kernel evaluates distinct markets")
+        raise KernelInputError("market ids repeat; the kernel evaluates distinct markets")
     columns = market_columns(markets)
     signal_rows = market_rows(signals, rows)
     verdicts = evaluate_columns(columns, signal_columns(signals, signal_rows), as_of, prior)
@@ -551,7 +547,9 @@ class _Fold:
         gap = np.where(applied > 1, self._last - self._previous, 0)
         age = np.where(some, self.now - self._last, 0)
         if (np.abs(gap) >= _EXACT_MICROS).any() or (age >= _EXACT_MICROS).any():
-            raise OutsideKernel("signals centuries apart")
+            raise KernelInputError(
+                "signals 285 years or more apart: their gaps in days are not exact here"
+            )
         days = np.where(applied > 1, np.abs(gap.astype(np.float64) / 1e6) / _DAY_SECONDS, 0.0)
         raw = PRIOR_CONFIDENCE + 10.0 * self._authoritative
         raw = raw + 5.0 * self._procedural
