@@ -600,3 +600,20 @@ def test_kernels_agree_on_chunks_mixing_valid_and_refused_lines(
         ("markets.jsonl", 51, "price"), ("markets.jsonl", 92, None),
         ("signals.jsonl", 201, "type"),
     ]
+
+
+def test_a_kernel_pass_that_raises_reruns_its_chunks_market_by_market() -> None:
+    """A market whose only news is centuries old makes the kernel refuse its pass: those
+    chunks run market by market, the others stay in the kernel, and the evaluations equal
+    the scalar kernel's."""
+    market = _ENCODER.encode(msgspec.structs.replace(MARKETS[0], id="ancient")) + b"\n"
+    ancient = _signal_line("ancient", timestamp=datetime(1600, 1, 1, tzinfo=UTC), type="procedural")
+    runs = {}
+    for kernel in ("columnar", "scalar"):
+        with Runtime(_settings(0, batch_size=7, kernel=kernel)) as runtime:
+            result, lines = _run(runtime, market + MARKET_LINES, ancient + b"\n" + SIGNAL_LINES)
+        runs[kernel] = (result, _timeless(lines))
+    (columnar, columnar_lines), (scalar, scalar_lines) = runs["columnar"], runs["scalar"]
+    assert columnar_lines == scalar_lines and _digest(columnar) == _digest(scalar)
+    assert 0 < columnar.markets_columnar < len(MARKETS)
+    assert columnar_lines[0].signals_applied == 1 and columnar_lines[0].confidence == 30.0
