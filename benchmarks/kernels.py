@@ -40,14 +40,8 @@ import numpy as np
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Market, Signal
 from pomabotd.engine import worker
-from pomabotd.engine.kernels.columnar import (
-    PASSED,
-    evaluate_columns,
-    evaluations,
-    market_columns,
-    market_rows,
-    signal_columns,
-)
+from pomabotd.engine.kernels.columnar import PASSED, evaluate_columns, evaluations
+from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
 from pomabotd.engine.runtime import BatchSettings, _grouping
 from pomabotd.engine.worker import Job, Task
 from pomabotd.engine.workload import plan_workload

@@ -37,13 +37,8 @@ from pomabotd.domain.belief import Prior, prior
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine.kernels import BatchEvaluator, batch_form
-from pomabotd.engine.kernels.columnar import (
-    PASSED,
-    evaluations,
-    market_columns,
-    market_rows,
-    signal_columns,
-)
+from pomabotd.engine.kernels.columnar import PASSED, evaluations
+from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
 from pomabotd.sources.jsonl import (
     Rejected,
     decode_markets,

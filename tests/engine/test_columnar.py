@@ -15,11 +15,8 @@ from pomabotd.domain.belief import update_belief
 from pomabotd.domain.evaluate import evaluate_market
 from pomabotd.domain.gate import MAX_BELIEF_WIDTH, min_edge
 from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Evaluation, Market, Signal
-from pomabotd.engine.kernels.columnar import (
-    evaluate_batch,
-    micros,
-    round_points,
-)
+from pomabotd.engine.kernels.columnar import evaluate_batch, round_points
+from pomabotd.engine.kernels.columns import micros
 from pomabotd.errors import KernelInputError
 from tests.strategies import AS_OF
 

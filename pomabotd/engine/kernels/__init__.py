@@ -14,12 +14,8 @@ from typing import Any
 
 from pomabotd.domain.belief import Prior
 from pomabotd.domain.evaluate import evaluate_market
-from pomabotd.engine.kernels.columnar import (
-    MarketColumns,
-    SignalColumns,
-    Verdicts,
-    evaluate_columns,
-)
+from pomabotd.engine.kernels.columnar import Verdicts, evaluate_columns
+from pomabotd.engine.kernels.columns import MarketColumns, SignalColumns
 
 __all__ = ["BatchEvaluator", "batch_form"]
 
