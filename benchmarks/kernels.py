@@ -8,8 +8,9 @@ Run from a checkout with pomabotd installed:
 The synthetic workload (about 3.3 signals per market, as `stress` generates it) is cut into
 chunks exactly as a cycle cuts it (`plan_workload`, signals in market order), and the chunks are
 grouped per submission as the runtime groups them. Every figure is the CPU time of this
-process (one core), the best of `--repeats` runs: on a shared machine CPU time varies far less
-than wall time. The load average is printed beside the figures.
+process (one core), the best of `--repeats` rounds in which every measurement takes its turn:
+on a shared machine CPU time varies less than wall time, and taking turns spreads a busy
+spell over all of them. The load average is printed beside the figures.
 
 - `worker, scalar` / `worker, columnar`: the worker's whole chunk loop (`evaluate_chunks`:
   decode, evaluate, keep candidates, encode the result) with `batch.kernel` scalar or columnar.
@@ -52,15 +53,18 @@ _MARKETS = msgspec.json.Decoder(list[Market])
 _SIGNALS = msgspec.json.Decoder(list[Signal])
 
 
-def _best(run: Callable[[], Any], repeats: int) -> float:
-    best = float("inf")
+def _best(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """The least CPU time of each run over `repeats` rounds, the runs taking turns in each
+    round so that a busy spell of a shared machine falls on all of them alike."""
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        started = time.process_time()
-        run()
-        best = min(best, time.process_time() - started)
-        gc.enable()
+        for name, run in runs.items():
+            gc.collect()
+            gc.disable()
+            started = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - started)
+            gc.enable()
     return best
 
 
@@ -210,19 +214,17 @@ def _report(size: int, batch_size: int, repeats: int) -> None:
     decoded = _decoded(submissions)
     built = _columns(decoded)
     verdicts = _kernel(built)
-    rows: list[tuple[str, float]] = [
-        ("worker, scalar (decode + evaluate)", _best(_worker(submissions, "scalar"), repeats)),
-        ("worker, columnar (decode + evaluate)",
-         _best(_worker(submissions, "columnar"), repeats)),
-        ("  msgspec lines to Structs (both)", _best(lambda: _decoded(submissions), repeats)),
-        ("  scalar: group + screen", _best(lambda: _scalar_evaluate(decoded), repeats)),
-        ("  columnar: Structs to columns", _best(lambda: _columns(decoded), repeats)),
-        ("  columnar: kernel", _best(lambda: _kernel(built), repeats)),
-        ("  columnar: candidates' Evaluations", _best(lambda: _candidates(verdicts), repeats)),
-    ]
-    rows += [
-        (f"  reader: {name}", _best(run, repeats)) for name, run in _readers(submissions).items()
-    ]
+    runs: dict[str, Callable[[], Any]] = {
+        "worker, scalar (decode + evaluate)": _worker(submissions, "scalar"),
+        "worker, columnar (decode + evaluate)": _worker(submissions, "columnar"),
+        "  msgspec lines to Structs (both)": lambda: _decoded(submissions),
+        "  scalar: group + screen": lambda: _scalar_evaluate(decoded),
+        "  columnar: Structs to columns": lambda: _columns(decoded),
+        "  columnar: kernel": lambda: _kernel(built),
+        "  columnar: candidates' Evaluations": lambda: _candidates(verdicts),
+    }
+    runs.update((f"  reader: {name}", run) for name, run in _readers(submissions).items())
+    rows = list(_best(runs, repeats).items())
     print(f"\n{size:,} markets in {sum(map(len, submissions))} chunks, "
           f"{len(submissions)} submissions")
     for name, seconds in rows:
