@@ -15,6 +15,8 @@ slots and kills that worker.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import os
 import signal
@@ -24,11 +26,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import groupby
+from multiprocessing import forkserver
 from operator import attrgetter
 from types import FrameType
 from typing import Any, Final, TypeVar
 
 import msgspec
+import psutil
 import tenacity
 
 from pomabotd.domain.belief import prior
@@ -49,6 +53,7 @@ __all__ = [
     "Task",
     "WorkerState",
     "describe_error",
+    "die_with_parent",
     "evaluate_chunks",
     "failed_evaluation",
     "init_worker",
@@ -159,6 +164,18 @@ class _Counts:
 
 
 _STATE: WorkerState | None = None
+_PR_SET_PDEATHSIG_OPTION: Final = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's `prctl`, or None where there is none (the check of the parent still runs)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_PR_SET_PDEATHSIG: Final = _prctl()
 _T = TypeVar("_T", Market, Signal)
 _MARKETS: Final = msgspec.json.Decoder(list[Market])
 _SIGNALS: Final = msgspec.json.Decoder(list[Signal])
@@ -170,15 +187,18 @@ _perf_ns: Final = time.perf_counter_ns
 _force_setattr: Final = msgspec.structs.force_setattr
 
 
-def init_worker(evaluator: str, slots: Any, counter: Any) -> None:
-    """Pool initializer: import the evaluator, claim a slot, arm the watchdog.
+def init_worker(evaluator: str, slots: Any, counter: Any, owner: int) -> None:
+    """Pool initializer: tie the worker's life to pomabotd's, import the evaluator, claim a
+    slot, arm the watchdog.
 
-    `slots` is a shared array of (pid, start_ns) pairs, `counter` a shared int handing out slots.
+    `slots` is a shared array of (pid, start_ns) pairs, `counter` a shared int handing out slots,
+    `owner` the pid of the pomabotd process that owns the pool.
     """
     global _STATE
     from pomabotd.config import resolve_evaluator  # the single place that imports plugins
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shutdown
+    die_with_parent(owner)
     fn = resolve_evaluator(evaluator)
     with counter.get_lock():
         index = counter.value
@@ -189,6 +209,33 @@ def init_worker(evaluator: str, slots: Any, counter: Any) -> None:
     signal.signal(signal.SIGALRM, _on_alarm)
     threading.Thread(target=_watch, args=(_STATE, None), name="watchdog", daemon=True).start()
     gc.freeze()  # start-up objects are never garbage; keep the collector off them
+
+
+def die_with_parent(owner: int) -> None:
+    """Make the kernel SIGKILL this worker when its parent, the fork server, exits.
+
+    The fork server exits once every holder of its "alive" pipe is gone. Each forked process
+    inherits that pipe so it could start processes of its own; a worker never does, so it
+    closes its copy and leaves `owner` the only holder. A `kill -9` of pomabotd then ends the
+    fork server, which ends every worker, whose exit lets the resource tracker see EOF too.
+    If the fork server, or `owner`, is already gone when the request is made, the signal would
+    never come: exit now instead.
+    """
+    server = forkserver._forkserver
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:
+        server._forkserver_alive_fd = None
+        with contextlib.suppress(OSError):
+            os.close(alive)
+    if _PR_SET_PDEATHSIG is not None:
+        _PR_SET_PDEATHSIG(_PR_SET_PDEATHSIG_OPTION, signal.SIGKILL, 0, 0, 0)
+    try:
+        fork_server = psutil.Process(os.getppid())
+        owned = fork_server.ppid() == owner
+    except psutil.Error:
+        owned = False
+    if not owned:
+        os._exit(1)
 
 
 def ping() -> int:
