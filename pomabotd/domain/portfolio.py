@@ -33,7 +33,8 @@ ExitReason: TypeAlias = Literal[
     "resolved", "stop_loss", "profit_target", "converged", "invalidated"
 ]
 
-#: Decimal places kept on derived price levels, so that e.g. 40 * 0.95 compares equal to 38.
+#: Decimal places kept on derived prices and levels, so that e.g. 40 * 0.95 compares equal to
+#: 38 and the files people read carry no float noise.
 _PRICE_DIGITS = 6
 
 
@@ -46,8 +47,8 @@ class LedgerState(Struct, frozen=True):
 
 
 def held_price(side: Side, yes_price: float) -> float:
-    """The price of the side we hold, in points."""
-    return yes_price if side == "YES" else 100.0 - yes_price
+    """The price of the side we hold, in points (`100 - 77.6` is 22.4, not 22.400000000000006)."""
+    return yes_price if side == "YES" else round(100.0 - yes_price, _PRICE_DIGITS)
 
 
 def open_position(
@@ -75,10 +76,10 @@ def open_position(
         entry_price=entry,
         size_usd=pick.size_usd,
         risk_usd=pick.risk_usd,
-        edge=evaluation.edge,
-        belief_low=evaluation.belief_low,
-        belief_high=evaluation.belief_high,
-        confidence=evaluation.confidence,
+        edge=round(evaluation.edge, _PRICE_DIGITS),
+        belief_low=round(evaluation.belief_low, _PRICE_DIGITS),
+        belief_high=round(evaluation.belief_high, _PRICE_DIGITS),
+        confidence=round(evaluation.confidence, _PRICE_DIGITS),
         stop_price=round(stop, _PRICE_DIGITS),
         target_price=round(target, _PRICE_DIGITS),
         opened_at=opened_at,

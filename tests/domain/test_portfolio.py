@@ -115,6 +115,18 @@ def test_open_no_position_uses_the_no_price() -> None:
     assert position.edge == 15.0
 
 
+def test_position_records_carry_no_float_noise() -> None:
+    """Derived prices, levels and edges are written as people expect: 22.4, not
+    22.400000000000006, whether the position opens or closes."""
+    position = _open("NO", 77.6, 40.1, 62.4)
+    assert 100.0 - 77.6 != 22.4 and 77.6 - 62.4 != 15.2  # the noise being rounded away
+    assert position.entry_price == 22.4 and position.edge == 15.2
+    encoded = msgspec.json.encode(position)
+    assert b"22.4," in encoded and b"0000000" not in encoded
+    close = close_position(position, "stop_loss", held_price("NO", 78.9), 8, CLOSED_AT)
+    assert close.exit_price == 21.1 and b"0000000" not in msgspec.json.encode(close)
+
+
 def test_target_is_capped_at_100() -> None:
     """A target above 100 points is unreachable, so it is capped at 100."""
     position = _open("YES", 95.0, 99.0, 100.0)
