@@ -15,6 +15,7 @@ is timed repeatedly at the end. Every figure printed is measured here, none is a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import tempfile
@@ -22,8 +23,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pomabotd.cycle import Portfolio, PreparedInput, run_cycle
 from pomabotd.domain.models import RiskLimits
-from pomabotd.engine.cycle import Portfolio, run_cycle
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.output import Ledger
 from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
@@ -37,9 +38,10 @@ def _now() -> datetime:
 
 def _cycle(runtime: Runtime, workload: CycleInput) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as out, Ledger(Path(out)) as ledger:
+        portfolio = Portfolio.recover(ledger)
         started = time.perf_counter()
-        report = run_cycle(runtime, ledger, Portfolio.recover(ledger), workload, RiskLimits(),
-                           AS_OF, clock=_now)
+        report = asyncio.run(run_cycle(runtime, PreparedInput(workload), portfolio, ledger,
+                                       RiskLimits(), as_of=AS_OF, clock=_now))
         wall = time.perf_counter() - started
     return wall, report.metrics.rss_mb, report.metrics.markets_evaluated
 

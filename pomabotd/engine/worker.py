@@ -170,7 +170,8 @@ _PR_SET_PDEATHSIG_OPTION: Final = 1
 def _prctl() -> Callable[..., int] | None:
     """libc's `prctl`, or None where there is none (the check of the parent still runs)."""
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
     except (OSError, AttributeError):
         return None
 
@@ -221,7 +222,7 @@ def die_with_parent(owner: int) -> None:
     If the fork server, or `owner`, is already gone when the request is made, the signal would
     never come: exit now instead.
     """
-    server = forkserver._forkserver
+    server: Any = forkserver._forkserver
     alive = getattr(server, "_forkserver_alive_fd", None)
     if alive is not None:
         server._forkserver_alive_fd = None

@@ -1,0 +1,163 @@
+"""What a cycle costs, read from the OS while it runs: peak memory and CPU time.
+
+Memory is the sum of the proportional set sizes (PSS, `/proc/PID/smaps_rollup`) of pomabotd and
+every process it started (fork server, resource tracker, workers). PSS splits each page among
+the processes that map it, so a page shared by the fork server and its workers counts once in
+the total, which is what the machine really spends; resident set sizes would count it in each.
+
+A background thread samples from `start` to `stop`, whatever the event loop is doing (decoding
+a big input holds the loop for seconds, and that is when memory peaks). Reading PSS walks the
+page tables, so its cost grows with the memory measured; the thread spaces its samples to
+spend about 2.5% of one core on them, and never samples less often than every 2 seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Final
+
+import psutil
+
+__all__ = ["Meter", "pss_bytes"]
+
+_MIN_PERIOD_S: Final = 0.05
+_MAX_PERIOD_S: Final = 2.0
+#: A sample may cost this share of the period that follows it.
+_COST_SHARE: Final = 40
+_PSS: Final = b"\nPss:"
+
+
+def pss_bytes(pid: int) -> int | None:
+    """The proportional set size of one process, or None if it is gone or unreadable.
+
+    Where `smaps_rollup` is missing (kernels before 4.14) the resident set size stands in.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            return None
+        try:
+            return int(psutil.Process(pid).memory_info().rss)
+        except psutil.Error:
+            return None
+    except OSError:
+        return None
+    start = data.find(_PSS)
+    if start < 0:
+        return None
+    fields = data[start + len(_PSS) : data.find(b"\n", start + 1)].split()
+    return int(fields[0]) * 1024 if fields else None
+
+
+class Meter:
+    """Peak summed PSS and CPU time of `pids()` between `start` and `stop`.
+
+    `pids` is called at every sample, so processes started or replaced meanwhile (a rebuilt
+    pool) are measured too; it must include this process. Usable as a context manager.
+    """
+
+    def __init__(self, pids: Callable[[], Sequence[int]]) -> None:
+        self._pids = pids
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._own_pid = os.getpid()
+        self._procs: dict[int, psutil.Process] = {}
+        self._first_cpu: dict[int, float] = {}
+        self._last_cpu: dict[int, float] = {}
+        self._own_cpu = 0.0
+        self._own_cpu_end = 0.0
+        self._started = 0.0
+        self._ended = 0.0
+        self._period = _MIN_PERIOD_S
+        self._samples = 0
+        self.peak_bytes = 0
+
+    def __enter__(self) -> Meter:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def peak_mb(self) -> float:
+        """The highest summed PSS seen so far, in MiB."""
+        return self.peak_bytes / 1_048_576
+
+    @property
+    def samples(self) -> int:
+        """How many samples were taken."""
+        return self._samples
+
+    def start(self) -> None:
+        """Take the first sample and start sampling in the background."""
+        self._started = time.perf_counter()
+        self._own_cpu = time.process_time()
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background sampling after one last sample; safe to call twice."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopped.set()
+        thread.join()
+        self.sample()
+
+    def sample(self) -> None:
+        """Measure now (any thread may call it)."""
+        with self._lock:
+            began = time.perf_counter()
+            total = 0
+            for pid in self._pids():
+                size = pss_bytes(pid)
+                if size is None:
+                    continue
+                total += size
+                if pid != self._own_pid:
+                    self._child_cpu(pid)
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._own_cpu_end = time.process_time()
+            self._ended = time.perf_counter()
+            self._samples += 1
+            cost = self._ended - began
+            self._period = min(max(cost * _COST_SHARE, _MIN_PERIOD_S), _MAX_PERIOD_S)
+
+    def cpu_percent(self) -> float:
+        """CPU time of every measured process over the wall time, in % of one core."""
+        with self._lock:
+            wall = self._ended - self._started
+            used = self._own_cpu_end - self._own_cpu
+            used += sum(self._last_cpu[pid] - self._first_cpu[pid] for pid in self._last_cpu)
+        return 100.0 * used / wall if wall > 0 else 0.0
+
+    def _child_cpu(self, pid: int) -> None:
+        proc = self._procs.get(pid)
+        try:
+            if proc is None:
+                proc = self._procs[pid] = psutil.Process(pid)
+            times = proc.cpu_times()
+        except psutil.Error:
+            return
+        cpu = times.user + times.system
+        # A process first seen after the start began within the span: all its time counts.
+        self._first_cpu.setdefault(pid, cpu if self._samples == 0 else 0.0)
+        self._last_cpu[pid] = cpu
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._period):
+            self.sample()
