@@ -1,6 +1,12 @@
-"""The pool's view of its workers: busy slots read once, and no worker outliving pomabotd."""
+"""The pool's view of its workers: each busy slot is read once, so no healthy worker is killed."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import RunCli
 
 from pomabotd.engine.pool import busy_slots
 
@@ -37,3 +43,22 @@ def test_idle_and_killed_workers_are_not_busy() -> None:
     slots = [11, 0, 12, 500, 13, 900]
     assert busy_slots(slots) == [(12, 500), (13, 900)]
     assert busy_slots(slots, killed={13}) == [(12, 500)]
+
+
+@pytest.mark.slow
+def test_fifty_thousand_one_market_chunks_kill_no_healthy_worker(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """The probe that found the race: 50,000 markets one per chunk, two in flight, the
+    built-in evaluator. No market is slow, so no timeout and no worker restart may appear."""
+    config = tmp_path / "race.toml"
+    config.write_text("[sources]\nsynthetic_markets = 50000\n")
+    result = run_cli(
+        "run-once", "--config", str(config), "--out", str(tmp_path / "out"), "--json",
+        env={"BATCH_SIZE": "1", "BATCH_MAX_CONCURRENCY": "2", "BATCH_WORKERS": "2"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["markets_evaluated"] == 50000
+    assert (summary["timeouts"], summary["worker_restarts"]) == (0, 0)
