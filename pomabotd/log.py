@@ -11,6 +11,7 @@ from outside (file contents, exception text) is passed as an argument, never as 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from datetime import UTC
@@ -68,10 +69,24 @@ class _JsonSink:
         self._stream.flush()
 
 
+class _ToLoguru(logging.Handler):
+    """Routes the standard library's log records (aiohttp's, for one) through loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.bind(logger=record.name).opt(exception=record.exc_info).log(
+            level, "{}", record.getMessage()
+        )
+
+
 def configure_logging(level: str = "INFO", log_format: str = "auto", file: str = "") -> None:
     """Send records at `level` and above to stderr (and appended to `file`), replacing any
     earlier setup. Called again on reload, it also reopens the file, so rotation by renaming
-    works."""
+    works. Records of the standard `logging` module go the same way."""
+    logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     logger.remove()
     while _open_files:
         _open_files.pop().close()

@@ -309,3 +309,19 @@ def test_run_once_with_batch_disabled_runs_no_cycle(run_cli: RunCli, tmp_path: P
     assert result.returncode == 0
     assert "batch.enabled is false (from env BATCH_MODE_ENABLED)" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_refused_records_log_one_json_warning_per_file(run_cli: RunCli, tmp_path: Path):
+    """With stderr not a terminal, logs are flat JSON lines: one WARNING for the markets file
+    with its counts, and one INFO line for the cycle with its figures."""
+    bad = str(DATA / "cli_bad_markets.jsonl")
+    result = _run_once(run_cli, tmp_path / "out", bad)
+    assert result.returncode == 0, result.stderr
+    logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    warnings = [line for line in logs if line["level"] == "WARNING"]
+    assert len(warnings) == 1 and warnings[0]["source"] == bad
+    assert warnings[0]["refused"] >= 4 and warnings[0]["records"] > warnings[0]["refused"]
+    (cycle,) = [line for line in logs if "cycle_id" in line]
+    assert cycle["level"] == "INFO" and cycle["cycle_id"] == 1 and cycle["time"].endswith("Z")
+    text = run_cli("run-once", "--out", str(tmp_path / "t"), env={"POMABOTD_LOG_FORMAT": "text"})
+    assert " INFO " in text.stderr and not text.stderr.lstrip().startswith("{")
