@@ -137,7 +137,9 @@ class ChunkOut(msgspec.Struct, array_like=True):
 class WorkerState:
     """The evaluator and the timeout machinery of one evaluating thread."""
 
-    __slots__ = ("evaluator", "interval_s", "main_ident", "slot", "slots", "target", "timeout_ns")
+    __slots__ = (
+        "busy", "evaluator", "interval_s", "main_ident", "slot", "slots", "target", "timeout_ns"
+    )
 
     def __init__(self, evaluator: Evaluator, slots: memoryview, slot: int) -> None:
         self.evaluator = evaluator
@@ -147,6 +149,8 @@ class WorkerState:
         self.timeout_ns = 5_000_000_000
         self.interval_s = _MAX_WATCH_INTERVAL_NS / 1e9
         self.target = 0
+        #: Set while chunks are being evaluated: an idle worker's watchdog sleeps on it.
+        self.busy = threading.Event()
 
     def configure(self, timeout_ms: int) -> None:
         """Take the cycle's timeout; the watchdog period follows it."""
@@ -256,9 +260,11 @@ def evaluate_chunks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
     state.configure(job.timeout_ms)
     enabled = gc.isenabled()
     gc.disable()
+    state.busy.set()
     try:
         return _PACK.encode([_evaluate_chunk(task, job, state) for task in tasks])
     finally:
+        state.busy.clear()
         if enabled:
             gc.enable()
 
@@ -572,6 +578,7 @@ def _watch(state: WorkerState, stop: threading.Event | None) -> None:
     slot = state.slot
     while True:
         if stop is None:
+            state.busy.wait()  # an idle worker costs no CPU between cycles
             time.sleep(state.interval_s)
         elif stop.wait(state.interval_s):
             return
