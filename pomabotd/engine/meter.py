@@ -10,8 +10,11 @@ a big input holds the loop for seconds, and that is when memory peaks). Reading 
 page tables, so its cost grows with the memory measured: the thread spaces full samples to
 spend about 5% of one core of its own CPU time on them (at least every half second). Between
 them it reads each process's resident size every 50 ms (`/proc/PID/statm`, a constant cost),
-and takes a full sample at once when their sum climbs past the last full sample's: PSS never
-exceeds RSS, so a new peak shows there first.
+and takes a full sample at once when their sum climbs past the last full sample's. A peak too
+brief for either is still counted: each full sample also reads the kernel's high-water mark of
+the resident size (`VmHWM`, reset after every sample through `/proc/PID/clear_refs`) and adds
+how far it rose above the present size. Such short-lived peaks are private memory (buffers and
+objects being built), which PSS counts whole, so the sum stays a PSS figure.
 """
 
 from __future__ import annotations
@@ -34,7 +37,25 @@ _COST_SHARE: Final = 20
 #: A rise of the summed RSS past the last full sample's by this fraction triggers one.
 _RISE: Final = 1.03
 _PSS: Final = b"\nPss:"
+_HWM: Final = b"VmHWM:"
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
+
+
+def _transient_bytes(pid: int, rss: int) -> int:
+    """How far the process's resident size rose above `rss` since the last reset, and reset
+    the high-water mark for the next sample; 0 where the kernel does not allow it."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as file:
+            status = file.read()
+        start = status.find(_HWM)
+        if start < 0:
+            return 0
+        hwm = int(status[start + len(_HWM) : status.find(b"\n", start)].split()[0]) * 1024
+        with open(f"/proc/{pid}/clear_refs", "wb") as refs:
+            refs.write(b"5")
+    except (OSError, IndexError, ValueError):
+        return 0
+    return max(0, hwm - rss)
 
 
 def rss_bytes(pid: int) -> int:
@@ -144,8 +165,9 @@ class Meter:
                 size = pss_bytes(pid)
                 if size is None:
                     continue
-                total += size
-                rss += rss_bytes(pid)
+                resident = rss_bytes(pid)
+                rss += resident
+                total += size + _transient_bytes(pid, resident)
                 if pid != self._own_pid:
                     self._child_cpu(pid)
             self.peak_bytes = max(self.peak_bytes, total)
