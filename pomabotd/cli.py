@@ -19,8 +19,14 @@ from tqdm import tqdm
 
 from pomabotd._version import __version__
 from pomabotd.config import Config, load
-from pomabotd.cycle import ConfiguredInputs, CycleReport, LedgerOnDemand, run_cycle
-from pomabotd.daemon.loop import Daemon, batch_settings
+from pomabotd.cycle import (
+    ConfiguredInputs,
+    CycleReport,
+    LedgerOnDemand,
+    batch_settings,
+    run_cycle,
+)
+from pomabotd.daemon.loop import Daemon
 from pomabotd.daemon.signals import STOP_SIGNALS
 from pomabotd.engine.runtime import Runtime
 from pomabotd.errors import ConfigError, PomabotdError

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import msgspec
 
-from pomabotd.config import SourcesConfig
+from pomabotd.config import Config, SourcesConfig
 from pomabotd.domain.models import CloseEvent, Market, Position, RiskLimits
 from pomabotd.domain.portfolio import (
     LedgerState,
@@ -33,7 +33,7 @@ from pomabotd.domain.portfolio import (
 )
 from pomabotd.domain.selection import Selection, portfolio_risk_pct, select
 from pomabotd.engine.meter import Meter
-from pomabotd.engine.runtime import RunResult, Runtime
+from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import CycleError, LedgerError
 from pomabotd.log import logger
 from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
@@ -47,8 +47,22 @@ __all__ = [
     "LedgerOnDemand",
     "Portfolio",
     "PreparedInput",
+    "batch_settings",
     "run_cycle",
 ]
+
+
+def batch_settings(config: Config) -> BatchSettings:
+    """The runtime's settings from the `batch.*` section."""
+    batch = config.batch
+    return BatchSettings(
+        workers=batch.workers,
+        batch_size=batch.batch_size,
+        max_concurrency=batch.max_concurrency,
+        timeout_ms=batch.timeout_ms,
+        retry_attempts=batch.retry_attempts,
+        evaluator=batch.evaluator,
+    )
 
 
 class InputLoader(Protocol):

@@ -31,33 +31,20 @@ from typing import Final
 
 from pomabotd._version import __version__
 from pomabotd.config import Config
-from pomabotd.cycle import ConfiguredInputs, InputLoader, Portfolio, run_cycle
+from pomabotd.cycle import ConfiguredInputs, InputLoader, Portfolio, batch_settings, run_cycle
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
 from pomabotd.daemon.status import StatusServer
-from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.engine.runtime import Runtime
 from pomabotd.errors import PomabotdError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
 
-__all__ = ["Daemon", "batch_settings", "stuck_after_s"]
+__all__ = ["Daemon", "stuck_after_s"]
 
 _STUCK_FLOOR_S: Final = 300.0
 _STUCK_INTERVALS: Final = 10
-
-
-def batch_settings(config: Config) -> BatchSettings:
-    """The runtime's settings from the `batch.*` section."""
-    batch = config.batch
-    return BatchSettings(
-        workers=batch.workers,
-        batch_size=batch.batch_size,
-        max_concurrency=batch.max_concurrency,
-        timeout_ms=batch.timeout_ms,
-        retry_attempts=batch.retry_attempts,
-        evaluator=batch.evaluator,
-    )
 
 
 def stuck_after_s(interval_s: float) -> float:
