@@ -10,10 +10,12 @@ a big input holds the loop for seconds, and that is when memory peaks). Reading 
 page tables, so its cost grows with the memory measured: the thread spaces full samples to
 spend about 5% of one core of its own CPU time on them (at least every half second). Between
 them it reads each process's resident size every 50 ms (`/proc/PID/statm`, a constant cost),
-and takes a full sample at once when their sum climbs past the last full sample's. A peak too
-brief for either is still counted: each full sample also reads the kernel's high-water mark of
-the resident size (`VmHWM`, reset after every sample through `/proc/PID/clear_refs`) and adds
-how far it rose above the present size. Such short-lived peaks are private memory (buffers and
+and takes a full sample at once when their sum climbs past the last full sample's. A peak of
+pomabotd itself too brief for either (building a big input) is still counted: each full sample
+also reads the kernel's high-water mark of its resident size (`VmHWM`, reset after every sample
+through `/proc/PID/clear_refs`) and adds how far it rose above the present size. Workers are
+left out of this: their peaks need not coincide with pomabotd's, and summing them would
+overstate the total. Such short-lived peaks are private memory (buffers and
 objects being built), which PSS counts whole, so the sum stays a PSS figure.
 """
 
@@ -167,8 +169,10 @@ class Meter:
                     continue
                 resident = rss_bytes(pid)
                 rss += resident
-                total += size + _transient_bytes(pid, resident)
-                if pid != self._own_pid:
+                total += size
+                if pid == self._own_pid:
+                    total += _transient_bytes(pid, resident)
+                else:
                     self._child_cpu(pid)
             self.peak_bytes = max(self.peak_bytes, total)
             self._own_cpu_end = time.process_time()
