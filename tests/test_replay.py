@@ -206,3 +206,16 @@ def test_replay_plot_writes_a_calibration_curve_and_pnl_by_category(tmp_path: Pa
     assert sorted(p.name for p in plots.iterdir()) == ["calibration.png", "pnl_by_category.png"]
     for path in plots.iterdir():
         assert_png(path)
+
+
+def test_a_close_too_early_to_go_back_d_days_is_rejected_by_field(tmp_path: Path):
+    """A closes_at in the first days of the calendar cannot be gone back from: rejected, named."""
+    markets = tmp_path / "m.jsonl"
+    markets.write_text(
+        '{"id": "a", "question": "?", "price": 5, "liquidity": 5000, '
+        '"closes_at": "0001-01-03T00:00:00Z", "outcome": "NO"}\n'
+    )
+    resolved = load_resolved(str(markets), "", 7)
+    assert resolved.markets == () and resolved.records == 0
+    assert [(r.line, r.field) for r in resolved.rejected] == [(1, "closes_at")]
+    assert "too early to go back 7 days" in resolved.rejected[0].message

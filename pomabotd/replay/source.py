@@ -96,16 +96,18 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
             no_closes_at += 1
         elif outcome is None:
             unresolved += 1
-        elif closes_at - datetime.min.replace(tzinfo=closes_at.tzinfo) <= back:
-            rejected.append(Rejected(
-                markets, line, "closes_at", f"{closes_at.isoformat()} is too early to go back "
-                f"{days} days"
-            ))
-            continue
         else:
+            try:
+                evaluated_at = closes_at - back
+            except OverflowError:
+                rejected.append(Rejected(
+                    markets, line, "closes_at",
+                    f"{closes_at.isoformat()} is too early to go back {days} days",
+                ))
+                continue
             kept.append(ResolvedMarket(
                 market=market, line=line, outcome=outcome, closes_at=closes_at,
-                evaluated_at=closes_at - back, horizon_price=price,
+                evaluated_at=evaluated_at, horizon_price=price,
             ))
         records += 1
     rejected.sort(key=lambda r: r.line)
