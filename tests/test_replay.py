@@ -198,6 +198,7 @@ def test_sources_replay_cannot_use_are_usage_errors(tmp_path: Path, markets: str
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_replay_plot_writes_a_calibration_curve_and_pnl_by_category(tmp_path: Path):
     """--plot draws two PNG files with real content next to the JSON report."""
     plots = tmp_path / "plots"

@@ -36,6 +36,7 @@ def _run_once(cwd: Path, config: Path, markets: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_report_draws_a_real_run_without_touching_its_files(tmp_path: Path):
     """Two run-once cycles (two positions opened, one closed at its target) into the configured
     output directory; report, given the same config, draws three PNGs from them and leaves the

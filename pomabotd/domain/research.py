@@ -23,8 +23,9 @@ Definitions (the README's "Reading the numbers" repeats them for users):
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from msgspec import Struct
 
@@ -60,6 +61,7 @@ CALIBRATION_WIDTH: Final = 10.0
 #: from a plugin) counts in the first bucket.
 CONFIDENCE_BUCKETS: Final = ((30.0, 50.0), (50.0, 65.0), (65.0, 80.0), (80.0, 95.0))
 
+_CONFIDENCE_BOUNDS: Final = tuple(high for _, high in CONFIDENCE_BUCKETS[:-1])
 _EVEN: Final = 50.0
 _OTHER_SIDE: Final[dict[str, Side]] = {"YES": "NO", "NO": "YES"}
 
@@ -183,7 +185,7 @@ def unit_pnl(side: Side, yes_price: float, outcome: Side) -> float:
 
 def brier_score(graded: Sequence[Graded]) -> float | None:
     """Mean of (belief midpoint/100 - outcome)^2, outcome 1 for YES and 0 for NO."""
-    return _mean([_brier_term(g) for g in graded])
+    return _mean([_row(g).brier for g in graded])
 
 
 def scorecard(
@@ -193,14 +195,17 @@ def scorecard(
 
     `portfolio_value` is the starting equity the return on equity is measured against.
     """
-    overall = _figures(graded, closed)
-    categories = {g.evaluation.category for g in graded} | {c.category for c in closed}
+    rows = [_row(g) for g in graded]
+    overall = _figures(rows, closed)
+    rows_of: dict[str, list[_Row]] = {}
+    for row in rows:
+        rows_of.setdefault(row.category, []).append(row)
+    closed_of: dict[str, list[ClosedPosition]] = {}
+    for close in closed:
+        closed_of.setdefault(close.category, []).append(close)
     by_category = {
-        category: _figures(
-            [g for g in graded if g.evaluation.category == category],
-            [c for c in closed if c.category == category],
-        )
-        for category in _category_order(categories)
+        category: _figures(rows_of.get(category, []), closed_of.get(category, []))
+        for category in _category_order(set(rows_of) | set(closed_of))
     }
     return Scorecard(
         markets=overall.markets,
@@ -217,8 +222,8 @@ def scorecard(
         return_on_equity_pct=(
             overall.realized_pnl_usd / portfolio_value * 100.0 if portfolio_value > 0 else 0.0
         ),
-        calibration=_calibration(graded),
-        confidence_buckets=_confidence_buckets(graded),
+        calibration=_calibration(rows),
+        confidence_buckets=_confidence_buckets(rows),
         by_category=by_category,
     )
 
@@ -312,7 +317,7 @@ def _coverage_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVe
     resolved = [(c, c.outcome) for c in closed if c.outcome is not None]
     if not resolved or len(resolved) < rules.min_resolved:
         return None
-    observed = _share(covers(c.belief_low, c.belief_high, o) for c, o in resolved)
+    observed = sum(covers(c.belief_low, c.belief_high, o) for c, o in resolved) / len(resolved)
     expected = math.fsum(implied_coverage(c.belief_low, c.belief_high) for c, _ in resolved)
     expected /= len(resolved)
     deviation = abs(observed - expected) * 100.0
@@ -337,7 +342,7 @@ def _confidence_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> Halt
     low = [c.outcome == c.side for c in resolved if c.confidence < threshold]
     if not high or not low or min(len(high), len(low)) < rules.min_per_bucket:
         return None
-    high_rate, low_rate = _share(high), _share(low)
+    high_rate, low_rate = sum(high) / len(high), sum(low) / len(low)
     if high_rate >= low_rate:
         return None
     return HaltVerdict(
@@ -372,110 +377,113 @@ def _invalidation_rule(
     return None
 
 
-def _figures(graded: Sequence[Graded], closed: Sequence[ClosedPosition]) -> Figures:
-    tradeable = [g for g in graded if is_tradeable(g.evaluation)]
+class _Row(NamedTuple):
+    """One graded market's terms, worked out once and then summed by every grouping."""
+
+    category: str
+    confidence: float
+    midpoint: float
+    predicted: float
+    yes: bool
+    brier: float
+    covered: bool
+    implied: float
+    tradeable: bool
+    won: bool
+    edge: float
+    unit_pnl: float
+
+
+def _row(graded: Graded) -> _Row:
+    e = graded.evaluation
+    outcome = graded.outcome
+    midpoint = (e.belief_low + e.belief_high) / 2.0
+    predicted = midpoint / 100.0
+    tradeable = is_tradeable(e)
+    side: Side = "YES" if e.side == "YES" else "NO"
+    return _Row(
+        category=e.category,
+        confidence=e.confidence,
+        midpoint=midpoint,
+        predicted=predicted,
+        yes=outcome == "YES",
+        brier=_brier_term(predicted, outcome),
+        covered=covers(e.belief_low, e.belief_high, outcome),
+        implied=implied_coverage(e.belief_low, e.belief_high),
+        tradeable=tradeable,
+        won=tradeable and e.side == outcome,
+        edge=e.edge,
+        unit_pnl=unit_pnl(side, e.price, outcome) if tradeable else 0.0,
+    )
+
+
+def _brier_term(predicted: float, outcome: Side) -> float:
+    return (predicted - (1.0 if outcome == "YES" else 0.0)) ** 2
+
+
+def _figures(rows: Sequence[_Row], closed: Sequence[ClosedPosition]) -> Figures:
+    tradeable = [r for r in rows if r.tradeable]
     worst = min(closed, key=lambda c: (c.pnl_usd, c.market_id), default=None)
     return Figures(
-        markets=len(graded),
-        brier=brier_score(graded),
-        coverage=_coverage(graded),
-        expected_coverage=_expected_coverage(graded),
+        markets=len(rows),
+        brier=_mean([r.brier for r in rows]),
+        coverage=_share([r.covered for r in rows]),
+        expected_coverage=_mean([r.implied for r in rows]),
         tradeable=len(tradeable),
-        hit_rate=_hit_rate(tradeable),
-        mean_edge=_mean([g.evaluation.edge for g in tradeable]),
-        pnl_per_unit=_mean([_graded_unit_pnl(g) for g in tradeable]),
+        hit_rate=_share([r.won for r in tradeable]),
+        mean_edge=_mean([r.edge for r in tradeable]),
+        pnl_per_unit=_mean([r.unit_pnl for r in tradeable]),
         selected=len(closed),
         realized_pnl_usd=round(math.fsum(c.pnl_usd for c in closed), 2),
         worst_position=worst,
     )
 
 
-def _calibration(graded: Sequence[Graded]) -> tuple[CalibrationBucket, ...]:
+def _calibration(rows: Sequence[_Row]) -> tuple[CalibrationBucket, ...]:
     count = round(100.0 / CALIBRATION_WIDTH)
-    members: list[list[Graded]] = [[] for _ in range(count)]
-    for g in graded:
-        index = int(_midpoint(g.evaluation) // CALIBRATION_WIDTH)
-        members[min(max(index, 0), count - 1)].append(g)
+    members: list[list[_Row]] = [[] for _ in range(count)]
+    for row in rows:
+        members[min(max(int(row.midpoint // CALIBRATION_WIDTH), 0), count - 1)].append(row)
     return tuple(
         CalibrationBucket(
             low=index * CALIBRATION_WIDTH,
             high=(index + 1) * CALIBRATION_WIDTH,
             count=len(bucket),
-            predicted=_mean([_midpoint(g.evaluation) / 100.0 for g in bucket]),
-            observed=_share(g.outcome == "YES" for g in bucket) if bucket else None,
+            predicted=_mean([r.predicted for r in bucket]),
+            observed=_share([r.yes for r in bucket]),
         )
         for index, bucket in enumerate(members)
     )
 
 
-def _confidence_buckets(graded: Sequence[Graded]) -> tuple[ConfidenceBucket, ...]:
-    members: list[list[Graded]] = [[] for _ in CONFIDENCE_BUCKETS]
-    last = len(CONFIDENCE_BUCKETS) - 1
-    for g in graded:
-        confidence = g.evaluation.confidence
-        index = next(
-            (i for i, (_, high) in enumerate(CONFIDENCE_BUCKETS) if confidence < high), last
-        )
-        members[index].append(g)
+def _confidence_buckets(rows: Sequence[_Row]) -> tuple[ConfidenceBucket, ...]:
+    members: list[list[_Row]] = [[] for _ in CONFIDENCE_BUCKETS]
+    for row in rows:
+        members[bisect_right(_CONFIDENCE_BOUNDS, row.confidence)].append(row)
     buckets = []
     for (low, high), bucket in zip(CONFIDENCE_BUCKETS, members, strict=True):
-        tradeable = [g for g in bucket if is_tradeable(g.evaluation)]
+        tradeable = [r for r in bucket if r.tradeable]
         buckets.append(
             ConfidenceBucket(
                 low=low,
                 high=high,
                 count=len(bucket),
-                brier=brier_score(bucket),
-                coverage=_coverage(bucket),
-                expected_coverage=_expected_coverage(bucket),
+                brier=_mean([r.brier for r in bucket]),
+                coverage=_share([r.covered for r in bucket]),
+                expected_coverage=_mean([r.implied for r in bucket]),
                 tradeable=len(tradeable),
-                hit_rate=_hit_rate(tradeable),
+                hit_rate=_share([r.won for r in tradeable]),
             )
         )
     return tuple(buckets)
-
-
-def _midpoint(evaluation: Evaluation) -> float:
-    return (evaluation.belief_low + evaluation.belief_high) / 2.0
-
-
-def _brier_term(graded: Graded) -> float:
-    happened = 1.0 if graded.outcome == "YES" else 0.0
-    return (_midpoint(graded.evaluation) / 100.0 - happened) ** 2
-
-
-def _coverage(graded: Sequence[Graded]) -> float | None:
-    if not graded:
-        return None
-    return _share(
-        covers(g.evaluation.belief_low, g.evaluation.belief_high, g.outcome) for g in graded
-    )
-
-
-def _expected_coverage(graded: Sequence[Graded]) -> float | None:
-    return _mean(
-        [implied_coverage(g.evaluation.belief_low, g.evaluation.belief_high) for g in graded]
-    )
-
-
-def _hit_rate(tradeable: Sequence[Graded]) -> float | None:
-    if not tradeable:
-        return None
-    return _share(g.evaluation.side == g.outcome for g in tradeable)
-
-
-def _graded_unit_pnl(graded: Graded) -> float:
-    side: Side = "YES" if graded.evaluation.side == "YES" else "NO"
-    return unit_pnl(side, graded.evaluation.price, graded.outcome)
 
 
 def _mean(values: Sequence[float]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
-def _share(flags: Iterable[bool]) -> float:
-    values = list(flags)
-    return sum(values) / len(values)
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 def _category_order(categories: set[str]) -> list[str]:

@@ -188,16 +188,19 @@ def test_scorecard_overall_and_by_category():
 
 
 def test_calibration_buckets_hold_midpoints_and_observed_yes_share():
-    """Midpoints 62 and 68 share the 60-70 bucket; 100 lands in the last, 5 in the first."""
+    """Midpoints 62 and 68 share the 60-70 bucket; 50 opens the 50-60 one, 49.99 closes the one
+    before; 100 lands in the last, 5 in the first."""
     graded = [
         _graded(_evaluation("a", 57, 67), "YES"),
         _graded(_evaluation("b", 63, 73), "NO"),
         _graded(_evaluation("c", 100, 100), "YES"),
         _graded(_evaluation("d", 0, 10), "NO"),
+        _graded(_evaluation("e", 45, 55), "NO"),
+        _graded(_evaluation("f", 44.99, 54.99), "NO"),
     ]
     buckets = scorecard(graded, [], 10000.0).calibration
     assert [(b.low, b.high) for b in buckets] == [(10.0 * i, 10.0 * i + 10) for i in range(10)]
-    assert [b.count for b in buckets] == [1, 0, 0, 0, 0, 0, 2, 0, 0, 1]
+    assert [b.count for b in buckets] == [1, 0, 0, 0, 1, 1, 2, 0, 0, 1]
     assert buckets[6].predicted == pytest.approx(0.65) and buckets[6].observed == 0.5
     assert buckets[9].predicted == 1.0 and buckets[9].observed == 1.0
     assert buckets[0].predicted == pytest.approx(0.05) and buckets[0].observed == 0.0
