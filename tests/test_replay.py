@@ -23,6 +23,7 @@ tradeable markets have p = 0.57 at cost 0.2 or 0.3, so each is capped at $500 ($
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from pomabotd.replay.timeline import prepare_input
 MARKETS = str(TESTS / "data" / "replay_markets.jsonl")
 SIGNALS = str(TESTS / "data" / "replay_signals.jsonl")
 REPLAY = ("replay", "--markets", MARKETS, "--signals", SIGNALS, "--as-of-days-before", "7")
+#: Where the pool makes no difference, the tests spare the machine its start-up.
+IN_PROCESS = {"BATCH_WORKERS": "0"}
 
 
 def _json(result) -> dict:
@@ -42,9 +45,15 @@ def _json(result) -> dict:
     return json.loads(result.stdout)
 
 
-def test_replay_json_gives_the_hand_computed_figures(tmp_path: Path):
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """`replay --json` of the fixture with the built-in evaluator, run once for the module."""
+    return run_alone(tmp_path_factory.mktemp("replay"), *REPLAY, "--json", env=IN_PROCESS)
+
+
+def test_replay_json_gives_the_hand_computed_figures(replayed):
     """Brier, coverage, hit rate, P&L and their per-category breakdown match the hand sums."""
-    result = run_alone(tmp_path, *REPLAY, "--json")
+    result = replayed
     report = _json(result)
 
     assert report["markets"] == 5 and report["records"] == 7
@@ -97,7 +106,7 @@ def test_replay_json_gives_the_hand_computed_figures(tmp_path: Path):
 
 def test_replay_prints_a_readable_summary_with_its_caveat(tmp_path: Path):
     """Without --json, the figures come as sentences and tables, with the no-promise line."""
-    result = run_alone(tmp_path, *REPLAY)
+    result = run_alone(tmp_path, *REPLAY, env=IN_PROCESS)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith("replay of 5 resolved markets as of 7 days before closing")
@@ -106,7 +115,7 @@ def test_replay_prints_a_readable_summary_with_its_caveat(tmp_path: Path):
     assert "politics" in out and "promise nothing" in out
 
 
-def test_the_evaluator_sees_neither_the_outcome_nor_later_news(tmp_path: Path):
+def test_the_evaluator_sees_neither_the_outcome_nor_later_news(tmp_path: Path, replayed):
     """A recording plugin, run in real workers, is shown each market at its own evaluation
     time: no outcome, the 7-day price, closing 7 days later, only signals from before, at their
     true distance in time; and it decides exactly as the built-in evaluator does."""
@@ -114,8 +123,7 @@ def test_the_evaluator_sees_neither_the_outcome_nor_later_news(tmp_path: Path):
     env = {"BATCH_EVALUATOR": "recording_evaluator:evaluate", "BATCH_WORKERS": "2",
            "PYTHONPATH": str(TESTS), "POMABOTD_TEST_RECORD": str(record)}
     with_plugin = _json(run_alone(tmp_path, *REPLAY, "--json", env=env))
-    built_in = _json(run_alone(tmp_path, *REPLAY, "--json"))
-    assert with_plugin == built_in
+    assert with_plugin == _json(replayed)
 
     seen = {r["market"]["id"]: r for r in map(json.loads, record.read_text().splitlines())}
     assert set(seen) == {"p-yes", "p-no", "c-yes", "s-flat", "w-one"}
@@ -193,7 +201,8 @@ def test_a_signal_at_the_evaluation_time_is_used_and_one_after_it_is_not(tmp_pat
 )
 def test_sources_replay_cannot_use_are_usage_errors(tmp_path: Path, markets: str, message: str):
     """A snapshot source not mapped yet, the synthetic source or a missing file exit 2, named."""
-    result = run_alone(tmp_path, "replay", "--markets", markets, "--as-of-days-before", "7")
+    result = run_alone(tmp_path, "replay", "--markets", markets, "--as-of-days-before", "7",
+                       env=IN_PROCESS)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
@@ -202,7 +211,7 @@ def test_sources_replay_cannot_use_are_usage_errors(tmp_path: Path, markets: str
 def test_replay_plot_writes_a_calibration_curve_and_pnl_by_category(tmp_path: Path):
     """--plot draws two PNG files with real content next to the JSON report."""
     plots = tmp_path / "plots"
-    report = _json(run_alone(tmp_path, *REPLAY, "--json", "--plot", str(plots)))
+    report = _json(run_alone(tmp_path, *REPLAY, "--json", "--plot", str(plots), env=IN_PROCESS))
     assert report["markets"] == 5
     assert sorted(p.name for p in plots.iterdir()) == ["calibration.png", "pnl_by_category.png"]
     for path in plots.iterdir():

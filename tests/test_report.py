@@ -38,11 +38,12 @@ def _run_once(cwd: Path, config: Path, markets: Path) -> None:
 
 @pytest.mark.slow
 def test_report_draws_a_real_run_without_touching_its_files(tmp_path: Path):
-    """Two run-once cycles (two positions opened, one closed at its target) into the configured
-    output directory; report, given the same config, draws three PNGs from them and leaves the
-    run's files byte for byte as they were."""
+    """Two run-once cycles (two positions opened, one closed at its target; evaluated in-process
+    to spare the machine a pool start) into the configured output directory; report, given the
+    same config, draws three PNGs from them and leaves the run's files byte for byte as they
+    were."""
     config = tmp_path / "pomabotd.toml"
-    config.write_text('[output]\ndir = "run"\n')
+    config.write_text('[batch]\nworkers = 0\n\n[output]\ndir = "run"\n')
     _run_once(tmp_path, config, CYCLE_MARKETS)
     moved = tmp_path / "moved.jsonl"
     moved.write_text(CYCLE_MARKETS.read_text().replace('"price": 30', '"price": 34'))
