@@ -338,7 +338,7 @@ def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
 @main.command()
 @click.option("--markets", required=True, metavar="RESOLVED",
               help="Resolved markets: a JSON-lines file of markets with outcome and closes_at.")
-@click.option("--signals", help="Signals: a JSON-lines file.")
+@click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
 @click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
               metavar="D", help="Evaluate each market D whole days before its closes_at.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -352,7 +352,7 @@ def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir
     config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
     _plot_directory("--plot", plot_dir)
     with _errors_as_exit_codes():
-        resolved = load_resolved(markets, signals or "", days)
+        resolved = load_resolved(config.sources.markets, config.sources.signals, days)
         with Runtime(_batch_settings(config)) as runtime:
             box: list[ReplayResult] = []
 

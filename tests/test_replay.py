@@ -115,6 +115,22 @@ def test_replay_prints_a_readable_summary_with_its_caveat(tmp_path: Path):
     assert "politics" in out and "promise nothing" in out
 
 
+def test_the_configuration_sets_the_risk_rules_and_the_signals(tmp_path: Path):
+    """--config with one position per category and `sources.signals`: p-yes (edge 27) loses
+    politics' only place to p-no (edge 37), leaving c-yes +2000 and p-no -500."""
+    config = tmp_path / "pomabotd.toml"
+    config.write_text(
+        f'[risk]\nmax_positions_per_category = 1\n\n[sources]\nsignals = "{SIGNALS}"\n'
+    )
+    report = _json(run_alone(
+        tmp_path, "replay", "--markets", MARKETS, "--as-of-days-before", "7", "--json",
+        "--config", str(config), env=IN_PROCESS,
+    ))
+    assert report["signals"] == 7 and report["tradeable"] == 3
+    assert [p["market_id"] for p in report["positions"]] == ["c-yes", "p-no"]
+    assert report["realized_pnl_usd"] == 1500.0
+
+
 def test_the_evaluator_sees_neither_the_outcome_nor_later_news(tmp_path: Path, replayed):
     """A recording plugin, run in real workers, is shown each market at its own evaluation
     time: no outcome, the 7-day price, closing 7 days later, only signals from before, at their
