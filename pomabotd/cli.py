@@ -306,7 +306,7 @@ import asyncio  # noqa: E402
 
 from pomabotd.errors import MissingExtraError  # noqa: E402
 from pomabotd.plots import replay_plots, require_matplotlib, run_plots  # noqa: E402
-from pomabotd.replay.run import ReplayReport, ReplayResult, report_json  # noqa: E402
+from pomabotd.replay.run import ReplayReport, report_json  # noqa: E402
 from pomabotd.replay.run import replay as run_replay  # noqa: E402
 from pomabotd.replay.source import load_resolved  # noqa: E402
 from pomabotd.report import read_run  # noqa: E402
@@ -354,13 +354,7 @@ def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir
     with _errors_as_exit_codes():
         resolved = load_resolved(config.sources.markets, config.sources.signals, days)
         with Runtime(_batch_settings(config)) as runtime:
-            box: list[ReplayResult] = []
-
-            async def run() -> None:
-                box.append(await run_replay(runtime, resolved, days, config.risk_limits()))
-
-            asyncio.run(run())
-    result = box[0]
+            result = asyncio.run(run_replay(runtime, resolved, days, config.risk_limits()))
     _report_rejected(result.rejected)
     for market_id, error in result.failures[:_REJECTED_SHOWN]:
         click.echo(f"failed: {market_id}: {error}", err=True)

@@ -41,6 +41,7 @@ __all__ = [
     "ConfidenceBucket",
     "Figures",
     "Graded",
+    "HaltRule",
     "HaltRules",
     "HaltVerdict",
     "Scorecard",
