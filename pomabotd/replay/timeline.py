@@ -9,7 +9,8 @@ lands on one common `as_of`: its `closes_at` and the timestamps of its signals m
 offset. The belief update and the gate depend only on differences of times (signal order, the gap
 between signals, decay to `as_of`, closing after `as_of`), so the built-in evaluator decides
 exactly as it would have at the real time, and the engine runs once. The common `as_of` is the
-latest evaluation time, so no shifted time ever lands past a real one. A strategy plugin that
+latest evaluation time: every offset then moves time forward and no shifted time passes the
+latest real `closes_at`, so the arithmetic cannot leave the calendar. A strategy plugin that
 reads calendar dates (the weekday, the month) sees shifted dates; one that compares times sees
 the truth.
 
