@@ -298,3 +298,136 @@ def _stress_summary(report: StressReport) -> str:
         f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in report.checks
     ]
     return "\n".join(lines)
+
+
+# --- Research: replay and report ---------------------------------------------------------------
+# Imported here so that this block stays self-contained.
+import asyncio  # noqa: E402
+
+from pomabotd.errors import MissingExtraError  # noqa: E402
+from pomabotd.plots import replay_plots, require_matplotlib, run_plots  # noqa: E402
+from pomabotd.replay.run import ReplayReport, report_json  # noqa: E402
+from pomabotd.replay.run import replay as run_replay  # noqa: E402
+from pomabotd.replay.source import load_resolved  # noqa: E402
+from pomabotd.report import read_run  # noqa: E402
+
+_NO_PROMISE = "Past replay results promise nothing about markets to come."
+
+
+def _plot_directory(option: str, directory: Path | None) -> None:
+    """Refuse, before any work, a directory that cannot hold plots, or plots without matplotlib."""
+    if directory is None:
+        return
+    if directory.exists() and not directory.is_dir():
+        raise UsageFailure(f"{option} {str(directory)!r} is not a directory")
+    try:
+        require_matplotlib()
+    except MissingExtraError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
+    try:
+        return draw()
+    except MissingExtraError as exc:
+        raise UsageFailure(str(exc)) from None
+    except OSError as exc:
+        raise UsageFailure(f"cannot write plots to {directory}: {exc.strerror or exc}") from None
+
+
+@main.command()
+@click.option("--markets", required=True, metavar="RESOLVED",
+              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at.")
+@click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
+@click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
+              metavar="D", help="Evaluate each market D whole days before its closes_at.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plot", "plot_dir", type=click.Path(path_type=Path),
+              help="Also write calibration and P&L-by-category PNGs to this directory.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir: Path | None,
+           config_path: Path | None) -> None:
+    """Evaluate resolved markets as they stood D days before closing, and score the decisions."""
+    config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
+    _plot_directory("--plot", plot_dir)
+    with _errors_as_exit_codes():
+        resolved = load_resolved(config.sources.markets, config.sources.signals, days)
+        with Runtime(_batch_settings(config)) as runtime:
+            result = asyncio.run(run_replay(runtime, resolved, days, config.risk_limits()))
+    _report_rejected(result.rejected)
+    for market_id, error in result.failures[:_REJECTED_SHOWN]:
+        click.echo(f"failed: {market_id}: {error}", err=True)
+    plots = _write_plots(plot_dir, lambda: replay_plots(result.report, plot_dir)) \
+        if plot_dir is not None else []
+    if as_json:
+        click.echo(report_json(result.report).decode())
+        return
+    click.echo(_replay_summary(result.report))
+    for path in plots:
+        click.echo(f"  plot written to {path}")
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _usd(value: float) -> str:
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _replay_summary(report: ReplayReport) -> str:
+    r = report
+    lines = [
+        f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
+        f"closing ({r.records:,} records: {r.skipped_no_closes_at} without closes_at, "
+        f"{r.skipped_unresolved} unresolved, {r.failed} failed; {r.rejected} rejected; "
+        f"{r.signals:,} signals used, {r.signals_after_evaluation:,} stamped too late)",
+        f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
+        f"(expected {_share(r.expected_coverage)})",
+        f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "
+        f"{_fixed(r.mean_edge, 1)} points, P&L per unit stake {_fixed(r.pnl_per_unit, 3)}",
+        f"  selected {r.selected} positions: realized P&L {_usd(r.realized_pnl_usd)}, "
+        f"return on equity {r.return_on_equity_pct:.2f}%"
+        + (f", worst {r.worst_position.market_id} {_usd(r.worst_position.pnl_usd)}"
+           if r.worst_position is not None else ""),
+        "  confidence  markets   Brier  coverage  expected  tradeable  hit rate",
+    ]
+    lines += [
+        f"  {b.low:>4.0f}-{b.high:<5.0f} {b.count:>8,} {_fixed(b.brier, 4):>7} "
+        f"{_share(b.coverage):>9} {_share(b.expected_coverage):>9} {b.tradeable:>10,} "
+        f"{_share(b.hit_rate):>9}"
+        for b in r.confidence_buckets
+    ]
+    lines.append("  category       markets   Brier  coverage  tradeable  hit rate  P&L/unit"
+                 "  selected  realized P&L")
+    lines += [
+        f"  {name:<13} {f.markets:>8,} {_fixed(f.brier, 4):>7} {_share(f.coverage):>9} "
+        f"{f.tradeable:>10,} {_share(f.hit_rate):>9} {_fixed(f.pnl_per_unit, 3):>9} "
+        f"{f.selected:>9} {_usd(f.realized_pnl_usd):>13}"
+        for name, f in r.by_category.items()
+    ]
+    lines.append(f"  {_NO_PROMISE}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Directory to write the PNG plots to.")
+@click.option("--from", "run_dir", type=click.Path(path_type=Path),
+              help="The run's output directory (default: output.dir of the configuration).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> None:
+    """Draw PNG plots from a run's metrics.jsonl and positions.jsonl."""
+    config = _load_config(config_path, {})
+    _plot_directory("--out", out_dir)
+    source = run_dir if run_dir is not None else Path(config.output.dir)
+    with _errors_as_exit_codes():
+        run = read_run(source)
+    for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
+        click.echo(f"plot written to {path}")

@@ -4,6 +4,7 @@
     ├── ConfigError          a bad key or value; names the key and its source (exit 2)
     ├── InputError           a bad markets/signals source as a whole (missing file, unreadable)
     ├── LedgerError          positions.jsonl / metrics.jsonl cannot be read back safely
+    ├── MissingExtraError    an optional feature's extra is not installed (exit 2)
     └── CycleError           a cycle could not complete (exit 1)
         └── PoolCrashLoopError   every rebuilt worker pool died at once
 
@@ -18,6 +19,7 @@ __all__ = [
     "CycleError",
     "InputError",
     "LedgerError",
+    "MissingExtraError",
     "PomabotdError",
     "PoolCrashLoopError",
 ]
@@ -37,6 +39,10 @@ class InputError(PomabotdError):
 
 class LedgerError(PomabotdError):
     """The output directory holds files pomabotd cannot continue safely."""
+
+
+class MissingExtraError(PomabotdError):
+    """An optional feature needs a package its extra installs; the message says which."""
 
 
 class CycleError(PomabotdError):
