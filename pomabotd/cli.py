@@ -23,7 +23,7 @@ from pomabotd.errors import ConfigError, CycleError, InputError, LedgerError, Po
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
 from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.wire import Rejected
 
 __all__ = ["main"]
 

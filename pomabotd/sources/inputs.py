@@ -11,8 +11,9 @@ from pathlib import Path
 
 import msgspec
 
-from pomabotd.sources.jsonl import Rejected, read_bytes
+from pomabotd.sources.jsonl import read_bytes
 from pomabotd.sources.synthetic import generate_jsonl
+from pomabotd.wire import Rejected
 
 __all__ = ["SYNTHETIC", "CycleInput", "load_inputs"]
 
