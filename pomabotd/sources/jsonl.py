@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Market, Signal
 from pomabotd.errors import InputError
+from pomabotd.sources.base import FetchContext, Source, SourceBatch
 from pomabotd.wire import Rejected, decode_markets, decode_signals
 
-__all__ = ["read_bytes", "read_markets", "read_signals"]
+__all__ = ["JsonlMarkets", "JsonlSignals", "read_bytes", "read_markets", "read_signals"]
 
 
 def read_markets(path: Path) -> tuple[list[Market], list[Rejected]]:
@@ -36,3 +38,37 @@ def read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: is a directory, expected a file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+class JsonlMarkets(Source):
+    """`sources.markets = PATH`: a markets file, read whole each cycle."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self._path = path
+
+    @classmethod
+    def from_config(cls, argument: str, config: SourcesConfig) -> JsonlMarkets:
+        """The file `sources.markets` names."""
+        return cls(Path(argument))
+
+    async def fetch(self, context: FetchContext) -> SourceBatch:
+        """The file's bytes; its lines are validated by the engine's workers."""
+        return SourceBatch(markets=read_bytes(self._path))
+
+
+class JsonlSignals(Source):
+    """`sources.signals = PATH`: a signals file, read whole each cycle."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self._path = path
+
+    @classmethod
+    def from_config(cls, config: SourcesConfig) -> JsonlSignals:
+        """The file `sources.signals` names."""
+        return cls(Path(config.signals))
+
+    async def fetch(self, context: FetchContext) -> SourceBatch:
+        """The file's bytes; its lines are validated by the engine's workers."""
+        return SourceBatch(signals=read_bytes(self._path))
