@@ -10,7 +10,7 @@ Every response is bounded three ways:
   otherwise the body is streamed and the attempt aborted as soon as it passes `max_bytes`, so
   memory stays bounded whatever the server sends (compressed bodies are counted decoded).
 - **Retries.** Connection errors, 5xx and 429 are retried up to `retry_attempts` times with
-  exponential backoff and jitter; a 429's or 503's `Retry-After` is honoured. Every wait is
+  exponential backoff with full jitter; a 429's or 503's `Retry-After` is honoured. Every wait is
   capped at `retry_max_wait_s` (0 switches waiting off, as tests do).
 
 Anything else (4xx) fails at once. Failures end as a `FetchError` saying what happened.
@@ -192,7 +192,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _wait(cap_s: float) -> Callable[[tenacity.RetryCallState], float]:
-    backoff = tenacity.wait_exponential_jitter(initial=_BACKOFF_INITIAL_S, max=max(cap_s, 1e-9))
+    backoff = tenacity.wait_random_exponential(multiplier=_BACKOFF_INITIAL_S, max=max(cap_s, 1e-9))
 
     def wait(state: tenacity.RetryCallState) -> float:
         if cap_s <= 0:
