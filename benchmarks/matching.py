@@ -10,9 +10,9 @@ Market questions are generated from a seeded vocabulary of 30,000 names with a Z
 like Polymarket questions. News items name one to four of those entities in headline-shaped
 titles and three-sentence bodies; their other words come from a separate everyday vocabulary.
 The index (`MarketIndex`) is timed building and matching; the naive scan scores every item
-against every market with the plain `relevance` definition, on a sample of the items (it is far slower), and is scaled to the same
-item count. Both must find the same (item, market) pairs on the sample; the ratio printed is
-naive / index, measured in the same run.
+against every market with the plain `relevance` definition, on a sample of the items (it is
+far slower), and is scaled to the same item count. Both must find the same (item, market)
+pairs on the sample; the ratio printed is naive / index, measured in the same run.
 """
 
 from __future__ import annotations
