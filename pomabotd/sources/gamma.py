@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -100,7 +100,10 @@ CATEGORY_WORDS: Final[dict[str, str]] = {
 SCHEME: Final = "gamma:"
 
 _WORD: Final = re.compile(r"[a-z0-9]+")
-_RESOLVED: Final = {(1.0, 0.0): "YES", (0.0, 1.0): "NO"}
+_RESOLVED: Final[dict[tuple[float, float], Literal["YES", "NO"]]] = {
+    (1.0, 0.0): "YES",
+    (0.0, 1.0): "NO",
+}
 
 
 class _Named(msgspec.Struct):
@@ -290,7 +293,7 @@ def _market(record: GammaMarket, market_id: str) -> Market:
         volume_24h=_non_negative(record.volume_24hr, "volume24hr"),
         closes_at=_end_date(record.end_date),
         resolution_criteria=resolution or None,
-        outcome=_RESOLVED.get((prices[0], prices[1])) if record.closed else None,  # type: ignore[arg-type]
+        outcome=_RESOLVED.get((prices[0], prices[1])) if record.closed else None,
         yes_outcome=str(outcomes[0]),
         no_outcome=str(outcomes[1]),
     )

@@ -22,7 +22,7 @@ import httpx
 import msgspec
 
 from pomabotd.config import SourcesConfig
-from pomabotd.errors import FetchError, SourceError
+from pomabotd.errors import FetchError, InputError, SourceError
 from pomabotd.log import logger
 from pomabotd.sources import gamma
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
@@ -94,7 +94,13 @@ class PolymarketSource(Source):
         if failure is not None and not raws:
             raise SourceError(f"{NAME}: no markets fetched: {failure}")
         if self._snapshot is not None:
-            gamma.write_snapshot(self._snapshot, raws)
+            try:
+                gamma.write_snapshot(self._snapshot, raws)
+            except OSError as exc:
+                raise InputError(
+                    f"sources.save_snapshot {self._snapshot}: cannot be written "
+                    f"({exc.strerror or exc})"
+                ) from None
             logger.bind(source=NAME, path=str(self._snapshot)).info(
                 "{}: saved {} market objects to {}", NAME, len(raws), self._snapshot
             )

@@ -16,7 +16,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from pomabotd.errors import SourceError
+from pomabotd.errors import InputError, SourceError
 from pomabotd.sources.base import FetchContext, SourceBatch
 from pomabotd.sources.gamma import GammaFile, map_market
 from pomabotd.sources.polymarket import PolymarketSource
@@ -350,3 +350,12 @@ def test_gamma_snapshot_of_the_recorded_sample_maps_every_record():
     resolved = msgspec.structs.asdict
     assert sum(1 for m in markets if m.outcome is not None) == 24
     assert all(resolved(m)["yes_outcome"] for m in markets)
+
+
+def test_unwritable_snapshot_path_is_an_input_error(httpserver: HTTPServer, tmp_path: Path):
+    """A snapshot that cannot be written names the key and the path instead of a traceback."""
+    httpserver.expect_request("/markets/keyset").respond_with_json({"markets": gamma_objects()})
+    source = PolymarketSource(httpserver.url_for(""), limits=limits(),
+                              snapshot=tmp_path / "no-such-dir" / "snap.json")
+    with pytest.raises(InputError, match=r"sources\.save_snapshot .*snap\.json: cannot be written"):
+        _fetch(source)

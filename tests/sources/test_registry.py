@@ -87,3 +87,13 @@ def test_a_missing_markets_file_is_an_input_error():
     """A file that is not there is reported with its path (exit 2 on the command line)."""
     with pytest.raises(InputError, match=r"no-such\.jsonl: no such file"):
         _load(**{"sources.markets": "no-such.jsonl"})
+
+
+def test_the_shipped_polymarket_example_is_a_valid_configuration():
+    """config/examples/polymarket.toml loads and names the live sources (nothing is fetched)."""
+    example = DATA.parent.parent / "config" / "examples" / "polymarket.toml"
+    config = load(example, {}, {})
+    sources = open_sources(config)
+    assert type(sources.markets) is PolymarketSource
+    assert [type(s) for s in sources.signals] == [FeedsSource]
+    assert all(feed.startswith("https://") for feed in config.sources.feeds)
