@@ -170,3 +170,17 @@ def test_index_finds_exactly_what_a_scan_of_every_market_finds(seed: int):
         got = index.match(title, body)
         assert [m.market_id for m in got] == [market_id for market_id, _ in expected]
         assert [m.relevance for m in got] == pytest.approx([score for _, score in expected])
+
+
+def test_readme_lists_the_word_lists_the_module_uses():
+    """Docs match code: each README word list is exactly the module's constant."""
+    from pathlib import Path
+
+    from pomabotd.sources import news_signals
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    for name in ("STOP_WORDS", "AUTHORITATIVE_WORDS", "PROCEDURAL_WORDS", "QUANTITATIVE_WORDS",
+                 "INTERPRETIVE_WORDS", "POSITIVE_WORDS", "NEGATIVE_WORDS"):
+        line = next(line for line in readme.splitlines() if line.startswith(f"- `{name}` ("))
+        listed = line.split("): ", 1)[1].split()
+        assert frozenset(listed) == getattr(news_signals, name), name
