@@ -38,6 +38,7 @@ import httpx
 import msgspec
 
 from pomabotd.config import SourcesConfig
+from pomabotd.domain.models import Signal
 from pomabotd.errors import FetchError, SourceError
 from pomabotd.log import logger
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
@@ -86,7 +87,10 @@ def parse_feed(data: bytes, spec: str, first_seen: datetime) -> tuple[str, list[
         raise FetchError(f"feed {spec}: refused unsafe XML ({type(exc).__name__}: {exc})") from None
     except ParseError as exc:
         raise FetchError(f"feed {spec}: malformed XML ({exc})") from None
-    parsed: Any = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
+    try:
+        parsed: Any = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
+    except Exception as exc:  # a parser bug on hostile input must not end the cycle
+        raise FetchError(f"feed {spec}: cannot be parsed ({type(exc).__name__}: {exc})") from None
     if parsed.get("version", "") == "" and not parsed.entries:
         raise FetchError(f"feed {spec}: not an RSS or Atom feed")
     feed = parsed.feed
@@ -192,20 +196,16 @@ class FeedsSource(Source):
             raise SourceError(
                 f"{NAME}: every one of {failed} feeds failed and none was read before"
             )
-        index = MarketIndex(_questions(context.markets))
-        signals = signals_from_news(index, self._items.values(), context.as_of)
-        encoder = msgspec.json.Encoder()
-        lines = bytearray()
-        for signal in signals:
-            encoder.encode_into(signal, lines, -1)
-            lines.extend(b"\n")
+        index, signals, lines = await asyncio.to_thread(
+            _match, context.markets, list(self._items.values()), context.as_of
+        )
         logger.bind(source=NAME).info(
             "feeds: {} read, {} unchanged, {} failed; {} new items, {} duplicates, "
             "{} remembered; {} signals for {} markets",
             ok, unchanged, failed, fresh, duplicates, len(self._items), len(signals), len(index),
         )
         return SourceBatch(
-            signals=bytes(lines),
+            signals=lines,
             stats=SourceStats(
                 fetch_errors=errors,
                 feeds_ok=ok,
@@ -246,7 +246,7 @@ class FeedsSource(Source):
         else:
             data = _read_file(Path(state.spec), self._limits.max_bytes)
             state.read_at = now
-        title, items = parse_feed(data, state.spec, as_of)
+        title, items = await asyncio.to_thread(parse_feed, data, state.spec, as_of)
         state.name = title
         return _Parsed(title, items)
 
@@ -266,6 +266,21 @@ class FeedsSource(Source):
             for key in (dropped.key, dropped.link):
                 self._aliases.pop(key, None)
         return added
+
+
+def _match(
+    markets: bytes, items: list[NewsItem], as_of: datetime
+) -> tuple[MarketIndex, list[Signal], bytes]:
+    """Index the cycle's markets, match the remembered items, encode the signals: CPU work,
+    run off the event loop."""
+    index = MarketIndex(_questions(markets))
+    signals = signals_from_news(index, items, as_of)
+    encoder = msgspec.json.Encoder()
+    lines = bytearray()
+    for signal in signals:
+        encoder.encode_into(signal, lines, -1)
+        lines.extend(b"\n")
+    return index, signals, bytes(lines)
 
 
 def _is_url(spec: str) -> bool:

@@ -45,6 +45,7 @@ __all__ = [
     "GammaMarket",
     "category_of",
     "encode_markets",
+    "log_refusals",
     "map_market",
     "map_records",
     "read_snapshot",
@@ -196,6 +197,16 @@ def map_records(
             seen.add(mapped.id)
             markets.append(mapped)
     return markets, rejected
+
+
+def log_refusals(source: str, rejected: Sequence[Rejected], total: int) -> None:
+    """One warning per source and cycle: how many records were refused, and the first."""
+    if rejected:
+        first = rejected[0]
+        logger.bind(source=source, refused=len(rejected), record=first.record,
+                    field=first.field).warning(
+            "{}: refused {} of {} records (first: {})", source, len(rejected), total, first
+        )
 
 
 def encode_markets(markets: Sequence[Market]) -> bytes:
@@ -402,10 +413,7 @@ class GammaFile(Source):
         """The file's markets mapped as the live source maps them; refusals are counted."""
         raws = read_snapshot(self._path)
         markets, rejected = map_records(raws, self.name)
-        for refusal in rejected:
-            logger.bind(source=self.name, record=refusal.record, field=refusal.field).warning(
-                "refused {}", refusal
-            )
+        log_refusals(self.name, rejected, len(raws))
         if not markets:
             why = f"all {len(raws)} records refused" if raws else "the file lists none"
             raise SourceError(f"{self.name}: no usable markets ({why})")

@@ -104,16 +104,15 @@ class PolymarketSource(Source):
             logger.bind(source=NAME, path=str(self._snapshot)).info(
                 "{}: saved {} market objects to {}", NAME, len(raws), self._snapshot
             )
-        markets, rejected = gamma.map_records(raws, NAME)
-        for refusal in rejected:
-            logger.bind(source=NAME, record=refusal.record, field=refusal.field).warning(
-                "refused {}", refusal
-            )
+        # Mapping tens of thousands of records is CPU work: off the event loop, so a daemon's
+        # status endpoint keeps answering meanwhile.
+        markets, rejected = await asyncio.to_thread(gamma.map_records, raws, NAME)
+        gamma.log_refusals(NAME, rejected, len(raws))
         if not markets:
             why = f"all {len(raws)} records refused" if raws else "the server listed none"
             raise SourceError(f"{NAME}: no usable open markets ({why})")
         return SourceBatch(
-            markets=gamma.encode_markets(markets),
+            markets=await asyncio.to_thread(gamma.encode_markets, markets),
             rejected=tuple(rejected),
             stats=SourceStats(
                 fetch_errors={NAME: 1} if failure is not None else {},
