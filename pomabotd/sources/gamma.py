@@ -5,7 +5,8 @@ source, `gamma:PATH` snapshots and replay:
 
 - `outcomes` and `outcomePrices` are JSON-encoded strings. A market with exactly two outcomes is
   binary: its first outcome plays YES (`Yes`, but also `Over`, `Up` or the first of two teams)
-  and both names are kept (`yes_outcome`, `no_outcome`); `price` is `outcomePrices[0]` x 100.
+  and both names are kept (`yes_outcome`, `no_outcome`) unless they are plainly Yes and No;
+  `price` is `outcomePrices[0]` x 100.
   Another number of outcomes, or a missing, non-numeric, NaN, infinite or out-of-range price,
   refuses the record with a reason naming its id and the field.
 - `liquidityNum` (else `liquidity`) -> `liquidity`, `volume24hr` -> `volume_24h`, `endDate` ->
@@ -295,6 +296,7 @@ def _market(record: GammaMarket, market_id: str) -> Market:
             "outcomePrices", f"{len(prices)} prices for {len(outcomes)} outcomes"
         )
     resolution = (record.description or "").strip() or (record.resolution_source or "").strip()
+    names = _outcome_names(outcomes)
     return Market(
         id=market_id,
         question=question,
@@ -305,9 +307,17 @@ def _market(record: GammaMarket, market_id: str) -> Market:
         closes_at=_end_date(record.end_date),
         resolution_criteria=resolution or None,
         outcome=_RESOLVED.get((prices[0], prices[1])) if record.closed else None,
-        yes_outcome=str(outcomes[0]),
-        no_outcome=str(outcomes[1]),
+        yes_outcome=names[0],
+        no_outcome=names[1],
     )
+
+
+def _outcome_names(outcomes: list[str]) -> tuple[str | None, str | None]:
+    """The sides' names, kept only where they are not plainly Yes and No."""
+    yes, no = str(outcomes[0]), str(outcomes[1])
+    if (yes.strip().lower(), no.strip().lower()) == ("yes", "no"):
+        return None, None
+    return yes, no
 
 
 def _string_list(value: str | list[str] | None, field: str) -> list[str]:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -347,9 +346,12 @@ def test_gamma_snapshot_of_the_recorded_sample_maps_every_record():
     batch = asyncio.run(GammaFile(GAMMA_SAMPLE).fetch(FetchContext(as_of=AS_OF)))
     markets, rejected = decode_markets(batch.markets, "test")
     assert len(markets) == 50 and rejected == [] and batch.rejected == ()
-    resolved = msgspec.structs.asdict
     assert sum(1 for m in markets if m.outcome is not None) == 24
-    assert all(resolved(m)["yes_outcome"] for m in markets)
+    named = {m.id: (m.yes_outcome, m.no_outcome) for m in markets if m.yes_outcome}
+    assert named["1240343"] == ("Up", "Down") and "613101" not in named
+    assert len(named) == 50 - sum(1 for o in gamma_objects() if o["outcomes"] == '["Yes", "No"]')
+    line = next(line for line in batch.markets.splitlines() if b'"613101"' in line)
+    assert b"yes_outcome" not in line
 
 
 def test_unwritable_snapshot_path_is_an_input_error(httpserver: HTTPServer, tmp_path: Path):
