@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -32,7 +33,10 @@ def _serve_gamma(httpserver: HTTPServer) -> str:
     return httpserver.url_for("").rstrip("/")
 
 
-def _no_children() -> None:
+@pytest.fixture(autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    """Every command these tests start has ended, with all its workers, when the test ends."""
+    yield
     assert psutil.Process().children(recursive=True) == []
 
 
@@ -49,7 +53,6 @@ def test_run_once_on_polymarket_with_feeds_reports_failures_and_still_runs(
     config = _config(tmp_path, markets="polymarket", polymarket_url=url, feeds=feeds)
     result = run_cli("run-once", "--config", str(config), "--as-of", "2026-02-07T12:00:00Z",
                      "--out", str(tmp_path / "out"), "--json")
-    _no_children()
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["markets_total"] == 50 and summary["markets_rejected"] == 0
@@ -82,7 +85,6 @@ def test_save_snapshot_then_replay_it_offline(run_cli: RunCli, tmp_path: Path,
     again = [{k: v for k, v in json.loads(line).items() if k != "elapsed_us"}
              for line in offline.stdout.splitlines()]
     assert strip == again
-    _no_children()
 
 
 def test_unreachable_polymarket_fails_the_cycle_with_one_line(run_cli: RunCli, tmp_path: Path):
@@ -142,7 +144,6 @@ def test_stress_real_runs_the_configured_live_source(run_cli: RunCli, tmp_path: 
     assert result.returncode in (0, 1), result.stderr
     report = json.loads(result.stdout)
     assert report["markets"] == 50 and report["markets_evaluated"] == 50
-    _no_children()
 
 
 @pytest.mark.parametrize(
