@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -22,8 +23,9 @@ from pomabotd.engine.stress import PRESETS, StressReport, run_stress
 from pomabotd.errors import ConfigError, CycleError, InputError, LedgerError, PomabotdError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
+from pomabotd.sources import SourceStats, load_once
 from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.wire import Rejected
 
 __all__ = ["main"]
 
@@ -104,13 +106,7 @@ def _batch_settings(config: Config) -> BatchSettings:
 
 def _load_inputs(config: Config, as_of: datetime) -> CycleInput:
     with _errors_as_exit_codes():
-        return load_inputs(
-            config.sources.markets,
-            config.sources.signals,
-            as_of,
-            synthetic_markets=config.sources.synthetic_markets,
-            seed=config.sources.seed,
-        )
+        return asyncio.run(load_once(config, as_of))
 
 
 def _report_rejected(rejected: tuple[Rejected, ...] | list[Rejected]) -> None:
@@ -124,8 +120,14 @@ def _common_options(function: Callable[..., Any]) -> Callable[..., Any]:
     options = (
         click.option("--config", "config_path", type=click.Path(path_type=Path),
                      help="TOML configuration file (default: none, or $POMABOTD_CONFIG)."),
-        click.option("--markets", help="Markets: a JSON-lines file, or 'synthetic'."),
-        click.option("--signals", help="Signals: a JSON-lines file."),
+        click.option("--markets", help="Markets: a JSON-lines file, 'synthetic', 'polymarket' "
+                     "or 'gamma:PATH' (a saved Gamma JSON array)."),
+        click.option("--signals", help="Signals: a JSON-lines file (feeds in the config add "
+                     "theirs)."),
+        click.option("--polymarket-url", "polymarket_url", metavar="URL",
+                     help="Base URL of the Polymarket Gamma API (sources.polymarket_url)."),
+        click.option("--save-snapshot", "save_snapshot", metavar="PATH",
+                     help="Save the fetched Polymarket objects to PATH as a JSON array."),
         click.option("--as-of", "as_of", metavar="ISO8601",
                      help="Evaluate as of this UTC time (default: now)."),
     )
@@ -143,12 +145,17 @@ def main() -> None:
 @main.command()
 @_common_options
 def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
-             as_of: str | None) -> None:
+             polymarket_url: str | None, save_snapshot: str | None, as_of: str | None) -> None:
     """Write one evaluation per market, in input order, as JSON lines on stdout."""
     if markets is None:
         raise UsageFailure("evaluate needs --markets FILE (or --markets synthetic)")
     when = _parse_as_of(as_of)
-    config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
+    config = _load_config(config_path, {
+        "sources.markets": markets,
+        "sources.signals": signals,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
+    })
     out: BinaryIO = sys.stdout.buffer
 
     def write(lines: bytes) -> None:
@@ -171,12 +178,15 @@ def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
               help="Directory for positions.jsonl and metrics.jsonl (default: output.dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
 def run_once(config_path: Path | None, markets: str | None, signals: str | None,
-             as_of: str | None, out_dir: Path | None, as_json: bool) -> None:
+             polymarket_url: str | None, save_snapshot: str | None, as_of: str | None,
+             out_dir: Path | None, as_json: bool) -> None:
     """Run one cycle, append its lines to the output directory, print a summary."""
     when = _parse_as_of(as_of)
     config = _load_config(config_path, {
         "sources.markets": markets,
         "sources.signals": signals,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
         "output.dir": str(out_dir) if out_dir is not None else None,
     })
     out = Path(config.output.dir)
@@ -196,9 +206,23 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
     if as_json:
         summary = msgspec.structs.asdict(report.metrics)
         summary["output_dir"] = report.output_dir
+        summary["sources"] = cycle_input.stats
         click.echo(msgspec.json.encode(summary).decode())
     else:
         click.echo(_summary(report))
+        click.echo(_sources_summary(cycle_input.stats))
+
+
+def _sources_summary(stats: SourceStats) -> str:
+    failed = sum(stats.fetch_errors.values())
+    text = f"  sources: {stats.records_refused} records refused, {failed} fetches failed"
+    if stats.feeds_ok or stats.feeds_failed or stats.feeds_unchanged:
+        text += (
+            f"; feeds {stats.feeds_ok} read, {stats.feeds_unchanged} unchanged, "
+            f"{stats.feeds_failed} failed; {stats.news_items} new items, "
+            f"{stats.news_signals} news signals"
+        )
+    return text
 
 
 def _summary(report: CycleReport) -> str:
@@ -239,17 +263,19 @@ def show_config(config_path: Path | None) -> None:
               help="Use the configured market and signal sources instead of synthetic data.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+@click.option("--polymarket-url", "polymarket_url", metavar="URL",
+              help="Base URL of the Polymarket Gamma API, for --real.")
 @click.option("--as-of", "as_of", metavar="ISO8601", help="Evaluate as of this UTC time.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stress(size: str | None, count: int | None, real: bool, config_path: Path | None,
-           as_of: str | None, as_json: bool) -> None:
+           polymarket_url: str | None, as_of: str | None, as_json: bool) -> None:
     """Run one measured cycle on a large workload and check the results (exit 1 on failure)."""
     chosen = [name for name, given in (("SIZE", size), ("--markets", count), ("--real", real))
               if given]
     if len(chosen) > 1:
         raise UsageFailure(f"give one of SIZE, --markets N or --real, not {' and '.join(chosen)}")
     when = _parse_as_of(as_of)
-    config = _load_config(config_path, {})
+    config = _load_config(config_path, {"sources.polymarket_url": polymarket_url})
     markets = count if count is not None else PRESETS[size or "small"]
 
     def make_input() -> CycleInput:
@@ -302,7 +328,6 @@ def _stress_summary(report: StressReport) -> str:
 
 # --- Research: replay and report ---------------------------------------------------------------
 # Imported here so that this block stays self-contained.
-import asyncio  # noqa: E402
 
 from pomabotd.errors import MissingExtraError  # noqa: E402
 from pomabotd.plots import replay_plots, require_matplotlib, run_plots  # noqa: E402

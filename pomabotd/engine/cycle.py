@@ -26,7 +26,7 @@ from pomabotd.engine.runtime import RunResult, Runtime
 from pomabotd.log import logger
 from pomabotd.output import Ledger
 from pomabotd.sources.inputs import CycleInput
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.wire import Rejected
 
 __all__ = ["CycleReport", "Portfolio", "run_cycle"]
 

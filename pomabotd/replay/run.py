@@ -27,7 +27,7 @@ from pomabotd.domain.selection import select
 from pomabotd.engine.runtime import Runtime
 from pomabotd.replay.source import ResolvedInput
 from pomabotd.replay.timeline import ReplayInput, prepare_input
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.wire import Rejected
 
 __all__ = ["ReplayReport", "ReplayResult", "replay", "report_json"]
 

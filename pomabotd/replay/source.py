@@ -20,7 +20,8 @@ import msgspec
 
 from pomabotd.domain.models import Market, Side, Signal
 from pomabotd.errors import InputError
-from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals, read_bytes
+from pomabotd.sources.jsonl import read_bytes
+from pomabotd.wire import Rejected, decode_markets, decode_signals
 
 __all__ = ["GAMMA_PREFIX", "ResolvedInput", "ResolvedMarket", "horizon_field", "load_resolved"]
 

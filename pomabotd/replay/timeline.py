@@ -29,7 +29,7 @@ import msgspec
 
 from pomabotd.domain.models import Market, Side, Signal
 from pomabotd.replay.source import ResolvedInput
-from pomabotd.sources.jsonl import group_signals
+from pomabotd.wire import group_signals
 
 __all__ = ["Case", "ReplayInput", "prepare_input"]
 
