@@ -29,12 +29,18 @@ from pomabotd.cycle import (
 from pomabotd.daemon.loop import Daemon
 from pomabotd.daemon.signals import STOP_SIGNALS
 from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import ConfigError, PomabotdError
+from pomabotd.errors import ConfigError, InputError, MissingExtraError, PomabotdError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import output_dir_problem
-from pomabotd.sources.inputs import SYNTHETIC, load_inputs
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.plots import replay_plots, require_matplotlib, run_plots
+from pomabotd.replay.run import ReplayReport, report_json
+from pomabotd.replay.run import replay as run_replay
+from pomabotd.replay.source import load_resolved
+from pomabotd.report import read_run
+from pomabotd.sources import SourceStats, load_once
+from pomabotd.sources.synthetic import NAME as SYNTHETIC
 from pomabotd.stress import PRESETS, StressReport, run_stress
+from pomabotd.wire import Rejected
 
 __all__ = ["main"]
 
@@ -85,12 +91,20 @@ def _parse_as_of(value: str | None) -> datetime | None:
 
 
 @contextmanager
-def _errors_as_exit_codes() -> Iterator[None]:
-    """Turn pomabotd's typed errors into one-line messages with the SPEC's exit codes."""
+def _errors_as_exit_codes(*, input_is_usage: bool = False) -> Iterator[None]:
+    """Turn pomabotd's typed errors into one-line messages with the SPEC's exit codes.
+
+    An input that cannot be read fails a cycle (exit 1); for `replay` and `report`, whose
+    input is the file the command line names, it is bad usage (exit 2).
+    """
     try:
         yield
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
+    except InputError as exc:
+        if input_is_usage:
+            raise UsageFailure(str(exc)) from None
+        raise CycleFailure(str(exc)) from None
     except PomabotdError as exc:
         raise CycleFailure(str(exc)) from None
 
@@ -163,8 +177,14 @@ def _common_options(function: Callable[..., Any]) -> Callable[..., Any]:
     options = (
         click.option("--config", "config_path", type=click.Path(path_type=Path),
                      help="TOML configuration file (default: none, or $POMABOTD_CONFIG)."),
-        click.option("--markets", help="Markets: a JSON-lines file, or 'synthetic'."),
-        click.option("--signals", help="Signals: a JSON-lines file."),
+        click.option("--markets", help="Markets: a JSON-lines file, 'synthetic', 'polymarket' "
+                     "or 'gamma:PATH' (a saved Gamma JSON array)."),
+        click.option("--signals", help="Signals: a JSON-lines file (feeds in the config add "
+                     "theirs)."),
+        click.option("--polymarket-url", "polymarket_url", metavar="URL",
+                     help="Base URL of the Polymarket Gamma API (sources.polymarket_url)."),
+        click.option("--save-snapshot", "save_snapshot", metavar="PATH",
+                     help="Save the fetched Polymarket objects to PATH as a JSON array."),
         click.option("--as-of", "as_of", metavar="ISO8601",
                      help="Evaluate as of this UTC time (default: now)."),
     )
@@ -182,21 +202,24 @@ def main() -> None:
 @main.command()
 @_common_options
 def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
-             as_of: str | None) -> None:
+             polymarket_url: str | None, save_snapshot: str | None, as_of: str | None) -> None:
     """Write one evaluation per market, in input order, as JSON lines on stdout."""
     if markets is None:
         raise UsageFailure("evaluate needs --markets FILE (or --markets synthetic)")
     when = _parse_as_of(as_of) or _now()
-    config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
+    config = _load_config(config_path, {
+        "sources.markets": markets,
+        "sources.signals": signals,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
+    })
     out: BinaryIO = sys.stdout.buffer
 
     def write(lines: bytes) -> None:
         out.write(lines)
 
     with _errors_as_exit_codes(), Runtime(batch_settings(config)) as runtime:
-        sources = config.sources
-        cycle_input = load_inputs(sources.markets, sources.signals, when,
-                                  synthetic_markets=sources.synthetic_markets, seed=sources.seed)
+        cycle_input = asyncio.run(load_once(config, when))
         result = runtime.evaluate_sync(
             cycle_input.markets, cycle_input.markets_source,
             cycle_input.signals, cycle_input.signals_source,
@@ -219,12 +242,15 @@ def _out_option(function: Callable[..., Any]) -> Callable[..., Any]:
 @_out_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
 def run_once(config_path: Path | None, markets: str | None, signals: str | None,
-             as_of: str | None, out_dir: Path | None, as_json: bool) -> None:
+             polymarket_url: str | None, save_snapshot: str | None, as_of: str | None,
+             out_dir: Path | None, as_json: bool) -> None:
     """Run one cycle, append its lines to the output directory, print a summary."""
     when = _parse_as_of(as_of)
     config = _load_config(config_path, {
         "sources.markets": markets,
         "sources.signals": signals,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
         "daemon.output_dir": str(out_dir) if out_dir is not None else None,
     })
     out = _output_dir(config)
@@ -235,7 +261,7 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         return
 
     async def one_cycle() -> CycleReport:
-        inputs = ConfiguredInputs(config.sources)
+        inputs = ConfiguredInputs(config)
         with Runtime(batch_settings(config)) as runtime, LedgerOnDemand(out) as ledger:
             try:
                 return await run_cycle(runtime, inputs, ledger.portfolio(), ledger,
@@ -249,9 +275,23 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
     if as_json:
         summary = msgspec.structs.asdict(report.metrics)
         summary["output_dir"] = report.output_dir
+        summary["sources"] = report.sources
         click.echo(msgspec.json.encode(summary).decode())
     else:
         click.echo(_summary(report))
+        click.echo(_sources_summary(report.sources))
+
+
+def _sources_summary(stats: SourceStats) -> str:
+    failed = sum(stats.fetch_errors.values())
+    text = f"  sources: {stats.records_refused} records refused, {failed} fetches failed"
+    if stats.feeds_ok or stats.feeds_failed or stats.feeds_unchanged:
+        text += (
+            f"; feeds {stats.feeds_ok} read, {stats.feeds_unchanged} unchanged, "
+            f"{stats.feeds_failed} failed; {stats.news_items} new items, "
+            f"{stats.news_signals} news signals"
+        )
+    return text
 
 
 @main.command()
@@ -261,13 +301,16 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
               help="Seconds between cycle starts (default: daemon.interval_s).")
 @click.option("--status-addr", "status_addr", metavar="HOST:PORT",
               help="Status endpoint address; '' switches it off (default: daemon.status_addr).")
-def run(config_path: Path | None, markets: str | None, signals: str | None, as_of: str | None,
+def run(config_path: Path | None, markets: str | None, signals: str | None,
+        polymarket_url: str | None, save_snapshot: str | None, as_of: str | None,
         out_dir: Path | None, interval_s: float | None, status_addr: str | None) -> None:
     """Run the daemon: a cycle every interval until SIGTERM; SIGHUP reloads."""
     when = _parse_as_of(as_of)
     flags: dict[str, Any] = {
         "sources.markets": markets,
         "sources.signals": signals,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
         "daemon.output_dir": str(out_dir) if out_dir is not None else None,
         "daemon.interval_s": interval_s,
         "daemon.status_addr": status_addr,
@@ -356,21 +399,23 @@ def show_config(config_path: Path | None) -> None:
               help="Use the configured market and signal sources instead of synthetic data.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+@click.option("--polymarket-url", "polymarket_url", metavar="URL",
+              help="Base URL of the Polymarket Gamma API, for --real.")
 @click.option("--as-of", "as_of", metavar="ISO8601", help="Evaluate as of this UTC time.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stress(size: str | None, count: int | None, real: bool, config_path: Path | None,
-           as_of: str | None, as_json: bool) -> None:
+           polymarket_url: str | None, as_of: str | None, as_json: bool) -> None:
     """Run one measured cycle on a large workload and check the results (exit 1 on failure)."""
     chosen = [name for name, given in (("SIZE", size), ("--markets", count), ("--real", real))
               if given]
     if len(chosen) > 1:
         raise UsageFailure(f"give one of SIZE, --markets N or --real, not {' and '.join(chosen)}")
     when = _parse_as_of(as_of) or _now()
-    config = _load_config(config_path, {})
+    config = _load_config(config_path, {"sources.polymarket_url": polymarket_url})
     markets = count if count is not None else PRESETS[size or "small"]
-    sources = config.sources if real else msgspec.structs.replace(
-        config.sources, markets=SYNTHETIC, signals="", synthetic_markets=markets
-    )
+    sources = config if real else msgspec.structs.replace(config, sources=msgspec.structs.replace(
+        config.sources, markets=SYNTHETIC, signals="", feeds=(), synthetic_markets=markets
+    ))
 
     async def measured() -> StressReport:
         with _progress_bar(markets) as on_progress:
@@ -418,3 +463,127 @@ def _stress_summary(report: StressReport) -> str:
         f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in report.checks
     ]
     return "\n".join(lines)
+
+
+# --- Research: replay and report ---------------------------------------------------------------
+
+_NO_PROMISE = "Past replay results promise nothing about markets to come."
+
+
+def _plot_directory(option: str, directory: Path | None) -> None:
+    """Refuse, before any work, a directory that cannot hold plots, or plots without matplotlib."""
+    if directory is None:
+        return
+    if directory.exists() and not directory.is_dir():
+        raise UsageFailure(f"{option} {str(directory)!r} is not a directory")
+    try:
+        require_matplotlib()
+    except MissingExtraError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
+    try:
+        return draw()
+    except MissingExtraError as exc:
+        raise UsageFailure(str(exc)) from None
+    except OSError as exc:
+        raise UsageFailure(f"cannot write plots to {directory}: {exc.strerror or exc}") from None
+
+
+@main.command()
+@click.option("--markets", required=True, metavar="RESOLVED",
+              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at.")
+@click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
+@click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
+              metavar="D", help="Evaluate each market D whole days before its closes_at.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plot", "plot_dir", type=click.Path(path_type=Path),
+              help="Also write calibration and P&L-by-category PNGs to this directory.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir: Path | None,
+           config_path: Path | None) -> None:
+    """Evaluate resolved markets as they stood D days before closing, and score the decisions."""
+    config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
+    _plot_directory("--plot", plot_dir)
+    with _errors_as_exit_codes(input_is_usage=True):
+        resolved = load_resolved(config.sources.markets, config.sources.signals, days)
+        with Runtime(batch_settings(config)) as runtime:
+            result = asyncio.run(run_replay(runtime, resolved, days, config.risk_limits()))
+    _report_rejected(result.rejected)
+    for market_id, error in result.failures[:_REJECTED_SHOWN]:
+        click.echo(f"failed: {market_id}: {error}", err=True)
+    plots = _write_plots(plot_dir, lambda: replay_plots(result.report, plot_dir)) \
+        if plot_dir is not None else []
+    if as_json:
+        click.echo(report_json(result.report).decode())
+        return
+    click.echo(_replay_summary(result.report))
+    for path in plots:
+        click.echo(f"  plot written to {path}")
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _usd(value: float) -> str:
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _replay_summary(report: ReplayReport) -> str:
+    r = report
+    lines = [
+        f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
+        f"closing ({r.records:,} records: {r.skipped_no_closes_at} without closes_at, "
+        f"{r.skipped_unresolved} unresolved, {r.failed} failed; {r.rejected} rejected; "
+        f"{r.signals:,} signals used, {r.signals_after_evaluation:,} stamped too late)",
+        f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
+        f"(expected {_share(r.expected_coverage)})",
+        f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "
+        f"{_fixed(r.mean_edge, 1)} points, P&L per unit stake {_fixed(r.pnl_per_unit, 3)}",
+        f"  selected {r.selected} positions: realized P&L {_usd(r.realized_pnl_usd)}, "
+        f"return on equity {r.return_on_equity_pct:.2f}%"
+        + (f", worst {r.worst_position.market_id} {_usd(r.worst_position.pnl_usd)}"
+           if r.worst_position is not None else ""),
+        "  confidence  markets   Brier  coverage  expected  tradeable  hit rate",
+    ]
+    lines += [
+        f"  {b.low:>4.0f}-{b.high:<5.0f} {b.count:>8,} {_fixed(b.brier, 4):>7} "
+        f"{_share(b.coverage):>9} {_share(b.expected_coverage):>9} {b.tradeable:>10,} "
+        f"{_share(b.hit_rate):>9}"
+        for b in r.confidence_buckets
+    ]
+    lines.append("  category       markets   Brier  coverage  tradeable  hit rate  P&L/unit"
+                 "  selected  realized P&L")
+    lines += [
+        f"  {name:<13} {f.markets:>8,} {_fixed(f.brier, 4):>7} {_share(f.coverage):>9} "
+        f"{f.tradeable:>10,} {_share(f.hit_rate):>9} {_fixed(f.pnl_per_unit, 3):>9} "
+        f"{f.selected:>9} {_usd(f.realized_pnl_usd):>13}"
+        for name, f in r.by_category.items()
+    ]
+    lines.append(f"  {_NO_PROMISE}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Directory to write the PNG plots to.")
+@click.option("--from", "run_dir", type=click.Path(path_type=Path),
+              help="The run's output directory (default: daemon.output_dir of the configuration).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> None:
+    """Draw PNG plots from a run's metrics.jsonl and positions.jsonl."""
+    config = _load_config(config_path, {})
+    _plot_directory("--out", out_dir)
+    source = run_dir if run_dir is not None else Path(config.daemon.output_dir)
+    with _errors_as_exit_codes(input_is_usage=True):
+        run = read_run(source)
+    for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
+        click.echo(f"plot written to {path}")

@@ -51,7 +51,7 @@ CONFIG_ENV_VAR: Final = "POMABOTD_CONFIG"
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("auto", "json", "text")
 
-_Kind = Literal["bool", "int", "float", "str"]
+_Kind = Literal["bool", "int", "float", "str", "strs"]
 
 
 class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,12 +67,30 @@ class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 class SourcesConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where markets and signals come from; `synthetic` needs no network and no file."""
+    """Where markets and signals come from, and how hard the network sources may try.
+
+    `synthetic` needs no network and no file; `polymarket` and `feeds` fetch over HTTP within
+    the deadlines, size caps and retry limits below.
+    """
 
     markets: str
     signals: str
     synthetic_markets: int
     seed: int
+    polymarket_url: str
+    polymarket_page_size: int
+    polymarket_min_liquidity: float
+    polymarket_max_markets: int
+    save_snapshot: str
+    feeds: tuple[str, ...]
+    request_deadline_s: float
+    max_response_mb: float
+    retry_attempts: int
+    retry_max_wait_s: float
+    feed_max_kb: int
+    feed_min_interval_s: float
+    feed_concurrency: int
+    news_memory: int
 
 
 class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -170,6 +188,11 @@ def _valid_address(address: str) -> bool:
     return True
 
 
+def _valid_url(url: str) -> bool:
+    scheme, sep, rest = url.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.strip("/"))
+
+
 def _valid_evaluator_spec(spec: str) -> bool:
     module, sep, attr = spec.partition(":")
     return bool(sep and module.strip() and attr.strip() and ":" not in attr)
@@ -230,12 +253,46 @@ _KEYS: Final[dict[str, _Key]] = {
         "str",
         "synthetic",
         None,
-        "a JSONL path or 'synthetic'",
+        "a JSONL path, 'synthetic', 'polymarket' or 'gamma:PATH'",
         lambda v: bool(v.strip()),
     ),
     "sources.signals": _Key("str", "", None, "a JSONL path or empty"),
     "sources.synthetic_markets": _Key("int", 1000, None, "an integer >= 1", lambda v: v >= 1),
     "sources.seed": _Key("int", 7, None, "an integer"),
+    "sources.polymarket_url": _Key(
+        "str",
+        "https://gamma-api.polymarket.com",
+        None,
+        "an http:// or https:// URL",
+        _valid_url,
+    ),
+    "sources.polymarket_page_size": _Key(
+        "int", 100, None, "an integer from 1 to 500", lambda v: 1 <= v <= 500
+    ),
+    "sources.polymarket_min_liquidity": _Key(
+        "float", 0.0, None, "a number >= 0 (USD; 0: no filter)", lambda v: v >= 0
+    ),
+    "sources.polymarket_max_markets": _Key(
+        "int", 100000, None, "an integer >= 1", lambda v: v >= 1
+    ),
+    "sources.save_snapshot": _Key("str", "", None, "a file path or empty"),
+    "sources.feeds": _Key(
+        "strs", (), None, "a list of feed URLs or file paths", lambda v: all(x.strip() for x in v)
+    ),
+    "sources.request_deadline_s": _Key(
+        "float", 30.0, None, "a number > 0 (seconds)", lambda v: v > 0
+    ),
+    "sources.max_response_mb": _Key("float", 64.0, None, "a number > 0 (MB)", lambda v: v > 0),
+    "sources.retry_attempts": _Key("int", 4, None, "an integer >= 0", lambda v: v >= 0),
+    "sources.retry_max_wait_s": _Key(
+        "float", 30.0, None, "a number >= 0 (seconds)", lambda v: v >= 0
+    ),
+    "sources.feed_max_kb": _Key("int", 2048, None, "an integer >= 1 (KB)", lambda v: v >= 1),
+    "sources.feed_min_interval_s": _Key(
+        "float", 300.0, None, "a number >= 0 (seconds)", lambda v: v >= 0
+    ),
+    "sources.feed_concurrency": _Key("int", 4, None, "an integer >= 1", lambda v: v >= 1),
+    "sources.news_memory": _Key("int", 10000, None, "an integer >= 1", lambda v: v >= 1),
     "daemon.output_dir": _Key(
         "str", "pomabotd-output", None, "a directory path", lambda v: bool(v)
     ),
@@ -266,6 +323,8 @@ _SECTION_TYPES: Final[dict[str, type[Struct]]] = {
 _FLAG_NAMES: Final = {
     "sources.markets": "--markets",
     "sources.signals": "--signals",
+    "sources.polymarket_url": "--polymarket-url",
+    "sources.save_snapshot": "--save-snapshot",
     "daemon.output_dir": "--out",
     "daemon.interval_s": "--interval",
     "daemon.status_addr": "--status-addr",
@@ -558,7 +617,7 @@ def _source_phrase(source: str, var: str | None = None) -> str:
 def _coerce(kind: _Kind, raw: Any, from_text: bool) -> Any:
     """Turn a layer's raw value into the key's type; text (env, CLI) is parsed, TOML is not."""
     if from_text:
-        if not isinstance(raw, str):
+        if not isinstance(raw, str) or kind == "strs":
             raise ValueError(raw)
         text = raw.strip()
         if kind == "bool":
@@ -588,6 +647,10 @@ def _coerce(kind: _Kind, raw: Any, from_text: bool) -> Any:
     if kind == "float":
         if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
             return float(raw)
+        raise ValueError(raw)
+    if kind == "strs":
+        if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            return tuple(raw)
         raise ValueError(raw)
     if isinstance(raw, str):
         return raw

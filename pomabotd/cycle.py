@@ -13,7 +13,6 @@ itself in the files.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Protocol
 
 import msgspec
 
-from pomabotd.config import Config, SourcesConfig
+from pomabotd.config import Config
 from pomabotd.domain.models import CloseEvent, Market, Position, RiskLimits
 from pomabotd.domain.portfolio import (
     LedgerState,
@@ -37,8 +36,8 @@ from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import CycleError, LedgerError
 from pomabotd.log import logger
 from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
-from pomabotd.sources.inputs import CycleInput, load_inputs
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.sources import CycleInput, SourceStats, load_once
+from pomabotd.wire import Rejected
 
 __all__ = [
     "ConfiguredInputs",
@@ -78,22 +77,14 @@ class InputLoader(Protocol):
 
 
 class ConfiguredInputs:
-    """The configured `sources.*`, read afresh every cycle in a thread, off the event loop."""
+    """The configured `sources.*`, opened afresh for every cycle."""
 
-    def __init__(self, sources: SourcesConfig) -> None:
-        self._sources = sources
+    def __init__(self, config: Config) -> None:
+        self._config = config
 
     async def load(self, as_of: datetime) -> CycleInput:
-        """Read the files (or generate the synthetic markets) for one cycle."""
-        sources = self._sources
-        return await asyncio.to_thread(
-            load_inputs,
-            sources.markets,
-            sources.signals,
-            as_of,
-            synthetic_markets=sources.synthetic_markets,
-            seed=sources.seed,
-        )
+        """Open the configured sources, load one cycle's input, close them."""
+        return await load_once(self._config, as_of)
 
     async def aclose(self) -> None:
         """Nothing is held between cycles."""
@@ -124,6 +115,7 @@ class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
     rejected: tuple[Rejected, ...]
     failures: tuple[tuple[str, str], ...]
     output_dir: str
+    sources: SourceStats
 
 
 class Portfolio:
@@ -328,6 +320,7 @@ async def run_cycle(
         rejected=rejected,
         failures=tuple(result.failures),
         output_dir=str(writer.directory),
+        sources=cycle_input.stats,
     )
 
 

@@ -84,7 +84,7 @@ class Daemon:
         self._flags = SignalFlags()
         self._runtime = Runtime(batch_settings(config))
         self._ledger: Ledger | None = None
-        self._inputs: InputLoader = ConfiguredInputs(config.sources)
+        self._inputs: InputLoader = ConfiguredInputs(config)
         self._status: StatusServer | None = None
         self._state: DaemonState | None = None
 
@@ -272,7 +272,7 @@ class Daemon:
             state.status_addr = status.address if status is not None else None
         if new.sources != old.sources:
             await self._inputs.aclose()
-            self._inputs = ConfiguredInputs(new.sources)
+            self._inputs = ConfiguredInputs(new)
         state.portfolio = portfolio
         state.config = new
 

@@ -45,7 +45,7 @@ from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.worker import ChunkOut, Job, Task
 from pomabotd.engine.workload import Workload, plan_workload
 from pomabotd.errors import CycleError, PoolCrashLoopError
-from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
+from pomabotd.wire import Rejected, decode_markets, decode_signals
 
 __all__ = ["BatchSettings", "RunResult", "Runtime"]
 

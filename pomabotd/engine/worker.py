@@ -38,7 +38,7 @@ import tenacity
 from pomabotd.domain.belief import prior
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
-from pomabotd.sources.jsonl import (
+from pomabotd.wire import (
     Rejected,
     decode_markets,
     decode_signals,

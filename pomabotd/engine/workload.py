@@ -23,12 +23,12 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator
-from itertools import islice, repeat
+from itertools import islice, pairwise, repeat
 from operator import le
 from typing import Final, cast
 
 from pomabotd.engine.worker import Task
-from pomabotd.sources.jsonl import (
+from pomabotd.wire import (
     Rejected,
     decode_markets,
     decode_signals,
@@ -353,7 +353,7 @@ def _cut_ordered_signals(work: Workload, chunk_of: dict[bytes, int]) -> bool:
                 low = middle + 1
         bounds.append(min(_line_start(data, low, bounds[-1]), end + 1))
     bounds.append(end + 1)
-    for chunk, (begin, stop) in enumerate(zip(bounds, bounds[1:])):
+    for chunk, (begin, stop) in enumerate(pairwise(bounds)):
         if begin < stop - 1:
             work.signal_pieces[chunk].append((begin, stop - 1, 0, 0))
     work.ordered = True
