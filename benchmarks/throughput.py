@@ -23,11 +23,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pomabotd.config import load
 from pomabotd.cycle import Portfolio, PreparedInput, run_cycle
 from pomabotd.domain.models import RiskLimits
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.output import Ledger
-from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
+from pomabotd.sources import CycleInput, open_sources
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -48,7 +49,13 @@ def _cycle(runtime: Runtime, workload: CycleInput) -> tuple[float, float, int]:
 
 def _synthetic(markets: int) -> CycleInput:
     """The workload encoded as JSON lines, exactly as the synthetic source delivers it."""
-    return load_inputs(SYNTHETIC, "", AS_OF, synthetic_markets=markets, seed=7)
+    config = load(None, None, {"sources.synthetic_markets": markets, "sources.seed": 7})
+
+    async def synthetic() -> CycleInput:
+        async with open_sources(config) as sources:
+            return await sources.load(AS_OF)
+
+    return asyncio.run(synthetic())
 
 
 def _settings(workers: int, batch_size: int) -> BatchSettings:

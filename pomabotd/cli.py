@@ -20,7 +20,6 @@ from tqdm import tqdm
 from pomabotd._version import __version__
 from pomabotd.config import Config, load
 from pomabotd.cycle import (
-    ConfiguredInputs,
     CycleReport,
     LedgerOnDemand,
     batch_settings,
@@ -37,7 +36,7 @@ from pomabotd.replay.run import ReplayReport, report_json
 from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
 from pomabotd.report import read_run
-from pomabotd.sources import SourceStats, load_once
+from pomabotd.sources import SourceStats, open_sources
 from pomabotd.sources.synthetic import NAME as SYNTHETIC
 from pomabotd.stress import PRESETS, StressReport, run_stress
 from pomabotd.wire import Rejected
@@ -133,9 +132,12 @@ def _output_dir(config: Config) -> Path:
     return out
 
 
-def _until_signal(work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+def _until_signal(
+    work: Callable[[], Coroutine[Any, Any, _T]],
+    abandoned: str = "the cycle was abandoned, nothing of it written",
+) -> _T:
     """Run `work()` on a new event loop; SIGTERM or SIGINT abandons it, and the command then
-    exits with 128 + the signal's number (SPEC section 9)."""
+    exits with 128 + the signal's number (SPEC section 9), saying what was `abandoned`."""
     received: list[int] = []
 
     async def guarded() -> _T:
@@ -161,8 +163,7 @@ def _until_signal(work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         if not received:
             raise
         name = signal.Signals(received[0]).name
-        click.echo(f"stopped by {name}: the cycle was abandoned, nothing of it written",
-                   err=True)
+        click.echo(f"stopped by {name}: {abandoned}", err=True)
         raise SystemExit(128 + received[0]) from None
 
 
@@ -218,15 +219,23 @@ def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
     def write(lines: bytes) -> None:
         out.write(lines)
 
-    with _errors_as_exit_codes(), Runtime(batch_settings(config)) as runtime:
-        cycle_input = asyncio.run(load_once(config, when))
-        result = runtime.evaluate_sync(
-            cycle_input.markets, cycle_input.markets_source,
-            cycle_input.signals, cycle_input.signals_source,
-            when, on_lines=write,
-        )
-        out.flush()
-    _report_rejected([*cycle_input.rejected, *result.rejected])
+    async def evaluate_all() -> tuple[Rejected, ...]:
+        with Runtime(batch_settings(config)) as runtime:
+            async with open_sources(config) as sources:
+                cycle_input = await sources.load(when)
+            result = await runtime.evaluate(
+                cycle_input.markets, cycle_input.markets_source,
+                cycle_input.signals, cycle_input.signals_source,
+                when, on_lines=write,
+            )
+        return (*cycle_input.rejected, *result.rejected)
+
+    with _errors_as_exit_codes():
+        try:
+            rejected = _until_signal(evaluate_all, "the evaluation was abandoned")
+        finally:
+            out.flush()
+    _report_rejected(rejected)
 
 
 def _out_option(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -261,13 +270,10 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         return
 
     async def one_cycle() -> CycleReport:
-        inputs = ConfiguredInputs(config)
         with Runtime(batch_settings(config)) as runtime, LedgerOnDemand(out) as ledger:
-            try:
-                return await run_cycle(runtime, inputs, ledger.portfolio(), ledger,
+            async with open_sources(config) as sources:
+                return await run_cycle(runtime, sources, ledger.portfolio(), ledger,
                                        config.risk_limits(), as_of=when, clock=_now)
-            finally:
-                await inputs.aclose()
 
     with _errors_as_exit_codes():
         report = _until_signal(one_cycle)
@@ -275,11 +281,10 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
     if as_json:
         summary = msgspec.structs.asdict(report.metrics)
         summary["output_dir"] = report.output_dir
-        summary["sources"] = report.sources
         click.echo(msgspec.json.encode(summary).decode())
     else:
         click.echo(_summary(report))
-        click.echo(_sources_summary(report.sources))
+        click.echo(_sources_summary(report.metrics.sources))
 
 
 def _sources_summary(stats: SourceStats) -> str:
@@ -413,15 +418,16 @@ def stress(size: str | None, count: int | None, real: bool, config_path: Path | 
     when = _parse_as_of(as_of) or _now()
     config = _load_config(config_path, {"sources.polymarket_url": polymarket_url})
     markets = count if count is not None else PRESETS[size or "small"]
-    sources = config if real else msgspec.structs.replace(config, sources=msgspec.structs.replace(
+    sources = config.sources if real else msgspec.structs.replace(
         config.sources, markets=SYNTHETIC, signals="", feeds=(), synthetic_markets=markets
-    ))
+    )
 
     async def measured() -> StressReport:
-        with _progress_bar(markets) as on_progress:
-            return await run_stress(batch_settings(config), config.risk_limits(),
-                                    ConfiguredInputs(sources), when, clock=_now,
-                                    on_progress=on_progress)
+        loader = open_sources(msgspec.structs.replace(config, sources=sources))
+        async with loader:
+            with _progress_bar(markets) as on_progress:
+                return await run_stress(batch_settings(config), config.risk_limits(), loader,
+                                        when, clock=_now, on_progress=on_progress)
 
     with _errors_as_exit_codes():
         report = _until_signal(measured)

@@ -2,9 +2,9 @@
 
 This is the imperative shell around the pure domain: it owns the order of the steps and the
 portfolio carried from one cycle to the next, and nothing else. Loading inputs is the sources'
-job (behind the small `InputLoader` seam), evaluating markets the runtime's, writing lines the
-ledger's. `run-once`, `stress` and the daemon all await `run_cycle`; nothing in here starts an
-event loop.
+job (`pomabotd.sources.open_sources`, kept across cycles, behind the small `InputLoader`
+seam), evaluating markets the runtime's, writing lines the ledger's. `run-once`, `stress` and
+the daemon all await `run_cycle`; nothing in here starts an event loop.
 
 A cycle can be cancelled (a stop signal) at any of its awaits, which all come before the ledger
 is touched; appending its lines has no await inside, so a cancelled cycle leaves nothing of
@@ -36,11 +36,10 @@ from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import CycleError, LedgerError
 from pomabotd.log import logger
 from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
-from pomabotd.sources import CycleInput, SourceStats, load_once
+from pomabotd.sources import CycleInput
 from pomabotd.wire import Rejected
 
 __all__ = [
-    "ConfiguredInputs",
     "CycleReport",
     "InputLoader",
     "LedgerOnDemand",
@@ -65,7 +64,10 @@ def batch_settings(config: Config) -> BatchSettings:
 
 
 class InputLoader(Protocol):
-    """Where a cycle's markets and signals come from; built once, kept across cycles."""
+    """Where a cycle's markets and signals come from; built once, kept across cycles.
+
+    `pomabotd.sources.Sources` is the real one.
+    """
 
     async def load(self, as_of: datetime) -> CycleInput:
         """One cycle's input, as of `as_of`."""
@@ -74,20 +76,6 @@ class InputLoader(Protocol):
     async def aclose(self) -> None:
         """Release what the loader holds (connections, caches)."""
         ...
-
-
-class ConfiguredInputs:
-    """The configured `sources.*`, opened afresh for every cycle."""
-
-    def __init__(self, config: Config) -> None:
-        self._config = config
-
-    async def load(self, as_of: datetime) -> CycleInput:
-        """Open the configured sources, load one cycle's input, close them."""
-        return await load_once(self._config, as_of)
-
-    async def aclose(self) -> None:
-        """Nothing is held between cycles."""
 
 
 class PreparedInput:
@@ -115,7 +103,6 @@ class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
     rejected: tuple[Rejected, ...]
     failures: tuple[tuple[str, str], ...]
     output_dir: str
-    sources: SourceStats
 
 
 class Portfolio:
@@ -285,7 +272,7 @@ async def run_cycle(
         finished_at = clock()
     metrics = _metrics(
         cycle_id, started_at, finished_at, result, selection, closes, open_now, current_equity,
-        realized, len(cycle_input.rejected), cycle_input.markets_source, meter,
+        realized, cycle_input, meter,
     )
     writer.append_cycle((*closes, *opened), metrics)
     portfolio.open_positions = open_now
@@ -320,7 +307,6 @@ async def run_cycle(
         rejected=rejected,
         failures=tuple(result.failures),
         output_dir=str(writer.directory),
-        sources=cycle_input.stats,
     )
 
 
@@ -380,13 +366,13 @@ def _metrics(
     open_now: tuple[Position, ...],
     current_equity: float,
     realized: float,
-    rejected_before_run: int,
-    markets_source: str,
+    cycle_input: CycleInput,
     meter: Meter,
 ) -> CycleMetrics:
     elapsed_s = max((finished_at - started_at).total_seconds(), 1e-9)
+    rejected_before_run = len(cycle_input.rejected)
     rejected_markets = rejected_before_run + sum(
-        1 for r in result.rejected if r.source == markets_source
+        1 for r in result.rejected if r.source == cycle_input.markets_source
     )
     total = result.markets_total + rejected_before_run
     evaluated = result.markets_evaluated
@@ -414,5 +400,6 @@ def _metrics(
         equity_usd=round(current_equity, 2),
         realized_pnl_usd=realized,
         success_rate=round(evaluated / total, 6) if total else 1.0,
+        sources=cycle_input.stats,
     )
 

@@ -29,6 +29,7 @@ import msgspec
 from pomabotd.domain.models import CloseEvent, Position
 from pomabotd.domain.portfolio import LedgerState
 from pomabotd.errors import LedgerError
+from pomabotd.sources.base import SourceStats
 
 __all__ = [
     "LOCK_FILE",
@@ -59,7 +60,9 @@ class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
     `cycle_id` has no metrics line belong to a cycle that never completed. `rss_mb` is the
     peak, over the whole cycle from loading its input to writing its lines, of the summed
     proportional set size (PSS) of pomabotd and every process it started: a page shared by
-    several of them counts once in total.
+    several of them counts once in total. `sources` holds what loading the input ran into
+    (failed fetches per source, refused records, feeds, news); lines written before it existed
+    decode with empty counts.
     """
 
     cycle_id: int
@@ -85,6 +88,7 @@ class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
     equity_usd: float
     realized_pnl_usd: float
     success_rate: float
+    sources: SourceStats = msgspec.field(default_factory=SourceStats)
 
 
 _EVENT_DECODER: Final = msgspec.json.Decoder(Position | CloseEvent)

@@ -2,12 +2,17 @@
 
 A cycle starts every `daemon.interval_s` seconds; one that runs longer delays the next, which
 then starts as soon as it ends, so cycles never overlap. Between cycles the loop sleeps on an
-event (signals and timers wake it; nothing polls), so an idle daemon costs no CPU.
+event (signals and timers wake it; nothing polls), so an idle daemon costs no CPU. The sources
+(`pomabotd.sources.open_sources`) are built once too and keep their feed cache, ETags and news
+memory from cycle to cycle; a source that yields nothing usable fails that cycle only (one
+error line, `/healthz` unhealthy with the reason), and the next interval tries again.
 
 - SIGHUP: the files are reopened (rename-based rotation), then a whole new configuration is
   built and checked (TOML, env file, environment, the flags given at start, the strategy
   plugin) and swapped in between cycles, the pool rebuilt only when `batch.workers` or
-  `batch.evaluator` changed. Anything wrong keeps the running configuration and logs one error.
+  `batch.evaluator` changed, the sources rebuilt (and the old ones closed) only when the
+  `[sources]` section changed. Anything wrong keeps the running configuration and logs one
+  error.
 - SIGTERM/SIGINT: no new cycle; the cycle in flight gets `daemon.stop_timeout_s` to finish,
   else it is cancelled before it writes anything; a second signal cancels it at once. Then the
   workers stop and `run` returns.
@@ -31,7 +36,7 @@ from typing import Final
 
 from pomabotd._version import __version__
 from pomabotd.config import Config
-from pomabotd.cycle import ConfiguredInputs, InputLoader, Portfolio, batch_settings, run_cycle
+from pomabotd.cycle import Portfolio, batch_settings, run_cycle
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
@@ -40,6 +45,7 @@ from pomabotd.engine.runtime import Runtime
 from pomabotd.errors import PomabotdError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
+from pomabotd.sources import Sources, open_sources
 
 __all__ = ["Daemon", "stuck_after_s"]
 
@@ -84,7 +90,7 @@ class Daemon:
         self._flags = SignalFlags()
         self._runtime = Runtime(batch_settings(config))
         self._ledger: Ledger | None = None
-        self._inputs: InputLoader = ConfiguredInputs(config)
+        self._sources: Sources | None = None
         self._status: StatusServer | None = None
         self._state: DaemonState | None = None
 
@@ -96,6 +102,7 @@ class Daemon:
         try:
             await asyncio.to_thread(self._runtime.start)  # warm before any data is loaded
             config = self._config
+            self._sources = open_sources(config)
             self._ledger = Ledger(Path(config.daemon.output_dir))
             portfolio = Portfolio.recover(self._ledger)
             state = self._state = DaemonState(config, portfolio)
@@ -146,11 +153,11 @@ class Daemon:
 
     async def _cycle(self, state: DaemonState) -> None:
         """Run one cycle; a stop signal gives it `stop_timeout_s`, a second one none."""
-        assert self._ledger is not None
+        assert self._ledger is not None and self._sources is not None
         config = state.config
         cycle_id = state.portfolio.last_cycle_id + 1
         task = asyncio.create_task(run_cycle(
-            self._runtime, self._inputs, state.portfolio, self._ledger, config.risk_limits(),
+            self._runtime, self._sources, state.portfolio, self._ledger, config.risk_limits(),
             as_of=self._as_of, clock=_now,
         ))
         state.cycle_started = time.monotonic()
@@ -243,6 +250,7 @@ class Daemon:
         """Put `new` in force piece by piece, undoing the pieces already swapped if one fails."""
         undo: list[Callable[[], object]] = []
         status = self._status
+        sources = self._sources
         try:
             configure_logging(new.log.level, new.log.format, new.log.file)
             undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file))
@@ -254,12 +262,16 @@ class Daemon:
                 portfolio = Portfolio.recover(ledger)
             if new.daemon.status_addr != old.daemon.status_addr:
                 status = await self._serve(state, new)
+            if new.sources != old.sources:
+                sources = open_sources(new)  # keeps the old cache when [sources] is unchanged
             await asyncio.to_thread(self._runtime.reconfigure, batch_settings(new))
         except BaseException:
             for step in reversed(undo):
                 step()
             if status is not None and status is not self._status:
                 await status.stop()
+            if sources is not None and sources is not self._sources:
+                await sources.aclose()
             raise
         if ledger is not self._ledger:
             assert self._ledger is not None
@@ -270,9 +282,10 @@ class Daemon:
                 await self._status.stop()
             self._status = status
             state.status_addr = status.address if status is not None else None
-        if new.sources != old.sources:
-            await self._inputs.aclose()
-            self._inputs = ConfiguredInputs(new)
+        if sources is not self._sources:
+            if self._sources is not None:
+                await self._sources.aclose()
+            self._sources = sources
         state.portfolio = portfolio
         state.config = new
 
@@ -328,7 +341,9 @@ class Daemon:
         if self._status is not None:
             await self._status.stop()
             self._status = None
-        await self._inputs.aclose()
+        if self._sources is not None:
+            await self._sources.aclose()
+            self._sources = None
         await asyncio.to_thread(self._runtime.close)
         if self._ledger is not None:
             self._ledger.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from pomabotd.cycle import CycleReport, Portfolio
 from pomabotd.domain.portfolio import equity
 from pomabotd.domain.selection import portfolio_risk_pct
 
-__all__ = ["TOTALS", "DaemonState"]
+__all__ = ["FEED_RESULTS", "NEWS_TOTALS", "TOTALS", "DaemonState"]
 
 #: Cumulative counts over the daemon's life, summed from each finished cycle's metrics.
 TOTALS: Final = (
@@ -30,6 +31,10 @@ TOTALS: Final = (
     "retries",
     "worker_restarts",
 )
+#: Feed reads by result, summed from each finished cycle's `sources` counts (`feeds_<result>`).
+FEED_RESULTS: Final = ("ok", "unchanged", "failed")
+#: News counts summed from each finished cycle's `sources` counts.
+NEWS_TOTALS: Final = ("news_items", "news_duplicates", "news_signals")
 
 
 class DaemonState:
@@ -52,6 +57,11 @@ class DaemonState:
         self.reloads_failed = 0
         self.stopping = False
         self.totals = dict.fromkeys(TOTALS, 0)
+        self.feeds = dict.fromkeys(FEED_RESULTS, 0)
+        self.news = dict.fromkeys(NEWS_TOTALS, 0)
+        #: Requests that failed for good, and input records refused, per source name.
+        self.fetch_errors: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
 
     def cycle_finished(self, report: CycleReport) -> None:
         """Count a cycle that wrote its lines."""
@@ -62,6 +72,13 @@ class DaemonState:
         metrics = report.metrics
         for name in TOTALS:
             self.totals[name] += getattr(metrics, name)
+        stats = metrics.sources
+        for result in FEED_RESULTS:
+            self.feeds[result] += getattr(stats, f"feeds_{result}")
+        for name in NEWS_TOTALS:
+            self.news[name] += getattr(stats, name)
+        self.fetch_errors.update(stats.fetch_errors)
+        self.refused.update(record.source for record in report.rejected)
 
     def cycle_failed(self, cycle_id: int, error: str) -> None:
         """Count a cycle that wrote nothing."""

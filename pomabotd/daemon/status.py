@@ -6,7 +6,8 @@
     GET /metrics           Prometheus text exposition (prometheus-client, private registry)
 
 The Prometheus figures are collected from `DaemonState` at scrape time, so each count lives in
-one place.
+one place. The counts of loading the input (failed fetches and refused records per source,
+feed reads, news) come from each finished cycle's `sources` counts and refused records.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from pomabotd._version import __version__
-from pomabotd.daemon.state import TOTALS, DaemonState
+from pomabotd.daemon.state import FEED_RESULTS, NEWS_TOTALS, TOTALS, DaemonState
 
-__all__ = ["METRIC_NAMES", "StatusServer", "format_address"]
+__all__ = ["METRIC_NAMES", "PER_SOURCE_METRIC_NAMES", "StatusServer", "format_address"]
 
 _JSON: Final = msgspec.json.Encoder()
 
@@ -35,6 +36,8 @@ METRIC_NAMES: Final = (
     "pomabotd_cycles",
     *(f"pomabotd_{name}" for name in TOTALS),
     "pomabotd_reloads",
+    "pomabotd_feeds",
+    *(f"pomabotd_{name}" for name in NEWS_TOTALS),
     "pomabotd_last_cycle_duration_seconds",
     "pomabotd_last_cycle_throughput_markets_per_second",
     "pomabotd_last_cycle_peak_memory_bytes",
@@ -44,6 +47,11 @@ METRIC_NAMES: Final = (
     "pomabotd_realized_pnl_usd",
     "pomabotd_portfolio_risk_percent",
 )
+#: Counters labelled by source name, exposed once a source has something to count.
+PER_SOURCE_METRIC_NAMES: Final = (
+    "pomabotd_source_fetch_errors",
+    "pomabotd_source_records_refused",
+)
 
 _HELP: Final = {
     "markets_evaluated": "Markets evaluated without error, over all cycles.",
@@ -52,6 +60,9 @@ _HELP: Final = {
     "timeouts": "Market evaluations that ran past batch.timeout_ms.",
     "retries": "Re-runs of failed or lost markets.",
     "worker_restarts": "Worker processes replaced after a crash or a kill.",
+    "news_items": "News items read for the first time from the feeds.",
+    "news_duplicates": "News items read again, through the same feed or another.",
+    "news_signals": "Signals made from news, summed over cycles.",
 }
 
 
@@ -83,6 +94,30 @@ class _StateCollector(Collector):
         reloads.add_metric(["ok"], state.reloads_ok)
         reloads.add_metric(["failed"], state.reloads_failed)
         yield reloads
+        feeds = CounterMetricFamily(
+            "pomabotd_feeds",
+            "Feed reads by result: ok (read and parsed), unchanged (304 Not Modified, or read "
+            "too recently), failed.",
+            labels=["result"],
+        )
+        for result in FEED_RESULTS:
+            feeds.add_metric([result], state.feeds[result])
+        yield feeds
+        for name in NEWS_TOTALS:
+            yield CounterMetricFamily(f"pomabotd_{name}", _HELP[name], value=state.news[name])
+        per_source = (
+            ("pomabotd_source_fetch_errors",
+             "Requests to a source (the market API, a feed) that failed for good, after their "
+             "retries.", state.fetch_errors),
+            ("pomabotd_source_records_refused",
+             "Input records refused, by the source that gave them (unmappable or invalid).",
+             state.refused),
+        )
+        for name, documentation, counts in per_source:
+            family = CounterMetricFamily(name, documentation, labels=["source"])
+            for source, count in sorted(counts.items()):
+                family.add_metric([source], count)
+            yield family
         report = state.last_report
         last = report.metrics if report is not None else None
         gauges: list[tuple[str, str, float]] = [

@@ -9,6 +9,6 @@ A bad record becomes a `Rejected` value naming the record and field, never an ex
 from __future__ import annotations
 
 from pomabotd.sources.base import CycleInput, SourceStats
-from pomabotd.sources.registry import Sources, load_once, open_sources
+from pomabotd.sources.registry import Sources, open_sources
 
-__all__ = ["CycleInput", "SourceStats", "Sources", "load_once", "open_sources"]
+__all__ = ["CycleInput", "SourceStats", "Sources", "open_sources"]

@@ -20,6 +20,7 @@ Records are decoded with msgspec into structs holding only these fields.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -420,15 +421,16 @@ class GammaFile(Source):
         return cls(Path(argument))
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The file's markets mapped as the live source maps them; refusals are counted."""
-        raws = read_snapshot(self._path)
-        markets, rejected = map_records(raws, self.name)
+        """The file's markets mapped as the live source maps them (off the event loop);
+        refusals are counted."""
+        raws = await asyncio.to_thread(read_snapshot, self._path)
+        markets, rejected = await asyncio.to_thread(map_records, raws, self.name)
         log_refusals(self.name, rejected, len(raws))
         if not markets:
             why = f"all {len(raws)} records refused" if raws else "the file lists none"
             raise SourceError(f"{self.name}: no usable markets ({why})")
         return SourceBatch(
-            markets=encode_markets(markets),
+            markets=await asyncio.to_thread(encode_markets, markets),
             rejected=tuple(rejected),
             stats=SourceStats(records_refused=len(rejected)),
         )

@@ -7,6 +7,7 @@ system errors into messages that name the path.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from pomabotd.config import SourcesConfig
@@ -53,8 +54,8 @@ class JsonlMarkets(Source):
         return cls(Path(argument))
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The file's bytes; its lines are validated by the engine's workers."""
-        return SourceBatch(markets=read_bytes(self._path))
+        """The file's bytes, read off the event loop; the engine's workers validate them."""
+        return SourceBatch(markets=await asyncio.to_thread(read_bytes, self._path))
 
 
 class JsonlSignals(Source):
@@ -70,5 +71,5 @@ class JsonlSignals(Source):
         return cls(Path(config.signals))
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The file's bytes; its lines are validated by the engine's workers."""
-        return SourceBatch(signals=read_bytes(self._path))
+        """The file's bytes, read off the event loop; the engine's workers validate them."""
+        return SourceBatch(signals=await asyncio.to_thread(read_bytes, self._path))

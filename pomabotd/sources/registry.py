@@ -30,7 +30,6 @@ __all__ = [
     "MARKET_SOURCES",
     "SIGNAL_SOURCES",
     "Sources",
-    "load_once",
     "market_source",
     "open_sources",
 ]
@@ -127,12 +126,6 @@ def open_sources(config: Config) -> Sources:
         if wanted(config.sources)
     ]
     return Sources(market_source(config), signals)
-
-
-async def load_once(config: Config, as_of: datetime) -> CycleInput:
-    """Open the sources, load one cycle's input, close them: for one-shot commands."""
-    async with open_sources(config) as sources:
-        return await sources.load(as_of)
 
 
 def _join(parts: Iterable[bytes]) -> bytes:

@@ -9,6 +9,7 @@ check and selection has real work to do. The same seed and `as_of` always give t
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -161,6 +162,9 @@ class SyntheticSource(Source):
         return cls(config.synthetic_markets, config.seed, with_signals=not config.signals)
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The same markets for the same seed and `as_of`, as wire lines."""
-        markets, signals = generate_jsonl(self._count, self._seed, context.as_of)
+        """The same markets for the same seed and `as_of`, as wire lines, generated off the
+        event loop (a daemon keeps answering its status endpoint meanwhile)."""
+        markets, signals = await asyncio.to_thread(
+            generate_jsonl, self._count, self._seed, context.as_of
+        )
         return SourceBatch(markets=markets, signals=signals if self._with_signals else b"")
