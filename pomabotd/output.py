@@ -102,7 +102,9 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     `base` is the portfolio `state.json` recorded (None without one); `events` are the
     positions lines of the finished cycles after it. `truncated_bytes` counts the bytes
     removed from both files; `dropped_lines` the complete positions lines of the unfinished
-    cycle `dropped_cycle_id` among them. The caller logs them.
+    cycle `dropped_cycle_id` among them. The caller logs them. `cycles` (every finished
+    cycle's metrics line) and `history` (every positions line of a finished cycle, those
+    `state.json` already counts included), both in file order, are read only on request.
     """
 
     events: tuple[Position | CloseEvent, ...]
@@ -112,13 +114,17 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     truncated_bytes: int = 0
     dropped_lines: int = 0
     dropped_cycle_id: int | None = None
+    cycles: tuple[CycleMetrics, ...] = ()
+    history: tuple[Position | CloseEvent, ...] = ()
 
 
-def read_ledger(directory: Path) -> LedgerSnapshot:
+def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
     """Read an output directory without creating, locking or changing anything.
 
     A missing directory or file reads as empty; a torn last line and the lines of an
-    unfinished cycle are skipped, as `Ledger.recover` would cut them.
+    unfinished cycle are skipped, as `Ledger.recover` would cut them, so this is safe on the
+    files of a running daemon. `history` also keeps every finished cycle's lines (for
+    reports); the daemon never needs them.
     """
     metrics = _read_if_present(directory / METRICS_FILE)
     positions = _read_if_present(directory / POSITIONS_FILE)
@@ -129,6 +135,7 @@ def read_ledger(directory: Path) -> LedgerSnapshot:
         base,
         directory / METRICS_FILE,
         directory / POSITIONS_FILE,
+        history=history,
     )
     return scan.snapshot
 
@@ -339,9 +346,15 @@ def _scan(
     base: LedgerState | None,
     metrics_path: Path,
     positions_path: Path,
+    *,
+    history: bool = False,
 ) -> _Scan:
-    """Decode whole lines of both files after `base`; find where an unfinished cycle begins."""
+    """Decode whole lines of both files after `base`; find where an unfinished cycle begins.
+
+    With `history`, every finished cycle's lines are kept too, those before `base` included.
+    """
     last_metrics: CycleMetrics | None = None
+    cycles: list[CycleMetrics] = []
     for number, _, line in _lines(metrics_data):
         record = _decode_line(_METRICS_DECODER, line, metrics_path, number)
         if last_metrics is not None and record.cycle_id <= last_metrics.cycle_id:
@@ -350,16 +363,21 @@ def _scan(
                 f"follow {last_metrics.cycle_id}; fix or move the file"
             )
         last_metrics = record
+        if history:
+            cycles.append(record)
     based = 0 if base is None else base.last_cycle_id
     last_cycle_id = max(based, 0 if last_metrics is None else last_metrics.cycle_id)
 
     events: list[Position | CloseEvent] = []
+    finished: list[Position | CloseEvent] = []  # with `history`: all of them, in file order
     keep = len(positions_data)
     dropped_lines = 0
     dropped_cycle_id: int | None = None
     for number, offset, line in _lines(positions_data):
         event = _decode_line(_EVENT_DECODER, line, positions_path, number)
         if event.cycle_id <= based:
+            if history:
+                finished.append(event)
             continue  # already in state.json
         if event.cycle_id > last_cycle_id + 1:
             raise LedgerError(
@@ -379,6 +397,8 @@ def _scan(
             )
         else:
             events.append(event)
+            if history:
+                finished.append(event)
     snapshot = LedgerSnapshot(
         events=tuple(events),
         last_cycle_id=last_cycle_id,
@@ -386,6 +406,8 @@ def _scan(
         base=base,
         dropped_lines=dropped_lines,
         dropped_cycle_id=dropped_cycle_id,
+        cycles=tuple(cycles),
+        history=tuple(finished),
     )
     return _Scan(snapshot, keep)
 

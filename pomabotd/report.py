@@ -1,28 +1,23 @@
 """Read a run's `metrics.jsonl` and `positions.jsonl` for `pomabotd report`, without touching them.
 
-The files may belong to a daemon that is writing them right now, so this reader takes no lock
-and repairs nothing: a last line without its newline is still being written and is left out,
-and so are positions lines of a cycle whose metrics line has not appeared yet (SPEC section 8:
-a reader never sees half a cycle).
+The files may belong to a daemon that is writing them right now, so they are read with the
+ledger's own read-only reader (`pomabotd.output.read_ledger`): no lock, no repair, a last line
+without its newline left out, and so are positions lines of a cycle whose metrics line has not
+appeared yet (SPEC section 8: a reader never sees half a cycle).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Final, TypeVar
 
 import msgspec
 
 from pomabotd.domain.models import CloseEvent, Position
-from pomabotd.errors import InputError
-from pomabotd.output import METRICS_FILE, POSITIONS_FILE, CycleMetrics
+from pomabotd.errors import InputError, LedgerError
+from pomabotd.output import METRICS_FILE, CycleMetrics, read_ledger
 
 __all__ = ["RunFiles", "read_run", "realized_by_cycle", "starting_equity"]
-
-_METRICS: Final = msgspec.json.Decoder(CycleMetrics)
-_EVENTS: Final = msgspec.json.Decoder(Position | CloseEvent)
-_T = TypeVar("_T")
 
 
 class RunFiles(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,17 +36,13 @@ def read_run(directory: Path) -> RunFiles:
             f"{directory} has no {METRICS_FILE}: point --from at the output directory of "
             "pomabotd run or run-once"
         )
-    metrics = _read(metrics_path, _METRICS)
-    if not metrics:
+    try:
+        snapshot = read_ledger(directory, history=True)
+    except LedgerError as exc:
+        raise InputError(str(exc)) from None
+    if not snapshot.cycles:
         raise InputError(f"{metrics_path} holds no finished cycle yet")
-    last_cycle = metrics[-1].cycle_id
-    positions_path = directory / POSITIONS_FILE
-    events = _read(positions_path, _EVENTS) if positions_path.is_file() else []
-    return RunFiles(
-        directory=str(directory),
-        metrics=tuple(metrics),
-        events=tuple(e for e in events if e.cycle_id <= last_cycle),
-    )
+    return RunFiles(directory=str(directory), metrics=snapshot.cycles, events=snapshot.history)
 
 
 def starting_equity(run: RunFiles) -> float:
@@ -77,20 +68,3 @@ def realized_by_cycle(run: RunFiles) -> list[float]:
             taken += 1
         cumulative.append(round(math.fsum(pnls), 2))
     return cumulative
-
-
-def _read(path: Path, decoder: msgspec.json.Decoder[_T]) -> list[_T]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
-    lines = data.split(b"\n")
-    records: list[_T] = []
-    for number, line in enumerate(lines[:-1], start=1):  # the last piece has no newline yet
-        if not line.strip():
-            continue
-        try:
-            records.append(decoder.decode(line))
-        except msgspec.DecodeError as exc:
-            raise InputError(f"{path} line {number}: {exc}") from None
-    return records

@@ -402,6 +402,25 @@ def test_read_ledger_changes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "absent").exists() and not (tmp_path / STATE_FILE).exists()
 
 
+def test_read_ledger_history_keeps_every_finished_cycle(tmp_path: Path) -> None:
+    """With `history`, every finished cycle's metrics and positions lines come back in file
+    order, those state.json already counts included; without it, only what recovery needs."""
+    with Ledger(tmp_path) as ledger:
+        ledger.recover()
+        ledger.append_cycle([_open(1, 1), _open(1, 2)], _metrics(1))
+        ledger.save_state(LedgerState(open_positions=(_open(1, 1), _open(1, 2)),
+                                      realized_pnl_usd=0.0, last_cycle_id=1))
+        ledger.append_cycle([_close(2, 1)], _metrics(2))
+    with (tmp_path / POSITIONS_FILE).open("ab") as f:
+        f.write(msgspec.json.encode(_open(3, 7)) + b"\n")
+    full = read_ledger(tmp_path, history=True)
+    assert full.cycles == (_metrics(1), _metrics(2))
+    assert full.history == (_open(1, 1), _open(1, 2), _close(2, 1))
+    assert full.events == (_close(2, 1),)
+    lean = read_ledger(tmp_path)
+    assert (lean.cycles, lean.history, lean.events) == ((), (), (_close(2, 1),))
+
+
 def test_output_dir_problem_names_a_file_in_the_way(tmp_path: Path) -> None:
     """A file, or a file above the path, cannot become an output directory."""
     afile = tmp_path / "afile"
