@@ -146,10 +146,15 @@ class WorkerPool:
         self._slots = memoryview(slots).cast("B").cast("q")
         self._killed = set()
         try:
-            # Submitted back to back, each ping starts its own process.
-            pings = [executor.submit(worker.ping) for _ in range(self.workers)]
+            # Each ping returns only once every worker has started (the shared counter says
+            # so), so none is idle while the next is submitted and the executor starts a
+            # process for every one of them.
+            pings = [
+                executor.submit(worker.ping, self.workers, _START_TIMEOUT_S)
+                for _ in range(self.workers)
+            ]
             for ping in pings:
-                ping.result(timeout=_START_TIMEOUT_S)
+                ping.result(timeout=_START_TIMEOUT_S + _EXIT_GRACE_S)
         except (BrokenProcessPool, FutureTimeout):
             del executor, counter
             self._teardown(kill=True)

@@ -168,6 +168,10 @@ class _Counts:
 
 
 _STATE: WorkerState | None = None
+#: The pool's shared count of workers that finished `init_worker`; `ping` waits on it.
+_STARTED: Any = None
+#: How often `ping` looks at that count while the pool starts.
+_START_POLL_S: Final = 0.005
 _PR_SET_PDEATHSIG_OPTION: Final = 1
 
 
@@ -199,7 +203,7 @@ def init_worker(evaluator: str, slots: Any, counter: Any, owner: int) -> None:
     `slots` is a shared array of (pid, start_ns) pairs, `counter` a shared int handing out slots,
     `owner` the pid of the pomabotd process that owns the pool.
     """
-    global _STATE
+    global _STATE, _STARTED
     from pomabotd.config import resolve_evaluator  # the single place that imports plugins
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shutdown
@@ -211,6 +215,7 @@ def init_worker(evaluator: str, slots: Any, counter: Any, owner: int) -> None:
     view = memoryview(slots).cast("B").cast("q")
     view[2 * index] = os.getpid()
     _STATE = WorkerState(fn, view, 2 * index + 1)
+    _STARTED = counter
     signal.signal(signal.SIGALRM, _on_alarm)
     threading.Thread(target=_watch, args=(_STATE, None), name="watchdog", daemon=True).start()
     gc.freeze()  # start-up objects are never garbage; keep the collector off them
@@ -243,8 +248,16 @@ def die_with_parent(owner: int) -> None:
         os._exit(1)
 
 
-def ping() -> int:
-    """A no-op task: proves a worker started and imported the evaluator."""
+def ping(workers: int, timeout_s: float) -> int:
+    """Prove this worker started and imported the evaluator, then hold it until all `workers`
+    of the pool have: the executor starts processes on demand, and only a ping still running
+    makes it start another one for the next. Raises TimeoutError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while _STARTED is None or _STARTED.value < workers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {_STARTED.value if _STARTED else 0} of {workers} "
+                               "workers started")
+        time.sleep(_START_POLL_S)
     return os.getpid()
 
 

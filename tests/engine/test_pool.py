@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import RunCli
 
-from pomabotd.engine.pool import busy_slots
+from pomabotd.engine.pool import WorkerPool, busy_slots
 
 
 class _ClearedBetweenReads:
@@ -43,6 +44,20 @@ def test_idle_and_killed_workers_are_not_busy() -> None:
     slots = [11, 0, 12, 500, 13, 900]
     assert busy_slots(slots) == [(12, 500), (13, 900)]
     assert busy_slots(slots, killed={13}) == [(12, 500)]
+
+
+def test_start_brings_up_every_worker_before_returning() -> None:
+    """However quickly the first worker answers, `start` returns with all of them running:
+    each start-up ping holds its worker until every worker has started."""
+    pool = WorkerPool(3, "pomabotd:evaluate_market")
+    try:
+        pool.start()
+        pids = pool.pids()
+        assert len(set(pids)) == 3
+        assert all(psutil.Process(pid).is_running() for pid in pids)
+    finally:
+        pool.close()
+    assert psutil.Process().children(recursive=True) == []
 
 
 @pytest.mark.slow
