@@ -28,7 +28,6 @@ from pomabotd.domain.portfolio import (
     equity,
     mark_positions,
     open_position,
-    replay_ledger,
 )
 from pomabotd.domain.selection import Selection, portfolio_risk_pct, select
 from pomabotd.engine.meter import Meter
@@ -138,17 +137,7 @@ class Portfolio:
     @classmethod
     def from_snapshot(cls, snapshot: LedgerSnapshot) -> Portfolio:
         """`state.json`'s portfolio, with the finished cycles after it replayed on top."""
-        base = snapshot.base
-        carried = () if base is None else base.open_positions
-        replayed = replay_ledger((*carried, *snapshot.events))
-        realized = replayed.realized_pnl_usd + (0.0 if base is None else base.realized_pnl_usd)
-        portfolio = cls(
-            LedgerState(
-                open_positions=replayed.open_positions,
-                realized_pnl_usd=round(realized, 2),
-                last_cycle_id=max(replayed.last_cycle_id, snapshot.last_cycle_id),
-            )
-        )
+        portfolio = cls(snapshot.portfolio())
         portfolio.last_metrics = snapshot.last_metrics
         return portfolio
 

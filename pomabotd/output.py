@@ -27,7 +27,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from pomabotd.domain.models import CloseEvent, Position
-from pomabotd.domain.portfolio import LedgerState
+from pomabotd.domain.portfolio import HistoryError, LedgerState, replay_ledger
 from pomabotd.errors import LedgerError
 from pomabotd.sources.base import SourceStats
 
@@ -116,6 +116,22 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     dropped_cycle_id: int | None = None
     cycles: tuple[CycleMetrics, ...] = ()
     history: tuple[Position | CloseEvent, ...] = ()
+
+    def portfolio(self) -> LedgerState:
+        """`state.json`'s portfolio with the finished cycles after it replayed on top;
+        LedgerError if the positions lines contradict each other."""
+        base = self.base
+        carried = () if base is None else base.open_positions
+        try:
+            replayed = replay_ledger((*carried, *self.events))
+        except HistoryError as exc:
+            raise LedgerError(str(exc)) from None
+        realized = replayed.realized_pnl_usd + (0.0 if base is None else base.realized_pnl_usd)
+        return LedgerState(
+            open_positions=replayed.open_positions,
+            realized_pnl_usd=round(realized, 2),
+            last_cycle_id=max(replayed.last_cycle_id, self.last_cycle_id),
+        )
 
 
 def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:

@@ -30,8 +30,7 @@ from typing import Final, Literal, NamedTuple
 from msgspec import Struct
 
 from pomabotd.domain.models import CATEGORIES, CloseEvent, Evaluation, Position, Side
-from pomabotd.domain.portfolio import ExitReason, held_price
-from pomabotd.errors import LedgerError
+from pomabotd.domain.portfolio import ExitReason, HistoryError, held_price
 
 __all__ = [
     "CALIBRATION_WIDTH",
@@ -232,7 +231,7 @@ def scorecard(
 def closed_positions(events: Iterable[Position | CloseEvent]) -> tuple[ClosedPosition, ...]:
     """Pair `positions.jsonl` events into closed positions, in the order they closed.
 
-    Positions still open are left out. Raises LedgerError for a close of a position that was
+    Positions still open are left out. Raises HistoryError for a close of a position that was
     never opened, since its category, side and belief are then unknown.
     """
     opened: dict[str, Position] = {}
@@ -243,7 +242,7 @@ def closed_positions(events: Iterable[Position | CloseEvent]) -> tuple[ClosedPos
             continue
         position = opened.pop(event.position_id, None)
         if position is None:
-            raise LedgerError(f"close of position {event.position_id}, which was never opened")
+            raise HistoryError(f"close of position {event.position_id}, which was never opened")
         outcome: Side | None = None
         if event.exit_reason == "resolved":
             outcome = position.side if event.exit_price >= _EVEN else _OTHER_SIDE[position.side]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pomabotd.domain.models import CloseEvent, Evaluation, Market, Position, RiskLimits, Side
 from pomabotd.domain.portfolio import (
+    HistoryError,
     LedgerState,
     close_position,
     close_reason,
@@ -21,7 +22,6 @@ from pomabotd.domain.portfolio import (
     replay_ledger,
 )
 from pomabotd.domain.selection import Pick
-from pomabotd.errors import LedgerError
 
 OPENED_AT = datetime(2025, 1, 1, tzinfo=UTC)
 CLOSED_AT = datetime(2025, 1, 2, tzinfo=UTC)
@@ -321,7 +321,7 @@ def test_replay_empty_ledger() -> None:
 
 def test_replay_refuses_double_open() -> None:
     """Opening a market that is already open means the ledger is inconsistent."""
-    with pytest.raises(LedgerError, match="already has an open position"):
+    with pytest.raises(HistoryError, match="already has an open position"):
         replay_ledger([_open(cycle_id=1), _open(cycle_id=2)])
 
 
@@ -329,5 +329,5 @@ def test_replay_refuses_close_of_unknown_position() -> None:
     """A close with no matching open (or a repeated close) means the ledger is inconsistent."""
     position = _open()
     close = close_position(position, "converged", 55.0, 2, CLOSED_AT)
-    with pytest.raises(LedgerError, match="not open"):
+    with pytest.raises(HistoryError, match="not open"):
         replay_ledger([position, close, close])

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pomabotd.domain.models import CATEGORIES, CloseEvent, Evaluation, Position, Side
+from pomabotd.domain.portfolio import HistoryError
 from pomabotd.domain.research import (
     ClosedPosition,
     Graded,
@@ -22,7 +23,6 @@ from pomabotd.domain.research import (
     scorecard,
     unit_pnl,
 )
-from pomabotd.errors import LedgerError
 
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -255,7 +255,7 @@ def test_closed_positions_pair_ledger_events_in_close_order():
 
 def test_a_close_without_its_open_is_a_ledger_error():
     """A close of a position never opened names the position."""
-    with pytest.raises(LedgerError, match="1-zz"):
+    with pytest.raises(HistoryError, match="1-zz"):
         closed_positions([_close("zz", 0.0, "resolved", -1.0)])
 
 
