@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import msgspec
@@ -332,6 +333,18 @@ def test_example_file_loads_to_the_defaults() -> None:
     for key, entry in from_example.describe().items():
         assert entry["value"] == defaults.value(key), key
     assert from_example.provenance["batch.timeout_ms"] == f"file:{EXAMPLE}"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(EXAMPLE.parent.rglob("*.toml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_file_loads(path: Path) -> None:
+    """Each TOML file under config/ loads, and every key it sets is taken from it."""
+    config = load(path, {}, {})
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    written = {f"{section}.{name}" for section, body in table.items() for name in body}
+    assert written
+    assert {key for key in written if config.provenance[key] == f"file:{path}"} == written
 
 
 def test_example_file_documents_every_key_and_env_var() -> None:
