@@ -35,7 +35,6 @@ import msgspec
 from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Market
 from pomabotd.errors import InputError, SourceError
-from pomabotd.log import logger
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.jsonl import read_bytes
 from pomabotd.wire import Rejected
@@ -47,10 +46,10 @@ __all__ = [
     "GammaMarket",
     "category_of",
     "encode_markets",
-    "log_refusals",
     "map_market",
     "map_records",
     "read_snapshot",
+    "refused_reason",
     "write_snapshot",
 ]
 
@@ -201,14 +200,10 @@ def map_records(
     return markets, rejected
 
 
-def log_refusals(source: str, rejected: Sequence[Rejected], total: int) -> None:
-    """One warning per source and cycle: how many records were refused, and the first."""
-    if rejected:
-        first = rejected[0]
-        logger.bind(source=source, refused=len(rejected), record=first.record,
-                    field=first.field).warning(
-            "{}: refused {} of {} records (first: {})", source, len(rejected), total, first
-        )
+def refused_reason(rejected: Sequence[Rejected], total: int) -> str:
+    """Why a source whose every record was refused has nothing: the count and the first."""
+    first = f"; first: {rejected[0]}" if rejected else ""
+    return f"all {total} records refused{first}"
 
 
 def encode_markets(markets: Sequence[Market]) -> bytes:
@@ -425,9 +420,8 @@ class GammaFile(Source):
         refusals are counted."""
         raws = await asyncio.to_thread(read_snapshot, self._path)
         markets, rejected = await asyncio.to_thread(map_records, raws, self.name)
-        log_refusals(self.name, rejected, len(raws))
         if not markets:
-            why = f"all {len(raws)} records refused" if raws else "the file lists none"
+            why = refused_reason(rejected, len(raws)) if raws else "the file lists none"
             raise SourceError(f"{self.name}: no usable markets ({why})")
         return SourceBatch(
             markets=await asyncio.to_thread(encode_markets, markets),

@@ -107,9 +107,8 @@ class PolymarketSource(Source):
         # Mapping tens of thousands of records is CPU work: off the event loop, so a daemon's
         # status endpoint keeps answering meanwhile.
         markets, rejected = await asyncio.to_thread(gamma.map_records, raws, NAME)
-        gamma.log_refusals(NAME, rejected, len(raws))
         if not markets:
-            why = f"all {len(raws)} records refused" if raws else "the server listed none"
+            why = gamma.refused_reason(rejected, len(raws)) if raws else "the server listed none"
             raise SourceError(f"{NAME}: no usable open markets ({why})")
         return SourceBatch(
             markets=await asyncio.to_thread(gamma.encode_markets, markets),
