@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import DATA
 from daemon_process import DaemonProcess, jsonl, wait_for
@@ -41,10 +42,12 @@ def _config(path: Path, sources: dict[str, object], **sections: dict[str, object
 
 
 def _stop(daemon: DaemonProcess) -> None:
+    """SIGTERM: exit 0, and nothing the daemon started, nor the daemon, is left running."""
     daemon.remember_descendants()
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
     assert daemon.leftovers() == []
+    assert psutil.Process().children(recursive=True) == []
 
 
 def test_unreachable_market_api_fails_cycles_until_it_recovers(
