@@ -17,6 +17,7 @@ assumed; the load average is printed first.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import tempfile
@@ -24,11 +25,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pomabotd.config import load
+from pomabotd.cycle import Portfolio, PreparedInput, run_cycle
 from pomabotd.domain.models import RiskLimits
-from pomabotd.engine.cycle import Portfolio, run_cycle
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.output import Ledger
-from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
+from pomabotd.sources import CycleInput, open_sources
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -39,16 +41,23 @@ def _now() -> datetime:
 
 def _cycle(runtime: Runtime, workload: CycleInput) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as out, Ledger(Path(out)) as ledger:
+        portfolio = Portfolio.recover(ledger)
         started = time.perf_counter()
-        report = run_cycle(runtime, ledger, Portfolio.recover(ledger), workload, RiskLimits(),
-                           AS_OF, clock=_now)
+        report = asyncio.run(run_cycle(runtime, PreparedInput(workload), portfolio, ledger,
+                                       RiskLimits(), as_of=AS_OF, clock=_now))
         wall = time.perf_counter() - started
     return wall, report.metrics.rss_mb, report.metrics.markets_evaluated
 
 
 def _synthetic(markets: int) -> CycleInput:
     """The workload encoded as JSON lines, exactly as the synthetic source delivers it."""
-    return load_inputs(SYNTHETIC, "", AS_OF, synthetic_markets=markets, seed=7)
+    config = load(None, None, {"sources.synthetic_markets": markets, "sources.seed": 7})
+
+    async def synthetic() -> CycleInput:
+        async with open_sources(config) as sources:
+            return await sources.load(AS_OF)
+
+    return asyncio.run(synthetic())
 
 
 def _settings(workers: int, batch_size: int, kernel: str) -> BatchSettings:

@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import click
+import httpx
 import msgspec
 from tqdm import tqdm
 
 from pomabotd._version import __version__
 from pomabotd.config import Config, load
-from pomabotd.engine.cycle import CycleReport, Portfolio, run_cycle
-from pomabotd.engine.runtime import BatchSettings, Runtime
-from pomabotd.engine.stress import PRESETS, StressReport, run_stress
-from pomabotd.errors import ConfigError, CycleError, InputError, LedgerError, PomabotdError
+from pomabotd.cycle import (
+    CycleReport,
+    LedgerOnDemand,
+    batch_settings,
+    run_cycle,
+)
+from pomabotd.daemon.loop import Daemon
+from pomabotd.daemon.signals import STOP_SIGNALS
+from pomabotd.engine.runtime import Runtime
+from pomabotd.errors import ConfigError, InputError, MissingExtraError, PomabotdError
 from pomabotd.log import configure_logging, logger
-from pomabotd.output import Ledger
-from pomabotd.sources.inputs import SYNTHETIC, CycleInput, load_inputs
-from pomabotd.sources.jsonl import Rejected
+from pomabotd.output import output_dir_problem
+from pomabotd.plots import replay_plots, require_matplotlib, run_plots
+from pomabotd.replay.run import ReplayReport, report_json
+from pomabotd.replay.run import replay as run_replay
+from pomabotd.replay.source import load_resolved
+from pomabotd.report import read_run
+from pomabotd.sources import SourceStats, open_sources
+from pomabotd.sources.synthetic import NAME as SYNTHETIC
+from pomabotd.stress import PRESETS, StressReport, run_stress
+from pomabotd.wire import Rejected
 
 __all__ = ["main"]
 
@@ -32,6 +48,9 @@ _EARLIEST_AS_OF = 1970
 _LATEST_AS_OF = 9000
 #: How many rejected records are listed one by one before the rest are only counted.
 _REJECTED_SHOWN = 20
+_STATUS_TIMEOUT_S = 5.0
+
+_T = TypeVar("_T")
 
 
 class UsageFailure(click.ClickException):
@@ -50,9 +69,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _parse_as_of(value: str | None) -> datetime:
+def _parse_as_of(value: str | None) -> datetime | None:
+    """The `--as-of` time, or None to let each cycle run as of its own start."""
     if value is None:
-        return _now()
+        return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -60,7 +80,8 @@ def _parse_as_of(value: str | None) -> datetime:
             f"--as-of {value!r} is not an ISO 8601 time, e.g. 2026-06-01T12:00:00Z"
         ) from None
     if parsed.tzinfo is None:
-        raise UsageFailure(f"--as-of {value!r} needs a UTC offset, e.g. {value}Z")
+        suggestion = parsed.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        raise UsageFailure(f"--as-of {value!r} needs a UTC offset, e.g. {suggestion}")
     if not _EARLIEST_AS_OF <= parsed.year <= _LATEST_AS_OF:
         raise UsageFailure(
             f"--as-of {value!r} is outside the years {_EARLIEST_AS_OF}-{_LATEST_AS_OF}"
@@ -69,13 +90,19 @@ def _parse_as_of(value: str | None) -> datetime:
 
 
 @contextmanager
-def _errors_as_exit_codes() -> Iterator[None]:
-    """Turn pomabotd's typed errors into one-line messages with the SPEC's exit codes."""
+def _errors_as_exit_codes(*, input_is_usage: bool = False) -> Iterator[None]:
+    """Turn pomabotd's typed errors into one-line messages with the SPEC's exit codes.
+
+    An input that cannot be read fails a cycle (exit 1); for `replay` and `report`, whose
+    input is the file the command line names, it is bad usage (exit 2).
+    """
     try:
         yield
-    except (ConfigError, InputError) as exc:
+    except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
-    except (CycleError, LedgerError) as exc:
+    except InputError as exc:
+        if input_is_usage:
+            raise UsageFailure(str(exc)) from None
         raise CycleFailure(str(exc)) from None
     except PomabotdError as exc:
         raise CycleFailure(str(exc)) from None
@@ -84,35 +111,60 @@ def _errors_as_exit_codes() -> Iterator[None]:
 def _load_config(config_path: Path | None, flags: dict[str, Any]) -> Config:
     with _errors_as_exit_codes():
         config = load(config_path, os.environ, flags)
-    configure_logging(config.log.level)
+    try:
+        configure_logging(config.log.level, config.log.format, config.log.file)
+    except OSError as exc:
+        source = config.provenance["log.file"]
+        raise UsageFailure(f"log.file {config.log.file!r} cannot be opened (from {source}): "
+                           f"{exc.strerror}") from None
     for warning in config.warnings:
-        logger.warning(warning)
+        logger.warning("{}", warning)
     return config
 
 
-def _batch_settings(config: Config) -> BatchSettings:
-    batch = config.batch
-    return BatchSettings(
-        workers=batch.workers,
-        batch_size=batch.batch_size,
-        max_concurrency=batch.max_concurrency,
-        timeout_ms=batch.timeout_ms,
-        retry_attempts=batch.retry_attempts,
-        evaluator=batch.evaluator,
-        kernel=batch.kernel,
-        prior=config.strategy.prior,
-    )
+def _output_dir(config: Config) -> Path:
+    """The configured output directory, refused (exit 2) if it cannot be one."""
+    out = Path(config.daemon.output_dir)
+    problem = output_dir_problem(out)
+    if problem is not None:
+        source = config.provenance["daemon.output_dir"].replace(":", " ", 1)
+        raise UsageFailure(f"output directory {str(out)!r} {problem} (from {source})")
+    return out
 
 
-def _load_inputs(config: Config, as_of: datetime) -> CycleInput:
-    with _errors_as_exit_codes():
-        return load_inputs(
-            config.sources.markets,
-            config.sources.signals,
-            as_of,
-            synthetic_markets=config.sources.synthetic_markets,
-            seed=config.sources.seed,
-        )
+def _until_signal(
+    work: Callable[[], Coroutine[Any, Any, _T]],
+    abandoned: str = "the cycle was abandoned, nothing of it written",
+) -> _T:
+    """Run `work()` on a new event loop; SIGTERM or SIGINT abandons it, and the command then
+    exits with 128 + the signal's number (SPEC section 9), saying what was `abandoned`."""
+    received: list[int] = []
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop(signum: int) -> None:
+            received.append(signum)
+            task.cancel()
+
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await work()
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        name = signal.Signals(received[0]).name
+        click.echo(f"stopped by {name}: {abandoned}", err=True)
+        raise SystemExit(128 + received[0]) from None
 
 
 def _report_rejected(rejected: tuple[Rejected, ...] | list[Rejected]) -> None:
@@ -126,8 +178,14 @@ def _common_options(function: Callable[..., Any]) -> Callable[..., Any]:
     options = (
         click.option("--config", "config_path", type=click.Path(path_type=Path),
                      help="TOML configuration file (default: none, or $POMABOTD_CONFIG)."),
-        click.option("--markets", help="Markets: a JSON-lines file, or 'synthetic'."),
-        click.option("--signals", help="Signals: a JSON-lines file."),
+        click.option("--markets", help="Markets: a JSON-lines file, 'synthetic', 'polymarket' "
+                     "or 'gamma:PATH' (a saved Gamma JSON array)."),
+        click.option("--signals", help="Signals: a JSON-lines file (feeds in the config add "
+                     "theirs)."),
+        click.option("--polymarket-url", "polymarket_url", metavar="URL",
+                     help="Base URL of the Polymarket Gamma API (sources.polymarket_url)."),
+        click.option("--save-snapshot", "save_snapshot", metavar="PATH",
+                     help="Save the fetched Polymarket objects to PATH as a JSON array."),
         click.option("--as-of", "as_of", metavar="ISO8601",
                      help="Evaluate as of this UTC time (default: now)."),
     )
@@ -145,55 +203,80 @@ def main() -> None:
 @main.command()
 @_common_options
 def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
-             as_of: str | None) -> None:
+             polymarket_url: str | None, save_snapshot: str | None, as_of: str | None) -> None:
     """Write one evaluation per market, in input order, as JSON lines on stdout."""
     if markets is None:
         raise UsageFailure("evaluate needs --markets FILE (or --markets synthetic)")
-    when = _parse_as_of(as_of)
-    config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
+    when = _parse_as_of(as_of) or _now()
+    config = _load_config(config_path, {
+        "sources.markets": markets,
+        "sources.signals": signals,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
+    })
     out: BinaryIO = sys.stdout.buffer
 
     def write(lines: bytes) -> None:
         out.write(lines)
 
-    with _errors_as_exit_codes(), Runtime(_batch_settings(config)) as runtime:
-        cycle_input = _load_inputs(config, when)
-        result = runtime.evaluate_sync(
-            cycle_input.markets, cycle_input.markets_source,
-            cycle_input.signals, cycle_input.signals_source,
-            when, on_lines=write,
-        )
-        out.flush()
-    _report_rejected([*cycle_input.rejected, *result.rejected])
+    async def evaluate_all() -> tuple[Rejected, ...]:
+        with Runtime(batch_settings(config)) as runtime:
+            async with open_sources(config) as sources:
+                cycle_input = await sources.load(when)
+            result = await runtime.evaluate(
+                cycle_input.markets, cycle_input.markets_source,
+                cycle_input.signals, cycle_input.signals_source,
+                when, on_lines=write,
+            )
+        return (*cycle_input.rejected, *result.rejected)
+
+    with _errors_as_exit_codes():
+        try:
+            rejected = _until_signal(evaluate_all, "the evaluation was abandoned")
+        finally:
+            out.flush()
+    _report_rejected(rejected)
+
+
+def _out_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--out", "out_dir", type=click.Path(path_type=Path),
+        help="Directory for positions.jsonl, metrics.jsonl and state.json "
+             "(default: daemon.output_dir).",
+    )(function)
 
 
 @main.command("run-once")
 @_common_options
-@click.option("--out", "out_dir", type=click.Path(path_type=Path),
-              help="Directory for positions.jsonl and metrics.jsonl (default: output.dir).")
+@_out_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
 def run_once(config_path: Path | None, markets: str | None, signals: str | None,
-             as_of: str | None, out_dir: Path | None, as_json: bool) -> None:
+             polymarket_url: str | None, save_snapshot: str | None, as_of: str | None,
+             out_dir: Path | None, as_json: bool) -> None:
     """Run one cycle, append its lines to the output directory, print a summary."""
     when = _parse_as_of(as_of)
     config = _load_config(config_path, {
         "sources.markets": markets,
         "sources.signals": signals,
-        "output.dir": str(out_dir) if out_dir is not None else None,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
+        "daemon.output_dir": str(out_dir) if out_dir is not None else None,
     })
-    out = Path(config.output.dir)
-    if out.exists() and not out.is_dir():
-        source = config.provenance["output.dir"]
-        raise UsageFailure(f"output.dir {str(out)!r} is not a directory (from {source})")
-    with (
-        _errors_as_exit_codes(),
-        Runtime(_batch_settings(config)) as runtime,
-        Ledger(out) as ledger,
-    ):
-        portfolio = Portfolio.recover(ledger)
-        cycle_input = _load_inputs(config, when)
-        report = run_cycle(runtime, ledger, portfolio, cycle_input, config.risk_limits(),
-                           when, clock=_now)
+    out = _output_dir(config)
+    if not config.batch.enabled:
+        source = config.provenance["batch.enabled"].replace(":", " ", 1)
+        click.echo(f"batch.enabled is false (from {source}): no cycle run, nothing written",
+                   err=True)
+        return
+
+    async def one_cycle() -> CycleReport:
+        with Runtime(batch_settings(config)) as runtime, LedgerOnDemand(out) as ledger:
+            async with open_sources(config) as sources:
+                return await run_cycle(runtime, sources, ledger.portfolio(), ledger,
+                                       config.risk_limits(), as_of=when, clock=_now)
+
+    with _errors_as_exit_codes():
+        report = _until_signal(one_cycle)
     _report_rejected(report.rejected)
     if as_json:
         summary = msgspec.structs.asdict(report.metrics)
@@ -201,6 +284,86 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         click.echo(msgspec.json.encode(summary).decode())
     else:
         click.echo(_summary(report))
+        click.echo(_sources_summary(report.metrics.sources))
+
+
+def _sources_summary(stats: SourceStats) -> str:
+    failed = sum(stats.fetch_errors.values())
+    text = f"  sources: {stats.records_refused} records refused, {failed} fetches failed"
+    if stats.feeds_ok or stats.feeds_failed or stats.feeds_unchanged:
+        text += (
+            f"; feeds {stats.feeds_ok} read, {stats.feeds_unchanged} unchanged, "
+            f"{stats.feeds_failed} failed; {stats.news_items} new items, "
+            f"{stats.news_signals} news signals"
+        )
+    return text
+
+
+@main.command()
+@_common_options
+@_out_option
+@click.option("--interval", "interval_s", type=float, metavar="SECONDS",
+              help="Seconds between cycle starts (default: daemon.interval_s).")
+@click.option("--status-addr", "status_addr", metavar="HOST:PORT",
+              help="Status endpoint address; '' switches it off (default: daemon.status_addr).")
+def run(config_path: Path | None, markets: str | None, signals: str | None,
+        polymarket_url: str | None, save_snapshot: str | None, as_of: str | None,
+        out_dir: Path | None, interval_s: float | None, status_addr: str | None) -> None:
+    """Run the daemon: a cycle every interval until SIGTERM; SIGHUP reloads."""
+    when = _parse_as_of(as_of)
+    flags: dict[str, Any] = {
+        "sources.markets": markets,
+        "sources.signals": signals,
+        "sources.polymarket_url": polymarket_url,
+        "sources.save_snapshot": save_snapshot,
+        "daemon.output_dir": str(out_dir) if out_dir is not None else None,
+        "daemon.interval_s": interval_s,
+        "daemon.status_addr": status_addr,
+    }
+    config = _load_config(config_path, flags)
+    _output_dir(config)
+
+    def reload() -> Config:
+        return load(config_path, os.environ, flags)
+
+    daemon = Daemon(config, reload=reload, as_of=when)
+    try:
+        with _errors_as_exit_codes():
+            asyncio.run(daemon.run())
+    except OSError as exc:
+        raise CycleFailure(exc.strerror or str(exc)) from None
+
+
+@main.command()
+@click.option("--addr", metavar="HOST:PORT",
+              help="The daemon's status address (default: daemon.status_addr).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's health as JSON.")
+def status(addr: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Ask a running daemon how it is: exit 0 healthy, 1 unhealthy, 2 unreachable."""
+    config = _load_config(config_path, {"daemon.status_addr": addr})
+    endpoint = config.daemon.status_endpoint()
+    if endpoint is None:
+        raise UsageFailure("no status address: give --addr HOST:PORT or set daemon.status_addr")
+    host, port = endpoint
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
+    try:
+        response = httpx.get(url, timeout=_STATUS_TIMEOUT_S)
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        click.echo(f"unreachable: {url}: {exc}", err=True)
+        raise SystemExit(2) from None
+    healthy = response.status_code == 200
+    if as_json:
+        click.echo(msgspec.json.encode(body).decode())
+    else:
+        state = "healthy" if healthy else f"unhealthy: {body.get('reason')}"
+        click.echo(f"{state} (pid {body.get('pid')}, up {body.get('uptime_s')} s, "
+                   f"{body.get('cycles_ok')} cycles ok, {body.get('cycles_failed')} failed)")
+        click.echo(str(body.get("summary", "")))
+    if not healthy:
+        raise SystemExit(1)
 
 
 def _summary(report: CycleReport) -> str:
@@ -241,27 +404,33 @@ def show_config(config_path: Path | None) -> None:
               help="Use the configured market and signal sources instead of synthetic data.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+@click.option("--polymarket-url", "polymarket_url", metavar="URL",
+              help="Base URL of the Polymarket Gamma API, for --real.")
 @click.option("--as-of", "as_of", metavar="ISO8601", help="Evaluate as of this UTC time.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stress(size: str | None, count: int | None, real: bool, config_path: Path | None,
-           as_of: str | None, as_json: bool) -> None:
+           polymarket_url: str | None, as_of: str | None, as_json: bool) -> None:
     """Run one measured cycle on a large workload and check the results (exit 1 on failure)."""
     chosen = [name for name, given in (("SIZE", size), ("--markets", count), ("--real", real))
               if given]
     if len(chosen) > 1:
         raise UsageFailure(f"give one of SIZE, --markets N or --real, not {' and '.join(chosen)}")
-    when = _parse_as_of(as_of)
-    config = _load_config(config_path, {})
+    when = _parse_as_of(as_of) or _now()
+    config = _load_config(config_path, {"sources.polymarket_url": polymarket_url})
     markets = count if count is not None else PRESETS[size or "small"]
+    sources = config.sources if real else msgspec.structs.replace(
+        config.sources, markets=SYNTHETIC, signals="", feeds=(), synthetic_markets=markets
+    )
 
-    def make_input() -> CycleInput:
-        if real:
-            return _load_inputs(config, when)
-        return load_inputs(SYNTHETIC, "", when, synthetic_markets=markets, seed=config.sources.seed)
+    async def measured() -> StressReport:
+        loader = open_sources(msgspec.structs.replace(config, sources=sources))
+        async with loader:
+            with _progress_bar(markets) as on_progress:
+                return await run_stress(batch_settings(config), config.risk_limits(), loader,
+                                        when, clock=_now, on_progress=on_progress)
 
-    with _errors_as_exit_codes(), _progress_bar(markets) as on_progress:
-        report = run_stress(_batch_settings(config), config.risk_limits(), make_input, when,
-                            clock=_now, on_progress=on_progress)
+    with _errors_as_exit_codes():
+        report = _until_signal(measured)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     else:
@@ -300,3 +469,127 @@ def _stress_summary(report: StressReport) -> str:
         f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in report.checks
     ]
     return "\n".join(lines)
+
+
+# --- Research: replay and report ---------------------------------------------------------------
+
+_NO_PROMISE = "Past replay results promise nothing about markets to come."
+
+
+def _plot_directory(option: str, directory: Path | None) -> None:
+    """Refuse, before any work, a directory that cannot hold plots, or plots without matplotlib."""
+    if directory is None:
+        return
+    if directory.exists() and not directory.is_dir():
+        raise UsageFailure(f"{option} {str(directory)!r} is not a directory")
+    try:
+        require_matplotlib()
+    except MissingExtraError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
+    try:
+        return draw()
+    except MissingExtraError as exc:
+        raise UsageFailure(str(exc)) from None
+    except OSError as exc:
+        raise UsageFailure(f"cannot write plots to {directory}: {exc.strerror or exc}") from None
+
+
+@main.command()
+@click.option("--markets", required=True, metavar="RESOLVED",
+              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at.")
+@click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
+@click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
+              metavar="D", help="Evaluate each market D whole days before its closes_at.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plot", "plot_dir", type=click.Path(path_type=Path),
+              help="Also write calibration and P&L-by-category PNGs to this directory.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir: Path | None,
+           config_path: Path | None) -> None:
+    """Evaluate resolved markets as they stood D days before closing, and score the decisions."""
+    config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
+    _plot_directory("--plot", plot_dir)
+    with _errors_as_exit_codes(input_is_usage=True):
+        resolved = load_resolved(config.sources.markets, config.sources.signals, days)
+        with Runtime(batch_settings(config)) as runtime:
+            result = asyncio.run(run_replay(runtime, resolved, days, config.risk_limits()))
+    _report_rejected(result.rejected)
+    for market_id, error in result.failures[:_REJECTED_SHOWN]:
+        click.echo(f"failed: {market_id}: {error}", err=True)
+    plots = _write_plots(plot_dir, lambda: replay_plots(result.report, plot_dir)) \
+        if plot_dir is not None else []
+    if as_json:
+        click.echo(report_json(result.report).decode())
+        return
+    click.echo(_replay_summary(result.report))
+    for path in plots:
+        click.echo(f"  plot written to {path}")
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _usd(value: float) -> str:
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _replay_summary(report: ReplayReport) -> str:
+    r = report
+    lines = [
+        f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
+        f"closing ({r.records:,} records: {r.skipped_no_closes_at} without closes_at, "
+        f"{r.skipped_unresolved} unresolved, {r.failed} failed; {r.rejected} rejected; "
+        f"{r.signals:,} signals used, {r.signals_after_evaluation:,} stamped too late)",
+        f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
+        f"(expected {_share(r.expected_coverage)})",
+        f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "
+        f"{_fixed(r.mean_edge, 1)} points, P&L per unit stake {_fixed(r.pnl_per_unit, 3)}",
+        f"  selected {r.selected} positions: realized P&L {_usd(r.realized_pnl_usd)}, "
+        f"return on equity {r.return_on_equity_pct:.2f}%"
+        + (f", worst {r.worst_position.market_id} {_usd(r.worst_position.pnl_usd)}"
+           if r.worst_position is not None else ""),
+        "  confidence  markets   Brier  coverage  expected  tradeable  hit rate",
+    ]
+    lines += [
+        f"  {b.low:>4.0f}-{b.high:<5.0f} {b.count:>8,} {_fixed(b.brier, 4):>7} "
+        f"{_share(b.coverage):>9} {_share(b.expected_coverage):>9} {b.tradeable:>10,} "
+        f"{_share(b.hit_rate):>9}"
+        for b in r.confidence_buckets
+    ]
+    lines.append("  category       markets   Brier  coverage  tradeable  hit rate  P&L/unit"
+                 "  selected  realized P&L")
+    lines += [
+        f"  {name:<13} {f.markets:>8,} {_fixed(f.brier, 4):>7} {_share(f.coverage):>9} "
+        f"{f.tradeable:>10,} {_share(f.hit_rate):>9} {_fixed(f.pnl_per_unit, 3):>9} "
+        f"{f.selected:>9} {_usd(f.realized_pnl_usd):>13}"
+        for name, f in r.by_category.items()
+    ]
+    lines.append(f"  {_NO_PROMISE}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Directory to write the PNG plots to.")
+@click.option("--from", "run_dir", type=click.Path(path_type=Path),
+              help="The run's output directory (default: daemon.output_dir of the configuration).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> None:
+    """Draw PNG plots from a run's metrics.jsonl and positions.jsonl."""
+    config = _load_config(config_path, {})
+    _plot_directory("--out", out_dir)
+    source = run_dir if run_dir is not None else Path(config.daemon.output_dir)
+    with _errors_as_exit_codes(input_is_usage=True):
+        run = read_run(source)
+    for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
+        click.echo(f"plot written to {path}")

@@ -1,4 +1,8 @@
-"""The configuration tree (SPEC section 7): defaults < TOML file < `BATCH_*` environment < flags.
+"""The configuration tree (SPEC section 7): defaults < TOML file < environment < flags.
+
+The environment is the process's, overridden by the `daemon.env_file` (lines `NAME=value`) for
+the variables that file sets: a running daemon cannot see new environment variables, so that
+file is what an operator edits before a reload.
 
 `load` builds one frozen `Config` and records, for every key, which layer its value came from, so
 `pomabotd config` can show it and every refusal can name the key and the source to fix. It is the
@@ -30,12 +34,12 @@ from pomabotd.errors import ConfigError
 __all__ = [
     "CONFIG_ENV_VAR",
     "KERNELS",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "BatchConfig",
     "Config",
     "DaemonConfig",
     "LogConfig",
-    "OutputConfig",
     "SourcesConfig",
     "StrategyConfig",
     "default_config_path",
@@ -51,8 +55,9 @@ CONFIG_ENV_VAR: Final = "POMABOTD_CONFIG"
 KERNELS: Final = ("columnar", "scalar")
 
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: Final = ("auto", "json", "text")
 
-_Kind = Literal["bool", "int", "float", "str"]
+_Kind = Literal["bool", "int", "float", "str", "strs"]
 
 
 class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -75,58 +80,77 @@ class StrategyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class SourcesConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where markets and signals come from; `synthetic` needs no network and no file."""
+    """Where markets and signals come from, and how hard the network sources may try.
+
+    `synthetic` needs no network and no file; `polymarket` and `feeds` fetch over HTTP within
+    the deadlines, size caps and retry limits below.
+    """
 
     markets: str
     signals: str
     synthetic_markets: int
     seed: int
-
-
-class OutputConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where `positions.jsonl` and `metrics.jsonl` are written."""
-
-    dir: str
+    polymarket_url: str
+    polymarket_page_size: int
+    polymarket_min_liquidity: float
+    polymarket_max_markets: int
+    save_snapshot: str
+    feeds: tuple[str, ...]
+    request_deadline_s: float
+    max_response_mb: float
+    retry_attempts: int
+    retry_max_wait_s: float
+    feed_max_kb: int
+    feed_min_interval_s: float
+    feed_concurrency: int
+    news_memory: int
 
 
 class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The long-running loop: cycle interval and the status endpoint (empty address: none)."""
+    """The long-running loop: where it writes, how often it cycles, how it is reached and
+    stopped, and the environment file it rereads on reload."""
 
+    output_dir: str
     interval_s: float
-    status_address: str
+    status_addr: str
+    env_file: str
+    stop_timeout_s: float
 
     def status_endpoint(self) -> tuple[str, int] | None:
         """The (host, port) to serve status on, or None when the endpoint is switched off."""
-        if not self.status_address:
+        if not self.status_addr:
             return None
-        host, port = _split_address(self.status_address)
+        host, port = _split_address(self.status_addr)
         return host, port
 
 
 class LogConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The loguru level name, upper-cased."""
+    """The loguru level name (upper-cased), the line format, and an optional log file."""
 
     level: str
+    format: str
+    file: str
 
 
 class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole effective configuration, with where each value came from.
 
-    `provenance` maps every dotted key to `default`, `file:<path>`, `env:<VAR>` or
-    `flag:<name>`. `warnings` holds what was ignored but looks like a mistake (an unknown
-    `BATCH_*` variable), for the caller to log.
+    `provenance` maps every dotted key to `default`, `file:<path>`, `env:<VAR>`,
+    `env-file:<path>:<line>` or `flag:<name>`. `warnings` holds what was ignored but looks
+    like a mistake (an unknown `BATCH_*` variable), for the caller to log. `env_file` is the
+    environment file that was read, if any.
     """
 
     batch: BatchConfig
     risk: RiskLimits
     strategy: StrategyConfig
     sources: SourcesConfig
-    output: OutputConfig
     daemon: DaemonConfig
     log: LogConfig
     path: str | None
     provenance: dict[str, str]
     warnings: tuple[str, ...] = ()
+    env_file: str | None = None
 
     def value(self, key: str) -> Any:
         """The value of one dotted key, e.g. `batch.workers`."""
@@ -176,6 +200,11 @@ def _valid_address(address: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _valid_url(url: str) -> bool:
+    scheme, sep, rest = url.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.strip("/"))
 
 
 def _valid_evaluator_spec(spec: str) -> bool:
@@ -246,18 +275,61 @@ _KEYS: Final[dict[str, _Key]] = {
         "str",
         "synthetic",
         None,
-        "a JSONL path or 'synthetic'",
+        "a JSONL path, 'synthetic', 'polymarket' or 'gamma:PATH'",
         lambda v: bool(v.strip()),
     ),
     "sources.signals": _Key("str", "", None, "a JSONL path or empty"),
     "sources.synthetic_markets": _Key("int", 1000, None, "an integer >= 1", lambda v: v >= 1),
     "sources.seed": _Key("int", 7, None, "an integer"),
-    "output.dir": _Key("str", "pomabotd-output", None, "a directory path", lambda v: bool(v)),
+    "sources.polymarket_url": _Key(
+        "str",
+        "https://gamma-api.polymarket.com",
+        None,
+        "an http:// or https:// URL",
+        _valid_url,
+    ),
+    "sources.polymarket_page_size": _Key(
+        "int", 100, None, "an integer from 1 to 500", lambda v: 1 <= v <= 500
+    ),
+    "sources.polymarket_min_liquidity": _Key(
+        "float", 0.0, None, "a number >= 0 (USD; 0: no filter)", lambda v: v >= 0
+    ),
+    "sources.polymarket_max_markets": _Key(
+        "int", 100000, None, "an integer >= 1", lambda v: v >= 1
+    ),
+    "sources.save_snapshot": _Key("str", "", None, "a file path or empty"),
+    "sources.feeds": _Key(
+        "strs", (), None, "a list of feed URLs or file paths", lambda v: all(x.strip() for x in v)
+    ),
+    "sources.request_deadline_s": _Key(
+        "float", 30.0, None, "a number > 0 (seconds)", lambda v: v > 0
+    ),
+    "sources.max_response_mb": _Key("float", 64.0, None, "a number > 0 (MB)", lambda v: v > 0),
+    "sources.retry_attempts": _Key("int", 4, None, "an integer >= 0", lambda v: v >= 0),
+    "sources.retry_max_wait_s": _Key(
+        "float", 30.0, None, "a number >= 0 (seconds)", lambda v: v >= 0
+    ),
+    "sources.feed_max_kb": _Key("int", 2048, None, "an integer >= 1 (KB)", lambda v: v >= 1),
+    "sources.feed_min_interval_s": _Key(
+        "float", 300.0, None, "a number >= 0 (seconds)", lambda v: v >= 0
+    ),
+    "sources.feed_concurrency": _Key("int", 4, None, "an integer >= 1", lambda v: v >= 1),
+    "sources.news_memory": _Key("int", 10000, None, "an integer >= 1", lambda v: v >= 1),
+    "daemon.output_dir": _Key(
+        "str", "pomabotd-output", None, "a directory path", lambda v: bool(v)
+    ),
     "daemon.interval_s": _Key("float", 60.0, None, "a number > 0", lambda v: v > 0),
-    "daemon.status_address": _Key(
+    "daemon.status_addr": _Key(
         "str", "127.0.0.1:8787", None, "'host:port' or empty", _valid_address
     ),
+    "daemon.env_file": _Key("str", "", None, "a file path or empty"),
+    "daemon.stop_timeout_s": _Key("float", 10.0, None, "a number > 0", lambda v: v > 0),
     "log.level": _Key("str", "INFO", None, "one of " + ", ".join(LOG_LEVELS)),
+    "log.format": _Key(
+        "str", "auto", "POMABOTD_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS),
+        lambda v: v in LOG_FORMATS,
+    ),
+    "log.file": _Key("str", "", None, "a file path or empty"),
 }
 
 _ENV_TO_KEY: Final = {spec.env: key for key, spec in _KEYS.items() if spec.env}
@@ -267,7 +339,6 @@ _SECTION_TYPES: Final[dict[str, type[Struct]]] = {
     "risk": RiskLimits,
     "strategy": StrategyConfig,
     "sources": SourcesConfig,
-    "output": OutputConfig,
     "daemon": DaemonConfig,
     "log": LogConfig,
 }
@@ -275,8 +346,19 @@ _SECTION_TYPES: Final[dict[str, type[Struct]]] = {
 _FLAG_NAMES: Final = {
     "sources.markets": "--markets",
     "sources.signals": "--signals",
-    "output.dir": "--out",
+    "sources.polymarket_url": "--polymarket-url",
+    "sources.save_snapshot": "--save-snapshot",
+    "daemon.output_dir": "--out",
+    "daemon.interval_s": "--interval",
+    "daemon.status_addr": "--status-addr",
 }
+#: Keys an earlier version read, with the key that replaced them.
+_RENAMED: Final = {
+    "output.dir": "daemon.output_dir",
+    "daemon.status_address": "daemon.status_addr",
+}
+#: Environment variables pomabotd reads besides the `BATCH_*` ones.
+_OWN_PREFIX: Final = "POMABOTD_"
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
 
@@ -284,6 +366,39 @@ _FALSE: Final = frozenset({"false", "0", "no", "off"})
 def keys() -> dict[str, str | None]:
     """Every dotted key with its environment variable (None when it has none)."""
     return {key: spec.env for key, spec in _KEYS.items()}
+
+
+def _read_env_file(
+    path: Path, errors: list[str], warnings: list[str]
+) -> dict[str, tuple[str, int]]:
+    """`NAME=value` lines of the env file, each with its line number.
+
+    `#` comments and blank lines are skipped, `export ` and matching quotes around the value
+    are accepted as systemd's `EnvironmentFile=` accepts them. A missing file reads as empty
+    (the unit marks it optional); any other line is an error naming the file and line.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        warnings.append(f"env file {path} (daemon.env_file) does not exist; none read")
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        errors.append(f"env file {path} (daemon.env_file) cannot be read: {exc}")
+        return {}
+    found: dict[str, tuple[str, int]] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name.isidentifier():
+            errors.append(f"{path} line {number}: expected NAME=value, got {raw.strip()!r}")
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        found[name] = (value, number)
+    return found
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -352,15 +467,30 @@ def load(
             _apply(key, raw, False, f"file:{shown}", values, provenance, errors)
 
     warnings: list[str] = []
-    for var, raw in env.items():
+    env_file = values["daemon.env_file"]
+    from_file = _read_env_file(Path(env_file), errors, warnings) if env_file else {}
+    layered: list[tuple[str, str, str]] = [
+        (var, raw, f"env:{var}") for var, raw in env.items() if var not in from_file
+    ]
+    layered += [
+        (var, raw, f"env-file:{env_file}:{number}") for var, (raw, number) in from_file.items()
+    ]
+    for var, raw, source in layered:
         env_key = _ENV_TO_KEY.get(var)
         if env_key is None:
-            if var.startswith("BATCH_"):
-                warnings.append(_unknown_env_warning(var))
+            if var.startswith("BATCH_") or (
+                var.startswith(_OWN_PREFIX) and source.startswith("env-file:")
+            ):
+                warnings.append(_unknown_env_warning(var, source))
+            elif source.startswith("env-file:"):
+                warnings.append(
+                    f"ignored {var} in {_source_phrase(source, var)}: pomabotd reads only "
+                    "BATCH_* variables and POMABOTD_LOG_FORMAT there"
+                )
             continue
         if not raw.strip():
             continue  # an empty variable is treated as unset
-        _apply(env_key, raw, True, f"env:{var}", values, provenance, errors)
+        _apply(env_key, raw, True, source, values, provenance, errors)
 
     for key, raw in (flags or {}).items():
         if raw is None:
@@ -375,7 +505,7 @@ def load(
         try:
             resolve_evaluator(values["batch.evaluator"])
         except ConfigError as exc:
-            source = _source_phrase(provenance["batch.evaluator"])
+            source = _source_phrase(provenance["batch.evaluator"], "BATCH_EVALUATOR")
             errors.append(f"batch.evaluator: {exc} (from {source})")
 
     if errors:
@@ -395,6 +525,7 @@ def load(
         path=None if file_path is None else str(file_path),
         provenance=provenance,
         warnings=tuple(warnings),
+        env_file=env_file or None,
     )
 
 
@@ -422,7 +553,11 @@ def _file_items(table: dict[str, Any], shown: str, errors: list[str]) -> list[tu
     items: list[tuple[str, Any]] = []
     for section, body in table.items():
         if section not in _SECTIONS:
-            if isinstance(body, dict):
+            renamed = {f"{section}.{name}" for name in body} & set(_RENAMED) if isinstance(
+                body, dict) else set()
+            if renamed:
+                errors += [f"key {k!r} in {shown} is now {_RENAMED[k]!r}" for k in sorted(renamed)]
+            elif isinstance(body, dict):
                 errors.append(
                     f"unknown section [{section}] in {shown}{_suggest(section, _SECTIONS)}"
                 )
@@ -434,7 +569,9 @@ def _file_items(table: dict[str, Any], shown: str, errors: list[str]) -> list[tu
             continue
         for name, raw in body.items():
             key = f"{section}.{name}"
-            if key not in _KEYS:
+            if key in _RENAMED:
+                errors.append(f"key {key!r} in {shown} is now {_RENAMED[key]!r}")
+            elif key not in _KEYS:
                 errors.append(f"unknown key {key!r} in {shown}{_suggest(key, _KEYS)}")
             else:
                 items.append((key, raw))
@@ -451,8 +588,10 @@ def _suggest(word: str, choices: Any) -> str:
     return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
-def _unknown_env_warning(var: str) -> str:
+def _unknown_env_warning(var: str, source: str) -> str:
     hint = _suggest(var, _ENV_TO_KEY)
+    if source.startswith("env-file:"):
+        return f"ignored unknown variable {var} in {_source_phrase(source, var)}{hint}"
     return f"ignored unknown environment variable {var}{hint}"
 
 
@@ -466,7 +605,7 @@ def _apply(
     errors: list[str],
 ) -> None:
     spec = _KEYS[key]
-    source_phrase = _source_phrase(source)
+    source_phrase = _source_phrase(source, spec.env)
     try:
         value = _coerce(spec.kind, raw, from_text)
     except ValueError:
@@ -475,6 +614,9 @@ def _apply(
     if key == "log.level":
         value = value.strip().upper()
         ok = value in LOG_LEVELS
+    elif key == "log.format":
+        value = value.strip().lower()
+        ok = value in LOG_FORMATS
     else:
         ok = spec.check is None or spec.check(value)
     if not ok:
@@ -484,15 +626,21 @@ def _apply(
     provenance[key] = source
 
 
-def _source_phrase(source: str) -> str:
-    """`env:BATCH_SIZE` as it reads in a message: `env BATCH_SIZE`."""
-    return "the default" if source == "default" else source.replace(":", " ", 1)
+def _source_phrase(source: str, var: str | None = None) -> str:
+    """A provenance as it reads in a message: `env:BATCH_SIZE` is `env BATCH_SIZE`, and
+    `env-file:/etc/pomabotd/env:3` is `env BATCH_SIZE from /etc/pomabotd/env line 3`."""
+    if source == "default":
+        return "the default"
+    if source.startswith("env-file:"):
+        path, _, line = source.removeprefix("env-file:").rpartition(":")
+        return f"env {var or 'variable'} from {path} line {line}"
+    return source.replace(":", " ", 1)
 
 
 def _coerce(kind: _Kind, raw: Any, from_text: bool) -> Any:
     """Turn a layer's raw value into the key's type; text (env, CLI) is parsed, TOML is not."""
     if from_text:
-        if not isinstance(raw, str):
+        if not isinstance(raw, str) or kind == "strs":
             raise ValueError(raw)
         text = raw.strip()
         if kind == "bool":
@@ -522,6 +670,10 @@ def _coerce(kind: _Kind, raw: Any, from_text: bool) -> Any:
     if kind == "float":
         if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
             return float(raw)
+        raise ValueError(raw)
+    if kind == "strs":
+        if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            return tuple(raw)
         raise ValueError(raw)
     if isinstance(raw, str):
         return raw

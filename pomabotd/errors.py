@@ -4,8 +4,11 @@
     ├── ConfigError          a bad key or value; names the key and its source (exit 2)
     ├── InputError           a bad markets/signals source as a whole (missing file, unreadable)
     ├── LedgerError          positions.jsonl / metrics.jsonl cannot be read back safely
+    ├── MissingExtraError    an optional feature's extra is not installed (exit 2)
+    ├── FetchError           one request to an outside system failed after its retries
     ├── CycleError           a cycle could not complete (exit 1)
-    │   └── PoolCrashLoopError   every rebuilt worker pool died at once
+    │   ├── PoolCrashLoopError   every rebuilt worker pool died at once
+    │   └── SourceError          a source yielded nothing usable (unreachable, all refused)
     └── KernelInputError     input the columnar kernel does not evaluate exactly; the engine
                              evaluates it market by market instead, so users never see it
 
@@ -18,11 +21,14 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CycleError",
+    "FetchError",
     "InputError",
     "KernelInputError",
     "LedgerError",
+    "MissingExtraError",
     "PomabotdError",
     "PoolCrashLoopError",
+    "SourceError",
 ]
 
 
@@ -42,6 +48,10 @@ class LedgerError(PomabotdError):
     """The output directory holds files pomabotd cannot continue safely."""
 
 
+class MissingExtraError(PomabotdError):
+    """An optional feature needs a package its extra installs; the message says which."""
+
+
 class CycleError(PomabotdError):
     """A cycle failed as a whole."""
 
@@ -53,3 +63,19 @@ class PoolCrashLoopError(CycleError):
 class KernelInputError(PomabotdError):
     """The columnar kernel was given what it does not evaluate exactly (repeated market ids,
     times too far apart); the scalar path evaluates it."""
+
+
+class SourceError(CycleError):
+    """A market or news source gave nothing the cycle can use; the next cycle tries again."""
+
+
+class FetchError(PomabotdError):
+    """One HTTP request or feed read failed for good: its retries, deadline or size cap ran out.
+
+    A source that still has other pages or feeds counts it and goes on with what it has.
+    `status` is the HTTP status of the last response, when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -6,6 +6,11 @@ line is written, so a metrics line on disk implies its positions lines are too. 
 `Ledger.recover` cuts both files back to the last committed cycle (a torn last line, positions
 of a cycle without a metrics line), so the next cycle appends cleanly and no finished cycle is
 lost or repeated. Anything else unexpected refuses to continue rather than guess.
+
+After each committed cycle `state.json` is replaced (written aside, then renamed) with the
+portfolio it left: open positions, realized P&L, last cycle id. Recovery starts from it and
+replays only the lines of later cycles, so the two JSON-lines files may be rotated away (rename,
+then `Ledger.reopen`) without losing the open positions or reusing a cycle id.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
@@ -21,35 +27,146 @@ from typing import Final, TypeVar
 import msgspec
 
 from pomabotd.domain.models import CloseEvent, Position
-from pomabotd.engine.metrics import CycleMetrics
+from pomabotd.domain.portfolio import HistoryError, LedgerState, replay_ledger
 from pomabotd.errors import LedgerError
+from pomabotd.sources.base import SourceStats
 
-__all__ = ["LOCK_FILE", "METRICS_FILE", "POSITIONS_FILE", "Ledger", "LedgerSnapshot"]
+__all__ = [
+    "LOCK_FILE",
+    "METRICS_FILE",
+    "POSITIONS_FILE",
+    "STATE_FILE",
+    "CycleMetrics",
+    "Ledger",
+    "LedgerSnapshot",
+    "output_dir_problem",
+    "read_ledger",
+]
 
 POSITIONS_FILE: Final = "positions.jsonl"
 METRICS_FILE: Final = "metrics.jsonl"
+STATE_FILE: Final = "state.json"
 LOCK_FILE: Final = ".lock"
 
-_EVENT_DECODER: Final = msgspec.json.Decoder(Position | CloseEvent)
-_METRICS_DECODER: Final = msgspec.json.Decoder(CycleMetrics)
 _FILE_MODE: Final = 0o644
 
 _T = TypeVar("_T")
 
 
+class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """What one cycle did and what it cost (SPEC section 8); every resource figure is measured.
+
+    Its line is written last, so it also marks the cycle as finished: positions lines whose
+    `cycle_id` has no metrics line belong to a cycle that never completed. `rss_mb` is the
+    peak, over the whole cycle from loading its input to writing its lines, of the summed
+    proportional set size (PSS) of pomabotd and every process it started: a page shared by
+    several of them counts once in total. `sources` holds what loading the input ran into
+    (failed fetches per source, refused records, feeds, news); lines written before it existed
+    decode with empty counts.
+    """
+
+    cycle_id: int
+    started_at: datetime
+    finished_at: datetime
+    markets_total: int
+    markets_evaluated: int
+    markets_failed: int
+    markets_rejected: int
+    retries: int
+    timeouts: int
+    worker_restarts: int
+    processing_time_ms: float
+    throughput_per_s: float
+    avg_eval_us: float
+    rss_mb: float
+    cpu_percent: float
+    opportunities: int
+    selected: int
+    closed: int
+    open_positions: int
+    portfolio_risk_pct: float
+    equity_usd: float
+    realized_pnl_usd: float
+    success_rate: float
+    sources: SourceStats = msgspec.field(default_factory=SourceStats)
+
+
+_EVENT_DECODER: Final = msgspec.json.Decoder(Position | CloseEvent)
+_METRICS_DECODER: Final = msgspec.json.Decoder(CycleMetrics)
+_STATE_DECODER: Final = msgspec.json.Decoder(LedgerState)
+
+
 class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """What the ledger holds for finished cycles, and what recovery cut off.
 
-    `truncated_bytes` counts the bytes removed from both files; `dropped_lines` the complete
-    positions lines of the unfinished cycle `dropped_cycle_id` among them. The caller logs them.
+    `base` is the portfolio `state.json` recorded (None without one); `events` are the
+    positions lines of the finished cycles after it. `truncated_bytes` counts the bytes
+    removed from both files; `dropped_lines` the complete positions lines of the unfinished
+    cycle `dropped_cycle_id` among them. The caller logs them. `cycles` (every finished
+    cycle's metrics line) and `history` (every positions line of a finished cycle, those
+    `state.json` already counts included), both in file order, are read only on request.
     """
 
     events: tuple[Position | CloseEvent, ...]
     last_cycle_id: int
     last_metrics: CycleMetrics | None
+    base: LedgerState | None = None
     truncated_bytes: int = 0
     dropped_lines: int = 0
     dropped_cycle_id: int | None = None
+    cycles: tuple[CycleMetrics, ...] = ()
+    history: tuple[Position | CloseEvent, ...] = ()
+
+    def portfolio(self) -> LedgerState:
+        """`state.json`'s portfolio with the finished cycles after it replayed on top;
+        LedgerError if the positions lines contradict each other."""
+        base = self.base
+        carried = () if base is None else base.open_positions
+        try:
+            replayed = replay_ledger((*carried, *self.events))
+        except HistoryError as exc:
+            raise LedgerError(str(exc)) from None
+        realized = replayed.realized_pnl_usd + (0.0 if base is None else base.realized_pnl_usd)
+        return LedgerState(
+            open_positions=replayed.open_positions,
+            realized_pnl_usd=round(realized, 2),
+            last_cycle_id=max(replayed.last_cycle_id, self.last_cycle_id),
+        )
+
+
+def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
+    """Read an output directory without creating, locking or changing anything.
+
+    A missing directory or file reads as empty; a torn last line and the lines of an
+    unfinished cycle are skipped, as `Ledger.recover` would cut them, so this is safe on the
+    files of a running daemon. `history` also keeps every finished cycle's lines (for
+    reports); the daemon never needs them.
+    """
+    metrics = _read_if_present(directory / METRICS_FILE)
+    positions = _read_if_present(directory / POSITIONS_FILE)
+    base = _read_state(directory / STATE_FILE)
+    scan = _scan(
+        metrics[: metrics.rfind(b"\n") + 1],
+        positions[: positions.rfind(b"\n") + 1],
+        base,
+        directory / METRICS_FILE,
+        directory / POSITIONS_FILE,
+        history=history,
+    )
+    return scan.snapshot
+
+
+def output_dir_problem(directory: Path) -> str | None:
+    """Why `directory` cannot be an output directory (it, or an ancestor, is not a
+    directory), or None. Nothing is created."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return None
+            if candidate == directory:
+                return "is not a directory"
+            return f"cannot be created: {str(candidate)!r} is not a directory"
+    return None
 
 
 class Ledger:
@@ -62,6 +179,8 @@ class Ledger:
         self.directory = directory
         self.positions_path = directory / POSITIONS_FILE
         self.metrics_path = directory / METRICS_FILE
+        self.state_path = directory / STATE_FILE
+        self._state_encoder = msgspec.json.Encoder()
         self._positions_encoder = msgspec.json.Encoder()
         self._metrics_encoder = msgspec.json.Encoder()
         self._positions_lines = bytearray()
@@ -112,57 +231,58 @@ class Ledger:
         """
         self._check_open()
         metrics_data, metrics_cut = self._read_whole_lines(self.metrics_path, self._metrics_fd)
-        last_metrics: CycleMetrics | None = None
-        for number, _, line in _lines(metrics_data):
-            record = _decode_line(_METRICS_DECODER, line, self.metrics_path, number)
-            if last_metrics is not None and record.cycle_id <= last_metrics.cycle_id:
-                raise LedgerError(
-                    f"{self.metrics_path} line {number}: cycle_id {record.cycle_id} does not "
-                    f"follow {last_metrics.cycle_id}; fix or move the file"
-                )
-            last_metrics = record
-        last_cycle_id = 0 if last_metrics is None else last_metrics.cycle_id
-
         positions_data, positions_cut = self._read_whole_lines(
             self.positions_path, self._positions_fd
         )
-        events: list[Position | CloseEvent] = []
-        keep = len(positions_data)
-        dropped_lines = 0
-        dropped_cycle_id: int | None = None
-        for number, offset, line in _lines(positions_data):
-            event = _decode_line(_EVENT_DECODER, line, self.positions_path, number)
-            if event.cycle_id > last_cycle_id + 1:
-                raise LedgerError(
-                    f"{self.positions_path} line {number}: cycle {event.cycle_id} is ahead of "
-                    f"{self.metrics_path}, which ends at cycle {last_cycle_id}; was "
-                    f"{METRICS_FILE} moved or rotated? Keep the two files together, or start "
-                    "a new output directory"
-                )
-            if event.cycle_id > last_cycle_id:
-                if dropped_cycle_id is None:
-                    keep, dropped_cycle_id = offset, event.cycle_id
-                dropped_lines += 1
-            elif dropped_cycle_id is not None:
-                raise LedgerError(
-                    f"{self.positions_path} line {number}: cycle {event.cycle_id} comes after "
-                    f"lines of unfinished cycle {dropped_cycle_id}; fix or move the file"
-                )
-            else:
-                events.append(event)
-        if keep < len(positions_data):
-            _truncate(self._positions_fd, self.positions_path, keep)
-            positions_cut += len(positions_data) - keep
-
-        self._last_cycle_id = last_cycle_id
-        return LedgerSnapshot(
-            events=tuple(events),
-            last_cycle_id=last_cycle_id,
-            last_metrics=last_metrics,
-            truncated_bytes=metrics_cut + positions_cut,
-            dropped_lines=dropped_lines,
-            dropped_cycle_id=dropped_cycle_id,
+        base = _read_state(self.state_path)
+        scan = _scan(metrics_data, positions_data, base, self.metrics_path, self.positions_path)
+        if scan.positions_keep < len(positions_data):
+            _truncate(self._positions_fd, self.positions_path, scan.positions_keep)
+            positions_cut += len(positions_data) - scan.positions_keep
+        self._last_cycle_id = scan.snapshot.last_cycle_id
+        return msgspec.structs.replace(
+            scan.snapshot, truncated_bytes=metrics_cut + positions_cut
         )
+
+    def reopen(self) -> None:
+        """Open both files again by name, so that a rename-based rotation takes effect: the
+        next cycle goes to fresh files, while `state.json` keeps the portfolio."""
+        self._check_open()
+        positions_fd = _open_append(self.positions_path)
+        try:
+            metrics_fd = _open_append(self.metrics_path)
+        except LedgerError:
+            os.close(positions_fd)
+            raise
+        old = (self._positions_fd, self._metrics_fd)
+        self._positions_fd, self._metrics_fd = positions_fd, metrics_fd
+        for fd in old:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _sync_directory(self.directory)
+
+    def save_state(self, state: LedgerState) -> None:
+        """Replace `state.json` with the portfolio after the last appended cycle.
+
+        Written aside, synced, then renamed over the old one, so a reader sees the old state
+        or the new one, never a mix. Call it only after `append_cycle` succeeded.
+        """
+        self._check_open()
+        if state.last_cycle_id != self._last_cycle_id:
+            raise ValueError(
+                f"state of cycle {state.last_cycle_id} after cycle {self._last_cycle_id}"
+            )
+        aside = self.state_path.with_name(STATE_FILE + ".tmp")
+        try:
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+            try:
+                _write_all(fd, self._state_encoder.encode(state) + b"\n")
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.replace(aside, self.state_path)
+        except OSError as exc:
+            raise LedgerError(f"cannot write {self.state_path}: {exc.strerror}") from None
 
     def append_cycle(self, events: Sequence[Position | CloseEvent], metrics: CycleMetrics) -> None:
         """Append one finished cycle: its positions lines, synced, then its metrics line.
@@ -229,6 +349,105 @@ class Ledger:
             return data, 0
         _truncate(fd, path, end)
         return data[:end], len(data) - end
+
+
+class _Scan(msgspec.Struct, frozen=True):
+    snapshot: LedgerSnapshot
+    positions_keep: int
+
+
+def _scan(
+    metrics_data: bytes,
+    positions_data: bytes,
+    base: LedgerState | None,
+    metrics_path: Path,
+    positions_path: Path,
+    *,
+    history: bool = False,
+) -> _Scan:
+    """Decode whole lines of both files after `base`; find where an unfinished cycle begins.
+
+    With `history`, every finished cycle's lines are kept too, those before `base` included.
+    """
+    last_metrics: CycleMetrics | None = None
+    cycles: list[CycleMetrics] = []
+    for number, _, line in _lines(metrics_data):
+        record = _decode_line(_METRICS_DECODER, line, metrics_path, number)
+        if last_metrics is not None and record.cycle_id <= last_metrics.cycle_id:
+            raise LedgerError(
+                f"{metrics_path} line {number}: cycle_id {record.cycle_id} does not "
+                f"follow {last_metrics.cycle_id}; fix or move the file"
+            )
+        last_metrics = record
+        if history:
+            cycles.append(record)
+    based = 0 if base is None else base.last_cycle_id
+    last_cycle_id = max(based, 0 if last_metrics is None else last_metrics.cycle_id)
+
+    events: list[Position | CloseEvent] = []
+    finished: list[Position | CloseEvent] = []  # with `history`: all of them, in file order
+    keep = len(positions_data)
+    dropped_lines = 0
+    dropped_cycle_id: int | None = None
+    for number, offset, line in _lines(positions_data):
+        event = _decode_line(_EVENT_DECODER, line, positions_path, number)
+        if event.cycle_id <= based:
+            if history:
+                finished.append(event)
+            continue  # already in state.json
+        if event.cycle_id > last_cycle_id + 1:
+            raise LedgerError(
+                f"{positions_path} line {number}: cycle {event.cycle_id} is ahead of "
+                f"{metrics_path}, which ends at cycle {last_cycle_id}; was "
+                f"{METRICS_FILE} moved without {STATE_FILE}? Keep the files together, or "
+                "start a new output directory"
+            )
+        if event.cycle_id > last_cycle_id:
+            if dropped_cycle_id is None:
+                keep, dropped_cycle_id = offset, event.cycle_id
+            dropped_lines += 1
+        elif dropped_cycle_id is not None:
+            raise LedgerError(
+                f"{positions_path} line {number}: cycle {event.cycle_id} comes after "
+                f"lines of unfinished cycle {dropped_cycle_id}; fix or move the file"
+            )
+        else:
+            events.append(event)
+            if history:
+                finished.append(event)
+    snapshot = LedgerSnapshot(
+        events=tuple(events),
+        last_cycle_id=last_cycle_id,
+        last_metrics=last_metrics,
+        base=base,
+        dropped_lines=dropped_lines,
+        dropped_cycle_id=dropped_cycle_id,
+        cycles=tuple(cycles),
+        history=tuple(finished),
+    )
+    return _Scan(snapshot, keep)
+
+
+def _read_if_present(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _read_state(path: Path) -> LedgerState | None:
+    data = _read_if_present(path)
+    if not data:
+        return None
+    try:
+        return _STATE_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise LedgerError(
+            f"{path}: {str(exc).replace('`', '')}; fix or move the file"
+        ) from None
 
 
 def _lines(data: bytes) -> list[tuple[int, int, bytes]]:

@@ -16,7 +16,7 @@ AS_OF_TEXT = "2026-06-01T12:00:00Z"
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _clean_environ() -> dict[str, str]:
+def clean_environ() -> dict[str, str]:
     """The test process's environment without any pomabotd setting leaking in."""
     return {
         key: value
@@ -32,7 +32,7 @@ def run_cli(tmp_path: Path) -> RunCli:
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> (
         subprocess.CompletedProcess[str]
     ):
-        environ = _clean_environ()
+        environ = clean_environ()
         environ.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "pomabotd", *args],

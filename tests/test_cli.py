@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import AS_OF_TEXT, DATA, RunCli
 
-from pomabotd.engine.metrics import CycleMetrics
+from pomabotd.output import CycleMetrics
 
 MARKETS = str(DATA / "cycle_markets.jsonl")
 SIGNALS = str(DATA / "cycle_signals.jsonl")
@@ -168,11 +168,53 @@ def test_bad_env_value_is_refused_naming_the_variable(run_cli: RunCli):
     assert "BATCH_WORKERS" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_missing_markets_file_is_a_usage_error(run_cli: RunCli, tmp_path: Path):
-    """A markets path that does not exist is named, with exit status 2."""
+def test_missing_markets_file_fails_the_cycle_without_touching_the_output(
+    run_cli: RunCli, tmp_path: Path
+):
+    """A markets path that does not exist fails the cycle (exit 1, one line naming it), and
+    the output directory is not even created."""
     result = run_cli("run-once", "--markets", "nope.jsonl", "--out", str(tmp_path / "o"))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "nope.jsonl" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_of_refused_records_fails_the_cycle_and_leaves_the_output_alone(
+    run_cli: RunCli, tmp_path: Path
+):
+    """When every market record is refused the cycle fails with the reason; an existing
+    output directory keeps its files byte for byte, and a new one is not created."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "price": 500}\n{"question": "no id"}\n')
+    out = tmp_path / "out"
+    assert _run_once(run_cli, out).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for target in (out, tmp_path / "fresh"):
+        result = _run_once(run_cli, target, str(bad))
+        assert result.returncode == 1, result.stderr
+        assert "no usable market: all 2 records" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_positions_never_open_before_their_cycle_started(run_cli: RunCli, tmp_path: Path):
+    """Without --as-of a cycle runs as of its own start: opened_at is its started_at."""
+    result = run_cli("run-once", "--json", "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    started_at = json.loads(result.stdout)["started_at"]
+    opened = [e for e in _lines(tmp_path / "o" / "positions.jsonl") if e["event"] == "open"]
+    assert opened and {e["opened_at"] for e in opened} == {started_at}
+
+
+def test_a_date_without_offset_gets_a_suggestion_that_parses(run_cli: RunCli, tmp_path: Path):
+    """--as-of 2026-06-01 is refused with a suggestion that is itself accepted."""
+    refused = run_cli("run-once", "--as-of", "2026-06-01", "--out", str(tmp_path / "o"))
+    assert refused.returncode == 2
+    assert "e.g. 2026-06-01T00:00:00Z" in refused.stderr
+    accepted = run_cli("run-once", "--as-of", "2026-06-01T00:00:00Z", "--out",
+                       str(tmp_path / "o"))
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_as_of_without_offset_is_refused(run_cli: RunCli):
@@ -249,12 +291,14 @@ def test_as_of_beyond_sane_years_is_a_usage_error(run_cli: RunCli):
 
 
 def test_out_that_is_a_file_is_a_usage_error(run_cli: RunCli, tmp_path: Path):
-    """--out naming an existing file is refused with exit 2, and the file is left alone."""
+    """--out naming an existing file, or a path under one, is refused with exit 2, and the
+    file is left alone."""
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
-    result = _run_once(run_cli, target)
-    assert result.returncode == 2
-    assert "not a directory" in result.stderr and "--out" in result.stderr
+    for out in (target, target / "sub"):
+        result = _run_once(run_cli, out)
+        assert result.returncode == 2, result.stderr
+        assert "not a directory" in result.stderr and "--out" in result.stderr
     assert target.read_text() == "keep me"
 
 
@@ -278,3 +322,28 @@ def test_both_kernels_open_the_same_positions_and_the_prior_matters(
     assert positions["columnar", "market"] == positions["scalar", "market"]
     assert positions["columnar", "fixed"] != positions["columnar", "market"]
     assert positions["columnar", "fixed"].count(b'"event":"open"') > 0
+
+
+def test_run_once_with_batch_disabled_runs_no_cycle(run_cli: RunCli, tmp_path: Path):
+    """BATCH_MODE_ENABLED=false: run-once says so, exits 0 and writes nothing."""
+    result = run_cli("run-once", "--out", str(tmp_path / "o"),
+                     env={"BATCH_MODE_ENABLED": "false"})
+    assert result.returncode == 0
+    assert "batch.enabled is false (from env BATCH_MODE_ENABLED)" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_refused_records_log_one_json_warning_per_file(run_cli: RunCli, tmp_path: Path):
+    """With stderr not a terminal, logs are flat JSON lines: one WARNING for the markets file
+    with its counts, and one INFO line for the cycle with its figures."""
+    bad = str(DATA / "cli_bad_markets.jsonl")
+    result = _run_once(run_cli, tmp_path / "out", bad)
+    assert result.returncode == 0, result.stderr
+    logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    warnings = [line for line in logs if line["level"] == "WARNING"]
+    assert len(warnings) == 1 and warnings[0]["source"] == bad
+    assert warnings[0]["refused"] >= 4 and warnings[0]["records"] > warnings[0]["refused"]
+    (cycle,) = [line for line in logs if "cycle_id" in line]
+    assert cycle["level"] == "INFO" and cycle["cycle_id"] == 1 and cycle["time"].endswith("Z")
+    text = run_cli("run-once", "--out", str(tmp_path / "t"), env={"POMABOTD_LOG_FORMAT": "text"})
+    assert " INFO " in text.stderr and not text.stderr.lstrip().startswith("{")

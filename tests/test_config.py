@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import msgspec
@@ -69,10 +70,12 @@ def test_defaults_without_file() -> None:
     assert config.sources.signals == ""
     assert config.sources.synthetic_markets == 1000
     assert config.sources.seed == 7
-    assert config.output.dir == "pomabotd-output"
+    assert config.daemon.output_dir == "pomabotd-output"
     assert config.daemon.interval_s == 60.0
-    assert config.daemon.status_address == "127.0.0.1:8787"
+    assert config.daemon.status_addr == "127.0.0.1:8787"
+    assert config.daemon.env_file == "" and config.daemon.stop_timeout_s == 10.0
     assert config.log.level == "INFO"
+    assert (config.log.format, config.log.file) == ("auto", "")
     assert set(config.provenance.values()) == {"default"}
 
 
@@ -82,9 +85,11 @@ def test_risk_defaults_are_the_domain_defaults() -> None:
 
 
 def test_env_names_are_the_spec_table() -> None:
-    """Exactly the SPEC table's keys (plus the evaluator and kernel) read an environment
-    variable."""
-    assert {k: v for k, v in keys().items() if v} == SPEC_ENV
+    """Exactly the SPEC table's keys (plus the evaluator, the kernel and the log format) read
+    an environment variable."""
+    assert {k: v for k, v in keys().items() if v} == {
+        **SPEC_ENV, "log.format": "POMABOTD_LOG_FORMAT"
+    }
 
 
 def test_precedence_across_all_four_layers(tmp_path: Path) -> None:
@@ -96,7 +101,7 @@ def test_precedence_across_all_four_layers(tmp_path: Path) -> None:
         '[sources]\nmarkets = "a.jsonl"\n',
     )
     environ = {"BATCH_WORKERS": "5", "BATCH_MIN_EDGE": "25", "BATCH_TIMEOUT_MS": "700"}
-    flags = {"batch.workers": 0, "sources.markets": "b.jsonl", "output.dir": None}
+    flags = {"batch.workers": 0, "sources.markets": "b.jsonl", "daemon.output_dir": None}
     config = load(path, environ, flags)
 
     assert (config.batch.workers, config.provenance["batch.workers"]) == (0, "flag:batch.workers")
@@ -110,8 +115,8 @@ def test_precedence_across_all_four_layers(tmp_path: Path) -> None:
     assert config.risk.kelly_fraction == 0.5
     assert config.batch.retry_attempts == 2
     assert config.provenance["batch.retry_attempts"] == "default"
-    assert config.output.dir == "pomabotd-output"
-    assert config.provenance["output.dir"] == "default"
+    assert config.daemon.output_dir == "pomabotd-output"
+    assert config.provenance["daemon.output_dir"] == "default"
     assert config.path == str(path)
 
 
@@ -138,12 +143,12 @@ def test_kernel_and_prior_are_checked_and_sourced(tmp_path: Path) -> None:
 def test_describe_is_json_ready_with_every_key(tmp_path: Path) -> None:
     """`describe()` lists every key with its value and source and encodes as JSON."""
     path = write(tmp_path, "[log]\nlevel = 'debug'\n")
-    config = load(path, {"BATCH_SIZE": "10"}, {"output.dir": "out"})
+    config = load(path, {"BATCH_SIZE": "10"}, {"daemon.output_dir": "out"})
     described = msgspec.json.decode(msgspec.json.encode(config.describe()))
     assert list(described) == list(keys())
     assert described["log.level"] == {"value": "DEBUG", "source": f"file:{path}"}
     assert described["batch.batch_size"] == {"value": 10, "source": "env:BATCH_SIZE"}
-    assert described["output.dir"] == {"value": "out", "source": "flag:--out"}
+    assert described["daemon.output_dir"] == {"value": "out", "source": "flag:--out"}
     assert described["risk.portfolio_value"] == {"value": 10000.0, "source": "default"}
 
 
@@ -178,7 +183,9 @@ def test_unknown_section_is_refused(tmp_path: Path) -> None:
         ("[risk]\nkelly_fraction = 0\n", "risk.kelly_fraction must be a number > 0 and <= 1"),
         ("[risk]\nmax_portfolio_risk = 101\n", "risk.max_portfolio_risk must be a number from"),
         ("[risk]\nmin_edge = nan\n", "risk.min_edge must be a number >= 0, got nan"),
-        ("[daemon]\nstatus_address = 'localhost'\n", "daemon.status_address must be"),
+        ("[daemon]\nstatus_addr = 'localhost'\n", "daemon.status_addr must be"),
+        ("[daemon]\nstop_timeout_s = 0\n", "daemon.stop_timeout_s must be a number > 0"),
+        ("[log]\nformat = 'xml'\n", "log.format must be one of auto, json, text"),
         ("[log]\nlevel = 'LOUD'\n", "log.level must be one of TRACE, DEBUG"),
         ("[sources]\nmarkets = ''\n", "sources.markets must be a JSONL path"),
     ],
@@ -209,8 +216,8 @@ def test_bad_flag_value_names_key_and_flag() -> None:
     assert refusal(flags={"batch.workers": -1}) == (
         "batch.workers must be an integer >= 0, got -1 (from flag batch.workers)"
     )
-    assert refusal(flags={"output.dir": ""}) == (
-        "output.dir must be a directory path, got '' (from flag --out)"
+    assert refusal(flags={"daemon.output_dir": ""}) == (
+        "daemon.output_dir must be a directory path, got '' (from flag --out)"
     )
     assert "unknown configuration key 'batch.wrkers'" in refusal(flags={"batch.wrkers": 1})
 
@@ -351,6 +358,18 @@ def test_example_file_loads_to_the_defaults() -> None:
     assert from_example.provenance["batch.timeout_ms"] == f"file:{EXAMPLE}"
 
 
+@pytest.mark.parametrize(
+    "path", sorted(EXAMPLE.parent.rglob("*.toml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_file_loads(path: Path) -> None:
+    """Each TOML file under config/ loads, and every key it sets is taken from it."""
+    config = load(path, {}, {})
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    written = {f"{section}.{name}" for section, body in table.items() for name in body}
+    assert written
+    assert {key for key in written if config.provenance[key] == f"file:{path}"} == written
+
+
 def test_example_file_documents_every_key_and_env_var() -> None:
     """Each key appears in the example (workers commented out) next to its env variable."""
     text = EXAMPLE.read_text(encoding="utf-8")
@@ -396,9 +415,9 @@ def test_risk_limits_maps_every_risk_key(tmp_path: Path) -> None:
 def test_status_endpoint() -> None:
     """The status address splits into host and port; empty switches the endpoint off."""
     assert load(None, {}, {}).daemon.status_endpoint() == ("127.0.0.1", 8787)
-    off = load(None, {}, {"daemon.status_address": ""})
+    off = load(None, {}, {"daemon.status_addr": ""})
     assert off.daemon.status_endpoint() is None
-    ipv6 = load(None, {}, {"daemon.status_address": "[::1]:9000"})
+    ipv6 = load(None, {}, {"daemon.status_addr": "[::1]:9000"})
     assert ipv6.daemon.status_endpoint() == ("::1", 9000)
 
 
@@ -408,3 +427,49 @@ def test_config_is_frozen() -> None:
     assert isinstance(config, Config)
     with pytest.raises(AttributeError):
         config.batch.workers = 3  # type: ignore[misc]
+
+
+def test_env_file_overrides_the_process_environment(tmp_path: Path) -> None:
+    """The env file's variables beat the process environment's, with file and line as source;
+    the process environment still sets what the file leaves alone."""
+    env_file = write(tmp_path, "# tuning\n\nBATCH_SIZE=30\nexport BATCH_MIN_EDGE='18'\n", "env")
+    path = write(tmp_path, f'[daemon]\nenv_file = "{env_file}"\n')
+    config = load(path, {"BATCH_SIZE": "20", "BATCH_WORKERS": "1"}, {})
+    assert config.batch.batch_size == 30
+    assert config.provenance["batch.batch_size"] == f"env-file:{env_file}:3"
+    assert config.risk.min_edge == 18.0
+    assert config.batch.workers == 1 and config.provenance["batch.workers"] == "env:BATCH_WORKERS"
+    assert config.env_file == str(env_file)
+
+
+def test_bad_env_file_lines_name_the_file_and_line(tmp_path: Path) -> None:
+    """A line without `=` is an error naming the file and line; a bad value names the
+    variable, the file and the line; an unknown BATCH_ variable is only a warning."""
+    env_file = write(tmp_path, "BATCH_SIZE=5\nthis is not a setting\n", "env")
+    path = write(tmp_path, f'[daemon]\nenv_file = "{env_file}"\n')
+    assert refusal(path) == f"{env_file} line 2: expected NAME=value, got 'this is not a setting'"
+    env_file.write_text("BATCH_SIZE=five\n")
+    assert refusal(path) == (
+        f"batch.batch_size must be an integer >= 1, got 'five' "
+        f"(from env BATCH_SIZE from {env_file} line 1)"
+    )
+    env_file.write_text("BATCH_SIZ=5\n")
+    assert load(path, {}, {}).warnings == (
+        f"ignored unknown variable BATCH_SIZ in env BATCH_SIZ from {env_file} line 1 "
+        "(did you mean 'BATCH_SIZE'?)",
+    )
+
+
+def test_a_missing_env_file_is_only_a_warning(tmp_path: Path) -> None:
+    """The env file is optional, as in the systemd unit: a missing one is noted, not fatal."""
+    path = write(tmp_path, f'[daemon]\nenv_file = "{tmp_path / "absent"}"\n')
+    config = load(path, {}, {})
+    assert config.env_file is not None and "does not exist" in config.warnings[0]
+
+
+def test_renamed_keys_say_what_replaced_them(tmp_path: Path) -> None:
+    """Keys of earlier versions are refused with the name that replaced them."""
+    path = write(tmp_path, "[output]\ndir = 'x'\n[daemon]\nstatus_address = ''\n")
+    message = refusal(path)
+    assert "'output.dir' in" in message and "is now 'daemon.output_dir'" in message
+    assert "is now 'daemon.status_addr'" in message

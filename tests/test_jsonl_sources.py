@@ -10,14 +10,8 @@ import pytest
 
 from pomabotd.domain.models import Market, Signal
 from pomabotd.errors import InputError
-from pomabotd.sources.jsonl import (
-    Rejected,
-    decode_markets,
-    decode_signals,
-    group_signals,
-    read_markets,
-    read_signals,
-)
+from pomabotd.sources.jsonl import read_markets, read_signals
+from pomabotd.wire import Rejected, decode_markets, decode_signals, group_signals
 
 DATA = Path(__file__).parent / "data"
 

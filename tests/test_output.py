@@ -11,10 +11,20 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from pomabotd.cycle import Portfolio
 from pomabotd.domain.models import CloseEvent, Position
-from pomabotd.engine.metrics import CycleMetrics
+from pomabotd.domain.portfolio import LedgerState
 from pomabotd.errors import LedgerError
-from pomabotd.output import METRICS_FILE, POSITIONS_FILE, Ledger, LedgerSnapshot
+from pomabotd.output import (
+    METRICS_FILE,
+    POSITIONS_FILE,
+    STATE_FILE,
+    CycleMetrics,
+    Ledger,
+    LedgerSnapshot,
+    output_dir_problem,
+    read_ledger,
+)
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -252,7 +262,7 @@ def test_positions_ahead_of_a_rotated_metrics_file_are_refused_not_cut(tmp_path:
     before = (tmp_path / POSITIONS_FILE).read_bytes()
     with Ledger(tmp_path) as ledger, pytest.raises(LedgerError) as caught:
         ledger.recover()
-    assert "line 3" in str(caught.value) and "moved or rotated" in str(caught.value)
+    assert "line 3" in str(caught.value) and "moved without state.json" in str(caught.value)
     assert (tmp_path / POSITIONS_FILE).read_bytes() == before
 
 
@@ -353,3 +363,68 @@ def test_failed_write_is_rolled_back(tmp_path: Path) -> None:
     assert done.stdout.startswith(f"cannot write {tmp_path / POSITIONS_FILE}:")
     assert (tmp_path / POSITIONS_FILE).read_bytes() == positions
     assert (tmp_path / METRICS_FILE).read_bytes() == metrics
+
+
+def test_rotated_files_continue_from_state_json(tmp_path: Path) -> None:
+    """With state.json saved after each cycle, both files may be renamed away and reopened:
+    the next cycle lands in fresh files, and a restart keeps the open positions and the
+    cycle numbering."""
+    with Ledger(tmp_path) as ledger:
+        ledger.recover()
+        ledger.append_cycle([_open(1, 1), _open(1, 2)], _metrics(1))
+        ledger.save_state(LedgerState((_open(1, 1), _open(1, 2)), 0.0, 1))
+        ledger.append_cycle([_close(2, 1)], _metrics(2))
+        ledger.save_state(LedgerState((_open(1, 2),), 12.55, 2))
+        for name in (POSITIONS_FILE, METRICS_FILE):
+            (tmp_path / name).rename(tmp_path / f"{name}.1")
+        ledger.reopen()
+        ledger.append_cycle([_open(3, 3)], _metrics(3))
+    lines = (tmp_path / METRICS_FILE).read_bytes().splitlines()
+    assert [msgspec.json.decode(line)["cycle_id"] for line in lines] == [3]
+    with Ledger(tmp_path) as ledger:
+        portfolio = Portfolio.recover(ledger)
+    assert portfolio.last_cycle_id == 3
+    assert [p.market_id for p in portfolio.open_positions] == ["m2", "m3"]
+    assert portfolio.realized_pnl_usd == 12.55
+
+
+def test_read_ledger_changes_nothing(tmp_path: Path) -> None:
+    """Reading an output directory read-only skips a torn line and an unfinished cycle
+    without cutting them, and a missing directory reads as empty without being created."""
+    _two_cycles(tmp_path)
+    with (tmp_path / POSITIONS_FILE).open("ab") as f:
+        f.write(msgspec.json.encode(_open(3, 7)) + b"\n" + b'{"event": "op')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    snapshot = read_ledger(tmp_path)
+    assert snapshot.last_cycle_id == 2 and all(e.cycle_id <= 2 for e in snapshot.events)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert read_ledger(tmp_path / "absent").last_cycle_id == 0
+    assert not (tmp_path / "absent").exists() and not (tmp_path / STATE_FILE).exists()
+
+
+def test_read_ledger_history_keeps_every_finished_cycle(tmp_path: Path) -> None:
+    """With `history`, every finished cycle's metrics and positions lines come back in file
+    order, those state.json already counts included; without it, only what recovery needs."""
+    with Ledger(tmp_path) as ledger:
+        ledger.recover()
+        ledger.append_cycle([_open(1, 1), _open(1, 2)], _metrics(1))
+        ledger.save_state(LedgerState(open_positions=(_open(1, 1), _open(1, 2)),
+                                      realized_pnl_usd=0.0, last_cycle_id=1))
+        ledger.append_cycle([_close(2, 1)], _metrics(2))
+    with (tmp_path / POSITIONS_FILE).open("ab") as f:
+        f.write(msgspec.json.encode(_open(3, 7)) + b"\n")
+    full = read_ledger(tmp_path, history=True)
+    assert full.cycles == (_metrics(1), _metrics(2))
+    assert full.history == (_open(1, 1), _open(1, 2), _close(2, 1))
+    assert full.events == (_close(2, 1),)
+    lean = read_ledger(tmp_path)
+    assert (lean.cycles, lean.history, lean.events) == ((), (), (_close(2, 1),))
+
+
+def test_output_dir_problem_names_a_file_in_the_way(tmp_path: Path) -> None:
+    """A file, or a file above the path, cannot become an output directory."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert output_dir_problem(tmp_path / "new" / "dir") is None
+    assert output_dir_problem(afile) == "is not a directory"
+    assert "is not a directory" in (output_dir_problem(afile / "sub") or "")

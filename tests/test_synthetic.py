@@ -11,8 +11,8 @@ from strategies import AS_OF
 from pomabotd import evaluate_market
 from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, RiskLimits
 from pomabotd.domain.selection import select
-from pomabotd.sources.jsonl import decode_markets, decode_signals, group_signals
 from pomabotd.sources.synthetic import generate, generate_jsonl
+from pomabotd.wire import decode_markets, decode_signals, group_signals
 
 
 @pytest.fixture(scope="module")

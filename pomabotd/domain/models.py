@@ -103,6 +103,10 @@ class Market(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     outcome_is_objective: bool = True
     unknowns: Annotated[int, Meta(ge=0)] = 0
     outcome: Side | None = None
+    #: What the YES and NO sides are called where they are not literally "Yes" and "No"
+    #: (`Over`/`Under`, two teams); the first outcome of a two-outcome market plays YES.
+    yes_outcome: str | None = None
+    no_outcome: str | None = None
 
     def __post_init__(self) -> None:
         if self.category not in _CATEGORY_SET:

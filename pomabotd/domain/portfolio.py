@@ -15,10 +15,10 @@ from msgspec import Struct
 
 from pomabotd.domain.models import CloseEvent, Evaluation, Market, Position, RiskLimits, Side
 from pomabotd.domain.selection import Pick
-from pomabotd.errors import LedgerError
 
 __all__ = [
     "ExitReason",
+    "HistoryError",
     "LedgerState",
     "close_position",
     "close_reason",
@@ -33,7 +33,13 @@ ExitReason: TypeAlias = Literal[
     "resolved", "stop_loss", "profit_target", "converged", "invalidated"
 ]
 
-#: Decimal places kept on derived price levels, so that e.g. 40 * 0.95 compares equal to 38.
+class HistoryError(ValueError):
+    """Position events that cannot follow from a consistent history: a second open of a held
+    market, a close of a position that is not open. The output layer names the file."""
+
+
+#: Decimal places kept on derived prices and levels, so that e.g. 40 * 0.95 compares equal to
+#: 38 and the files people read carry no float noise.
 _PRICE_DIGITS = 6
 
 
@@ -46,8 +52,8 @@ class LedgerState(Struct, frozen=True):
 
 
 def held_price(side: Side, yes_price: float) -> float:
-    """The price of the side we hold, in points."""
-    return yes_price if side == "YES" else 100.0 - yes_price
+    """The price of the side we hold, in points (`100 - 77.6` is 22.4, not 22.400000000000006)."""
+    return yes_price if side == "YES" else round(100.0 - yes_price, _PRICE_DIGITS)
 
 
 def open_position(
@@ -75,10 +81,10 @@ def open_position(
         entry_price=entry,
         size_usd=pick.size_usd,
         risk_usd=pick.risk_usd,
-        edge=evaluation.edge,
-        belief_low=evaluation.belief_low,
-        belief_high=evaluation.belief_high,
-        confidence=evaluation.confidence,
+        edge=round(evaluation.edge, _PRICE_DIGITS),
+        belief_low=round(evaluation.belief_low, _PRICE_DIGITS),
+        belief_high=round(evaluation.belief_high, _PRICE_DIGITS),
+        confidence=round(evaluation.confidence, _PRICE_DIGITS),
         stop_price=round(stop, _PRICE_DIGITS),
         target_price=round(target, _PRICE_DIGITS),
         opened_at=opened_at,
@@ -178,7 +184,7 @@ def equity(portfolio_value: float, realized_pnl: float) -> float:
 def replay_ledger(events: Iterable[Position | CloseEvent]) -> LedgerState:
     """Rebuild open positions and realized P&L from `positions.jsonl` events, in file order.
 
-    Raises LedgerError for events that cannot follow from a consistent history (a second open
+    Raises HistoryError for events that cannot follow from a consistent history (a second open
     of a held market, a close of a position that is not open), since continuing could re-open
     or double-count positions.
     """
@@ -190,7 +196,7 @@ def replay_ledger(events: Iterable[Position | CloseEvent]) -> LedgerState:
         last_cycle_id = max(last_cycle_id, event.cycle_id)
         if isinstance(event, Position):
             if event.market_id in held_markets or event.position_id in open_by_id:
-                raise LedgerError(
+                raise HistoryError(
                     f"position {event.position_id} opens market {event.market_id}, "
                     "which already has an open position"
                 )
@@ -199,7 +205,7 @@ def replay_ledger(events: Iterable[Position | CloseEvent]) -> LedgerState:
         else:
             opened = open_by_id.pop(event.position_id, None)
             if opened is None:
-                raise LedgerError(f"close of position {event.position_id}, which is not open")
+                raise HistoryError(f"close of position {event.position_id}, which is not open")
             held_markets.discard(opened.market_id)
             pnls.append(event.pnl_usd)
     return LedgerState(

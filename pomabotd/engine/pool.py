@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -30,7 +30,7 @@ import psutil
 from pomabotd.engine import worker
 from pomabotd.errors import PoolCrashLoopError
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "busy_slots"]
 
 #: Consecutive pools that may die while starting before the runtime gives up.
 _START_ATTEMPTS: Final = 3
@@ -90,11 +90,7 @@ class WorkerPool:
         slots = self._slots
         if slots is None:
             return []
-        return [
-            (slots[i], slots[i + 1])
-            for i in range(0, len(slots), 2)
-            if slots[i + 1] and slots[i] not in self._killed
-        ]
+        return busy_slots(slots, self._killed)
 
     def kill(self, pid: int) -> bool:
         """SIGKILL one worker of this pool; the pool then breaks and must be rebuilt."""
@@ -144,16 +140,21 @@ class WorkerPool:
             self.workers,
             mp_context=self._context,
             initializer=worker.init_worker,
-            initargs=(self.evaluator, slots, counter),
+            initargs=(self.evaluator, slots, counter, os.getpid()),
         )
         self._executor = executor
         self._slots = memoryview(slots).cast("B").cast("q")
         self._killed = set()
         try:
-            # Submitted back to back, each ping starts its own process.
-            pings = [executor.submit(worker.ping) for _ in range(self.workers)]
+            # Each ping returns only once every worker has started (the shared counter says
+            # so), so none is idle while the next is submitted and the executor starts a
+            # process for every one of them.
+            pings = [
+                executor.submit(worker.ping, self.workers, _START_TIMEOUT_S)
+                for _ in range(self.workers)
+            ]
             for ping in pings:
-                ping.result(timeout=_START_TIMEOUT_S)
+                ping.result(timeout=_START_TIMEOUT_S + _EXIT_GRACE_S)
         except (BrokenProcessPool, FutureTimeout):
             del executor, counter
             self._teardown(kill=True)
@@ -184,6 +185,23 @@ class WorkerPool:
         executor.shutdown(wait=True)
         del executor
         gc.collect()  # release the executor's semaphores before the tracker may stop
+
+
+def busy_slots(slots: Sequence[int], killed: Collection[int] = ()) -> list[tuple[int, int]]:
+    """`(pid, started_ns)` of each slot whose worker is inside an evaluator call.
+
+    `slots` holds (pid, started_ns) pairs that the workers write while this reads them. Each
+    start is read exactly once: a worker that clears its slot between two reads must not look
+    like a market started at time 0, which the supervisor would kill as hopelessly late.
+    """
+    found = []
+    for index in range(0, len(slots), 2):
+        started = slots[index + 1]
+        if started:
+            pid = slots[index]
+            if pid not in killed:
+                found.append((pid, started))
+    return found
 
 
 def _stop_helpers() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures.process import BrokenProcessPool
@@ -42,11 +41,12 @@ from pomabotd.domain.belief import Prior
 from pomabotd.domain.evaluate import evaluate_market
 from pomabotd.domain.models import Evaluation, Market
 from pomabotd.engine import worker
+from pomabotd.engine.meter import Meter
 from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.worker import ChunkOut, Job, Task
 from pomabotd.engine.workload import Workload, plan_workload
 from pomabotd.errors import CycleError, PoolCrashLoopError
-from pomabotd.sources.jsonl import Rejected, decode_markets, decode_signals
+from pomabotd.wire import Rejected, decode_markets, decode_signals
 
 __all__ = ["BatchSettings", "RunResult", "Runtime"]
 
@@ -56,7 +56,7 @@ _SUBMISSION_MARKETS: Final = 1024
 _QUEUED_PER_WORKER: Final = 2
 #: A stuck worker is killed this long after its market's timeout (and at least this late).
 _MIN_KILL_GRACE_NS: Final = 100_000_000
-_SAMPLE_EVERY_S: Final = 0.05
+_SUPERVISE_EVERY_S: Final = 0.05
 #: A cycle in which more markets than this (or than one in `_CRASH_LOOP_SHARE` of its markets)
 #: kill their worker when evaluated alone is failed: the evaluator crashes on everything, and
 #: each crash costs a pool rebuild. Counted over the whole cycle, so the verdict depends only on
@@ -134,7 +134,8 @@ class Runtime:
         self._timeouts = 0
         self._retries = 0
         self._crashed = 0
-        self._processes = _Processes()
+        self._pids: list[int] = []
+        self._pids_of: tuple[int, int] | None = None
 
     def __enter__(self) -> Runtime:
         self.start()
@@ -170,6 +171,22 @@ class Runtime:
 
             self._inline = resolve_evaluator(self._settings.evaluator)
         self._started = True
+
+    def process_ids(self) -> list[int]:
+        """This process and every process its pool runs on (fork server, resource tracker,
+        workers): what a cycle's memory and CPU are measured over.
+
+        Looked up once per pool generation rather than per call: walking /proc for
+        descendants costs milliseconds.
+        """
+        pool = self._pool
+        key = (id(pool), pool.generation) if pool is not None else (0, -1)
+        if key != self._pids_of or not self._pids:
+            me = psutil.Process()
+            children = [] if pool is None else [p.pid for p in me.children(recursive=True)]
+            self._pids = [me.pid, *children]
+            self._pids_of = key
+        return self._pids
 
     def close(self) -> None:
         """Stop the workers; no child process is left behind."""
@@ -246,6 +263,7 @@ class Runtime:
         keep: Collection[str] = (),
         on_lines: Callable[[bytes], None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        meter: Meter | None = None,
     ) -> RunResult:
         """Evaluate every market of the JSON-lines `markets` with its `signals`.
 
@@ -255,13 +273,17 @@ class Runtime:
         `on_progress`, if given, is called here with `(markets_done, markets_total)` each time
         results come back (once per completed submission, so it costs nothing per market); the
         last call has `markets_done == markets_total`.
+        `meter`, if given, is a running meter of a longer span (a whole cycle) whose figures
+        the result reports; otherwise the run is measured on its own.
         """
         self.start()
         started = time.perf_counter()
         settings = self._settings
         pool = self._pool
-        meter = _Meter(pool, self._processes)
-        meter.sample()
+        own_meter = meter is None
+        if meter is None:
+            meter = Meter(self.process_ids)
+            meter.start()
         self._timeouts = self._retries = self._crashed = 0
         restarts_before = pool.restarts if pool is not None else 0
         enabled = gc.isenabled()
@@ -290,22 +312,25 @@ class Runtime:
             )
             work = plan(ordered=on_lines is None)
             try:
-                sink = await self._run(work, job, meter, on_lines, on_progress)
+                sink = await self._run(work, job, on_lines, on_progress)
             except _Misrouted:
                 work = plan(ordered=False)
                 self._timeouts = self._retries = self._crashed = 0
-                sink = await self._run(work, job, meter, on_lines, on_progress)
+                sink = await self._run(work, job, on_lines, on_progress)
         finally:
             if enabled:
                 gc.enable()
-        meter.sample()
+            if own_meter:
+                meter.stop()
+        if not own_meter:
+            meter.sample()
         wall_s = time.perf_counter() - started
         return sink.result(
             retries=self._retries,
             timeouts=self._timeouts,
             restarts=(pool.restarts - restarts_before) if pool is not None else 0,
-            peak_rss_mb=meter.peak_rss_mb,
-            cpu_percent=meter.cpu_percent(wall_s),
+            peak_rss_mb=meter.peak_mb,
+            cpu_percent=meter.cpu_percent(),
             wall_s=wall_s,
         )
 
@@ -313,7 +338,6 @@ class Runtime:
         self,
         work: Workload,
         job: Job,
-        meter: _Meter,
         on_lines: Callable[[bytes], None] | None,
         on_progress: Callable[[int, int], None] | None,
     ) -> _Sink:
@@ -322,11 +346,11 @@ class Runtime:
         pool = self._pool
         sink = _Sink(work, on_lines, on_progress)
         if pool is None:
-            self._run_inline(work, job, sink, meter)
+            self._run_inline(work, job, sink)
         elif settings.evaluator == _BUILTIN and work.markets_total < settings.inline_below:
-            self._run_inline(work, job, sink, meter, evaluate_market)
+            self._run_inline(work, job, sink, evaluate_market)
         else:
-            await self._run_pool(pool, work, job, sink, meter)
+            await self._run_pool(pool, work, job, sink)
         sink.progress()
         return sink
 
@@ -335,7 +359,6 @@ class Runtime:
         work: Workload,
         job: Job,
         sink: _Sink,
-        meter: _Meter,
         fn: worker.Evaluator | None = None,
     ) -> None:
         fn = fn or self._inline
@@ -351,18 +374,15 @@ class Runtime:
                 for out in _OUTS.decode(worker.evaluate_chunks(tasks, job, state)):
                     sink.add(out)
                 sink.progress()
-                meter.maybe_sample()
 
-    async def _run_pool(
-        self, pool: WorkerPool, work: Workload, job: Job, sink: _Sink, meter: _Meter
-    ) -> None:
+    async def _run_pool(self, pool: WorkerPool, work: Workload, job: Job, sink: _Sink) -> None:
         settings = self._settings
         count = work.chunk_count
         per_submission, max_submissions = _grouping(settings, pool.workers, count)
         inflight: dict[asyncio.Future[bytes], list[int]] = {}
         lost: list[int] = []
         following = 0
-        supervisor = asyncio.create_task(self._supervise(pool, job, meter))
+        supervisor = asyncio.create_task(self._supervise(pool, job))
         try:
             while following < count or inflight or lost:
                 if lost and not inflight:
@@ -395,7 +415,6 @@ class Runtime:
                     else:
                         raise CycleError(f"a worker failed: {error!r}") from error
                 sink.progress()
-                meter.maybe_sample()
         finally:
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -494,18 +513,17 @@ class Runtime:
             pool.rebuild()
             raise _Lost("timeout" if killed else "worker crashed") from None
 
-    async def _supervise(self, pool: WorkerPool, job: Job, meter: _Meter) -> None:
-        """Kill a worker stuck past its market's timeout plus a grace; sample resources."""
+    async def _supervise(self, pool: WorkerPool, job: Job) -> None:
+        """Kill a worker stuck past its market's timeout plus a grace."""
         timeout_ns = job.timeout_ms * 1_000_000
         deadline_ns = timeout_ns + max(timeout_ns, _MIN_KILL_GRACE_NS)
-        period = min(max(timeout_ns / 4e9, 0.005), _SAMPLE_EVERY_S)
+        period = min(max(timeout_ns / 4e9, 0.005), _SUPERVISE_EVERY_S)
         while True:
             await asyncio.sleep(period)
             now = time.monotonic_ns()
             for pid, started in pool.busy():
                 if now - started > deadline_ns and pool.kill(pid):
                     self._timeouts += 1
-            meter.maybe_sample()
 
 
 def _grouping(settings: BatchSettings, workers: int, chunks: int) -> tuple[int, int]:
@@ -647,69 +665,3 @@ class _Sink:
             wall_s=wall_s,
             markets_columnar=self._columnar,
         )
-
-
-class _Processes:
-    """This process and its pool's, looked up once per pool generation rather than per cycle
-    (walking /proc for descendants cost a small cycle milliseconds)."""
-
-    def __init__(self) -> None:
-        self.pool: WorkerPool | None = None
-        self.generation = -1
-        self.procs: list[psutil.Process] = []
-
-    def of(self, pool: WorkerPool | None) -> list[psutil.Process]:
-        generation = pool.generation if pool is not None else -1
-        if not self.procs or pool is not self.pool or generation != self.generation:
-            me = psutil.Process()
-            # The fork server and the workers are this process's descendants.
-            self.procs = [me] if pool is None else [me, *me.children(recursive=True)]
-            self.pool = pool
-            self.generation = generation
-        return self.procs
-
-
-class _Meter:
-    """Peak RSS and CPU time of this process plus its pool, read from the OS while it runs."""
-
-    def __init__(self, pool: WorkerPool | None, processes: _Processes) -> None:
-        self._pool = pool
-        self._processes = processes
-        self._procs: list[psutil.Process] = []
-        self._first: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self._sampled_at = 0.0
-        self._first_sample = True
-        self._pid = os.getpid()
-        self._own_cpu = time.process_time()  # this process at ns resolution; /proc has ticks
-        self.peak_rss_mb = 0.0
-
-    def maybe_sample(self) -> None:
-        if time.perf_counter() - self._sampled_at >= _SAMPLE_EVERY_S:
-            self.sample()
-
-    def sample(self) -> None:
-        self._sampled_at = time.perf_counter()
-        self._procs = self._processes.of(self._pool)
-        rss = 0
-        for proc in self._procs:
-            try:
-                with proc.oneshot():
-                    rss += proc.memory_info().rss
-                    times = proc.cpu_times()
-            except psutil.Error:
-                continue
-            pid = proc.pid
-            if pid == self._pid:
-                continue
-            cpu = times.user + times.system
-            if pid not in self._first:
-                self._first[pid] = cpu if self._first_sample else 0.0
-            self._last[pid] = cpu
-        self._first_sample = False
-        self.peak_rss_mb = max(self.peak_rss_mb, rss / 1_048_576)
-
-    def cpu_percent(self, wall_s: float) -> float:
-        used = time.process_time() - self._own_cpu
-        used += sum(self._last[pid] - self._first[pid] for pid in self._last)
-        return 100.0 * used / wall_s if wall_s > 0 else 0.0

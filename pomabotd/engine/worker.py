@@ -15,6 +15,8 @@ slots and kills that worker.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import os
 import signal
@@ -25,12 +27,14 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from itertools import groupby
+from multiprocessing import forkserver
 from operator import attrgetter
 from types import FrameType
 from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 import numpy as np
+import psutil
 import tenacity
 
 from pomabotd.domain.belief import Prior, prior
@@ -39,7 +43,7 @@ from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine.kernels import BatchEvaluator, batch_form
 from pomabotd.engine.kernels.columnar import PASSED, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
-from pomabotd.sources.jsonl import (
+from pomabotd.wire import (
     Rejected,
     decode_markets,
     decode_signals,
@@ -54,6 +58,7 @@ __all__ = [
     "Task",
     "WorkerState",
     "describe_error",
+    "die_with_parent",
     "evaluate_chunks",
     "failed_evaluation",
     "init_worker",
@@ -143,7 +148,9 @@ class ChunkOut(msgspec.Struct, array_like=True):
 class WorkerState:
     """The evaluator and the timeout machinery of one evaluating thread."""
 
-    __slots__ = ("evaluator", "interval_s", "main_ident", "slot", "slots", "target", "timeout_ns")
+    __slots__ = (
+        "busy", "evaluator", "interval_s", "main_ident", "slot", "slots", "target", "timeout_ns"
+    )
 
     def __init__(self, evaluator: Evaluator, slots: memoryview, slot: int) -> None:
         self.evaluator = evaluator
@@ -153,6 +160,8 @@ class WorkerState:
         self.timeout_ns = 5_000_000_000
         self.interval_s = _MAX_WATCH_INTERVAL_NS / 1e9
         self.target = 0
+        #: Set while chunks are being evaluated: an idle worker's watchdog sleeps on it.
+        self.busy = threading.Event()
 
     def configure(self, timeout_ms: int) -> None:
         """Take the cycle's timeout; the watchdog period follows it."""
@@ -170,6 +179,23 @@ class _Counts:
 
 
 _STATE: WorkerState | None = None
+#: The pool's shared count of workers that finished `init_worker`; `ping` waits on it.
+_STARTED: Any = None
+#: How often `ping` looks at that count while the pool starts.
+_START_POLL_S: Final = 0.005
+_PR_SET_PDEATHSIG_OPTION: Final = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's `prctl`, or None where there is none (the check of the parent still runs)."""
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PR_SET_PDEATHSIG: Final = _prctl()
 _T = TypeVar("_T", Market, Signal)
 _MARKETS: Final = msgspec.json.Decoder(list[Market])
 _SIGNALS: Final = msgspec.json.Decoder(list[Signal])
@@ -181,15 +207,18 @@ _perf_ns: Final = time.perf_counter_ns
 _force_setattr: Final = msgspec.structs.force_setattr
 
 
-def init_worker(evaluator: str, slots: Any, counter: Any) -> None:
-    """Pool initializer: import the evaluator, claim a slot, arm the watchdog.
+def init_worker(evaluator: str, slots: Any, counter: Any, owner: int) -> None:
+    """Pool initializer: tie the worker's life to pomabotd's, import the evaluator, claim a
+    slot, arm the watchdog.
 
-    `slots` is a shared array of (pid, start_ns) pairs, `counter` a shared int handing out slots.
+    `slots` is a shared array of (pid, start_ns) pairs, `counter` a shared int handing out slots,
+    `owner` the pid of the pomabotd process that owns the pool.
     """
-    global _STATE
+    global _STATE, _STARTED
     from pomabotd.config import resolve_evaluator  # the single place that imports plugins
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shutdown
+    die_with_parent(owner)
     fn = resolve_evaluator(evaluator)
     with counter.get_lock():
         index = counter.value
@@ -197,13 +226,49 @@ def init_worker(evaluator: str, slots: Any, counter: Any) -> None:
     view = memoryview(slots).cast("B").cast("q")
     view[2 * index] = os.getpid()
     _STATE = WorkerState(fn, view, 2 * index + 1)
+    _STARTED = counter
     signal.signal(signal.SIGALRM, _on_alarm)
     threading.Thread(target=_watch, args=(_STATE, None), name="watchdog", daemon=True).start()
     gc.freeze()  # start-up objects are never garbage; keep the collector off them
 
 
-def ping() -> int:
-    """A no-op task: proves a worker started and imported the evaluator."""
+def die_with_parent(owner: int) -> None:
+    """Make the kernel SIGKILL this worker when its parent, the fork server, exits.
+
+    The fork server exits once every holder of its "alive" pipe is gone. Each forked process
+    inherits that pipe so it could start processes of its own; a worker never does, so it
+    closes its copy and leaves `owner` the only holder. A `kill -9` of pomabotd then ends the
+    fork server, which ends every worker, whose exit lets the resource tracker see EOF too.
+    If the fork server, or `owner`, is already gone when the request is made, the signal would
+    never come: exit now instead.
+    """
+    server: Any = forkserver._forkserver
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:
+        server._forkserver_alive_fd = None
+        with contextlib.suppress(OSError):
+            os.close(alive)
+    if _PR_SET_PDEATHSIG is not None:
+        _PR_SET_PDEATHSIG(_PR_SET_PDEATHSIG_OPTION, signal.SIGKILL, 0, 0, 0)
+    try:
+        fork_server = psutil.Process(os.getppid())
+        owned = fork_server.ppid() == owner
+    except psutil.Error:
+        owned = False
+    if not owned:
+        os._exit(1)
+
+
+def ping(workers: int, timeout_s: float) -> int:
+    """Prove this worker started and imported the evaluator, then hold it until all `workers`
+    of the pool have: the executor starts processes on demand, and only a ping still running
+    makes it start another one for the next. Raises TimeoutError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while _STARTED is None or _STARTED.value < workers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {_STARTED.value if _STARTED else 0} of {workers} "
+                               "workers started")
+        time.sleep(_START_POLL_S)
     return os.getpid()
 
 
@@ -223,6 +288,7 @@ def evaluate_chunks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
     state.configure(job.timeout_ms)
     enabled = gc.isenabled()
     gc.disable()
+    state.busy.set()
     try:
         batch = batch_form(state.evaluator) if job.kernel == "columnar" else None
         done = [None] * len(tasks) if batch is None else _columnar_chunks(tasks, job, batch)
@@ -233,6 +299,7 @@ def evaluate_chunks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
             ]
         )
     finally:
+        state.busy.clear()
         if enabled:
             gc.enable()
 
@@ -688,6 +755,7 @@ def _watch(state: WorkerState, stop: threading.Event | None) -> None:
     slot = state.slot
     while True:
         if stop is None:
+            state.busy.wait()  # an idle worker costs no CPU between cycles
             time.sleep(state.interval_s)
         elif stop.wait(state.interval_s):
             return

@@ -28,7 +28,7 @@ from operator import le
 from typing import Final, cast
 
 from pomabotd.engine.worker import Task
-from pomabotd.sources.jsonl import (
+from pomabotd.wire import (
     Rejected,
     decode_markets,
     decode_signals,

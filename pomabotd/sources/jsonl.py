@@ -1,60 +1,22 @@
-"""Read markets and signals from JSON-lines files (SPEC section 2).
+"""Markets and signals from JSON-lines files (SPEC section 2).
 
-Each line is decoded on its own with one typed decoder, so a bad record is reported with its
-line number and field and every good record still loads. The validation itself lives in the
-annotations of `Market` and `Signal`; this module only turns msgspec's errors into `Rejected`
-values a person can act on.
+A file is handed to the engine as it is: its bytes are the cycle's lines, decoded and validated
+by the workers with the decoders of `pomabotd.wire`. Reading it whole here only turns operating
+system errors into messages that name the path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
 from pathlib import Path
-from typing import Final, TypeVar
 
-import msgspec
-
+from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Market, Signal
 from pomabotd.errors import InputError
+from pomabotd.sources.base import FetchContext, Source, SourceBatch
+from pomabotd.wire import Rejected, decode_markets, decode_signals
 
-__all__ = [
-    "Rejected",
-    "decode_markets",
-    "decode_signals",
-    "group_signals",
-    "market_key",
-    "read_bytes",
-    "read_markets",
-    "read_signals",
-    "signal_key",
-]
-
-_T = TypeVar("_T", Market, Signal)
-
-_MARKET_DECODER: Final = msgspec.json.Decoder(Market)
-_SIGNAL_DECODER: Final = msgspec.json.Decoder(Signal)
-_BOM: Final = b"\xef\xbb\xbf"
-_AT: Final = " - at `"
-_MISSING: Final = "Object missing required field `"
-
-
-class Rejected(msgspec.Struct, frozen=True):
-    """One input record that failed validation; the rest of the input still runs.
-
-    `line` is 1-based. `field` is the JSON path of the bad value (`price`, `$` for the record
-    as a whole) or None when the line is not JSON at all.
-    """
-
-    source: str
-    line: int
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source} line {self.line}"
-        if self.field is None:
-            return f"{where}: {self.message}"
-        return f"{where}: {self.field}: {self.message}"
+__all__ = ["JsonlMarkets", "JsonlSignals", "read_bytes", "read_markets", "read_signals"]
 
 
 def read_markets(path: Path) -> tuple[list[Market], list[Rejected]]:
@@ -67,72 +29,6 @@ def read_signals(path: Path) -> tuple[list[Signal], list[Rejected]]:
     return decode_signals(read_bytes(path), str(path))
 
 
-def decode_markets(
-    data: bytes, source: str, *, first_line: int = 1
-) -> tuple[list[Market], list[Rejected]]:
-    """Decode JSON-lines markets; a market id seen again is rejected (the first one wins).
-
-    `first_line` numbers the lines of a chunk cut from a larger file.
-    """
-    markets, rejected = _decode(data, source, first_line, _MARKET_DECODER)
-    if not markets:
-        return markets, rejected
-    seen: set[str] = set()
-    add = seen.add
-    for market in markets:
-        add(market.id)
-    if len(seen) == len(markets):
-        return markets, rejected
-    return _drop_duplicates(data, source, first_line, markets, rejected)
-
-
-def decode_signals(
-    data: bytes, source: str, *, first_line: int = 1
-) -> tuple[list[Signal], list[Rejected]]:
-    """Decode JSON-lines signals; several signals may name the same market."""
-    return _decode(data, source, first_line, _SIGNAL_DECODER)
-
-
-class _MarketKey(msgspec.Struct):
-    id: str
-
-
-class _SignalKey(msgspec.Struct):
-    market_id: str
-
-
-_MARKET_KEY: Final = msgspec.json.Decoder(_MarketKey)
-_SIGNAL_KEY: Final = msgspec.json.Decoder(_SignalKey)
-
-
-def market_key(line: bytes) -> str | None:
-    """The `id` of a market line, even one that fails validation otherwise; None if it has none."""
-    try:
-        return _MARKET_KEY.decode(line).id
-    except msgspec.DecodeError:
-        return None
-
-
-def signal_key(line: bytes) -> str | None:
-    """The `market_id` of a signal line, even an otherwise invalid one; None if it has none."""
-    try:
-        return _SIGNAL_KEY.decode(line).market_id
-    except msgspec.DecodeError:
-        return None
-
-
-def group_signals(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
-    """Group signals by `market_id`, keeping input order (it breaks timestamp ties)."""
-    grouped: dict[str, list[Signal]] = {}
-    for signal in signals:
-        bucket = grouped.get(signal.market_id)
-        if bucket is None:
-            grouped[signal.market_id] = [signal]
-        else:
-            bucket.append(signal)
-    return grouped
-
-
 def read_bytes(path: Path) -> bytes:
     """Read a whole input file, turning OS errors into a message that names the path."""
     try:
@@ -140,74 +36,40 @@ def read_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a JSON-lines file") from None
+        raise InputError(f"{path}: is a directory, expected a file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
-def _decode(
-    data: bytes, source: str, first_line: int, decoder: msgspec.json.Decoder[_T]
-) -> tuple[list[_T], list[Rejected]]:
-    """Decode line by line; the happy path is one `decode` call and one `append` per line."""
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    good: list[_T] = []
-    rejected: list[Rejected] = []
-    append = good.append
-    decode = decoder.decode
-    for index, line in enumerate(data.split(b"\n")):
-        try:
-            append(decode(line))
-        except msgspec.DecodeError as exc:
-            if line.isspace() or not line:
-                continue
-            rejected.append(_rejected(source, first_line + index, exc))
-    return good, rejected
+class JsonlMarkets(Source):
+    """`sources.markets = PATH`: a markets file, read whole each cycle."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self._path = path
+
+    @classmethod
+    def from_config(cls, argument: str, config: SourcesConfig) -> JsonlMarkets:
+        """The file `sources.markets` names."""
+        return cls(Path(argument))
+
+    async def fetch(self, context: FetchContext) -> SourceBatch:
+        """The file's bytes, read off the event loop; the engine's workers validate them."""
+        return SourceBatch(markets=await asyncio.to_thread(read_bytes, self._path))
 
 
-def _rejected(source: str, line: int, exc: msgspec.DecodeError) -> Rejected:
-    """Turn msgspec's message (`Expected ... - at `$.price``) into a field and a sentence."""
-    text = str(exc)
-    if not isinstance(exc, msgspec.ValidationError):
-        return Rejected(source, line, None, text)
-    path = "$"
-    at = text.rfind(_AT)
-    if at >= 0:
-        path = text[at + len(_AT) : -1]
-        text = text[:at]
-    if text.startswith(_MISSING):
-        missing = text[len(_MISSING) : -1]
-        path = missing if path == "$" else f"{path}.{missing}"
-        text = "missing required field"
-    field = path[2:] if path.startswith("$.") else path
-    return Rejected(source, line, field, text.replace("`", ""))
+class JsonlSignals(Source):
+    """`sources.signals = PATH`: a signals file, read whole each cycle."""
 
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self._path = path
 
-def _drop_duplicates(
-    data: bytes, source: str, first_line: int, markets: list[Market], rejected: list[Rejected]
-) -> tuple[list[Market], list[Rejected]]:
-    """Rare path: find each repeated id's line so the rejection can point at it."""
-    lines = _market_lines(data, first_line, {r.line for r in rejected})
-    first_seen: dict[str, int] = {}
-    kept: list[Market] = []
-    for market, line in zip(markets, lines, strict=True):
-        first = first_seen.setdefault(market.id, line)
-        if first == line:
-            kept.append(market)
-        else:
-            rejected.append(
-                Rejected(source, line, "id", f"duplicate id {market.id!r} (first on line {first})")
-            )
-    rejected.sort(key=lambda r: r.line)
-    return kept, rejected
+    @classmethod
+    def from_config(cls, config: SourcesConfig) -> JsonlSignals:
+        """The file `sources.signals` names."""
+        return cls(Path(config.signals))
 
-
-def _market_lines(data: bytes, first_line: int, bad: set[int]) -> list[int]:
-    """The line number of every decoded market: non-blank lines that were not rejected."""
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    return [
-        first_line + index
-        for index, line in enumerate(data.split(b"\n"))
-        if line and not line.isspace() and first_line + index not in bad
-    ]
+    async def fetch(self, context: FetchContext) -> SourceBatch:
+        """The file's bytes, read off the event loop; the engine's workers validate them."""
+        return SourceBatch(signals=await asyncio.to_thread(read_bytes, self._path))

@@ -9,18 +9,22 @@ check and selection has real work to do. The same seed and `as_of` always give t
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import msgspec
 
+from pomabotd.config import SourcesConfig
 from pomabotd.domain.belief import update_belief
 from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Direction, Market, Signal
+from pomabotd.sources.base import FetchContext, Source, SourceBatch
 
-__all__ = ["DEFAULT_SEED", "SyntheticData", "generate", "generate_jsonl"]
+__all__ = ["DEFAULT_SEED", "NAME", "SyntheticData", "SyntheticSource", "generate", "generate_jsonl"]
 
 DEFAULT_SEED = 7
+NAME = "synthetic"
 
 _TOPICS = {
     "politics": ("Will the incumbent win the {n} district race?", "Will the {n} bill pass?"),
@@ -140,3 +144,27 @@ def generate_jsonl(count: int, seed: int, as_of: datetime) -> tuple[bytes, bytes
             encoder.encode_into(signal, signal_lines, -1)
             signal_lines.extend(b"\n")
     return bytes(market_lines), bytes(signal_lines)
+
+
+class SyntheticSource(Source):
+    """`sources.markets = "synthetic"`: the seeded workload, with its own signals unless a
+    signals file is configured (then the file's signals are the cycle's)."""
+
+    def __init__(self, count: int, seed: int, *, with_signals: bool = True) -> None:
+        self.name = NAME
+        self._count = count
+        self._seed = seed
+        self._with_signals = with_signals
+
+    @classmethod
+    def from_config(cls, argument: str, config: SourcesConfig) -> SyntheticSource:
+        """`sources.synthetic_markets` markets from `sources.seed`."""
+        return cls(config.synthetic_markets, config.seed, with_signals=not config.signals)
+
+    async def fetch(self, context: FetchContext) -> SourceBatch:
+        """The same markets for the same seed and `as_of`, as wire lines, generated off the
+        event loop (a daemon keeps answering its status endpoint meanwhile)."""
+        markets, signals = await asyncio.to_thread(
+            generate_jsonl, self._count, self._seed, context.as_of
+        )
+        return SourceBatch(markets=markets, signals=signals if self._with_signals else b"")

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pomabotd.domain.models import CloseEvent, Evaluation, Market, Position, RiskLimits, Side
 from pomabotd.domain.portfolio import (
+    HistoryError,
     LedgerState,
     close_position,
     close_reason,
@@ -21,7 +22,6 @@ from pomabotd.domain.portfolio import (
     replay_ledger,
 )
 from pomabotd.domain.selection import Pick
-from pomabotd.errors import LedgerError
 
 OPENED_AT = datetime(2025, 1, 1, tzinfo=UTC)
 CLOSED_AT = datetime(2025, 1, 2, tzinfo=UTC)
@@ -113,6 +113,18 @@ def test_open_no_position_uses_the_no_price() -> None:
     assert (position.side, position.entry_price) == ("NO", 30.0)
     assert (position.stop_price, position.target_price) == (28.5, 33.0)
     assert position.edge == 15.0
+
+
+def test_position_records_carry_no_float_noise() -> None:
+    """Derived prices, levels and edges are written as people expect: 22.4, not
+    22.400000000000006, whether the position opens or closes."""
+    position = _open("NO", 77.6, 40.1, 62.4)
+    assert 100.0 - 77.6 != 22.4 and 77.6 - 62.4 != 15.2  # the noise being rounded away
+    assert position.entry_price == 22.4 and position.edge == 15.2
+    encoded = msgspec.json.encode(position)
+    assert b"22.4," in encoded and b"0000000" not in encoded
+    close = close_position(position, "stop_loss", held_price("NO", 78.9), 8, CLOSED_AT)
+    assert close.exit_price == 21.1 and b"0000000" not in msgspec.json.encode(close)
 
 
 def test_target_is_capped_at_100() -> None:
@@ -309,7 +321,7 @@ def test_replay_empty_ledger() -> None:
 
 def test_replay_refuses_double_open() -> None:
     """Opening a market that is already open means the ledger is inconsistent."""
-    with pytest.raises(LedgerError, match="already has an open position"):
+    with pytest.raises(HistoryError, match="already has an open position"):
         replay_ledger([_open(cycle_id=1), _open(cycle_id=2)])
 
 
@@ -317,5 +329,5 @@ def test_replay_refuses_close_of_unknown_position() -> None:
     """A close with no matching open (or a repeated close) means the ledger is inconsistent."""
     position = _open()
     close = close_position(position, "converged", 55.0, 2, CLOSED_AT)
-    with pytest.raises(LedgerError, match="not open"):
+    with pytest.raises(HistoryError, match="not open"):
         replay_ledger([position, close, close])

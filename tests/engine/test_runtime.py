@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -403,16 +405,17 @@ def test_reconfigure_rebuilds_the_pool_only_when_needed() -> None:
 
 
 def _worker_pids() -> list[int]:
-    pids = []
+    """The pool's workers: descendants that are neither the fork server nor the resource
+    tracker. A process that vanishes while it is looked at is not one."""
+    me = os.getpid()
+    found = []
     for process in psutil.Process().children(recursive=True):
-        try:  # a helper may exit between the listing and the look
-            if "resource_tracker" not in " ".join(process.cmdline()) and (
-                process.ppid() != psutil.Process().pid
-            ):
-                pids.append(process.pid)
+        try:
+            if "resource_tracker" not in " ".join(process.cmdline()) and process.ppid() != me:
+                found.append(process.pid)
         except psutil.NoSuchProcess:
             continue
-    return pids
+    return found
 
 
 def test_megabytes_of_input_cut_at_block_edges_match() -> None:
@@ -433,7 +436,8 @@ def test_megabytes_of_input_cut_at_block_edges_match() -> None:
 
 def _kill_workers() -> None:
     for pid in _worker_pids():
-        psutil.Process(pid).kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
 
 
 def test_small_cycle_skips_the_pool() -> None:

@@ -1,9 +1,9 @@
 """The stress tool: one full cycle on a large workload, measured and checked.
 
 The workload is first encoded as a real source delivers it (JSON-lines bytes), then goes through
-the same runtime, selection and ledger as any cycle. `wall_s` covers everything from those bytes
-to the written lines with the pool already started, as in the daemon; generating the workload
-and starting the pool are timed separately.
+the same cycle coroutine as `run-once` and the daemon, into a scratch ledger. `wall_s` covers
+everything from those bytes to the written lines with the pool already started, as in the
+daemon; generating the workload and starting the pool are timed separately.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from typing import Final
 
 import msgspec
 
+from pomabotd.cycle import CycleReport, InputLoader, Portfolio, PreparedInput, run_cycle
 from pomabotd.domain.models import RiskLimits
-from pomabotd.engine.cycle import CycleReport, Portfolio, run_cycle
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.output import Ledger
-from pomabotd.sources.inputs import CycleInput
 
 __all__ = ["PRESETS", "StressCheck", "StressReport", "run_stress", "stress_checks"]
 
@@ -115,10 +114,10 @@ def stress_checks(report: CycleReport, wall_s: float, limits: RiskLimits) -> lis
     ]
 
 
-def run_stress(
+async def run_stress(
     settings: BatchSettings,
     limits: RiskLimits,
-    make_input: Callable[[], CycleInput],
+    inputs: InputLoader,
     as_of: datetime,
     *,
     clock: Callable[[], datetime],
@@ -129,7 +128,7 @@ def run_stress(
     with Runtime(settings) as runtime:
         pool_start_s = time.perf_counter() - started
         started = time.perf_counter()
-        cycle_input = make_input()
+        cycle_input = await inputs.load(as_of)
         generate_s = time.perf_counter() - started
         with (
             tempfile.TemporaryDirectory(prefix="pomabotd-stress-") as scratch,
@@ -137,8 +136,10 @@ def run_stress(
         ):
             portfolio = Portfolio.recover(ledger)
             started = time.perf_counter()
-            report = run_cycle(runtime, ledger, portfolio, cycle_input, limits, as_of,
-                               clock=clock, on_progress=on_progress)
+            report = await run_cycle(
+                runtime, PreparedInput(cycle_input), portfolio, ledger, limits,
+                as_of=as_of, clock=clock, on_progress=on_progress,
+            )
             wall_s = time.perf_counter() - started
     m = report.metrics
     checks = stress_checks(report, wall_s, limits)

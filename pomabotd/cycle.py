@@ -1,0 +1,396 @@
+"""One paper-trading cycle as a coroutine: load, evaluate, mark and close, select, write.
+
+This is the imperative shell around the pure domain: it owns the order of the steps and the
+portfolio carried from one cycle to the next, and nothing else. Loading inputs is the sources'
+job (`pomabotd.sources.open_sources`, kept across cycles, behind the small `InputLoader`
+seam), evaluating markets the runtime's, writing lines the ledger's. `run-once`, `stress` and
+the daemon all await `run_cycle`; nothing in here starts an event loop.
+
+A cycle can be cancelled (a stop signal) at any of its awaits, which all come before the ledger
+is touched; appending its lines has no await inside, so a cancelled cycle leaves nothing of
+itself in the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import msgspec
+
+from pomabotd.config import Config
+from pomabotd.domain.models import CloseEvent, Market, Position, RiskLimits
+from pomabotd.domain.portfolio import (
+    LedgerState,
+    equity,
+    mark_positions,
+    open_position,
+)
+from pomabotd.domain.selection import Selection, portfolio_risk_pct, select
+from pomabotd.engine.meter import Meter
+from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
+from pomabotd.errors import CycleError, LedgerError
+from pomabotd.log import logger
+from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
+from pomabotd.sources import CycleInput
+from pomabotd.wire import Rejected
+
+__all__ = [
+    "CycleReport",
+    "InputLoader",
+    "LedgerOnDemand",
+    "Portfolio",
+    "PreparedInput",
+    "batch_settings",
+    "run_cycle",
+]
+
+
+def batch_settings(config: Config) -> BatchSettings:
+    """The runtime's settings from the `batch.*` section and the strategy's prior."""
+    batch = config.batch
+    return BatchSettings(
+        workers=batch.workers,
+        batch_size=batch.batch_size,
+        max_concurrency=batch.max_concurrency,
+        timeout_ms=batch.timeout_ms,
+        retry_attempts=batch.retry_attempts,
+        evaluator=batch.evaluator,
+        kernel=batch.kernel,
+        prior=config.strategy.prior,
+    )
+
+
+class InputLoader(Protocol):
+    """Where a cycle's markets and signals come from; built once, kept across cycles.
+
+    `pomabotd.sources.Sources` is the real one.
+    """
+
+    async def load(self, as_of: datetime) -> CycleInput:
+        """One cycle's input, as of `as_of`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the loader holds (connections, caches)."""
+        ...
+
+
+class PreparedInput:
+    """An input built before the cycle (stress times its generation apart from the cycle)."""
+
+    def __init__(self, cycle_input: CycleInput) -> None:
+        self._input = cycle_input
+
+    async def load(self, as_of: datetime) -> CycleInput:
+        """The prepared input, whatever `as_of` is."""
+        return self._input
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a finished cycle did, for the summary printed or logged after it."""
+
+    metrics: CycleMetrics
+    as_of: datetime
+    opened: tuple[Position, ...]
+    closed: tuple[CloseEvent, ...]
+    selection: Selection
+    rejected: tuple[Rejected, ...]
+    failures: tuple[tuple[str, str], ...]
+    output_dir: str
+
+
+class Portfolio:
+    """The paper portfolio between cycles, rebuilt from the output directory."""
+
+    def __init__(self, state: LedgerState) -> None:
+        self.open_positions: tuple[Position, ...] = state.open_positions
+        self.realized_pnl_usd: float = state.realized_pnl_usd
+        self.last_cycle_id: int = state.last_cycle_id
+        self.last_metrics: CycleMetrics | None = None
+
+    @classmethod
+    def recover(cls, ledger: Ledger) -> Portfolio:
+        """Read the ledger back, cutting off any cycle a crash left unfinished."""
+        snapshot = ledger.recover()
+        if snapshot.truncated_bytes:
+            unfinished = (
+                f" ({snapshot.dropped_lines} lines of unfinished cycle {snapshot.dropped_cycle_id})"
+                if snapshot.dropped_cycle_id is not None
+                else ""
+            )
+            logger.warning(
+                "recovered {}: cut {} bytes left by an interrupted cycle{}",
+                str(ledger.directory), snapshot.truncated_bytes, unfinished,
+            )
+        return cls.from_snapshot(snapshot)
+
+    @classmethod
+    def read(cls, directory: Path) -> Portfolio:
+        """The portfolio an output directory holds, read without creating or locking it."""
+        return cls.from_snapshot(read_ledger(directory))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: LedgerSnapshot) -> Portfolio:
+        """`state.json`'s portfolio, with the finished cycles after it replayed on top."""
+        portfolio = cls(snapshot.portfolio())
+        portfolio.last_metrics = snapshot.last_metrics
+        return portfolio
+
+    def state(self) -> LedgerState:
+        """The portfolio as `state.json` records it."""
+        return LedgerState(
+            open_positions=self.open_positions,
+            realized_pnl_usd=self.realized_pnl_usd,
+            last_cycle_id=self.last_cycle_id,
+        )
+
+
+class LedgerOnDemand:
+    """An output directory that is created and locked only once a cycle has something to
+    write, so a cycle that fails leaves no trace; `run-once` uses it.
+
+    The portfolio is first read without a lock; once the ledger is open and locked, the
+    directory must still end at the cycle it was read at.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._ledger: Ledger | None = None
+
+    def __enter__(self) -> LedgerOnDemand:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def portfolio(self) -> Portfolio:
+        """The portfolio the directory holds now (empty if it does not exist)."""
+        return Portfolio.read(self.directory)
+
+    def open_for(self, portfolio: Portfolio) -> Ledger:
+        """Open and lock the directory, recover it, and check nobody wrote meanwhile."""
+        if self._ledger is None:
+            ledger = Ledger(self.directory)
+            try:
+                recovered = Portfolio.recover(ledger)
+            except BaseException:
+                ledger.close()
+                raise
+            self._ledger = ledger
+            if recovered.last_cycle_id != portfolio.last_cycle_id:
+                raise LedgerError(
+                    f"{self.directory} moved on to cycle {recovered.last_cycle_id} while cycle "
+                    f"{portfolio.last_cycle_id + 1} ran; run it again"
+                )
+        return self._ledger
+
+    def close(self) -> None:
+        """Release the directory, if it was opened."""
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.close()
+
+
+async def run_cycle(
+    runtime: Runtime,
+    inputs: InputLoader,
+    portfolio: Portfolio,
+    ledger: Ledger | LedgerOnDemand,
+    limits: RiskLimits,
+    *,
+    as_of: datetime | None,
+    clock: Callable[[], datetime],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CycleReport:
+    """Run one cycle against `portfolio` and append its lines to `ledger`.
+
+    Without `as_of` the cycle runs as of its own start (`started_at`), so positions never open
+    before the cycle that opened them started. A cycle with no usable market, or whose every
+    signal line was refused, fails with `CycleError` before a `LedgerOnDemand` is opened. The
+    portfolio is only updated once the cycle's lines are written, so a failure anywhere leaves
+    the files and the in-memory state at the previous finished cycle.
+    """
+    cycle_id = portfolio.last_cycle_id + 1
+    started_at = clock()
+    when = started_at if as_of is None else as_of
+    held = {position.market_id for position in portfolio.open_positions}
+    with Meter(runtime.process_ids) as meter:
+        cycle_input = await inputs.load(when)
+        result = await runtime.evaluate(
+            cycle_input.markets,
+            cycle_input.markets_source,
+            cycle_input.signals,
+            cycle_input.signals_source,
+            when,
+            keep=held,
+            on_progress=on_progress,
+            meter=meter,
+        )
+        rejected = (*cycle_input.rejected, *result.rejected)
+        _warn_refused(cycle_input, result, rejected)
+        _require_usable(cycle_input, result, rejected)
+        writer = ledger if isinstance(ledger, Ledger) else ledger.open_for(portfolio)
+        still_open, closes = mark_positions(
+            portfolio.open_positions, result.markets, result.kept, cycle_id, when
+        )
+        realized = round(portfolio.realized_pnl_usd + sum(c.pnl_usd for c in closes), 2)
+        current_equity = equity(limits.portfolio_value, realized)
+        selection = select(
+            result.candidates,
+            current_equity,
+            still_open,
+            limits,
+            excluded={close.market_id for close in closes},
+        )
+        opened = tuple(
+            open_position(pick, _question(result, pick.evaluation.market_id), cycle_id, when,
+                          limits)
+            for pick in selection.picks
+        )
+        open_now = still_open + opened
+        finished_at = clock()
+    metrics = _metrics(
+        cycle_id, started_at, finished_at, result, selection, closes, open_now, current_equity,
+        realized, cycle_input, meter,
+    )
+    writer.append_cycle((*closes, *opened), metrics)
+    portfolio.open_positions = open_now
+    portfolio.realized_pnl_usd = realized
+    portfolio.last_cycle_id = cycle_id
+    portfolio.last_metrics = metrics
+    try:
+        writer.save_state(portfolio.state())
+    except LedgerError as exc:
+        logger.warning("{}; the output files must not be rotated until it can be written", exc)
+    logger.bind(
+        cycle_id=cycle_id,
+        markets=metrics.markets_total,
+        opportunities=metrics.opportunities,
+        opened=len(opened),
+        closed=len(closes),
+        wall_s=round(metrics.processing_time_ms / 1000.0, 4),
+        throughput_per_s=metrics.throughput_per_s,
+        peak_rss_mb=metrics.rss_mb,
+    ).info(
+        "cycle {} done: {} markets, {} opportunities, {} opened, {} closed in {:.3f} s "
+        "({:,.0f} markets/s, peak {:.1f} MB)",
+        cycle_id, metrics.markets_total, metrics.opportunities, len(opened), len(closes),
+        metrics.processing_time_ms / 1000.0, metrics.throughput_per_s, metrics.rss_mb,
+    )
+    return CycleReport(
+        metrics=metrics,
+        as_of=when,
+        opened=opened,
+        closed=closes,
+        selection=selection,
+        rejected=rejected,
+        failures=tuple(result.failures),
+        output_dir=str(writer.directory),
+    )
+
+
+def _warn_refused(
+    cycle_input: CycleInput, result: RunResult, rejected: tuple[Rejected, ...]
+) -> None:
+    """One WARNING per input source with refused records, with its counts."""
+    totals = {
+        cycle_input.markets_source: result.markets_total + len(cycle_input.rejected),
+        cycle_input.signals_source: result.signals_total,
+    }
+    by_source: dict[str, list[Rejected]] = {}
+    for record in rejected:
+        by_source.setdefault(record.source, []).append(record)
+    for source, records in by_source.items():
+        total = totals.get(source, len(records))
+        logger.bind(source=source, refused=len(records), records=total).warning(
+            "{}: {} of {} records refused (first: {})", source, len(records), total, records[0]
+        )
+
+
+def _require_usable(
+    cycle_input: CycleInput, result: RunResult, rejected: tuple[Rejected, ...]
+) -> None:
+    """A cycle on nothing, or on news of which not one line could be read, is a failure: the
+    input is surely wrong, and an empty cycle in the files would hide it."""
+    markets_source = cycle_input.markets_source
+    if result.markets_evaluated + result.markets_failed == 0:
+        refused = [r for r in rejected if r.source == markets_source]
+        if not refused:
+            raise CycleError(f"no market to evaluate: {markets_source} holds no record")
+        raise CycleError(
+            f"no usable market: all {len(refused)} records of {markets_source} were refused "
+            f"(first: {refused[0]})"
+        )
+    signals_source = cycle_input.signals_source
+    refused_signals = [r for r in rejected if r.source == signals_source]
+    if result.signals_total and len(refused_signals) >= result.signals_total:
+        raise CycleError(
+            f"no usable signal: all {len(refused_signals)} records of {signals_source} were "
+            f"refused (first: {refused_signals[0]})"
+        )
+
+
+def _question(result: RunResult, market_id: str) -> str:
+    market: Market | None = result.markets.get(market_id)
+    return market.question if market is not None else ""
+
+
+def _metrics(
+    cycle_id: int,
+    started_at: datetime,
+    finished_at: datetime,
+    result: RunResult,
+    selection: Selection,
+    closes: tuple[CloseEvent, ...],
+    open_now: tuple[Position, ...],
+    current_equity: float,
+    realized: float,
+    cycle_input: CycleInput,
+    meter: Meter,
+) -> CycleMetrics:
+    elapsed_s = max((finished_at - started_at).total_seconds(), 1e-9)
+    rejected_before_run = len(cycle_input.rejected)
+    rejected_markets = rejected_before_run + sum(
+        1 for r in result.rejected if r.source == cycle_input.markets_source
+    )
+    total = result.markets_total + rejected_before_run
+    evaluated = result.markets_evaluated
+    return CycleMetrics(
+        cycle_id=cycle_id,
+        started_at=started_at,
+        finished_at=finished_at,
+        markets_total=total,
+        markets_evaluated=evaluated,
+        markets_failed=result.markets_failed,
+        markets_rejected=rejected_markets,
+        retries=result.retries,
+        timeouts=result.timeouts,
+        worker_restarts=result.worker_restarts,
+        processing_time_ms=round(elapsed_s * 1000.0, 3),
+        throughput_per_s=round(evaluated / elapsed_s, 1),
+        avg_eval_us=round(result.eval_us_total / evaluated, 3) if evaluated else 0.0,
+        rss_mb=round(meter.peak_mb, 1),
+        cpu_percent=round(meter.cpu_percent(), 1),
+        opportunities=selection.opportunities,
+        selected=len(selection.picks),
+        closed=len(closes),
+        open_positions=len(open_now),
+        portfolio_risk_pct=round(portfolio_risk_pct(open_now, current_equity), 4),
+        equity_usd=round(current_equity, 2),
+        realized_pnl_usd=realized,
+        success_rate=round(evaluated / total, 6) if total else 1.0,
+        sources=cycle_input.stats,
+    )
+

@@ -1,0 +1,351 @@
+"""The daemon's loop: one event loop and one warm worker pool for the process's whole life.
+
+A cycle starts every `daemon.interval_s` seconds; one that runs longer delays the next, which
+then starts as soon as it ends, so cycles never overlap. Between cycles the loop sleeps on an
+event (signals and timers wake it; nothing polls), so an idle daemon costs no CPU. The sources
+(`pomabotd.sources.open_sources`) are built once too and keep their feed cache, ETags and news
+memory from cycle to cycle; a source that yields nothing usable fails that cycle only (one
+error line, `/healthz` unhealthy with the reason), and the next interval tries again.
+
+- SIGHUP: the files are reopened (rename-based rotation), then a whole new configuration is
+  built and checked (TOML, env file, environment, the flags given at start, the strategy
+  plugin) and swapped in between cycles, the pool rebuilt only when `batch.workers` or
+  `batch.evaluator` changed, the sources rebuilt (and the old ones closed) only when the
+  `[sources]` section changed. Anything wrong keeps the running configuration and logs one
+  error.
+- SIGTERM/SIGINT: no new cycle; the cycle in flight gets `daemon.stop_timeout_s` to finish,
+  else it is cancelled before it writes anything; a second signal cancels it at once. Then the
+  workers stop and `run` returns.
+- systemd: READY=1 once the pool is warm and the ledger recovered; RELOADING=1 and READY=1
+  around a reload; STATUS= after each cycle; STOPPING=1; WATCHDOG=1 while the loop makes
+  progress: the watchdog task itself runs (so the loop is not blocked) and no cycle has been
+  running for longer than `max(10 x interval_s, 300 s)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from pomabotd._version import __version__
+from pomabotd.config import Config
+from pomabotd.cycle import Portfolio, batch_settings, run_cycle
+from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
+from pomabotd.daemon.signals import SignalFlags
+from pomabotd.daemon.state import DaemonState
+from pomabotd.daemon.status import StatusServer
+from pomabotd.engine.runtime import Runtime
+from pomabotd.errors import PomabotdError
+from pomabotd.log import configure_logging, logger
+from pomabotd.output import Ledger
+from pomabotd.sources import Sources, open_sources
+
+__all__ = ["Daemon", "stuck_after_s"]
+
+_STUCK_FLOOR_S: Final = 300.0
+_STUCK_INTERVALS: Final = 10
+
+
+def stuck_after_s(interval_s: float) -> float:
+    """How long a cycle may run before the watchdog stops vouching for the daemon."""
+    return max(_STUCK_INTERVALS * interval_s, _STUCK_FLOOR_S)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    """`pomabotd run`: build with the loaded configuration, then `await run()`.
+
+    `reload` builds a fresh `Config` from the same file, env file, environment and flags;
+    `as_of`, when given, fixes the market time of every cycle.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reload: Callable[[], Config],
+        as_of: datetime | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self._config = config
+        self._reload_config = reload
+        self._as_of = as_of
+        env = dict(os.environ if environ is None else environ)
+        self._notifier = Notifier.from_environ(env)
+        self._watchdog_s = watchdog_period(env)
+        self._flags = SignalFlags()
+        self._runtime = Runtime(batch_settings(config))
+        self._ledger: Ledger | None = None
+        self._sources: Sources | None = None
+        self._status: StatusServer | None = None
+        self._state: DaemonState | None = None
+
+    async def run(self) -> None:
+        """Run until SIGTERM or SIGINT; raises PomabotdError or OSError if it cannot start."""
+        loop = asyncio.get_running_loop()
+        self._flags.install(loop)
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            await asyncio.to_thread(self._runtime.start)  # warm before any data is loaded
+            config = self._config
+            self._sources = open_sources(config)
+            self._ledger = Ledger(Path(config.daemon.output_dir))
+            portfolio = Portfolio.recover(self._ledger)
+            state = self._state = DaemonState(config, portfolio)
+            await self._start_status(state, config)
+            self._log_start(state)
+            self._notifier.send("READY=1", "STATUS=" + state.summary())
+            if self._watchdog_s is not None:
+                watchdog = asyncio.create_task(self._watchdog(self._watchdog_s, state))
+            await self._loop(state)
+        finally:
+            if self._state is not None:
+                self._state.stopping = True
+            self._notifier.send("STOPPING=1")
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+            await self._shutdown()
+            self._flags.remove()
+
+    async def _loop(self, state: DaemonState) -> None:
+        flags = self._flags
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not flags.stop.is_set():
+            if flags.reload:
+                await self._reload(state)
+                continue
+            config = state.config
+            delay = next_at - loop.time() if config.batch.enabled else None
+            if delay is None or delay > 0:
+                flags.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flags.wake.wait(), delay)
+                if not config.batch.enabled:
+                    next_at = loop.time()
+                continue
+            started = loop.time()
+            await self._cycle(state)
+            next_at = max(started + state.config.daemon.interval_s, loop.time())
+        signum = flags.stop_signal
+        name = signal.Signals(signum).name if signum is not None else "request"
+        logger.bind(event="stop", signal=name, cycles_ok=state.cycles_ok,
+                    cycles_failed=state.cycles_failed).info(
+            "pomabotd stopping on {} after {} cycles ({} failed)",
+            name, state.cycles_ok + state.cycles_failed, state.cycles_failed,
+        )
+
+    async def _cycle(self, state: DaemonState) -> None:
+        """Run one cycle; a stop signal gives it `stop_timeout_s`, a second one none."""
+        assert self._ledger is not None and self._sources is not None
+        config = state.config
+        cycle_id = state.portfolio.last_cycle_id + 1
+        task = asyncio.create_task(run_cycle(
+            self._runtime, self._sources, state.portfolio, self._ledger, config.risk_limits(),
+            as_of=self._as_of, clock=_now,
+        ))
+        state.cycle_started = time.monotonic()
+        try:
+            await self._await_cycle(task, config.daemon.stop_timeout_s)
+        finally:
+            state.cycle_started = None
+        if task.cancelled():
+            logger.bind(event="cycle_abandoned", cycle_id=cycle_id).warning(
+                "cycle {} abandoned on stop: nothing of it was written", cycle_id
+            )
+            return
+        error = task.exception()
+        if error is None:
+            state.cycle_finished(task.result())
+        else:
+            message = _one_line(str(error)) or type(error).__name__
+            if not isinstance(error, PomabotdError):
+                message = f"{type(error).__name__}: {message}"
+                logger.opt(exception=error).error("cycle {} failed: {}", cycle_id, message)
+            else:
+                logger.bind(event="cycle_failed", cycle_id=cycle_id).error(
+                    "cycle {} failed: {}", cycle_id, message
+                )
+            state.cycle_failed(cycle_id, message)
+        self._notifier.status(state.summary())
+
+    async def _await_cycle(self, task: asyncio.Task[object], stop_timeout_s: float) -> None:
+        flags = self._flags
+        stop = asyncio.ensure_future(flags.stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return
+            self._notifier.send("STOPPING=1")
+            hurry = asyncio.ensure_future(flags.hurry.wait())
+            try:
+                await asyncio.wait({task, hurry}, timeout=stop_timeout_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hurry.cancel()
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
+        finally:
+            stop.cancel()
+
+    async def _reload(self, state: DaemonState) -> None:
+        """Reopen the files, then build, check and swap in a new configuration."""
+        self._flags.reload = False
+        self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
+        old = state.config
+        reopen_error = self._reopen_files(old)
+        try:
+            if reopen_error is not None:
+                raise reopen_error
+            new = await asyncio.to_thread(self._reload_config)
+            await self._swap(state, old, new)
+        except (PomabotdError, OSError) as exc:
+            state.reloads_failed += 1
+            logger.bind(event="reload_failed").error(
+                "reload failed, still running the previous configuration: {}",
+                _one_line(str(exc)),
+            )
+        else:
+            state.reloads_ok += 1
+            changed = [key for key in new.provenance
+                       if new.value(key) != old.value(key)]
+            for warning in new.warnings:
+                logger.warning("{}", warning)
+            logger.bind(event="reload", changed=changed, config_path=new.path).info(
+                "reloaded the configuration from {}: {}",
+                new.path or "defaults and environment",
+                ", ".join(changed) if changed else "nothing changed",
+            )
+        self._notifier.send("READY=1", "STATUS=" + state.summary())
+
+    def _reopen_files(self, config: Config) -> OSError | PomabotdError | None:
+        """Reopen the ledger's files and the log file by name, whatever the reload brings."""
+        assert self._ledger is not None
+        try:
+            self._ledger.reopen()
+            configure_logging(config.log.level, config.log.format, config.log.file)
+        except (OSError, PomabotdError) as exc:
+            return exc
+        return None
+
+    async def _swap(self, state: DaemonState, old: Config, new: Config) -> None:
+        """Put `new` in force piece by piece, undoing the pieces already swapped if one fails."""
+        undo: list[Callable[[], object]] = []
+        status = self._status
+        sources = self._sources
+        try:
+            configure_logging(new.log.level, new.log.format, new.log.file)
+            undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file))
+            ledger = self._ledger
+            portfolio = state.portfolio
+            if new.daemon.output_dir != old.daemon.output_dir:
+                ledger = Ledger(Path(new.daemon.output_dir))
+                undo.append(ledger.close)
+                portfolio = Portfolio.recover(ledger)
+            if new.daemon.status_addr != old.daemon.status_addr:
+                status = await self._serve(state, new)
+            if new.sources != old.sources:
+                sources = open_sources(new)  # keeps the old cache when [sources] is unchanged
+            await asyncio.to_thread(self._runtime.reconfigure, batch_settings(new))
+        except BaseException:
+            for step in reversed(undo):
+                step()
+            if status is not None and status is not self._status:
+                await status.stop()
+            if sources is not None and sources is not self._sources:
+                await sources.aclose()
+            raise
+        if ledger is not self._ledger:
+            assert self._ledger is not None
+            self._ledger.close()
+            self._ledger = ledger
+        if status is not self._status:
+            if self._status is not None:
+                await self._status.stop()
+            self._status = status
+            state.status_addr = status.address if status is not None else None
+        if sources is not self._sources:
+            if self._sources is not None:
+                await self._sources.aclose()
+            self._sources = sources
+        state.portfolio = portfolio
+        state.config = new
+
+    async def _start_status(self, state: DaemonState, config: Config) -> None:
+        self._status = await self._serve(state, config)
+        state.status_addr = self._status.address if self._status is not None else None
+
+    async def _serve(self, state: DaemonState, config: Config) -> StatusServer | None:
+        endpoint = config.daemon.status_endpoint()
+        if endpoint is None:
+            return None
+        server = StatusServer(state)
+        try:
+            await server.start(*endpoint)
+        except OSError as exc:
+            await server.stop()
+            raise OSError(
+                exc.errno, f"cannot serve status on {config.daemon.status_addr} "
+                f"(daemon.status_addr from {config.provenance['daemon.status_addr']}): "
+                f"{exc.strerror}"
+            ) from None
+        return server
+
+    def _log_start(self, state: DaemonState) -> None:
+        config = state.config
+        logger.bind(
+            event="start",
+            pid=state.pid,
+            version=__version__,
+            config_path=config.path,
+            output_dir=config.daemon.output_dir,
+            interval_s=config.daemon.interval_s,
+            workers=config.batch.workers,
+            status_addr=state.status_addr,
+            batch_enabled=config.batch.enabled,
+            last_cycle_id=state.portfolio.last_cycle_id,
+        ).info(
+            "pomabotd {} started: pid {}, a cycle every {} s into {}, {} workers, status {}{}",
+            __version__, state.pid, config.daemon.interval_s, config.daemon.output_dir,
+            config.batch.workers, f"http://{state.status_addr}" if state.status_addr else "off",
+            "" if config.batch.enabled else " (batch disabled: no cycles until a reload)",
+        )
+
+    async def _watchdog(self, period: float, state: DaemonState) -> None:
+        while True:
+            await asyncio.sleep(period)
+            started = state.cycle_started
+            limit = stuck_after_s(state.config.daemon.interval_s)
+            if started is None or time.monotonic() - started < limit:
+                self._notifier.send("WATCHDOG=1")
+
+    async def _shutdown(self) -> None:
+        if self._status is not None:
+            await self._status.stop()
+            self._status = None
+        if self._sources is not None:
+            await self._sources.aclose()
+            self._sources = None
+        await asyncio.to_thread(self._runtime.close)
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+        self._notifier.close()

@@ -1,0 +1,145 @@
+"""What the daemon knows about itself, shared by its loop and its status endpoint.
+
+The loop writes it between awaits and the endpoint reads it on the same event loop, so no lock
+is needed. Totals live here once; the Prometheus exposition and `/healthz` both read them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from pomabotd._version import __version__
+from pomabotd.config import Config
+from pomabotd.cycle import CycleReport, Portfolio
+from pomabotd.domain.portfolio import equity
+from pomabotd.domain.selection import portfolio_risk_pct
+
+__all__ = ["FEED_RESULTS", "NEWS_TOTALS", "TOTALS", "DaemonState"]
+
+#: Cumulative counts over the daemon's life, summed from each finished cycle's metrics.
+TOTALS: Final = (
+    "markets_evaluated",
+    "markets_failed",
+    "markets_rejected",
+    "timeouts",
+    "retries",
+    "worker_restarts",
+)
+#: Feed reads by result, summed from each finished cycle's `sources` counts (`feeds_<result>`).
+FEED_RESULTS: Final = ("ok", "unchanged", "failed")
+#: News counts summed from each finished cycle's `sources` counts.
+NEWS_TOTALS: Final = ("news_items", "news_duplicates", "news_signals")
+
+
+class DaemonState:
+    """The running configuration and portfolio, the last cycle, and the daemon's counters."""
+
+    def __init__(self, config: Config, portfolio: Portfolio) -> None:
+        self.config = config
+        self.portfolio = portfolio
+        self.pid = os.getpid()
+        self.started_at = datetime.now(UTC)
+        self.started_monotonic = time.monotonic()
+        self.status_addr: str | None = None
+        self.last_report: CycleReport | None = None
+        self.last_error: str | None = None
+        self.last_failed_cycle: int | None = None
+        self.cycle_started: float | None = None  # monotonic start of the cycle in flight
+        self.cycles_ok = 0
+        self.cycles_failed = 0
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.stopping = False
+        self.totals = dict.fromkeys(TOTALS, 0)
+        self.feeds = dict.fromkeys(FEED_RESULTS, 0)
+        self.news = dict.fromkeys(NEWS_TOTALS, 0)
+        #: Requests that failed for good, and input records refused, per source name.
+        self.fetch_errors: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+
+    def cycle_finished(self, report: CycleReport) -> None:
+        """Count a cycle that wrote its lines."""
+        self.last_report = report
+        self.last_error = None
+        self.last_failed_cycle = None
+        self.cycles_ok += 1
+        metrics = report.metrics
+        for name in TOTALS:
+            self.totals[name] += getattr(metrics, name)
+        stats = metrics.sources
+        for result in FEED_RESULTS:
+            self.feeds[result] += getattr(stats, f"feeds_{result}")
+        for name in NEWS_TOTALS:
+            self.news[name] += getattr(stats, name)
+        self.fetch_errors.update(stats.fetch_errors)
+        self.refused.update(record.source for record in report.rejected)
+
+    def cycle_failed(self, cycle_id: int, error: str) -> None:
+        """Count a cycle that wrote nothing."""
+        self.last_error = error
+        self.last_failed_cycle = cycle_id
+        self.cycles_failed += 1
+
+    def equity_usd(self) -> float:
+        """Starting value plus realized P&L."""
+        return equity(self.config.risk.portfolio_value, self.portfolio.realized_pnl_usd)
+
+    def risk_pct(self) -> float:
+        """Open risk in % of equity."""
+        return portfolio_risk_pct(self.portfolio.open_positions, self.equity_usd())
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, body): healthy while not stopping and the last cycle, if any, succeeded."""
+        reason = None
+        if self.stopping:
+            reason = "stopping"
+        elif self.last_error is not None:
+            reason = f"cycle {self.last_failed_cycle} failed: {self.last_error}"
+        healthy = reason is None
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "unhealthy",
+            "reason": reason,
+            "pid": self.pid,
+            "version": __version__,
+            "started_at": self.started_at,
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
+            "batch_enabled": self.config.batch.enabled,
+            "cycles_ok": self.cycles_ok,
+            "cycles_failed": self.cycles_failed,
+            "cycle_running_s": (
+                None if self.cycle_started is None
+                else round(time.monotonic() - self.cycle_started, 3)
+            ),
+            "last_cycle": (
+                None if self.last_report is None
+                else msgspec.to_builtins(self.last_report.metrics)
+            ),
+            "reloads_ok": self.reloads_ok,
+            "reloads_failed": self.reloads_failed,
+        }
+        return healthy, body
+
+    def summary(self) -> str:
+        """One line on the last cycle, for systemd's `STATUS=` and for `pomabotd status`."""
+        if not self.config.batch.enabled:
+            prefix = "batch disabled, no cycles run"
+        elif self.last_error is not None:
+            return f"cycle {self.last_failed_cycle} failed: {self.last_error}"
+        else:
+            prefix = ""
+        report = self.last_report
+        if report is None:
+            return prefix or "waiting for the first cycle"
+        m = report.metrics
+        line = (
+            f"cycle {m.cycle_id}: {m.markets_total} markets, {m.opportunities} opportunities, "
+            f"{m.selected} opened, {m.closed} closed in {m.processing_time_ms / 1000:.2f} s; "
+            f"{m.open_positions} open, equity ${m.equity_usd:,.2f}"
+        )
+        return f"{prefix}; last {line}" if prefix else line

@@ -1,0 +1,212 @@
+"""The status endpoint, served on the daemon's own event loop (aiohttp).
+
+    GET /healthz           200 with a JSON body while healthy, 503 with the reason otherwise
+    GET /api/batch/config  the effective configuration, each key with its value and source
+    GET /api/positions     open positions, equity, realized P&L, portfolio risk
+    GET /metrics           Prometheus text exposition (prometheus-client, private registry)
+
+The Prometheus figures are collected from `DaemonState` at scrape time, so each count lives in
+one place. The counts of loading the input (failed fetches and refused records per source,
+feed reads, news) come from each finished cycle's `sources` counts and refused records.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from pomabotd._version import __version__
+from pomabotd.daemon.state import FEED_RESULTS, NEWS_TOTALS, TOTALS, DaemonState
+
+__all__ = ["METRIC_NAMES", "PER_SOURCE_METRIC_NAMES", "StatusServer", "format_address"]
+
+_JSON: Final = msgspec.json.Encoder()
+
+#: Every metric the endpoint exposes (counters without their `_total` suffix).
+METRIC_NAMES: Final = (
+    "pomabotd_build_info",
+    "pomabotd_cycles",
+    *(f"pomabotd_{name}" for name in TOTALS),
+    "pomabotd_reloads",
+    "pomabotd_feeds",
+    *(f"pomabotd_{name}" for name in NEWS_TOTALS),
+    "pomabotd_last_cycle_duration_seconds",
+    "pomabotd_last_cycle_throughput_markets_per_second",
+    "pomabotd_last_cycle_peak_memory_bytes",
+    "pomabotd_last_cycle_timestamp_seconds",
+    "pomabotd_open_positions",
+    "pomabotd_equity_usd",
+    "pomabotd_realized_pnl_usd",
+    "pomabotd_portfolio_risk_percent",
+)
+#: Counters labelled by source name, exposed once a source has something to count.
+PER_SOURCE_METRIC_NAMES: Final = (
+    "pomabotd_source_fetch_errors",
+    "pomabotd_source_records_refused",
+)
+
+_HELP: Final = {
+    "markets_evaluated": "Markets evaluated without error, over all cycles.",
+    "markets_failed": "Markets whose evaluation failed after retries, over all cycles.",
+    "markets_rejected": "Market input records refused by validation, over all cycles.",
+    "timeouts": "Market evaluations that ran past batch.timeout_ms.",
+    "retries": "Re-runs of failed or lost markets.",
+    "worker_restarts": "Worker processes replaced after a crash or a kill.",
+    "news_items": "News items read for the first time from the feeds.",
+    "news_duplicates": "News items read again, through the same feed or another.",
+    "news_signals": "Signals made from news, summed over cycles.",
+}
+
+
+def format_address(host: str, port: int) -> str:
+    """`host:port`, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: DaemonState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state
+        info = GaugeMetricFamily("pomabotd_build_info", "pomabotd version.", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
+        cycles = CounterMetricFamily(
+            "pomabotd_cycles", "Cycles run, by result.", labels=["result"]
+        )
+        cycles.add_metric(["ok"], state.cycles_ok)
+        cycles.add_metric(["failed"], state.cycles_failed)
+        yield cycles
+        for name in TOTALS:
+            yield CounterMetricFamily(f"pomabotd_{name}", _HELP[name], value=state.totals[name])
+        reloads = CounterMetricFamily(
+            "pomabotd_reloads", "Configuration reloads (SIGHUP), by result.", labels=["result"]
+        )
+        reloads.add_metric(["ok"], state.reloads_ok)
+        reloads.add_metric(["failed"], state.reloads_failed)
+        yield reloads
+        feeds = CounterMetricFamily(
+            "pomabotd_feeds",
+            "Feed reads by result: ok (read and parsed), unchanged (304 Not Modified, or read "
+            "too recently), failed.",
+            labels=["result"],
+        )
+        for result in FEED_RESULTS:
+            feeds.add_metric([result], state.feeds[result])
+        yield feeds
+        for name in NEWS_TOTALS:
+            yield CounterMetricFamily(f"pomabotd_{name}", _HELP[name], value=state.news[name])
+        per_source = (
+            ("pomabotd_source_fetch_errors",
+             "Requests to a source (the market API, a feed) that failed for good, after their "
+             "retries.", state.fetch_errors),
+            ("pomabotd_source_records_refused",
+             "Input records refused, by the source that gave them (unmappable or invalid).",
+             state.refused),
+        )
+        for name, documentation, counts in per_source:
+            family = CounterMetricFamily(name, documentation, labels=["source"])
+            for source, count in sorted(counts.items()):
+                family.add_metric([source], count)
+            yield family
+        report = state.last_report
+        last = report.metrics if report is not None else None
+        gauges: list[tuple[str, str, float]] = [
+            ("pomabotd_last_cycle_duration_seconds", "Wall time of the last finished cycle.",
+             last.processing_time_ms / 1000.0 if last else 0.0),
+            ("pomabotd_last_cycle_throughput_markets_per_second",
+             "Markets evaluated per second in the last finished cycle.",
+             last.throughput_per_s if last else 0.0),
+            ("pomabotd_last_cycle_peak_memory_bytes",
+             "Peak summed PSS of pomabotd and its workers during the last finished cycle.",
+             last.rss_mb * 1_048_576 if last else 0.0),
+            ("pomabotd_last_cycle_timestamp_seconds",
+             "When the last finished cycle ended, in seconds since the epoch.",
+             last.finished_at.timestamp() if last else 0.0),
+            ("pomabotd_open_positions", "Open paper positions.",
+             float(len(state.portfolio.open_positions))),
+            ("pomabotd_equity_usd", "Starting value plus realized P&L, in USD.",
+             state.equity_usd()),
+            ("pomabotd_realized_pnl_usd", "Realized P&L of closed positions, in USD.",
+             state.portfolio.realized_pnl_usd),
+            ("pomabotd_portfolio_risk_percent", "Open risk in % of equity.", state.risk_pct()),
+        ]
+        for name, documentation, value in gauges:
+            yield GaugeMetricFamily(name, documentation, value=value)
+
+
+class StatusServer:
+    """The HTTP endpoint of one daemon; `start` binds it, `stop` closes it."""
+
+    def __init__(self, state: DaemonState) -> None:
+        self._state = state
+        self._registry = CollectorRegistry(auto_describe=True)
+        self._registry.register(_StateCollector(state))
+        app = web.Application()
+        app.add_routes([
+            web.get("/healthz", self._healthz),
+            web.get("/api/batch/config", self._config),
+            web.get("/api/positions", self._positions),
+            web.get("/metrics", self._metrics),
+        ])
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.address: str | None = None
+
+    async def start(self, host: str, port: int) -> str:
+        """Listen on host:port (port 0: any free port); return the address bound."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        bound = sock.getsockname()
+        self.address = format_address(host, bound[1])
+        return self.address
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        healthy, body = self._state.health()
+        body["summary"] = self._state.summary()
+        return _json(body, 200 if healthy else 503)
+
+    async def _config(self, request: web.Request) -> web.Response:
+        return _json(self._state.config.describe())
+
+    async def _positions(self, request: web.Request) -> web.Response:
+        state = self._state
+        portfolio = state.portfolio
+        return _json({
+            "last_cycle_id": portfolio.last_cycle_id,
+            "open_positions": portfolio.open_positions,
+            "equity_usd": state.equity_usd(),
+            "realized_pnl_usd": portfolio.realized_pnl_usd,
+            "portfolio_risk_pct": round(state.risk_pct(), 4),
+        })
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_JSON.encode(body) + b"\n", status=status,
+                        content_type="application/json")

@@ -1,0 +1,492 @@
+"""Research figures over resolved markets, and the halt rules, as pure functions.
+
+Two kinds of record feed them, both plain data so that a replay and a running daemon can share
+the same code:
+
+- `Graded`: one evaluation of a market that has since resolved, with its outcome. The outcome
+  is joined here, after the evaluation, so the evaluator can never have seen it.
+- `ClosedPosition`: a paper position together with how it closed, as the `open` and `close`
+  lines of `positions.jsonl` describe it (`closed_positions` pairs them).
+
+Definitions (the README's "Reading the numbers" repeats them for users):
+
+- A belief range *covers* an outcome when it does not rule it out: YES is covered when
+  `belief_high >= 50`, NO when `belief_low <= 50`. A range that contains 50 covers both.
+- Its *implied coverage* is the probability of being covered if YES happens with probability
+  equal to the range's midpoint: 1 for a range containing 50, `midpoint/100` for a range above
+  50, `1 - midpoint/100` for a range below. Observed coverage of a calibrated belief should
+  match the mean implied coverage; the coverage halt rule compares the two.
+- Shares (brier, coverage, hit rate, calibration frequencies) are 0-1; edges are points; money is
+  USD; `pnl_per_unit` is USD per USD staked.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Final, Literal, NamedTuple
+
+from msgspec import Struct
+
+from pomabotd.domain.models import CATEGORIES, CloseEvent, Evaluation, Position, Side
+from pomabotd.domain.portfolio import ExitReason, HistoryError, held_price
+
+__all__ = [
+    "CALIBRATION_WIDTH",
+    "CONFIDENCE_BUCKETS",
+    "CalibrationBucket",
+    "ClosedPosition",
+    "ConfidenceBucket",
+    "Figures",
+    "Graded",
+    "HaltRule",
+    "HaltRules",
+    "HaltVerdict",
+    "Scorecard",
+    "brier_score",
+    "closed_positions",
+    "covers",
+    "halt_verdict",
+    "implied_coverage",
+    "is_tradeable",
+    "scorecard",
+    "unit_pnl",
+]
+
+#: Width, in points of the belief midpoint, of each calibration bucket: 0-10, ..., 90-100.
+CALIBRATION_WIDTH: Final = 10.0
+#: Confidence buckets `[low, high)`, the last one closed: below the gate's 65 minimum, two of
+#: them; at or above it, the two a position can fall in. A confidence under 30 (possible only
+#: from a plugin) counts in the first bucket.
+CONFIDENCE_BUCKETS: Final = ((30.0, 50.0), (50.0, 65.0), (65.0, 80.0), (80.0, 95.0))
+
+_CONFIDENCE_BOUNDS: Final = tuple(high for _, high in CONFIDENCE_BUCKETS[:-1])
+_EVEN: Final = 50.0
+_OTHER_SIDE: Final[dict[str, Side]] = {"YES": "NO", "NO": "YES"}
+
+
+class Graded(Struct, frozen=True, kw_only=True):
+    """An evaluation of a market that has since resolved, joined with its outcome afterwards."""
+
+    evaluation: Evaluation
+    outcome: Side
+
+
+class ClosedPosition(Struct, frozen=True, kw_only=True):
+    """A paper position with how it closed; `outcome` is known only for a `resolved` exit.
+
+    Prices are the held side's, in points, as in `positions.jsonl`.
+    """
+
+    position_id: str
+    market_id: str
+    category: str
+    side: Side
+    entry_price: float
+    size_usd: float
+    edge: float
+    belief_low: float
+    belief_high: float
+    confidence: float
+    exit_price: float
+    exit_reason: ExitReason
+    pnl_usd: float
+    outcome: Side | None
+
+
+class Figures(Struct, frozen=True, kw_only=True):
+    """The figures of one set of markets (all of them, or one category).
+
+    Over every graded evaluation: `markets`, `brier`, `coverage`, `expected_coverage`. Over the
+    tradeable ones: `tradeable`, `hit_rate`, `mean_edge`, `pnl_per_unit`. Over the positions:
+    `selected`, `realized_pnl_usd`, `worst_position`. A figure of an empty set is None.
+    """
+
+    markets: int
+    brier: float | None
+    coverage: float | None
+    expected_coverage: float | None
+    tradeable: int
+    hit_rate: float | None
+    mean_edge: float | None
+    pnl_per_unit: float | None
+    selected: int
+    realized_pnl_usd: float
+    worst_position: ClosedPosition | None
+
+
+class CalibrationBucket(Struct, frozen=True, kw_only=True):
+    """Markets whose belief midpoint lies in `[low, high)` points (the last bucket is closed):
+    their mean midpoint as a probability (`predicted`) and the share that resolved YES."""
+
+    low: float
+    high: float
+    count: int
+    predicted: float | None
+    observed: float | None
+
+
+class ConfidenceBucket(Struct, frozen=True, kw_only=True):
+    """Markets whose confidence lies in `[low, high)` (the last bucket is closed)."""
+
+    low: float
+    high: float
+    count: int
+    brier: float | None
+    coverage: float | None
+    expected_coverage: float | None
+    tradeable: int
+    hit_rate: float | None
+
+
+class Scorecard(Figures, frozen=True, kw_only=True):
+    """Every figure of a set of resolved markets and the positions taken on them."""
+
+    return_on_equity_pct: float
+    calibration: tuple[CalibrationBucket, ...]
+    confidence_buckets: tuple[ConfidenceBucket, ...]
+    by_category: dict[str, Figures]
+
+
+def is_tradeable(evaluation: Evaluation) -> bool:
+    """Passed every check without error, and so has a side."""
+    return (
+        evaluation.error is None
+        and evaluation.failed_check is None
+        and evaluation.side != "NONE"
+    )
+
+
+def covers(low: float, high: float, outcome: Side) -> bool:
+    """Whether the belief range `[low, high]` leaves room for `outcome` (see the module doc)."""
+    return high >= _EVEN if outcome == "YES" else low <= _EVEN
+
+
+def implied_coverage(low: float, high: float) -> float:
+    """The chance the range covers the outcome if YES happens with the midpoint's probability."""
+    if low <= _EVEN <= high:
+        return 1.0
+    midpoint = (low + high) / 200.0
+    return midpoint if low > _EVEN else 1.0 - midpoint
+
+
+def unit_pnl(side: Side, yes_price: float, outcome: Side) -> float:
+    """Return per unit staked on `side` at the YES price, settled at 100 or 0.
+
+    An entry at 0 cannot be staked (the gate's exit plan refuses it): its return is 0.
+    """
+    entry = held_price(side, yes_price)
+    if entry <= 0.0:
+        return 0.0
+    settled = 100.0 if outcome == side else 0.0
+    return (settled - entry) / entry
+
+
+def brier_score(graded: Sequence[Graded]) -> float | None:
+    """Mean of (belief midpoint/100 - outcome)^2, outcome 1 for YES and 0 for NO."""
+    return _mean([_row(g).brier for g in graded])
+
+
+def scorecard(
+    graded: Sequence[Graded], closed: Sequence[ClosedPosition], portfolio_value: float
+) -> Scorecard:
+    """All figures of `graded` (evaluations without error) and `closed`, and per category.
+
+    `portfolio_value` is the starting equity the return on equity is measured against.
+    """
+    rows = [_row(g) for g in graded]
+    overall = _figures(rows, closed)
+    rows_of: dict[str, list[_Row]] = {}
+    for row in rows:
+        rows_of.setdefault(row.category, []).append(row)
+    closed_of: dict[str, list[ClosedPosition]] = {}
+    for close in closed:
+        closed_of.setdefault(close.category, []).append(close)
+    by_category = {
+        category: _figures(rows_of.get(category, []), closed_of.get(category, []))
+        for category in _category_order(set(rows_of) | set(closed_of))
+    }
+    return Scorecard(
+        markets=overall.markets,
+        brier=overall.brier,
+        coverage=overall.coverage,
+        expected_coverage=overall.expected_coverage,
+        tradeable=overall.tradeable,
+        hit_rate=overall.hit_rate,
+        mean_edge=overall.mean_edge,
+        pnl_per_unit=overall.pnl_per_unit,
+        selected=overall.selected,
+        realized_pnl_usd=overall.realized_pnl_usd,
+        worst_position=overall.worst_position,
+        return_on_equity_pct=(
+            overall.realized_pnl_usd / portfolio_value * 100.0 if portfolio_value > 0 else 0.0
+        ),
+        calibration=_calibration(rows),
+        confidence_buckets=_confidence_buckets(rows),
+        by_category=by_category,
+    )
+
+
+def closed_positions(events: Iterable[Position | CloseEvent]) -> tuple[ClosedPosition, ...]:
+    """Pair `positions.jsonl` events into closed positions, in the order they closed.
+
+    Positions still open are left out. Raises HistoryError for a close of a position that was
+    never opened, since its category, side and belief are then unknown.
+    """
+    opened: dict[str, Position] = {}
+    closed: list[ClosedPosition] = []
+    for event in events:
+        if isinstance(event, Position):
+            opened[event.position_id] = event
+            continue
+        position = opened.pop(event.position_id, None)
+        if position is None:
+            raise HistoryError(f"close of position {event.position_id}, which was never opened")
+        outcome: Side | None = None
+        if event.exit_reason == "resolved":
+            outcome = position.side if event.exit_price >= _EVEN else _OTHER_SIDE[position.side]
+        closed.append(
+            ClosedPosition(
+                position_id=position.position_id,
+                market_id=position.market_id,
+                category=position.category,
+                side=position.side,
+                entry_price=position.entry_price,
+                size_usd=position.size_usd,
+                edge=position.edge,
+                belief_low=position.belief_low,
+                belief_high=position.belief_high,
+                confidence=position.confidence,
+                exit_price=event.exit_price,
+                exit_reason=event.exit_reason,
+                pnl_usd=event.pnl_usd,
+                outcome=outcome,
+            )
+        )
+    return tuple(closed)
+
+
+HaltRule = Literal["coverage_deviation", "confidence_inversion", "invalidation_streak"]
+
+
+class HaltRules(Struct, frozen=True, kw_only=True):
+    """The thresholds of the three halt rules.
+
+    - `coverage_deviation`: over at least `min_resolved` resolved positions, observed coverage
+      differs from the mean implied coverage by more than `coverage_tolerance` points.
+    - `confidence_inversion`: resolved positions with confidence `>= high_confidence` won a
+      smaller share than those below it, each side holding at least `min_per_bucket`.
+    - `invalidation_streak`: `invalidation_streak` consecutive closes were `invalidated`.
+    """
+
+    coverage_tolerance: float = 15.0
+    min_resolved: int = 20
+    high_confidence: float = 80.0
+    min_per_bucket: int = 10
+    invalidation_streak: int = 3
+
+
+class HaltVerdict(Struct, frozen=True, kw_only=True):
+    """Whether to stop opening positions; `reason` names the rule and its figures."""
+
+    halted: bool
+    rule: HaltRule | None = None
+    reason: str | None = None
+
+
+_DEFAULT_RULES: Final = HaltRules()
+
+
+def halt_verdict(
+    closed: Sequence[ClosedPosition], rules: HaltRules = _DEFAULT_RULES
+) -> HaltVerdict:
+    """Judge the closes in `closed` (in close order) by the rules, first rule first.
+
+    Only the sequence given is judged: a caller that lets a user resume after a halt passes
+    the closes since then, and one that keeps figures across restarts passes them all.
+    """
+    for rule in (_coverage_rule, _confidence_rule, _invalidation_rule):
+        verdict = rule(closed, rules)
+        if verdict is not None:
+            return verdict
+    return HaltVerdict(halted=False)
+
+
+def _coverage_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVerdict | None:
+    resolved = [(c, c.outcome) for c in closed if c.outcome is not None]
+    if not resolved or len(resolved) < rules.min_resolved:
+        return None
+    observed = sum(covers(c.belief_low, c.belief_high, o) for c, o in resolved) / len(resolved)
+    expected = math.fsum(implied_coverage(c.belief_low, c.belief_high) for c, _ in resolved)
+    expected /= len(resolved)
+    deviation = abs(observed - expected) * 100.0
+    if deviation <= rules.coverage_tolerance:
+        return None
+    return HaltVerdict(
+        halted=True,
+        rule="coverage_deviation",
+        reason=(
+            f"coverage_deviation: observed range coverage {observed * 100:.1f}% differs from "
+            f"the expected {expected * 100:.1f}% by {deviation:.1f} points over "
+            f"{len(resolved)} resolved positions (limit {rules.coverage_tolerance:g} points "
+            f"after {rules.min_resolved})"
+        ),
+    )
+
+
+def _confidence_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVerdict | None:
+    threshold = rules.high_confidence
+    resolved = [c for c in closed if c.outcome is not None]
+    high = [c.outcome == c.side for c in resolved if c.confidence >= threshold]
+    low = [c.outcome == c.side for c in resolved if c.confidence < threshold]
+    if not high or not low or min(len(high), len(low)) < rules.min_per_bucket:
+        return None
+    high_rate, low_rate = sum(high) / len(high), sum(low) / len(low)
+    if high_rate >= low_rate:
+        return None
+    return HaltVerdict(
+        halted=True,
+        rule="confidence_inversion",
+        reason=(
+            f"confidence_inversion: resolved positions with confidence >= {threshold:g} won "
+            f"{high_rate * 100:.1f}% of {len(high)}, less than the {low_rate * 100:.1f}% of "
+            f"{len(low)} below {threshold:g}"
+        ),
+    )
+
+
+def _invalidation_rule(
+    closed: Sequence[ClosedPosition], rules: HaltRules
+) -> HaltVerdict | None:
+    run: list[str] = []
+    for close in closed:
+        if close.exit_reason != "invalidated":
+            run.clear()
+            continue
+        run.append(close.market_id)
+        if len(run) >= max(1, rules.invalidation_streak):
+            return HaltVerdict(
+                halted=True,
+                rule="invalidation_streak",
+                reason=(
+                    f"invalidation_streak: {len(run)} invalidated exits in a row "
+                    f"(markets {', '.join(run)}; limit {rules.invalidation_streak})"
+                ),
+            )
+    return None
+
+
+class _Row(NamedTuple):
+    """One graded market's terms, worked out once and then summed by every grouping."""
+
+    category: str
+    confidence: float
+    midpoint: float
+    predicted: float
+    yes: bool
+    brier: float
+    covered: bool
+    implied: float
+    tradeable: bool
+    won: bool
+    edge: float
+    unit_pnl: float
+
+
+def _row(graded: Graded) -> _Row:
+    e = graded.evaluation
+    outcome = graded.outcome
+    midpoint = (e.belief_low + e.belief_high) / 2.0
+    predicted = midpoint / 100.0
+    tradeable = is_tradeable(e)
+    side: Side = "YES" if e.side == "YES" else "NO"
+    return _Row(
+        category=e.category,
+        confidence=e.confidence,
+        midpoint=midpoint,
+        predicted=predicted,
+        yes=outcome == "YES",
+        brier=_brier_term(predicted, outcome),
+        covered=covers(e.belief_low, e.belief_high, outcome),
+        implied=implied_coverage(e.belief_low, e.belief_high),
+        tradeable=tradeable,
+        won=tradeable and e.side == outcome,
+        edge=e.edge,
+        unit_pnl=unit_pnl(side, e.price, outcome) if tradeable else 0.0,
+    )
+
+
+def _brier_term(predicted: float, outcome: Side) -> float:
+    return (predicted - (1.0 if outcome == "YES" else 0.0)) ** 2
+
+
+def _figures(rows: Sequence[_Row], closed: Sequence[ClosedPosition]) -> Figures:
+    tradeable = [r for r in rows if r.tradeable]
+    worst = min(closed, key=lambda c: (c.pnl_usd, c.market_id), default=None)
+    return Figures(
+        markets=len(rows),
+        brier=_mean([r.brier for r in rows]),
+        coverage=_share([r.covered for r in rows]),
+        expected_coverage=_mean([r.implied for r in rows]),
+        tradeable=len(tradeable),
+        hit_rate=_share([r.won for r in tradeable]),
+        mean_edge=_mean([r.edge for r in tradeable]),
+        pnl_per_unit=_mean([r.unit_pnl for r in tradeable]),
+        selected=len(closed),
+        realized_pnl_usd=round(math.fsum(c.pnl_usd for c in closed), 2),
+        worst_position=worst,
+    )
+
+
+def _calibration(rows: Sequence[_Row]) -> tuple[CalibrationBucket, ...]:
+    count = round(100.0 / CALIBRATION_WIDTH)
+    members: list[list[_Row]] = [[] for _ in range(count)]
+    for row in rows:
+        members[min(max(int(row.midpoint // CALIBRATION_WIDTH), 0), count - 1)].append(row)
+    return tuple(
+        CalibrationBucket(
+            low=index * CALIBRATION_WIDTH,
+            high=(index + 1) * CALIBRATION_WIDTH,
+            count=len(bucket),
+            predicted=_mean([r.predicted for r in bucket]),
+            observed=_share([r.yes for r in bucket]),
+        )
+        for index, bucket in enumerate(members)
+    )
+
+
+def _confidence_buckets(rows: Sequence[_Row]) -> tuple[ConfidenceBucket, ...]:
+    members: list[list[_Row]] = [[] for _ in CONFIDENCE_BUCKETS]
+    for row in rows:
+        members[bisect_right(_CONFIDENCE_BOUNDS, row.confidence)].append(row)
+    buckets = []
+    for (low, high), bucket in zip(CONFIDENCE_BUCKETS, members, strict=True):
+        tradeable = [r for r in bucket if r.tradeable]
+        buckets.append(
+            ConfidenceBucket(
+                low=low,
+                high=high,
+                count=len(bucket),
+                brier=_mean([r.brier for r in bucket]),
+                coverage=_share([r.covered for r in bucket]),
+                expected_coverage=_mean([r.implied for r in bucket]),
+                tradeable=len(tradeable),
+                hit_rate=_share([r.won for r in tradeable]),
+            )
+        )
+    return tuple(buckets)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def _category_order(categories: set[str]) -> list[str]:
+    """The SPEC's category order, then any other name (a plugin may invent one) sorted."""
+    known = [c for c in CATEGORIES if c in categories]
+    return known + sorted(categories - set(CATEGORIES))

@@ -1,0 +1,134 @@
+"""One replay: evaluate resolved markets through the engine, select, settle, score.
+
+Evaluation goes through the same `Runtime` as a cycle (pool, timeouts, retries, strategy
+plugins). Selection is the SPEC's section 5 over the whole replay as one portfolio starting at
+`risk.portfolio_value` with nothing open, as if every market had been evaluated in one cycle;
+each selected position is then settled at 100 or 0 by its market's outcome (SPEC section 6,
+exit `resolved`). The figures come from `pomabotd.domain.research`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from pomabotd.domain.models import CloseEvent, Position, RiskLimits
+from pomabotd.domain.portfolio import close_position, close_reason, open_position
+from pomabotd.domain.research import (
+    ClosedPosition,
+    Graded,
+    Scorecard,
+    closed_positions,
+    is_tradeable,
+    scorecard,
+)
+from pomabotd.domain.selection import select
+from pomabotd.engine.runtime import Runtime
+from pomabotd.replay.source import ResolvedInput
+from pomabotd.replay.timeline import ReplayInput, prepare_input
+from pomabotd.wire import Rejected
+
+__all__ = ["ReplayReport", "ReplayResult", "replay", "report_json"]
+
+#: The replay is one cycle of one portfolio.
+_CYCLE: Final = 1
+#: Decimal places kept on the figures `--json` prints.
+_DIGITS: Final = 6
+
+
+class ReplayReport(Scorecard, frozen=True, kw_only=True):
+    """Everything a replay measured; `--json` prints exactly this.
+
+    Beyond the scorecard: the horizon, the records read and why some were not replayed
+    (`skipped_no_closes_at`, `skipped_unresolved`, `rejected` records, `failed` evaluations),
+    the signals used and those dropped as stamped after their market's evaluation time, and
+    the settled positions.
+    """
+
+    as_of_days_before: int
+    records: int
+    skipped_no_closes_at: int
+    skipped_unresolved: int
+    rejected: int
+    failed: int
+    signals: int
+    signals_after_evaluation: int
+    positions: tuple[ClosedPosition, ...]
+
+
+class ReplayResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The report, with the records refused and the evaluations that failed, to list."""
+
+    report: ReplayReport
+    rejected: tuple[Rejected, ...]
+    failures: tuple[tuple[str, str], ...]
+
+
+async def replay(
+    runtime: Runtime, resolved: ResolvedInput, days: int, limits: RiskLimits
+) -> ReplayResult:
+    """Evaluate `resolved` as of `days` days before each close, select, settle and score."""
+    prepared = prepare_input(resolved)
+    result = await runtime.evaluate(
+        prepared.markets,
+        resolved.markets_source,
+        prepared.signals,
+        resolved.signals_source,
+        prepared.as_of,
+        keep=prepared.cases.keys(),
+    )
+    graded = [
+        Graded(evaluation=evaluation, outcome=case.outcome)
+        for market_id, case in prepared.cases.items()
+        if (evaluation := result.kept.get(market_id)) is not None and evaluation.error is None
+    ]
+    closed = _settle(graded, prepared, limits)
+    card = scorecard(graded, closed, limits.portfolio_value)
+    rejected = (*resolved.rejected, *result.rejected)
+    report = ReplayReport(
+        **msgspec.structs.asdict(card),
+        as_of_days_before=days,
+        records=resolved.records,
+        skipped_no_closes_at=resolved.no_closes_at,
+        skipped_unresolved=resolved.unresolved,
+        rejected=len(rejected),
+        failed=result.markets_failed,
+        signals=prepared.signals_used,
+        signals_after_evaluation=prepared.signals_late,
+        positions=closed,
+    )
+    return ReplayResult(report=report, rejected=rejected, failures=tuple(result.failures))
+
+
+def report_json(report: ReplayReport) -> bytes:
+    """The report as one JSON object, its figures rounded to six decimals."""
+    return msgspec.json.encode(_rounded(msgspec.to_builtins(report)))
+
+
+def _settle(
+    graded: list[Graded], prepared: ReplayInput, limits: RiskLimits
+) -> tuple[ClosedPosition, ...]:
+    """Select over every tradeable evaluation at once, then settle each pick by its outcome."""
+    candidates = [g.evaluation for g in graded if is_tradeable(g.evaluation)]
+    selection = select(candidates, limits.portfolio_value, (), limits)
+    events: list[Position | CloseEvent] = []
+    for pick in selection.picks:
+        case = prepared.cases[pick.evaluation.market_id]
+        position = open_position(pick, case.question, _CYCLE, case.evaluated_at, limits)
+        exit_ = close_reason(position, pick.evaluation.price, case.outcome, None, None)
+        if exit_ is None:  # an outcome always closes a position
+            raise AssertionError(f"{position.market_id} did not settle")
+        reason, price = exit_
+        events += [position, close_position(position, reason, price, _CYCLE, case.closes_at)]
+    return closed_positions(events)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, _DIGITS)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value

@@ -1,0 +1,210 @@
+"""Open Polymarket markets from the public Gamma API (`--markets polymarket`).
+
+Paging: the keyset endpoint (`/markets/keyset`, `limit` and `after_cursor`, answered with
+`{"markets": [...], "next_cursor": ...}`) is tried first; when the server does not offer it
+(404, 405, 410 or 501 on the first page) the source falls back to the legacy offset paging of
+`/markets` for the rest of its life. Either way the server is asked to filter: `closed=false`,
+`active=true`, and `liquidity_num_min` when `sources.polymarket_min_liquidity` is set. Paging
+stops at the last page, at `sources.polymarket_max_markets`, or when a cursor repeats.
+
+A page that cannot be fetched (after retries) or decoded ends the paging: the markets already
+fetched still run and the failure is logged and counted. Only when nothing usable arrived does
+the source raise `SourceError`, which fails the cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Final, TypeVar
+
+import httpx
+import msgspec
+
+from pomabotd.config import SourcesConfig
+from pomabotd.errors import FetchError, InputError, SourceError
+from pomabotd.log import logger
+from pomabotd.sources import gamma
+from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
+from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
+
+__all__ = ["NAME", "PolymarketSource"]
+
+NAME: Final = "polymarket"
+_NO_KEYSET: Final = frozenset({404, 405, 410, 501})
+_MB: Final = 1024 * 1024
+
+
+class _KeysetPage(msgspec.Struct):
+    markets: list[msgspec.Raw] = []
+    next_cursor: str | None = None
+
+
+_T = TypeVar("_T")
+
+_KEYSET_PAGE: Final = msgspec.json.Decoder(_KeysetPage)
+_OFFSET_PAGE: Final = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class PolymarketSource(Source):
+    """Every open market, fetched anew each cycle through one kept connection pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        limits: HttpLimits,
+        page_size: int = 100,
+        min_liquidity: float = 0.0,
+        max_markets: int = 100_000,
+        snapshot: Path | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.name = NAME
+        self._base = base_url.rstrip("/")
+        self._limits = limits
+        self._page_size = page_size
+        self._min_liquidity = min_liquidity
+        self._max_markets = max_markets
+        self._snapshot = snapshot
+        self._sleep = sleep
+        self._client: httpx.AsyncClient | None = None
+        self._keyset = True
+
+    @classmethod
+    def from_config(cls, argument: str, config: SourcesConfig) -> PolymarketSource:
+        """The source `sources.markets = "polymarket"` names."""
+        return cls(
+            config.polymarket_url,
+            limits=HttpLimits(
+                deadline_s=config.request_deadline_s,
+                max_bytes=int(config.max_response_mb * _MB),
+                retry_attempts=config.retry_attempts,
+                retry_max_wait_s=config.retry_max_wait_s,
+            ),
+            page_size=config.polymarket_page_size,
+            min_liquidity=config.polymarket_min_liquidity,
+            max_markets=config.polymarket_max_markets,
+            snapshot=Path(config.save_snapshot) if config.save_snapshot else None,
+        )
+
+    async def fetch(self, context: FetchContext) -> SourceBatch:
+        """This cycle's open markets as wire lines, with the refused records."""
+        raws, failure = await self._listing()
+        if failure is not None and not raws:
+            raise SourceError(f"{NAME}: no markets fetched: {failure}")
+        if self._snapshot is not None:
+            try:
+                gamma.write_snapshot(self._snapshot, raws)
+            except OSError as exc:
+                raise InputError(
+                    f"sources.save_snapshot {self._snapshot}: cannot be written "
+                    f"({exc.strerror or exc})"
+                ) from None
+            logger.bind(source=NAME, path=str(self._snapshot)).info(
+                "{}: saved {} market objects to {}", NAME, len(raws), self._snapshot
+            )
+        # Mapping tens of thousands of records is CPU work: off the event loop, so a daemon's
+        # status endpoint keeps answering meanwhile.
+        markets, rejected = await asyncio.to_thread(gamma.map_records, raws, NAME)
+        if not markets:
+            why = gamma.refused_reason(rejected, len(raws)) if raws else "the server listed none"
+            raise SourceError(f"{NAME}: no usable open markets ({why})")
+        return SourceBatch(
+            markets=await asyncio.to_thread(gamma.encode_markets, markets),
+            rejected=tuple(rejected),
+            stats=SourceStats(
+                fetch_errors={NAME: 1} if failure is not None else {},
+                records_refused=len(rejected),
+            ),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _listing(self) -> tuple[list[msgspec.Raw], str | None]:
+        """Every page's objects, and why paging stopped early (None when it did not)."""
+        if self._client is None:
+            self._client = new_client()
+        raws: list[msgspec.Raw] = []
+        try:
+            if self._keyset:
+                try:
+                    await self._keyset_pages(self._client, raws)
+                    return raws, None
+                except FetchError as exc:
+                    if raws or exc.status not in _NO_KEYSET:
+                        raise
+                    self._keyset = False
+                    logger.bind(source=NAME, status=exc.status).info(
+                        "{}: no keyset paging here (HTTP {}); using offset paging",
+                        NAME, exc.status,
+                    )
+            await self._offset_pages(self._client, raws)
+        except FetchError as exc:
+            logger.bind(source=NAME, fetched=len(raws)).error(
+                "{}: paging stopped after {} markets: {}", NAME, len(raws), exc
+            )
+            return raws, str(exc)
+        return raws, None
+
+    def _filters(self) -> dict[str, str | int | float]:
+        params: dict[str, str | int | float] = {
+            "limit": self._page_size,
+            "closed": "false",
+            "active": "true",
+        }
+        if self._min_liquidity > 0:
+            params["liquidity_num_min"] = self._min_liquidity
+        return params
+
+    async def _keyset_pages(self, client: httpx.AsyncClient, raws: list[msgspec.Raw]) -> None:
+        url = f"{self._base}/markets/keyset"
+        params = self._filters()
+        seen: set[str] = set()
+        while len(raws) < self._max_markets:
+            fetched = await get(client, url, self._limits, params=params, what=NAME,
+                                sleep=self._sleep)
+            page = _decode(_KEYSET_PAGE, fetched.body, url, len(raws))
+            raws.extend(page.markets[: self._max_markets - len(raws)])
+            cursor = page.next_cursor
+            if not page.markets or not cursor:
+                return
+            if cursor in seen:
+                logger.bind(source=NAME, cursor=cursor).warning(
+                    "{}: the server repeated a cursor; stopping at {} markets", NAME, len(raws)
+                )
+                return
+            seen.add(cursor)
+            params = {**params, "after_cursor": cursor}
+        self._log_cap()
+
+    async def _offset_pages(self, client: httpx.AsyncClient, raws: list[msgspec.Raw]) -> None:
+        url = f"{self._base}/markets"
+        filters = self._filters()
+        while len(raws) < self._max_markets:
+            params = {**filters, "offset": len(raws)}
+            fetched = await get(client, url, self._limits, params=params, what=NAME,
+                                sleep=self._sleep)
+            page = _decode(_OFFSET_PAGE, fetched.body, url, len(raws))
+            raws.extend(page[: self._max_markets - len(raws)])
+            if len(page) < self._page_size:
+                return
+        self._log_cap()
+
+    def _log_cap(self) -> None:
+        logger.bind(source=NAME).warning(
+            "{}: stopped at sources.polymarket_max_markets = {}", NAME, self._max_markets
+        )
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, url: str, offset: int) -> _T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise FetchError(
+            f"{NAME}: the page after {offset} markets from {url} is not a valid listing ({exc})"
+        ) from None

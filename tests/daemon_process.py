@@ -1,0 +1,146 @@
+"""A real `pomabotd run` process for the daemon tests: started, watched, signalled, ended."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from conftest import clean_environ
+
+LOG_WAIT_S = 60.0
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = LOG_WAIT_S) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSON-lines file, decoded (a torn line fails the test)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class DaemonProcess:
+    """`python -m pomabotd run ...` in `workdir`, its stderr (JSON log lines) in a file."""
+
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
+        environ = clean_environ()
+        environ.update(env or {})
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in finish)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pomabotd", "run", "--status-addr", "127.0.0.1:0", *args],
+            cwd=workdir, env=environ, stdout=subprocess.DEVNULL, stderr=self._log,
+        )
+        self.pid = self.process.pid
+        self.seen: dict[int, psutil.Process] = {}
+
+    # --- watching -------------------------------------------------------------------------
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far."""
+        lines = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            if raw.startswith("{"):
+                lines.append(json.loads(raw))
+        return lines
+
+    def log_with(self, **fields: Any) -> dict[str, Any] | None:
+        """The first log line carrying all these fields, if any."""
+        for line in self.logs():
+            if all(line.get(k) == v for k, v in fields.items()):
+                return line
+        return None
+
+    def wait_log(self, timeout: float = LOG_WAIT_S, **fields: Any) -> dict[str, Any]:
+        """Wait for a log line carrying these fields."""
+        return wait_for(f"log line {fields}", lambda: self._alive_and(self.log_with, **fields),
+                        timeout)
+
+    def _alive_and(self, check: Callable[..., Any], **fields: Any) -> Any:
+        found = check(**fields)
+        if not found and self.process.poll() is not None:
+            raise AssertionError(
+                f"pomabotd exited with {self.process.returncode}:\n{self.log_path.read_text()}"
+            )
+        return found
+
+    @property
+    def url(self) -> str:
+        """The status endpoint's base URL, once the daemon logged its start."""
+        return f"http://{self.wait_log(event='start')['status_addr']}"
+
+    def get(self, path: str) -> httpx.Response:
+        """GET a path of the status endpoint."""
+        return httpx.get(self.url + path, timeout=10)
+
+    def remember_descendants(self) -> list[psutil.Process]:
+        """Record every process the daemon runs now, to check later that none outlived it."""
+        for proc in psutil.Process(self.pid).children(recursive=True):
+            self.seen.setdefault(proc.pid, proc)
+        return list(self.seen.values())
+
+    def wait_mid_cycle(self, after_cycles: int = 0) -> None:
+        """Wait until a cycle is running, after at least `after_cycles` finished ones."""
+
+        def running() -> bool:
+            body = self.get("/healthz").json()
+            return body["cycle_running_s"] is not None and body["cycles_ok"] >= after_cycles
+
+        wait_for("a cycle in flight", running)
+
+    # --- ending ---------------------------------------------------------------------------
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the daemon itself."""
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """Wait for the daemon to exit and return its status."""
+        return self.process.wait(timeout=timeout)
+
+    def leftovers(self, within: float = 2.0) -> list[psutil.Process]:
+        """Recorded descendants still alive `within` seconds from now (zombies count as gone)."""
+        deadline = time.monotonic() + within
+        while True:
+            alive = []
+            for proc in self.seen.values():
+                try:
+                    if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                        alive.append(proc)
+                except psutil.NoSuchProcess:
+                    pass
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.02)
+
+    def finish(self) -> None:
+        """Kill whatever is left of this daemon and its processes, by pid."""
+        if self.process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                self.remember_descendants()
+            self.process.kill()
+            self.process.wait(timeout=30)
+        for proc in self.seen.values():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        self._log.close()

@@ -1,0 +1,168 @@
+"""`pomabotd report` on the files of real `run-once` cycles, the run-file reader, and the plots."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import msgspec
+import pytest
+from research_helpers import TESTS, assert_png, run_alone
+
+from pomabotd.domain.models import RiskLimits
+from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.errors import InputError
+from pomabotd.plots import (
+    calibration_figure,
+    cycles_figure,
+    equity_figure,
+    pnl_by_category_figure,
+    positions_figure,
+)
+from pomabotd.replay.run import ReplayReport, replay
+from pomabotd.replay.source import load_resolved
+from pomabotd.report import RunFiles, read_run, realized_by_cycle, starting_equity
+
+DATA = TESTS / "data"
+CYCLE_MARKETS = DATA / "cycle_markets.jsonl"
+AS_OF = "2026-06-01T12:00:00Z"
+_UNIT = re.compile(r"\((%|USD|USD per USD|count|markets/s|id)\)$")
+
+
+def _run_once(cwd: Path, config: Path, markets: Path) -> None:
+    result = run_alone(cwd, "run-once", "--config", str(config), "--markets", str(markets),
+                       "--signals", str(DATA / "cycle_signals.jsonl"), "--as-of", AS_OF)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_report_draws_a_real_run_without_touching_its_files(tmp_path: Path):
+    """Two run-once cycles (two positions opened, one closed at its target; evaluated in-process
+    to spare the machine a pool start) into the configured output directory; report, given the
+    same config, draws three PNGs from them and leaves the run's files byte for byte as they
+    were."""
+    config = tmp_path / "pomabotd.toml"
+    config.write_text('[batch]\nworkers = 0\n\n[daemon]\noutput_dir = "run"\n')
+    _run_once(tmp_path, config, CYCLE_MARKETS)
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text(CYCLE_MARKETS.read_text().replace('"price": 30', '"price": 34'))
+    _run_once(tmp_path, config, moved)
+    run = tmp_path / "run"
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+
+    result = run_alone(tmp_path, "report", "--config", str(config), "--out", "plots")
+    assert result.returncode == 0, result.stderr
+    names = ["cycles.png", "positions.png", "equity.png"]
+    assert result.stdout.splitlines() == [f"plot written to plots/{name}" for name in names]
+    for name in names:
+        assert_png(tmp_path / "plots" / name)
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_report_without_a_run_is_a_usage_error(tmp_path: Path):
+    """A directory without metrics.jsonl is named, with exit status 2, and nothing is drawn."""
+    result = run_alone(tmp_path, "report", "--from", "nothing-here", "--out", "plots")
+    assert result.returncode == 2
+    assert "nothing-here has no metrics.jsonl" in result.stderr
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plots_without_matplotlib_are_refused_before_any_work(tmp_path: Path):
+    """With matplotlib unimportable, report and replay --plot exit 2 saying what to install,
+    and replay does not run first."""
+    shadow = tmp_path / "shadow" / "matplotlib"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("matplotlib is hidden here")\n')
+    env = {"PYTHONPATH": str(shadow.parent)}
+    report = run_alone(tmp_path, "report", "--from", ".", "--out", "plots", env=env)
+    replayed = run_alone(
+        tmp_path, "replay", "--markets", str(DATA / "replay_markets.jsonl"),
+        "--as-of-days-before", "7", "--plot", "plots", env=env,
+    )
+    for result in (report, replayed):
+        assert result.returncode == 2
+        assert "pip install 'pomabotd[plots]'" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert replayed.stdout == ""
+    assert not (tmp_path / "plots").exists()
+
+
+def _metrics_line(cycle_id: int, realized: float) -> bytes:
+    fields = {
+        "cycle_id": cycle_id, "started_at": AS_OF, "finished_at": AS_OF, "markets_total": 5,
+        "markets_evaluated": 5, "markets_failed": 0, "markets_rejected": 0, "retries": 0,
+        "timeouts": 0, "worker_restarts": 0, "processing_time_ms": 1.0,
+        "throughput_per_s": 5000.0, "avg_eval_us": 3.0, "rss_mb": 50.0, "cpu_percent": 90.0,
+        "opportunities": 2, "selected": 1, "closed": 0, "open_positions": 1,
+        "portfolio_risk_pct": 5.0, "equity_usd": 10000.0 + realized,
+        "realized_pnl_usd": realized, "success_rate": 1.0,
+    }
+    return msgspec.json.encode(fields) + b"\n"
+
+
+def _open_line(cycle_id: int, market_id: str) -> bytes:
+    return msgspec.json.encode({
+        "event": "open", "cycle_id": cycle_id, "position_id": f"{cycle_id}-{market_id}",
+        "market_id": market_id, "question": "?", "category": "crypto", "side": "YES",
+        "entry_price": 20.0, "size_usd": 100.0, "risk_usd": 100.0, "edge": 30.0,
+        "belief_low": 50.0, "belief_high": 60.0, "confidence": 70.0, "stop_price": 19.0,
+        "target_price": 22.0, "opened_at": AS_OF,
+    }) + b"\n"
+
+
+def _close_line(cycle_id: int, position_id: str, pnl: float) -> bytes:
+    return msgspec.json.encode({
+        "event": "close", "cycle_id": cycle_id, "position_id": position_id,
+        "market_id": position_id.split("-", 1)[1], "exit_price": 22.0,
+        "exit_reason": "profit_target", "pnl_usd": pnl, "closed_at": AS_OF,
+    }) + b"\n"
+
+
+def test_read_run_sees_finished_cycles_only(tmp_path: Path):
+    """Cycles 1-3 are finished; the positions of cycle 4, which has no metrics line yet, and a
+    torn last metrics line are left out. Realized P&L cumulates per cycle: 0, 10, 10 - 4."""
+    (tmp_path / "metrics.jsonl").write_bytes(
+        _metrics_line(1, 0.0) + _metrics_line(2, 10.0) + _metrics_line(3, 6.0)
+        + _metrics_line(4, 99.0)[:40]
+    )
+    (tmp_path / "positions.jsonl").write_bytes(
+        _open_line(1, "a") + _open_line(1, "b") + _close_line(2, "1-a", 10.0)
+        + _close_line(3, "1-b", -4.0) + _open_line(4, "c") + _close_line(4, "4-c", 50.0)
+    )
+    run = read_run(tmp_path)
+    assert [m.cycle_id for m in run.metrics] == [1, 2, 3]
+    assert len(run.events) == 4 and max(e.cycle_id for e in run.events) == 3
+    assert realized_by_cycle(run) == [0.0, 10.0, 6.0]
+    assert starting_equity(run) == 10000.0
+
+
+def test_read_run_names_a_bad_line(tmp_path: Path):
+    """A complete line that is not a metrics record is an input error naming file and line."""
+    (tmp_path / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0) + b'{"cycle_id": "x"}\n')
+    with pytest.raises(InputError, match=r"metrics.jsonl line 2: .*cycle_id"):
+        read_run(tmp_path)
+
+
+def _replay_report() -> ReplayReport:
+    resolved = load_resolved(str(DATA / "replay_markets.jsonl"),
+                             str(DATA / "replay_signals.jsonl"), 7)
+    settings = BatchSettings(workers=0, batch_size=100, max_concurrency=4, timeout_ms=5000,
+                             retry_attempts=0)
+    with Runtime(settings) as runtime:
+        return asyncio.run(replay(runtime, resolved, 7, RiskLimits())).report
+
+
+def test_every_axis_names_its_unit(tmp_path: Path):
+    """Each plot's value axes end in a unit, and each figure's bottom axis says what x is."""
+    (tmp_path / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0) + _metrics_line(2, 10.0))
+    (tmp_path / "positions.jsonl").write_bytes(_open_line(1, "a") + _close_line(2, "1-a", 10.0))
+    run: RunFiles = read_run(tmp_path)
+    report = _replay_report()
+    figures = [calibration_figure(report), pnl_by_category_figure(report), cycles_figure(run),
+               positions_figure(run), equity_figure(run)]
+    for figure in figures:
+        axes = figure.get_axes()
+        assert all(_UNIT.search(ax.get_ylabel()) for ax in axes), [a.get_ylabel() for a in axes]
+        assert axes[-1].get_xlabel()
+    assert _UNIT.search(figures[0].get_axes()[0].get_xlabel())
