@@ -17,11 +17,14 @@ import msgspec
 from pomabotd.domain.models import Market, Signal
 
 __all__ = [
+    "Lines",
+    "LinesFile",
     "Rejected",
     "decode_markets",
     "decode_signals",
     "group_signals",
     "market_key",
+    "read_lines",
     "signal_key",
 ]
 
@@ -32,6 +35,26 @@ _SIGNAL_DECODER: Final = msgspec.json.Decoder(Signal)
 _BOM: Final = b"\xef\xbb\xbf"
 _AT: Final = " - at `"
 _MISSING: Final = "Object missing required field `"
+
+
+class LinesFile(msgspec.Struct, frozen=True):
+    """JSON lines left where they are, in a file: the engine's workers read it by byte range,
+    so a big input never has to be held whole by one process."""
+
+    path: str
+
+
+Lines = bytes | LinesFile
+"""A source's lines: in memory (fetched or generated), or a file to be read in pieces."""
+
+
+def read_lines(lines: Lines) -> bytes:
+    """The lines as bytes, reading the file if they are in one (for the few readers that need
+    every line at once, such as matching news to markets)."""
+    if isinstance(lines, bytes):
+        return lines
+    with open(lines.path, "rb") as file:
+        return file.read()
 
 
 class Rejected(msgspec.Struct, frozen=True):

@@ -1,22 +1,21 @@
-"""The evaluation runtime every cycle goes through: chunks to workers, results back, measured.
+"""The evaluation runtime every cycle goes through: it schedules, and does nothing per market.
 
-An asyncio front loop feeds a supervised process pool (`pool.py`) with chunks of `batch_size`
-markets, several chunks per submission (a submission costs the parent far more than a chunk), at
-most `max_concurrency` chunks in flight, and consumes results as they arrive. The parent never
-decodes a record (`workload.py` cuts the source bytes); workers return only what selection and the
-outputs need. Faults are handled at two levels:
+A run opens its inputs (`inputs.py`), plans them, and feeds the tasks to a supervised process
+pool (`pool.py`) from an asyncio front loop, a few in flight per worker, consuming results as
+they arrive (`results.py`). Workers read their lines themselves, decode, evaluate and return
+only what selection and the outputs need (`chunk.py`).
 
-- in the worker, a market that raises, returns garbage or runs past `timeout_ms` is retried with
-  a tenacity policy, then reported with `error` set (`worker.py`);
-- here, a worker that dies (`BrokenProcessPool`) or that the supervisor kills because it is stuck
-  where the interpreter cannot interrupt it costs a pool rebuild; the lost chunks are replayed one
-  at a time, and a chunk that breaks the pool again market by market, so that only the culprit
-  ends with `worker crashed` (or `timeout`).
+- **Market-ordered input, no per-market output** (every cycle of `run-once`, `stress` and the
+  daemon on such input): pomabotd cuts the markets by bytes and lets each worker find its
+  signals (`plan.py`, `pieces.py`); before the results stand it checks that they tile the input.
+- **Anything else** (per-market lines for `evaluate`, signals in another order, a repeated
+  id, a worker lost while running pieces): pomabotd reads the input and plans it line by line
+  into chunks of `batch_size` markets (`workload.py`), as the scalar reference does.
 
-`workers = 0` runs the same chunk code in this process, in order, without a pool; so does a
-cycle of fewer than `inline_below` markets with the built-in evaluator (never a plugin, which
-could take the daemon down with it), because there the pool's round trips cost more than they
-save. Without `on_lines`, workers build full evaluations only for tradeable and held markets.
+Faults are the supervisor's (`supervisor.py`). `workers = 0` runs the same task code in this
+process, in order, without a pool; so does a cycle of fewer than `inline_below` markets with the
+built-in evaluator (never a plugin, which could take the daemon down with it), because there the
+pool's round trips cost more than they save.
 """
 
 from __future__ import annotations
@@ -25,48 +24,43 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
-from functools import partial
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 import psutil
-import tenacity
 from msgspec import Struct
 
 from pomabotd.domain.belief import Prior
-from pomabotd.domain.evaluate import evaluate_market
-from pomabotd.domain.models import Evaluation, Market
 from pomabotd.engine import worker
+from pomabotd.engine.chunk import evaluate_tasks
+from pomabotd.engine.inputs import Inputs, reader
 from pomabotd.engine.meter import Meter
+from pomabotd.engine.plan import check_runs, plan_pieces, retry_gaps
 from pomabotd.engine.pool import WorkerPool
-from pomabotd.engine.worker import ChunkOut, Job, Task
+from pomabotd.engine.protocol import ChunkOut, Job, Task
+from pomabotd.engine.results import PieceLines, RunResult, Sink
+from pomabotd.engine.supervisor import Supervisor
+from pomabotd.engine.watchdog import Evaluator, inline_state
 from pomabotd.engine.workload import Workload, plan_workload
-from pomabotd.errors import CycleError, PoolCrashLoopError
-from pomabotd.wire import Rejected, decode_markets, decode_signals
+from pomabotd.errors import CycleError
+from pomabotd.wire import Lines
 
 __all__ = ["BatchSettings", "RunResult", "Runtime"]
 
-#: Markets per pool submission to aim for: enough to make its fixed cost negligible.
+#: Markets per pool submission of line-by-line chunks: enough to make its cost negligible.
 _SUBMISSION_MARKETS: Final = 1024
 #: Submissions queued per worker, so a worker never waits for the parent.
 _QUEUED_PER_WORKER: Final = 2
-#: A stuck worker is killed this long after its market's timeout (and at least this late).
-_MIN_KILL_GRACE_NS: Final = 100_000_000
-_SUPERVISE_EVERY_S: Final = 0.05
-#: A cycle in which more markets than this (or than one in `_CRASH_LOOP_SHARE` of its markets)
-#: kill their worker when evaluated alone is failed: the evaluator crashes on everything, and
-#: each crash costs a pool rebuild. Counted over the whole cycle, so the verdict depends only on
-#: which markets crash, never on how they were chunked.
-_CRASHED_MARKETS: Final = 5
-_CRASH_LOOP_SHARE: Final = 1000
 _INLINE_BELOW: Final = 500
+#: Inputs up to this size are counted line by line to decide whether a run is small.
+_COUNTED_BYTES: Final = 1 << 20
 _BUILTIN: Final = "pomabotd:evaluate_market"
 _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
-_LINES: Final = msgspec.json.Encoder()
+_R = TypeVar("_R")
 
 
 class BatchSettings(Struct, frozen=True, kw_only=True):
@@ -87,40 +81,8 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
     inline_below: int = _INLINE_BELOW
 
 
-class RunResult(Struct, kw_only=True):
-    """What one run produced, and what it cost, measured."""
-
-    candidates: list[Evaluation]
-    markets: dict[str, Market]
-    kept: dict[str, Evaluation]
-    rejected: list[Rejected]
-    failures: list[tuple[str, str]]
-    markets_total: int
-    markets_evaluated: int
-    markets_failed: int
-    signals_total: int
-    retries: int
-    timeouts: int
-    worker_restarts: int
-    eval_us_total: float
-    peak_rss_mb: float
-    cpu_percent: float
-    wall_s: float
-    #: How many markets the columnar kernel evaluated; the rest ran market by market.
-    markets_columnar: int = 0
-
-
-class _Misrouted(Exception):
-    """A chunk held a signal about another chunk's market: the signals are not in market
-    order after all, and the cycle must be planned line by line."""
-
-
-class _Lost(Exception):
-    """A lone market's worker died; `error` says whether the supervisor killed it."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
+class _Broken(Exception):
+    """The pool broke while running pieces: the run goes line by line, with isolation."""
 
 
 class Runtime:
@@ -129,11 +91,8 @@ class Runtime:
     def __init__(self, settings: BatchSettings) -> None:
         self._settings = settings
         self._pool: WorkerPool | None = None
-        self._inline: worker.Evaluator | None = None
+        self._inline: Evaluator | None = None
         self._started = False
-        self._timeouts = 0
-        self._retries = 0
-        self._crashed = 0
         self._pids: list[int] = []
         self._pids_of: tuple[int, int] | None = None
 
@@ -158,6 +117,8 @@ class Runtime:
         """Start the pool (every worker, evaluator imported), or import the evaluator here."""
         if self._started:
             return
+        from pomabotd.config import resolve_evaluator
+
         if self._settings.workers > 0:
             pool = WorkerPool(self._settings.workers, self._settings.evaluator)
             try:
@@ -166,9 +127,8 @@ class Runtime:
                 pool.close()
                 raise
             self._pool = pool
+            self._inline = None
         else:
-            from pomabotd.config import resolve_evaluator
-
             self._inline = resolve_evaluator(self._settings.evaluator)
         self._started = True
 
@@ -204,24 +164,37 @@ class Runtime:
             old.workers == settings.workers and old.evaluator == settings.evaluator
         ):
             return
-        replaced = self._pool
+        replaced, inline = self._pool, self._inline
         self._pool = None
         self._started = False
         try:
             self.start()
         except BaseException:
             self._settings = old
-            self._pool = replaced
+            self._pool, self._inline = replaced, inline
             self._started = True
             raise
         if replaced is not None:
             replaced.close()
 
+    async def map(self, fn: Callable[..., _R], calls: Sequence[tuple[Any, ...]]) -> list[_R]:
+        """`fn(*args)` for each of `calls`, spread over the pool (here without one), in order.
+
+        For work other than evaluating, such as generating a synthetic input by blocks; `fn`
+        must be importable by name in a worker.
+        """
+        self.start()
+        pool = self._pool
+        if pool is None:
+            return [worker.run_call(fn, *args) for args in calls]
+        futures = [asyncio.wrap_future(pool.submit(worker.run_call, fn, *args)) for args in calls]
+        return list(await asyncio.gather(*futures))
+
     def evaluate_sync(
         self,
-        markets: bytes,
+        markets: Lines,
         markets_source: str,
-        signals: bytes,
+        signals: Lines,
         signals_source: str,
         as_of: datetime,
         *,
@@ -238,14 +211,8 @@ class Runtime:
             # cost a big cycle a quarter of a second.
             box.append(
                 await self.evaluate(
-                    markets,
-                    markets_source,
-                    signals,
-                    signals_source,
-                    as_of,
-                    keep=keep,
-                    on_lines=on_lines,
-                    on_progress=on_progress,
+                    markets, markets_source, signals, signals_source, as_of,
+                    keep=keep, on_lines=on_lines, on_progress=on_progress,
                 )
             )
 
@@ -254,9 +221,9 @@ class Runtime:
 
     async def evaluate(
         self,
-        markets: bytes,
+        markets: Lines,
         markets_source: str,
-        signals: bytes,
+        signals: Lines,
         signals_source: str,
         as_of: datetime,
         *,
@@ -271,52 +238,38 @@ class Runtime:
         `on_lines`, if given, receives every evaluation encoded as JSON lines, in market input
         order, a chunk at a time as soon as the order allows.
         `on_progress`, if given, is called here with `(markets_done, markets_total)` each time
-        results come back (once per completed submission, so it costs nothing per market); the
-        last call has `markets_done == markets_total`.
+        results come back (the total is an estimate until the run ends; the last call has
+        `markets_done == markets_total`).
         `meter`, if given, is a running meter of a longer span (a whole cycle) whose figures
         the result reports; otherwise the run is measured on its own.
         """
         self.start()
         started = time.perf_counter()
-        settings = self._settings
         pool = self._pool
         own_meter = meter is None
         if meter is None:
             meter = Meter(self.process_ids)
             meter.start()
-        self._timeouts = self._retries = self._crashed = 0
         restarts_before = pool.restarts if pool is not None else 0
         enabled = gc.isenabled()
         gc.disable()  # millions of short-lived objects, no cycles: the collector only costs
         try:
-            job = Job(
-                as_of,
-                markets_source,
-                signals_source,
-                on_lines is not None,
-                settings.timeout_ms,
-                settings.retry_attempts,
-                kernel=settings.kernel,
-                prior=settings.prior,
-            )
-            # Lines already handed to `on_lines` cannot be taken back, so only a cycle without
-            # them may cut signals on the assumption of market order.
-            plan = partial(
-                plan_workload,
-                markets,
-                markets_source,
-                signals,
-                signals_source,
-                settings.batch_size,
-                keep,
-            )
-            work = plan(ordered=on_lines is None)
-            try:
-                sink = await self._run(work, job, on_lines, on_progress)
-            except _Misrouted:
-                work = plan(ordered=False)
-                self._timeouts = self._retries = self._crashed = 0
-                sink = await self._run(work, job, on_lines, on_progress)
+            with Inputs(markets, markets_source, signals, signals_source,
+                        shared=pool is not None) as inputs:
+                job = Job(
+                    as_of=as_of,
+                    markets=inputs.markets,
+                    signals=inputs.signals,
+                    want_lines=on_lines is not None,
+                    timeout_ms=self._settings.timeout_ms,
+                    retry_attempts=self._settings.retry_attempts,
+                    kernel=self._settings.kernel,
+                    prior=self._settings.prior,
+                )
+                run = _Run(self, job, keep, on_progress)
+                outcome = None if on_lines is not None else await run.by_pieces()
+                if outcome is None:
+                    outcome = await run.by_lines(inputs, on_lines)
         finally:
             if enabled:
                 gc.enable()
@@ -324,206 +277,208 @@ class Runtime:
                 meter.stop()
         if not own_meter:
             meter.sample()
-        wall_s = time.perf_counter() - started
+        sink, numbers, markets_total, signals_total, supervisor = outcome
         return sink.result(
-            retries=self._retries,
-            timeouts=self._timeouts,
+            numbers,
+            markets_source=markets_source,
+            markets_total=markets_total,
+            signals_total=signals_total,
+            retries=supervisor[0],
+            timeouts=supervisor[1],
             restarts=(pool.restarts - restarts_before) if pool is not None else 0,
             peak_rss_mb=meter.peak_mb,
             cpu_percent=meter.cpu_percent(),
-            wall_s=wall_s,
+            wall_s=time.perf_counter() - started,
         )
 
-    async def _run(
+
+_Outcome = tuple[Sink, Any, int, "int | None", tuple[int, int]]
+
+
+class _Run:
+    """One run's scheduling: pieces first when they can be used, else chunks of lines."""
+
+    def __init__(
         self,
-        work: Workload,
+        runtime: Runtime,
         job: Job,
-        on_lines: Callable[[bytes], None] | None,
+        keep: Collection[str],
         on_progress: Callable[[int, int], None] | None,
-    ) -> _Sink:
-        """Evaluate every chunk of `work`, in this process or in the pool."""
-        settings = self._settings
-        pool = self._pool
-        sink = _Sink(work, on_lines, on_progress)
-        if pool is None:
-            self._run_inline(work, job, sink)
-        elif settings.evaluator == _BUILTIN and work.markets_total < settings.inline_below:
-            self._run_inline(work, job, sink, evaluate_market)
-        else:
-            await self._run_pool(pool, work, job, sink)
-        sink.progress()
-        return sink
-
-    def _run_inline(
-        self,
-        work: Workload,
-        job: Job,
-        sink: _Sink,
-        fn: worker.Evaluator | None = None,
     ) -> None:
-        fn = fn or self._inline
-        if fn is None:
-            raise CycleError("the runtime is not started")
-        # Chunks grouped as a one-worker pool would group them, so that the columnar kernel
-        # takes as many markets at once here as in a worker.
-        count = work.chunk_count
-        step, _ = _grouping(self._settings, 1, count)
-        with worker.inline_worker(fn) as state:
-            for first in range(0, count, step):
-                tasks = [work.task(index) for index in range(first, min(count, first + step))]
-                for out in _OUTS.decode(worker.evaluate_chunks(tasks, job, state)):
-                    sink.add(out)
-                sink.progress()
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.job = job
+        self.keep = keep
+        self.on_progress = on_progress
 
-    async def _run_pool(self, pool: WorkerPool, work: Workload, job: Job, sink: _Sink) -> None:
-        settings = self._settings
-        count = work.chunk_count
-        per_submission, max_submissions = _grouping(settings, pool.workers, count)
-        inflight: dict[asyncio.Future[bytes], list[int]] = {}
+    def _inline_fn(self, markets: int | None) -> Evaluator | None:
+        """The evaluator to run here, or None to use the pool."""
+        runtime = self.runtime
+        if runtime._pool is None:
+            if runtime._inline is None:
+                raise CycleError("the runtime is not started")
+            return runtime._inline
+        if self.settings.evaluator == _BUILTIN and markets is not None and (
+            markets < self.settings.inline_below
+        ):
+            from pomabotd.domain.evaluate import evaluate_market
+
+            return evaluate_market
+        return None
+
+    async def by_pieces(self) -> _Outcome | None:
+        """Evaluate market-ordered input by pieces; None if the input turns out otherwise
+        (or a worker was lost meanwhile): it must then go line by line."""
+        markets, signals = reader(self.job.markets), reader(self.job.signals)
+        counted = None
+        if markets.size <= _COUNTED_BYTES:
+            counted = markets.read(markets.start, markets.size).count(b"\n") + 1
+        fn = self._inline_fn(counted)
+        pool = self.runtime._pool
+        workers = 0 if fn is not None or pool is None else pool.workers
+        tasks = plan_pieces(markets, signals, workers=workers,
+                            batch_size=self.settings.batch_size, keep=self.keep)
+        bytes_done = [0]
+
+        def estimate() -> int:
+            outs = sink.outs
+            done = sum(out.market_lines for out in outs)
+            seen = bytes_done[0]
+            return done if seen == 0 else round(done * (markets.size - markets.start) / seen)
+
+        sink = Sink(None, self.on_progress, estimate)
+        sizes = {task.index: task.markets[0][1] - task.markets[0][0] for task in tasks}
+
+        def take(out: ChunkOut) -> None:
+            if out.index not in sink._counted:
+                bytes_done[0] += sizes[out.index]
+            sink.add(out, out.market_lines)
+
+        batch = tasks
+        for _ in range(2):
+            try:
+                await self._execute([[task] for task in batch], fn, take, sink.progress,
+                                    in_flight=_in_flight(self.settings, workers))
+            except _Broken:
+                return None
+            outs = sink.outs
+            if any(out.misrouted for out in outs):
+                return None
+            gaps = check_runs(outs, signals)
+            if gaps is None:
+                return None
+            if not gaps:
+                break
+            batch = retry_gaps(gaps, tasks)  # a piece's guess missed its lines: look again
+        else:
+            return None
+        sink.progress()
+        outs = sink.outs
+        total = sum(out.evaluated + out.failed + len(out.market_rejected) for out in outs)
+        return sink, PieceLines(outs), total, None, (0, 0)
+
+    async def by_lines(
+        self, inputs: Inputs, on_lines: Callable[[bytes], None] | None
+    ) -> _Outcome:
+        """Plan the input line by line, then evaluate its chunks, cornering any crash."""
+        job = self.job
+        work = plan_workload(
+            inputs.data(job.markets), job.markets.name, inputs.data(job.signals),
+            job.signals.name, self.settings.batch_size, self.keep,
+        )
+        fn = self._inline_fn(work.markets_total)
+        sink = Sink(
+            on_lines, self.on_progress, lambda: work.markets_total,
+            rejected=work.rejected, done_before=work.markets_total - sum(work.chunk_sizes()),
+        )
+        pool = self.runtime._pool
+        workers = 1 if fn is not None or pool is None else pool.workers
+        per, in_flight = _grouping(self.settings, workers, work.chunk_count)
+        indexes = range(work.chunk_count)
+        groups = [[work.task(i) for i in indexes[first : first + per]]
+                  for first in range(0, work.chunk_count, per)]
+        supervisor = None
+        if fn is None and pool is not None:
+            supervisor = Supervisor(pool, job, work.markets_total)
+        await self._execute(groups, fn, lambda out: sink.add(out, work.chunk_size(out.index)),
+                            sink.progress, in_flight=in_flight, supervisor=supervisor,
+                            work=work)
+        sink.progress()
+        counts = (supervisor.retries, supervisor.timeouts) if supervisor else (0, 0)
+        return sink, work, work.markets_total, work.signals_total, counts
+
+    async def _execute(
+        self,
+        groups: list[list[Task]],
+        fn: Evaluator | None,
+        take: Callable[[ChunkOut], None],
+        progress: Callable[[], None],
+        *,
+        in_flight: int,
+        supervisor: Supervisor | None = None,
+        work: Workload | None = None,
+    ) -> None:
+        """Evaluate each group of tasks (one submission each), here or in the pool. Without a
+        `supervisor`, a broken pool raises `_Broken` (after a rebuild)."""
+        if fn is not None:
+            with inline_state(fn) as state:
+                for tasks in groups:
+                    for out in _OUTS.decode(evaluate_tasks(tasks, self.job, state)):
+                        take(out)
+                    progress()
+            return
+        pool = self.runtime._pool
+        assert pool is not None
+        watcher = supervisor or Supervisor(pool, self.job, 0)
+        pending: dict[asyncio.Future[bytes], list[Task]] = {}
         lost: list[int] = []
         following = 0
-        supervisor = asyncio.create_task(self._supervise(pool, job))
+        watching = asyncio.create_task(watcher.watch())
         try:
-            while following < count or inflight or lost:
-                if lost and not inflight:
+            while following < len(groups) or pending or lost:
+                if lost and not pending:
                     pool.rebuild()
-                    await self._isolate(pool, sorted(lost), work, job, sink)
-                    sink.progress()
+                    if supervisor is None or work is None:
+                        raise _Broken
+                    for out in await supervisor.isolate(lost, work.task):
+                        take(out)
+                    progress()
                     lost.clear()
                     continue
-                while not lost and following < count and len(inflight) < max_submissions:
-                    indexes = list(range(following, min(count, following + per_submission)))
-                    following = indexes[-1] + 1
-                    tasks = [work.task(index) for index in indexes]
+                while not lost and following < len(groups) and len(pending) < in_flight:
+                    tasks = groups[following]
+                    following += 1
                     try:
-                        submitted = pool.submit(worker.run_submission, tasks, job)
+                        submitted = pool.submit(worker.run_submission, tasks, self.job)
                     except BrokenProcessPool:
-                        lost.extend(indexes)
+                        lost.extend(task.index for task in tasks)
                         break
-                    inflight[asyncio.wrap_future(submitted)] = indexes
-                if not inflight:
+                    pending[asyncio.wrap_future(submitted)] = tasks
+                if not pending:
                     continue
-                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for finished in done:
-                    indexes = inflight.pop(finished)
+                    tasks = pending.pop(finished)
                     error = finished.exception()
                     if error is None:
                         for out in _OUTS.decode(finished.result()):
-                            sink.add(out)
+                            take(out)
                     elif isinstance(error, BrokenProcessPool):
-                        lost.extend(indexes)
+                        lost.extend(task.index for task in tasks)
                     else:
                         raise CycleError(f"a worker failed: {error!r}") from error
-                sink.progress()
+                progress()
         finally:
-            supervisor.cancel()
+            watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
-            for pending in inflight:
-                pending.cancel()
+                await watching
+            for future in pending:
+                future.cancel()
 
-    async def _isolate(
-        self, pool: WorkerPool, lost: list[int], work: Workload, job: Job, sink: _Sink
-    ) -> None:
-        """Replay chunks a dead worker took with it, one at a time, to corner the culprit."""
-        for index in lost:
-            if len(lost) > 1:
-                try:
-                    data = await self._alone(pool, work.task(index), job)
-                except _Lost:
-                    pass
-                else:
-                    for out in _OUTS.decode(data):
-                        self._retries += out.evaluated + out.failed  # each market ran again
-                        sink.add(out)
-                    continue
-            sink.add(await self._market_by_market(pool, work, index, job))
 
-    async def _market_by_market(
-        self, pool: WorkerPool, work: Workload, index: int, job: Job
-    ) -> ChunkOut:
-        """Evaluate a chunk one market per submission; a market that keeps killing its worker
-        ends with `worker crashed` (or `timeout` when the supervisor had to kill it)."""
-        task = work.task(index)
-        markets, market_rejected = decode_markets(task.markets, job.markets_source)
-        signals, signal_rejected = decode_signals(task.signals, job.signals_source)
-        total = ChunkOut(
-            index,
-            b"",
-            [],
-            [],
-            [],
-            market_rejected,
-            signal_rejected,
-            [],
-            0,
-            0,
-            len(signals) + len(signal_rejected),
-            0,
-            0,
-            0.0,
-        )
-        parts: list[bytes] = []
-        crash_cap = max(_CRASHED_MARKETS, -(-work.markets_total // _CRASH_LOOP_SHARE))
-        policy = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(1 + job.retry_attempts),
-            wait=tenacity.wait_none(),
-            retry=tenacity.retry_if_exception_type(_Lost),
-            reraise=True,
-        )
-        for position, market in enumerate(markets):
-            single = Task(index, task.markets, task.signals, task.keep, position)
-            try:
-                async for attempt in policy:
-                    with attempt:
-                        self._retries += 1  # lost with its chunk's worker, so every run is a rerun
-                        data = await self._alone(pool, single, job)
-            except _Lost as lost:
-                self._crashed += 1
-                if self._crashed > crash_cap:
-                    raise PoolCrashLoopError(
-                        f"{self._crashed} markets killed their worker process in this cycle: "
-                        f"evaluator {pool.evaluator!r} seems to crash on every market"
-                    ) from lost
-                out = _failed_out(index, market, lost.error, task.keep, job.want_lines)
-            else:
-                out = _OUTS.decode(data)[0]
-                if out.misrouted:
-                    raise _Misrouted
-            parts.append(out.lines)
-            total.candidates += out.candidates
-            total.markets += out.markets
-            total.kept += out.kept
-            total.failures += out.failures
-            total.evaluated += out.evaluated
-            total.failed += out.failed
-            total.retries += out.retries
-            total.timeouts += out.timeouts
-            total.eval_us += out.eval_us
-        total.lines = b"".join(parts)
-        return total
-
-    async def _alone(self, pool: WorkerPool, task: Task, job: Job) -> bytes:
-        """Run one task with nothing else in flight; a dead worker means rebuild and `_Lost`."""
-        timeouts_before = self._timeouts
-        try:
-            return await asyncio.wrap_future(pool.submit(worker.run_submission, [task], job))
-        except BrokenProcessPool:
-            killed = self._timeouts > timeouts_before
-            pool.rebuild()
-            raise _Lost("timeout" if killed else "worker crashed") from None
-
-    async def _supervise(self, pool: WorkerPool, job: Job) -> None:
-        """Kill a worker stuck past its market's timeout plus a grace."""
-        timeout_ns = job.timeout_ms * 1_000_000
-        deadline_ns = timeout_ns + max(timeout_ns, _MIN_KILL_GRACE_NS)
-        period = min(max(timeout_ns / 4e9, 0.005), _SUPERVISE_EVERY_S)
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic_ns()
-            for pid, started in pool.busy():
-                if now - started > deadline_ns and pool.kill(pid):
-                    self._timeouts += 1
+def _in_flight(settings: BatchSettings, workers: int) -> int:
+    """Pieces in flight: a couple per worker, within `max_concurrency`."""
+    return max(1, min(max(1, workers) * _QUEUED_PER_WORKER, settings.max_concurrency))
 
 
 def _grouping(settings: BatchSettings, workers: int, chunks: int) -> tuple[int, int]:
@@ -534,134 +489,3 @@ def _grouping(settings: BatchSettings, workers: int, chunks: int) -> tuple[int, 
     balanced = max(1, -(-chunks // queued))  # small cycles: spread over every worker
     per_submission = max(1, min(wanted, balanced, concurrency // queued or 1))
     return per_submission, max(1, concurrency // per_submission)
-
-
-def _failed_out(
-    index: int, market: Market, error: str, keep: frozenset[str], want_lines: bool
-) -> ChunkOut:
-    evaluation = worker.failed_evaluation(market, error)
-    kept = market.id in keep
-    return ChunkOut(
-        index,
-        _LINES.encode(evaluation) + b"\n" if want_lines else b"",
-        [],
-        [market] if kept else [],
-        [evaluation] if kept else [],
-        [],
-        [],
-        [(market.id, error)],
-        0,
-        1,
-        0,
-        0,
-        0,
-        0.0,
-    )
-
-
-class _Sink:
-    """Collects chunk results in any order; emits lines and assembles results in input order."""
-
-    def __init__(
-        self,
-        work: Workload,
-        on_lines: Callable[[bytes], None] | None,
-        on_progress: Callable[[int, int], None] | None,
-    ) -> None:
-        self._work = work
-        self._on_lines = on_lines
-        self._on_progress = on_progress
-        # Markets refused while planning are done before any chunk is.
-        self._done = work.markets_total - sum(work.chunk_sizes()) if on_progress else 0
-        self._reported = -1
-        self._pending: dict[int, bytes] = {}
-        self._next = 0
-        self._candidates: dict[int, list[Evaluation]] = {}
-        self._failures: dict[int, list[tuple[str, str]]] = {}
-        self._markets: dict[str, Market] = {}
-        self._kept: dict[str, Evaluation] = {}
-        self._rejected: list[Rejected] = list(work.rejected)
-        self._evaluated = 0
-        self._failed = 0
-        self._signals = 0
-        self._retries = 0
-        self._timeouts = 0
-        self._eval_us = 0.0
-        self._columnar = 0
-
-    def add(self, out: ChunkOut) -> None:
-        if out.misrouted:
-            raise _Misrouted
-        index = out.index
-        work = self._work
-        self._signals += out.signals
-        if out.candidates:
-            self._candidates[index] = out.candidates
-        if out.failures:
-            self._failures[index] = out.failures
-        for market in out.markets:
-            self._markets[market.id] = market
-        for evaluation in out.kept:
-            self._kept[evaluation.market_id] = evaluation
-        for rejected in out.market_rejected:
-            line = work.market_line(index, rejected.line)
-            self._rejected.append(msgspec.structs.replace(rejected, line=line))
-        for rejected in out.signal_rejected:
-            line = work.signal_line(index, rejected.line)
-            self._rejected.append(msgspec.structs.replace(rejected, line=line))
-        if self._on_progress is not None:
-            self._done += work.chunk_size(index)
-        self._evaluated += out.evaluated
-        self._failed += out.failed
-        self._retries += out.retries
-        self._timeouts += out.timeouts
-        self._eval_us += out.eval_us
-        self._columnar += out.columnar
-        if self._on_lines is not None:
-            self._pending[index] = out.lines
-            while self._next in self._pending:
-                lines = self._pending.pop(self._next)
-                self._next += 1
-                if lines:
-                    self._on_lines(lines)
-
-    def progress(self) -> None:
-        """Tell `on_progress` how many markets are done, if that changed."""
-        if self._on_progress is not None and self._done != self._reported:
-            self._reported = self._done
-            self._on_progress(self._done, self._work.markets_total)
-
-    def result(
-        self,
-        *,
-        retries: int,
-        timeouts: int,
-        restarts: int,
-        peak_rss_mb: float,
-        cpu_percent: float,
-        wall_s: float,
-    ) -> RunResult:
-        work = self._work
-        candidates = [e for i in sorted(self._candidates) for e in self._candidates[i]]
-        failures = [f for i in sorted(self._failures) for f in self._failures[i]]
-        markets_source = work.markets_source
-        self._rejected.sort(key=lambda r: (r.source != markets_source, r.line))
-        return RunResult(
-            candidates=candidates,
-            markets=self._markets,
-            kept=self._kept,
-            rejected=self._rejected,
-            failures=failures,
-            markets_total=work.markets_total,
-            markets_evaluated=self._evaluated,
-            markets_failed=self._failed,
-            signals_total=self._signals if work.ordered else work.signals_total,
-            retries=self._retries + retries,
-            timeouts=self._timeouts + timeouts,
-            worker_restarts=restarts,
-            eval_us_total=self._eval_us,
-            peak_rss_mb=peak_rss_mb,
-            cpu_percent=cpu_percent,
-            wall_s=wall_s,
-            markets_columnar=self._columnar,
-        )

@@ -1,21 +1,13 @@
-"""Cut one cycle's JSON-lines input into chunks without decoding it.
+"""Plan an input line by line: the way for input out of market order, and for per-market output.
 
-The parent competes with the workers for the same cores, so it only finds each record's key
-(`id` of a market, `market_id` of a signal) and records byte ranges of the source: a chunk is a
-list of `(start, end, first_line, line_count)` pieces of the original bytes, and the workers
-decode and validate the records themselves. For the usual compact lines (`{"id":"...` first, as
-msgspec and most writers emit them) one regular-expression pass per megabyte finds every key; any
-other block falls back to decoding the key line by line. Signals that arrive grouped by market in
-market order (a feed's export, the synthetic source) are routed as whole ranges; any other order
-is routed line by line.
-
-A cycle that needs no per-market output may go further: `plan_workload(ordered=True)` assumes the
-signals follow the markets' order and only binary-searches where each chunk's signals begin (a few
-dozen key reads per chunk instead of one per signal). The assumption is checked where it costs
-nothing: each worker confirms that every signal line of its range is about one of its chunk's
-markets (`Task.verify`); since the ranges tile the whole file, that proves every signal reached its
-market. A chunk that finds a stranger reports itself misrouted and the runtime plans again, line by
-line.
+pomabotd reads the input whole (the one case where it does), finds each record's key (`id` of a
+market, `market_id` of a signal) and records byte ranges: a chunk is a list of `(start, end,
+first_line, line_count)` pieces of the source, at most `batch_size` markets with every signal
+about them, which the workers read and decode themselves. For the usual compact lines
+(`{"id":"...` first, as msgspec and most writers emit them) one regular-expression pass per
+megabyte finds every key; any other block falls back to decoding the key line by line. Signals
+grouped by market in market order are routed as whole ranges; any other order line by line.
+Market-ordered input without per-market output is not planned here at all (`plan.py`).
 """
 
 from __future__ import annotations
@@ -23,11 +15,11 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator
-from itertools import islice, pairwise, repeat
+from itertools import islice, repeat
 from operator import le
 from typing import Final, cast
 
-from pomabotd.engine.worker import Task
+from pomabotd.engine.protocol import Task
 from pomabotd.wire import (
     Rejected,
     decode_markets,
@@ -94,10 +86,6 @@ class Workload:
         self.rejected: list[Rejected] = []
         self.markets_total = 0
         self.signals_total = 0
-        #: Signal ranges were cut on the assumption of market order: workers verify them, and
-        #: `signals_total` is left to the workers' counts. Their pieces carry line 0 until a
-        #: refused signal line needs a number (`_number_signal_pieces`).
-        self.ordered = False
 
     @property
     def chunk_count(self) -> int:
@@ -113,14 +101,13 @@ class Workload:
         return (sum(piece[3] for piece in pieces) for pieces in self.market_pieces)
 
     def task(self, index: int, only: int = -1) -> Task:
-        """The bytes a worker needs for chunk `index`."""
+        """The byte ranges a worker reads for chunk `index`."""
         return Task(
-            index,
-            _join(self.markets, self.market_pieces[index]),
-            _join(self.signals, self.signal_pieces[index]),
-            self.keep.get(index, frozenset()),
-            only,
-            self.ordered,
+            index=index,
+            markets=[(start, end) for start, end, _, _ in self.market_pieces[index]],
+            signals=[(start, end) for start, end, _, _ in self.signal_pieces[index]],
+            keep=self.keep.get(index, frozenset()),
+            only=only,
         )
 
     def market_line(self, index: int, position: int) -> int:
@@ -129,21 +116,7 @@ class Workload:
 
     def signal_line(self, index: int, position: int) -> int:
         """The source line of the `position`-th line (1-based) of chunk `index`'s signals."""
-        pieces = self.signal_pieces[index]
-        if pieces and pieces[0][2] == 0:
-            self._number_signal_pieces()
-        return _line(pieces, position)
-
-    def _number_signal_pieces(self) -> None:
-        """Give pieces cut without counting lines their first line and line count, in one
-        pass over the signals (they follow one another in source order)."""
-        data = self.signals
-        line, at = 1, 0
-        for pieces in self.signal_pieces:
-            for number, (start, end, _, _) in enumerate(pieces):
-                line += data.count(b"\n", at, start)
-                pieces[number] = (start, end, line, data.count(b"\n", start, end) + 1)
-                at = start
+        return _line(self.signal_pieces[index], position)
 
 
 def plan_workload(
@@ -153,22 +126,17 @@ def plan_workload(
     signals_source: str,
     batch_size: int,
     keep: Collection[str] = (),
-    *,
-    ordered: bool = False,
 ) -> Workload:
     """Chunk the markets and route each signal to its market's chunk.
 
     A market line without a usable `id`, or repeating an earlier id, is rejected here; every
     other check is the workers' typed decode. Signals about markets not in the input are unused.
-    With `ordered`, signals are cut into ranges assuming market order when their keys allow it
-    (see the module's docstring); the workers must then verify their ranges.
     """
     work = Workload(markets, markets_source, signals, signals_source)
     chunk_of: dict[bytes, int] = {}
     _chunk_markets(work, chunk_of, max(1, batch_size))
     work.signal_pieces = [[] for _ in work.market_pieces]
-    if not (ordered and _cut_ordered_signals(work, chunk_of)):
-        _route_signals(work, chunk_of)
+    _route_signals(work, chunk_of)
     keep_by_chunk: dict[int, set[str]] = {}
     for market_id in keep:
         chunk = chunk_of.get(market_id.encode())
@@ -317,57 +285,6 @@ def _route_signals(work: Workload, chunk_of: dict[bytes, int]) -> None:
         line += lines
 
 
-def _cut_ordered_signals(work: Workload, chunk_of: dict[bytes, int]) -> bool:
-    """Cut the signals into one range per chunk, assuming market order; False if a probed line
-    has no compact key or names an unknown market (then nothing was cut)."""
-    data = work.signals
-    start = len(_BOM) if data.startswith(_BOM) else 0
-    end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    if start >= end or not work.market_pieces:
-        return False
-    match = _SIGNAL_PATTERN.first.match
-    get = chunk_of.get
-
-    def chunk_at(line_start: int) -> int | None:
-        found = match(data, line_start)
-        return None if found is None else get(found.group(1))
-
-    if chunk_at(start) is None:
-        return False
-    bounds = [start]
-    for chunk in range(1, work.chunk_count):
-        # The first line whose chunk is `chunk` or later; lines before it belong to earlier ones.
-        low, high = bounds[-1], end
-        while low < high:
-            middle = (low + high) // 2
-            at = _line_start(data, middle, bounds[-1])
-            if at >= end:
-                high = middle
-                continue
-            seen = chunk_at(at)
-            if seen is None:
-                return False
-            if seen >= chunk:
-                high = middle
-            else:
-                low = middle + 1
-        bounds.append(min(_line_start(data, low, bounds[-1]), end + 1))
-    bounds.append(end + 1)
-    for chunk, (begin, stop) in enumerate(pairwise(bounds)):
-        if begin < stop - 1:
-            work.signal_pieces[chunk].append((begin, stop - 1, 0, 0))
-    work.ordered = True
-    return True
-
-
-def _line_start(data: bytes, offset: int, floor: int) -> int:
-    """The start of the first line at or after `offset` (`floor` is a line start); past the
-    last line, one past the end of the data, as if it ended with a newline."""
-    if offset <= floor:
-        return floor
-    return data.find(b"\n", offset - 1) + 1 or len(data) + 1
-
-
 def _ascending(chunks: list[int | None]) -> bool:
     """True when every signal's market is known and they come in chunk order."""
     if None in chunks:
@@ -434,13 +351,6 @@ def _add(pieces: list[Piece], piece: Piece) -> None:
             pieces[-1] = (start, piece[1], first, count + piece[3])
             return
     pieces.append(piece)
-
-
-def _join(data: bytes, pieces: list[Piece]) -> bytes:
-    if len(pieces) == 1:
-        start, end, _, _ = pieces[0]
-        return data[start:end]
-    return b"\n".join([data[start:end] for start, end, _, _ in pieces])
 
 
 def _line(pieces: list[Piece], position: int) -> int:

@@ -54,6 +54,7 @@ from pomabotd.errors import KernelInputError
 __all__ = [
     "PASSED",
     "Verdicts",
+    "belief_ranges",
     "evaluate_batch",
     "evaluate_columns",
     "evaluations",
@@ -169,6 +170,15 @@ def evaluate_columns(
         expected=expected,
         failed=failed,
     )
+
+
+def belief_ranges(
+    price: F8, signals: SignalColumns, as_of: datetime, prior: Prior = "fixed"
+) -> tuple[F8, F8]:
+    """Each market's belief range after its signals (the fold alone, without the gate)."""
+    low, high = _prior(price, prior)
+    _Fold(len(price), signals, int(micros([as_of])[0])).run(low, high)
+    return low, high
 
 
 def evaluations(

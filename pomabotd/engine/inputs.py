@@ -1,0 +1,211 @@
+"""A cycle's inputs, held open by pomabotd and read by byte range wherever the work runs.
+
+pomabotd opens each input once per run (`Inputs`): a file source's file, or, for lines a
+source made in memory, a memory file (`memfd`) they are copied into when a pool will read them.
+Workers open the very same file through `/proc/PID/fd/N` (a file renamed over while the cycle
+runs does not change what they read) and `pread` the ranges of their tasks, so pomabotd never
+sends the input through a pipe, and no process ever holds more of it than its task. Work done
+in pomabotd's own process reads the bytes or the descriptor it already has.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+from collections import OrderedDict
+from types import TracebackType
+from typing import Final
+
+from pomabotd.engine.protocol import InputRef, Span
+from pomabotd.errors import InputError
+from pomabotd.wire import Lines, LinesFile
+
+__all__ = ["Inputs", "Reader", "reader"]
+
+_BOM: Final = b"\xef\xbb\xbf"
+#: Open inputs a worker keeps between tasks (a cycle has two).
+_KEPT: Final = 4
+_numbers = itertools.count()
+#: Inputs this process opened, by `InputRef.path`: their bytes, or their descriptor.
+_LOCAL: dict[str, bytes | int] = {}
+
+
+class Reader:
+    """Reads byte ranges of one input."""
+
+    __slots__ = ("_data", "_fd", "size", "start")
+
+    def __init__(self, data: bytes | None, fd: int, size: int) -> None:
+        self._data = data
+        self._fd = fd
+        self.size = size
+        head = data[:3] if data is not None else os.pread(fd, 3, 0)
+        #: Where the first line starts: past a UTF-8 byte order mark, if there is one.
+        self.start = len(_BOM) if head == _BOM else 0
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes `[start, end)` (clipped to the input)."""
+        end = min(end, self.size)
+        if end <= start:
+            return b""
+        if self._data is not None:
+            return self._data[start:end]
+        parts = []
+        while start < end:
+            part = os.pread(self._fd, end - start, start)
+            if not part:
+                break
+            parts.append(part)
+            start += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def join(self, spans: list[Span]) -> bytes:
+        """The lines of several ranges, in order, as one block of lines."""
+        if len(spans) == 1:
+            return _strip(self.read(*spans[0]))
+        return b"\n".join(_strip(self.read(start, end)) for start, end in spans)
+
+    def line_start(self, offset: int) -> int:
+        """The start of the first line at or after `offset` (the input's size past the end)."""
+        if offset <= self.start:
+            return self.start
+        step = 4096
+        at = offset - 1
+        while at < self.size:
+            block = self.read(at, at + step)
+            found = block.find(b"\n")
+            if found >= 0:
+                return at + found + 1
+            at += len(block)
+            step *= 4
+        return self.size
+
+
+def _strip(data: bytes) -> bytes:
+    """A range without its final newline, so that ranges join with one newline each."""
+    return data[:-1] if data.endswith(b"\n") else data
+
+
+_OPEN: OrderedDict[tuple[str, int, int, int], Reader] = OrderedDict()
+
+
+def reader(ref: InputRef) -> Reader:
+    """A reader of `ref`: the process's own copy if it opened it, else the file it names,
+    opened once and kept for the next tasks. A file that is not the one planned (another
+    device or inode) is an `InputError`."""
+    local = _LOCAL.get(ref.path)
+    if local is not None:
+        if isinstance(local, bytes):
+            return Reader(local, -1, ref.size)
+        return Reader(None, local, ref.size)
+    key = (ref.path, ref.dev, ref.ino, ref.size)
+    found = _OPEN.get(key)
+    if found is not None:
+        _OPEN.move_to_end(key)
+        return found
+    try:
+        fd = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"{ref.name}: cannot be read by a worker ({exc.strerror})") from None
+    status = os.fstat(fd)
+    if (status.st_dev, status.st_ino) != (ref.dev, ref.ino) or status.st_size < ref.size:
+        os.close(fd)
+        raise InputError(f"{ref.name}: changed while the cycle was reading it")
+    opened = _OPEN[key] = Reader(None, fd, ref.size)
+    while len(_OPEN) > _KEPT:
+        _, old = _OPEN.popitem(last=False)
+        os.close(old._fd)
+    return opened
+
+
+class Inputs:
+    """One run's markets and signals, open for as long as the run lasts.
+
+    `shared` makes lines held in memory readable by other processes (a pool will read them).
+    """
+
+    def __init__(
+        self,
+        markets: Lines,
+        markets_source: str,
+        signals: Lines,
+        signals_source: str,
+        *,
+        shared: bool,
+    ) -> None:
+        self._fds: list[int] = []
+        self._paths: list[str] = []
+        self._bytes: dict[str, bytes] = {}
+        try:
+            self.markets = self._open(markets, markets_source, shared)
+            self.signals = self._open(signals, signals_source, shared)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Inputs:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def data(self, ref: InputRef) -> bytes:
+        """The whole of one input, for planning line by line (read from its file if need be)."""
+        held = self._bytes.get(ref.path)
+        if held is not None:
+            return held
+        return reader(ref).read(0, ref.size)
+
+    def close(self) -> None:
+        """Release the descriptors and the copies."""
+        for path in self._paths:
+            _LOCAL.pop(path, None)
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+        self._paths.clear()
+        self._bytes.clear()
+
+    def _open(self, lines: Lines, name: str, shared: bool) -> InputRef:
+        if isinstance(lines, LinesFile):
+            try:
+                fd = os.open(lines.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise InputError(f"{lines.path}: no such file") from None
+            except IsADirectoryError:
+                raise InputError(f"{lines.path}: is a directory, expected a file") from None
+            except OSError as exc:
+                raise InputError(f"{lines.path}: cannot be read ({exc.strerror})") from None
+            return self._register(fd, name)
+        if not shared:
+            path = f"memory:{os.getpid()}:{next(_numbers)}"
+            _LOCAL[path] = lines
+            self._paths.append(path)
+            self._bytes[path] = lines
+            return InputRef(name=name, path=path, size=len(lines))
+        fd = os.memfd_create("pomabotd-input", os.MFD_CLOEXEC)
+        view = memoryview(lines)
+        written = 0
+        while written < len(lines):
+            written += os.write(fd, view[written:])
+        ref = self._register(fd, name)
+        self._bytes[ref.path] = lines
+        return ref
+
+    def _register(self, fd: int, name: str) -> InputRef:
+        self._fds.append(fd)
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise InputError(f"{name}: is not a regular file")
+        path = f"/proc/{os.getpid()}/fd/{fd}"
+        _LOCAL[path] = fd
+        self._paths.append(path)
+        return InputRef(
+            name=name, path=path, size=status.st_size, dev=status.st_dev, ino=status.st_ino
+        )

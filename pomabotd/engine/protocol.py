@@ -1,0 +1,105 @@
+"""The records that cross between pomabotd and its workers, built by keyword.
+
+A cycle's input never travels through these: workers read it themselves, by byte range, from the
+file or memory file an `InputRef` names. What goes to a worker is a `Task` (which bytes to read,
+which markets are held) and the cycle's `Job`; what comes back is a `ChunkOut`, carrying only
+what selection and the outputs need: candidates, held markets, refusals and counts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from pomabotd.domain.belief import Prior
+from pomabotd.domain.models import Evaluation, Market
+from pomabotd.wire import Rejected
+
+__all__ = ["ChunkOut", "InputRef", "Job", "Span", "Task"]
+
+Span = tuple[int, int]
+"""`[start, end)`: a byte range of an input, starting at a line start."""
+
+
+class InputRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a worker reads one input: `path` is a file, or `/proc/PID/fd/N` of a file or
+    memory file pomabotd holds open for the cycle (so a file renamed over meanwhile is still
+    the one planned). `dev` and `ino` identify it; `size` is its length when planned; `name`
+    is the source named in refusals."""
+
+    name: str
+    path: str
+    size: int
+    dev: int = 0
+    ino: int = 0
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """What every task of one cycle shares. `kernel` and `prior` apply to the built-in
+    evaluator only (`batch.kernel`, `strategy.prior`)."""
+
+    as_of: datetime
+    markets: InputRef
+    signals: InputRef
+    want_lines: bool
+    timeout_ms: int
+    retry_attempts: int
+    kernel: Literal["columnar", "scalar"] = "columnar"
+    prior: Prior = "fixed"
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """One piece of work: market lines and the signal lines that go with them.
+
+    `markets` and `signals` are byte ranges of the inputs, read and joined in order. With
+    `search`, `signals` is one window of a market-ordered signals input in which the worker
+    finds the run of lines about its markets itself (reading past the window as far as the
+    run goes) and reports where it lies. `only` >= 0 evaluates just that market of the task and
+    reports no refused lines; the supervisor uses it to find which market kills its worker.
+    `verify`: the signal ranges were cut assuming market order, and every one of their lines
+    must be about the task's markets.
+    """
+
+    index: int
+    markets: list[Span]
+    signals: list[Span]
+    keep: frozenset[str] = frozenset()
+    search: bool = False
+    only: int = -1
+
+
+class ChunkOut(msgspec.Struct, kw_only=True):
+    """What a task gives back.
+
+    Refused lines are numbered within the task's own lines; the parent maps them to the
+    source's line numbers. `signals` counts the non-blank signal lines used. `misrouted` says
+    the input broke the market-order assumption (`search`): nothing else is then set.
+    `columnar` counts the markets the columnar kernel evaluated (the others ran market by
+    market). For a `search` task, `market_lines` and `signal_lines` count the lines of its
+    market range and of its signal run, `run` is that run's byte range (None when no line of
+    the window was about its markets) and `keys` holds a 64-bit hash of each market id of its
+    range, so that ids repeated across tasks can be found without anyone mapping every id.
+    """
+
+    index: int
+    lines: bytes = b""
+    candidates: list[Evaluation] = []
+    markets: list[Market] = []
+    kept: list[Evaluation] = []
+    market_rejected: list[Rejected] = []
+    signal_rejected: list[Rejected] = []
+    failures: list[tuple[str, str]] = []
+    evaluated: int = 0
+    failed: int = 0
+    signals: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    eval_us: float = 0.0
+    columnar: int = 0
+    misrouted: bool = False
+    market_lines: int = 0
+    signal_lines: int = 0
+    run: Span | None = None
+    keys: bytes = b""

@@ -1,0 +1,179 @@
+"""Fault policy: kill a stuck worker, rebuild a broken pool, corner the market that broke it.
+
+Inside a worker, a market that raises, returns garbage or runs past `timeout_ms` is retried and
+then reported with `error` set (`chunk.py`). What a worker cannot survive is handled here:
+
+- `watch` kills a worker whose current market (or kernel pass) runs past its timeout plus a
+  grace, in code the interpreter cannot interrupt; the pool then breaks like after a crash.
+- `isolate` replays the chunks a dead worker took with it, one at a time, on a rebuilt pool; a
+  chunk that breaks the pool again is evaluated one market per submission, so that only the
+  culprit ends with `worker crashed` (or `timeout`, when it had to be killed).
+- A cycle in which more markets than `_CRASHED_MARKETS` (or one in `_CRASH_LOOP_SHARE` of its
+  markets) kill their worker when evaluated alone is failed with `PoolCrashLoopError`: the
+  evaluator crashes on everything, and each crash costs a pool rebuild. It is counted over the
+  whole cycle, so the verdict depends only on which markets crash, never on the chunking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Final
+
+import msgspec
+import tenacity
+
+from pomabotd.domain.models import Market
+from pomabotd.engine import worker
+from pomabotd.engine.chunk import failed_evaluation
+from pomabotd.engine.inputs import reader
+from pomabotd.engine.pool import WorkerPool
+from pomabotd.engine.protocol import ChunkOut, Job, Task
+from pomabotd.errors import PoolCrashLoopError
+from pomabotd.wire import decode_markets, decode_signals
+
+__all__ = ["Supervisor"]
+
+#: A stuck worker is killed this long after its market's timeout (and at least this late).
+_MIN_KILL_GRACE_NS: Final = 100_000_000
+_SUPERVISE_EVERY_S: Final = 0.05
+_CRASHED_MARKETS: Final = 5
+_CRASH_LOOP_SHARE: Final = 1000
+_OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
+_LINES: Final = msgspec.json.Encoder()
+
+
+class _Lost(Exception):
+    """A lone market's worker died; `error` says whether the supervisor killed it."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class Supervisor:
+    """The fault policy of one run on `pool`, with its counts."""
+
+    def __init__(self, pool: WorkerPool, job: Job, markets_total: int) -> None:
+        self.pool = pool
+        self.job = job
+        self.timeouts = 0
+        self.retries = 0
+        self.crashed = 0
+        self._crash_cap = max(_CRASHED_MARKETS, -(-markets_total // _CRASH_LOOP_SHARE))
+
+    async def watch(self) -> None:
+        """Kill a worker stuck past its market's timeout plus a grace (until cancelled)."""
+        pool = self.pool
+        timeout_ns = self.job.timeout_ms * 1_000_000
+        deadline_ns = timeout_ns + max(timeout_ns, _MIN_KILL_GRACE_NS)
+        period = min(max(timeout_ns / 4e9, 0.005), _SUPERVISE_EVERY_S)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic_ns()
+            for pid, started in pool.busy():
+                if now - started > deadline_ns and pool.kill(pid):
+                    self.timeouts += 1
+
+    async def isolate(
+        self, lost: list[int], task_of: Callable[[int, int], Task]
+    ) -> list[ChunkOut]:
+        """Replay chunks a dead worker took with it, one at a time, to corner the culprit;
+        `task_of(index, only)` gives the task of chunk `index` (all its markets when `only` is
+        -1). The pool must have been rebuilt."""
+        outs: list[ChunkOut] = []
+        for index in sorted(lost):
+            if len(lost) > 1:
+                try:
+                    data = await self._alone(task_of(index, -1))
+                except _Lost:
+                    pass
+                else:
+                    for out in _OUTS.decode(data):
+                        self.retries += out.evaluated + out.failed  # each market ran again
+                        outs.append(out)
+                    continue
+            outs.append(await self._market_by_market(index, task_of))
+        return outs
+
+    async def _market_by_market(self, index: int, task_of: Callable[[int, int], Task]) -> ChunkOut:
+        """Evaluate a chunk one market per submission; a market that keeps killing its worker
+        ends with `worker crashed` (or `timeout` when the supervisor had to kill it)."""
+        job = self.job
+        task = task_of(index, -1)
+        markets, market_rejected = decode_markets(
+            reader(job.markets).join(task.markets), job.markets.name
+        )
+        signal_lines = reader(job.signals).join(task.signals) if task.signals else b""
+        signals, signal_rejected = decode_signals(signal_lines, job.signals.name)
+        total = ChunkOut(
+            index=index,
+            market_rejected=market_rejected,
+            signal_rejected=signal_rejected,
+            signals=len(signals) + len(signal_rejected),
+        )
+        parts: list[bytes] = []
+        policy = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(1 + job.retry_attempts),
+            wait=tenacity.wait_none(),
+            retry=tenacity.retry_if_exception_type(_Lost),
+            reraise=True,
+        )
+        for position, market in enumerate(markets):
+            single = task_of(index, position)
+            try:
+                async for attempt in policy:
+                    with attempt:
+                        self.retries += 1  # lost with its chunk's worker: every run is a rerun
+                        data = await self._alone(single)
+            except _Lost as lost:
+                self.crashed += 1
+                if self.crashed > self._crash_cap:
+                    raise PoolCrashLoopError(
+                        f"{self.crashed} markets killed their worker process in this cycle: "
+                        f"evaluator {self.pool.evaluator!r} seems to crash on every market"
+                    ) from lost
+                out = _failed_out(index, market, lost.error, task.keep, job.want_lines)
+            else:
+                out = _OUTS.decode(data)[0]
+            parts.append(out.lines)
+            total.candidates += out.candidates
+            total.markets += out.markets
+            total.kept += out.kept
+            total.failures += out.failures
+            total.evaluated += out.evaluated
+            total.failed += out.failed
+            total.retries += out.retries
+            total.timeouts += out.timeouts
+            total.eval_us += out.eval_us
+        total.lines = b"".join(parts)
+        return total
+
+    async def _alone(self, task: Task) -> bytes:
+        """Run one task with nothing else in flight; a dead worker means rebuild and `_Lost`."""
+        timeouts_before = self.timeouts
+        try:
+            return await asyncio.wrap_future(
+                self.pool.submit(worker.run_submission, [task], self.job)
+            )
+        except BrokenProcessPool:
+            killed = self.timeouts > timeouts_before
+            self.pool.rebuild()
+            raise _Lost("timeout" if killed else "worker crashed") from None
+
+
+def _failed_out(
+    index: int, market: Market, error: str, keep: frozenset[str], want_lines: bool
+) -> ChunkOut:
+    evaluation = failed_evaluation(market, error)
+    kept = market.id in keep
+    return ChunkOut(
+        index=index,
+        lines=_LINES.encode(evaluation) + b"\n" if want_lines else b"",
+        markets=[market] if kept else [],
+        kept=[evaluation] if kept else [],
+        failures=[(market.id, error)],
+        failed=1,
+    )

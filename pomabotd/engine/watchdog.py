@@ -1,0 +1,152 @@
+"""Per-market timeouts inside the process that evaluates.
+
+Before each evaluator call the evaluating thread stores the call's start time in its slot of a
+small shared array (one store per market). A watchdog thread interrupts the evaluating thread
+with SIGALRM once that start is older than the limit; the handler raises `MarketTimeout` only if
+the same call is still running outside the runtime's own frames (`own_code`), so a late signal
+can never hit the runtime's own code or the next market. Code that never returns to the
+interpreter (a C loop holding the GIL, a blocked SIGALRM) cannot be interrupted: the parent reads
+the same slots and kills that worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from types import CodeType, FrameType
+from typing import Any, Final
+
+from pomabotd.domain.models import Market, Signal
+
+__all__ = [
+    "Evaluator",
+    "MarketTimeout",
+    "WorkerState",
+    "arm",
+    "current",
+    "inline_state",
+    "own_code",
+]
+
+Evaluator = Callable[[Market, Sequence[Signal], datetime], Any]
+"""A strategy plugin: `pomabotd.evaluate_market`'s signature, any return checked at run time."""
+
+#: The watchdog looks at the slot this often, at most; a timeout is noticed within one period.
+_MAX_WATCH_INTERVAL_NS: Final = 50_000_000
+_MIN_WATCH_INTERVAL_NS: Final = 2_000_000
+
+
+class MarketTimeout(BaseException):
+    """Raised inside the evaluator when its market ran past `timeout_ms`.
+
+    A BaseException, so that a plugin's `except Exception` cannot swallow it.
+    """
+
+
+class WorkerState:
+    """The evaluator and the timeout machinery of one evaluating thread."""
+
+    __slots__ = (
+        "busy", "evaluator", "interval_s", "main_ident", "slot", "slots", "target", "timeout_ns"
+    )
+
+    def __init__(self, evaluator: Evaluator, slots: memoryview, slot: int) -> None:
+        self.evaluator = evaluator
+        self.slots = slots
+        self.slot = slot
+        self.main_ident = threading.get_ident()
+        self.timeout_ns = 5_000_000_000
+        self.interval_s = _MAX_WATCH_INTERVAL_NS / 1e9
+        self.target = 0
+        #: Set while tasks are being evaluated: an idle worker's watchdog sleeps on it.
+        self.busy = threading.Event()
+
+    def configure(self, timeout_ms: int) -> None:
+        """Take the cycle's timeout; the watchdog period follows it."""
+        self.timeout_ns = max(1, timeout_ms) * 1_000_000
+        period = min(max(self.timeout_ns // 4, _MIN_WATCH_INTERVAL_NS), _MAX_WATCH_INTERVAL_NS)
+        self.interval_s = period / 1e9
+
+
+_STATE: WorkerState | None = None
+#: Frames in which a timeout must never be raised: the loops between markets and the guarded
+#: call of a retry. The watchdog signals again if the market is still running.
+_OWN_CODE: set[CodeType] = set()
+
+
+def own_code(*functions: Callable[..., Any]) -> None:
+    """Declare runtime functions whose own frames a timeout must not interrupt."""
+    _OWN_CODE.update(function.__code__ for function in functions)
+
+
+def current() -> WorkerState | None:
+    """This process's evaluating state, if one is armed."""
+    return _STATE
+
+
+def arm(state: WorkerState) -> None:
+    """Make `state` this worker process's, and start its watchdog for good."""
+    global _STATE
+    _STATE = state
+    signal.signal(signal.SIGALRM, _on_alarm)
+    threading.Thread(target=_watch, args=(state, None), name="watchdog", daemon=True).start()
+
+
+@contextmanager
+def inline_state(fn: Evaluator) -> Iterator[WorkerState]:
+    """Evaluate in this process (`workers = 0`) with the same code as a worker.
+
+    Timeouts need a signal handler, which only the main thread can own; elsewhere markets run
+    without a time limit. A hang the interpreter cannot interrupt hangs the caller: that is the
+    price of having no pool.
+    """
+    global _STATE
+    state = WorkerState(fn, memoryview(bytearray(16)).cast("q"), 1)
+    state.slots[0] = os.getpid()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    stop = threading.Event()
+    watchdog = threading.Thread(target=_watch, args=(state, stop), name="watchdog", daemon=True)
+    outer, _STATE = _STATE, state
+    watchdog.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        watchdog.join()
+        _STATE = outer
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _watch(state: WorkerState, stop: threading.Event | None) -> None:
+    """Interrupt the evaluating thread while its current market is past the limit."""
+    slots = state.slots
+    slot = state.slot
+    while True:
+        if stop is None:
+            state.busy.wait()  # an idle worker costs no CPU between cycles
+            time.sleep(state.interval_s)
+        elif stop.wait(state.interval_s):
+            return
+        started = slots[slot]
+        if started and time.perf_counter_ns() - started > state.timeout_ns:
+            state.target = started
+            signal.pthread_kill(state.main_ident, signal.SIGALRM)
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    """Raise in the evaluator, and only there, for the very call the watchdog timed."""
+    state = _STATE
+    if state is None or frame is None or frame.f_code in _OWN_CODE:
+        return
+    target = state.target
+    if target and state.slots[state.slot] == target:
+        state.target = 0
+        raise MarketTimeout
