@@ -37,8 +37,7 @@ from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
 from pomabotd.report import read_run
 from pomabotd.sources import SourceStats, open_sources
-from pomabotd.sources.synthetic import NAME as SYNTHETIC
-from pomabotd.stress import PRESETS, StressReport, run_stress
+from pomabotd.stress import PRESETS, StressReport, Synthetic, run_stress
 from pomabotd.wire import Rejected
 
 __all__ = ["main"]
@@ -407,10 +406,12 @@ def show_config(config_path: Path | None) -> None:
 @click.option("--polymarket-url", "polymarket_url", metavar="URL",
               help="Base URL of the Polymarket Gamma API, for --real.")
 @click.option("--as-of", "as_of", metavar="ISO8601", help="Evaluate as of this UTC time.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cycles to run on the same warm pool; wall time is their median.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stress(size: str | None, count: int | None, real: bool, config_path: Path | None,
-           polymarket_url: str | None, as_of: str | None, as_json: bool) -> None:
-    """Run one measured cycle on a large workload and check the results (exit 1 on failure)."""
+           polymarket_url: str | None, as_of: str | None, repeat: int, as_json: bool) -> None:
+    """Run measured cycles on a large workload and check the results (exit 1 on failure)."""
     chosen = [name for name, given in (("SIZE", size), ("--markets", count), ("--real", real))
               if given]
     if len(chosen) > 1:
@@ -418,16 +419,17 @@ def stress(size: str | None, count: int | None, real: bool, config_path: Path | 
     when = _parse_as_of(as_of) or _now()
     config = _load_config(config_path, {"sources.polymarket_url": polymarket_url})
     markets = count if count is not None else PRESETS[size or "small"]
-    sources = config.sources if real else msgspec.structs.replace(
-        config.sources, markets=SYNTHETIC, signals="", feeds=(), synthetic_markets=markets
-    )
 
     async def measured() -> StressReport:
-        loader = open_sources(msgspec.structs.replace(config, sources=sources))
-        async with loader:
-            with _progress_bar(markets) as on_progress:
-                return await run_stress(batch_settings(config), config.risk_limits(), loader,
-                                        when, clock=_now, on_progress=on_progress)
+        settings, limits = batch_settings(config), config.risk_limits()
+        with _progress_bar(markets) as on_progress:
+            if not real:
+                workload = Synthetic(markets, config.sources.seed)
+                return await run_stress(settings, limits, workload, when, clock=_now,
+                                        on_progress=on_progress, repeat=repeat)
+            async with open_sources(config) as loader:
+                return await run_stress(settings, limits, loader, when, clock=_now,
+                                        on_progress=on_progress, repeat=repeat)
 
     with _errors_as_exit_codes():
         report = _until_signal(measured)
@@ -458,7 +460,9 @@ def _stress_summary(report: StressReport) -> str:
     lines = [
         f"markets        {report.markets:,} ({report.workers} workers)",
         f"wall time      {report.wall_s:.3f} s (generation {report.generate_s:.3f} s, "
-        f"pool start {report.pool_start_s:.3f} s, not included)",
+        f"pool start {report.pool_start_s:.3f} s, not included)"
+        + (f"; median of {report.repeats} cycles, least {report.wall_s_min:.3f} s"
+           if report.repeats > 1 else ""),
         f"throughput     {report.throughput_per_s:,.0f} markets/s",
         f"peak memory    {report.peak_rss_mb:,.1f} MB (daemon + workers)",
         f"opportunities  {report.opportunities:,}",

@@ -35,7 +35,7 @@ from pomabotd.engine.inputs import reader
 from pomabotd.engine.kernels import BatchEvaluator, batch_form
 from pomabotd.engine.kernels.columnar import PASSED, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
-from pomabotd.engine.pieces import Misrouted, Piece, load_piece
+from pomabotd.engine.pieces import Misrouted, Piece, decode_bulk, load_piece
 from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.engine.watchdog import Evaluator, MarketTimeout, WorkerState, own_code
 from pomabotd.wire import Rejected, decode_markets, decode_signals
@@ -149,8 +149,13 @@ def _columnar(
     for position, lines in enumerate(loaded):
         if lines is None or lines.task.only >= 0:
             continue
-        own_markets = _bulk(lines.markets, _MARKET)
-        own_signals = _bulk(lines.signals, _SIGNAL) if lines.signals else []
+        piece = lines.piece
+        if piece is not None:
+            own_markets = piece.decoded_markets
+            own_signals = piece.decoded_signals if piece.signals else []
+        else:
+            own_markets = decode_bulk(lines.markets, _MARKET)
+            own_signals = decode_bulk(lines.signals, _SIGNAL) if lines.signals else []
         if not own_markets or own_signals is None:
             continue
         index = {market.id: len(markets) + row for row, market in enumerate(own_markets)}
@@ -334,18 +339,6 @@ def _evaluator(state: WorkerState, job: Job) -> Evaluator:
     return state.evaluator
 
 
-def _bulk(data: bytes, decoder: msgspec.json.Decoder[_T]) -> list[_T] | None:
-    """A task's lines decoded in one call, or None if any line is refused, the lines are not
-    one record each, or a market id repeats."""
-    try:
-        records = decoder.decode_lines(data)
-    except msgspec.DecodeError:
-        return None
-    if len(records) != data.count(b"\n") + (0 if data.endswith(b"\n") else 1):
-        return None  # blank lines, or lines holding other than one record each
-    return records
-
-
 def _decode(
     data: bytes,
     source: str,
@@ -355,7 +348,7 @@ def _decode(
     """Decode a task's lines in one call, or, if that fails, line by line with the readers'
     own function so each refusal names its line. Markets leave a repeated id to the readers,
     who refuse it."""
-    records = _bulk(data, bulk) if data else []
+    records = decode_bulk(data, bulk) if data else []
     if records is None or (bulk is _MARKET and not _unique_ids(records)):
         return by_line(data, source)
     return records, []

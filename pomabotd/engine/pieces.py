@@ -2,35 +2,50 @@
 about them, found by the worker itself.
 
 pomabotd cuts only the markets, by bytes, and guesses where each piece's signals lie (the same
-share of the signals file). The worker reads its market lines, takes their ids, and looks at
-the signal lines of its window: under the assumption of market order, the lines about its
-markets form one unbroken run, which it follows past the window as far as it goes. It reports
-the run's byte range and a hash of each of its market ids. pomabotd then checks that the runs of
-all pieces tile the signals input and that no id repeats (`plan.check_runs`): every signal line
-was then read by the one piece holding its market, and the results stand. An input that breaks
-the assumption is found out there, or here (`Misrouted`), and is planned line by line instead.
+share of the signals file). The worker decodes its market lines and takes their ids; under the
+assumption of market order, the signal lines about its markets form one unbroken run near its
+window. It finds one of them by reading a few keys in the middle of the window (or, failing
+that, every key of the window), then the two ends of the run by binary search on single lines,
+reading outside the window as far as the run goes; only the run itself is then read and decoded,
+and every signal decoded from it must be about one of the piece's markets. The worker reports
+the run's byte range and a hash of each of its market ids. pomabotd checks that the runs of all
+pieces tile the signals input and that no id repeats (`plan.check_runs`): every signal line was
+then read by the one piece holding its market, and the results stand. An input that breaks the
+assumption is found out there or here (`Misrouted`) and is planned line by line instead.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Final
+from operator import attrgetter
+from typing import Final, TypeVar
 
+import msgspec
 import numpy as np
 
+from pomabotd.domain.models import Market, Signal
 from pomabotd.engine.inputs import Reader
 from pomabotd.engine.protocol import Span, Task
 from pomabotd.wire import market_key, signal_key
 
-__all__ = ["Misrouted", "Piece", "id_hashes", "line_count", "load_piece"]
+__all__ = ["Misrouted", "Piece", "decode_bulk", "id_hashes", "line_count", "load_piece"]
 
-_MARKET_KEYS: Final = re.compile(rb'(?m)^\{"id":"([^"\\\n]*)"')
-_SIGNAL_KEYS: Final = re.compile(rb'(?m)^\{"market_id":"([^"\\\n]*)"')
+_MARKET_KEYS: Final = re.compile(rb'\n\{"id":"([^"\\\n]*)"')
+_SIGNAL_KEYS: Final = re.compile(rb'\n\{"market_id":"([^"\\\n]*)"')
+_MARKET: Final = msgspec.json.Decoder(Market)
+_SIGNAL: Final = msgspec.json.Decoder(Signal)
+_MARKET_ID: Final = attrgetter("market_id")
 _FNV_OFFSET: Final = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME: Final = np.uint64(0x100000001B3)
-#: How far past its window a worker reads at first when its run goes on (then 4 times more).
+#: How far past its window a worker looks at first when its run goes on (then 4 times more).
 _GROW: Final = 1 << 16
+#: Bytes read around the middle of the window for a first signal line of the piece.
+_PROBE: Final = 1 << 12
+#: Binary search stops at a range this small and reads its keys.
+_NARROW: Final = 1 << 12
+_NEUTRAL: Final = b""
+_T = TypeVar("_T", Market, Signal)
 
 
 class Misrouted(Exception):
@@ -38,17 +53,22 @@ class Misrouted(Exception):
 
 
 class Piece:
-    """A search task's lines: `markets` and `signals` are whole lines, ready to decode."""
+    """A search task's lines, ready to evaluate. `markets` and `signals` are whole lines;
+    `decoded_markets` and `decoded_signals` are their records when every line decoded in one
+    call (None when some line is refused, for the scalar path to name it)."""
 
-    __slots__ = ("keys", "market_lines", "markets", "run", "signal_lines", "signals")
+    __slots__ = ("decoded_markets", "decoded_signals", "keys", "market_lines", "markets",
+                 "run", "signal_lines", "signals")
 
-    def __init__(self, markets: bytes, signals: bytes, run: Span | None, keys: bytes) -> None:
+    def __init__(self, markets: bytes, market_lines: int) -> None:
         self.markets = markets
-        self.signals = signals
-        self.run = run
-        self.keys = keys
-        self.market_lines = line_count(markets)
-        self.signal_lines = line_count(signals)
+        self.market_lines = market_lines
+        self.signals = b""
+        self.signal_lines = 0
+        self.run: Span | None = None
+        self.keys = b""
+        self.decoded_markets: list[Market] | None = None
+        self.decoded_signals: list[Signal] | None = None
 
 
 def line_count(data: bytes) -> int:
@@ -56,6 +76,20 @@ def line_count(data: bytes) -> int:
     if not data:
         return 0
     return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def decode_bulk(
+    data: bytes, decoder: msgspec.json.Decoder[_T], lines: int | None = None
+) -> list[_T] | None:
+    """Lines decoded in one call, or None if any line is refused or the lines are not one
+    record each (blank lines, two records on a line). `lines` is their count, if known."""
+    try:
+        records = decoder.decode_lines(data)
+    except msgspec.DecodeError:
+        return None
+    if len(records) != (line_count(data) if lines is None else lines):
+        return None
+    return records
 
 
 def id_hashes(keys: list[bytes]) -> bytes:
@@ -73,87 +107,214 @@ def id_hashes(keys: list[bytes]) -> bytes:
 
 
 def load_piece(task: Task, markets: Reader, signals: Reader) -> Piece:
-    """Read a search task's market lines, and find and read its run of signal lines."""
+    """Read and decode a search task's market lines; find, read and decode its signal run."""
     (start, end), = task.markets
-    market_data = markets.read(start, end)
-    keys = _keys(market_data, _MARKET_KEYS, market_key)
-    ids = [key for key in keys if key is not None]
-    own = set(ids)
-    if len(own) != len(ids):
+    data = markets.read(start, end)
+    piece = Piece(data, line_count(data))
+    decoded = decode_bulk(data, _MARKET, piece.market_lines)
+    if decoded is not None:
+        names = [market.id for market in decoded]
+        keys = [name.encode() for name in names]
+        piece.decoded_markets = decoded
+    else:
+        keys = [key for key in _keys(data, _MARKET_KEYS, market_key) if key]
+        names = [key.decode(errors="replace") for key in keys]
+    own = set(keys)
+    if len(own) != len(keys):
+        raise Misrouted  # a repeated id: the line-by-line plan refuses the repeat
+    piece.keys = id_hashes(keys)
+    if signals.size <= signals.start:
+        return piece
+    (low, high), = task.signals
+    run = _find_run(signals, low, high, own)
+    if run is None:
+        return piece
+    piece.run = run
+    piece.signals = signals.read(*run)
+    piece.signal_lines = line_count(piece.signals)
+    found = decode_bulk(piece.signals, _SIGNAL, piece.signal_lines)
+    if found is not None:
+        if not set(names).issuperset(map(_MARKET_ID, found)):
+            raise Misrouted
+        piece.decoded_signals = found
+    elif any(key and key not in own for key in _keys(piece.signals, _SIGNAL_KEYS, signal_key)):
         raise Misrouted
-    run: Span | None = None
-    signal_data = b""
-    if signals.size > signals.start:
-        (low, high), = task.signals
-        found = _find_run(signals, low, high, own)
-        if found is not None:
-            run, signal_data = found
-    return Piece(market_data, signal_data, run, id_hashes(ids))
+    return piece
 
 
 def _keys(
     data: bytes, pattern: re.Pattern[bytes], key_of: Callable[[bytes], str | None]
-) -> list[bytes | None]:
-    """The key of each line of `data` (None for a line without one, blank or not): read off
+) -> list[bytes]:
+    """The key of each line of `data` (empty for a line without one, blank or not): read off
     compact lines at C speed, decoded from any other line."""
     lines = line_count(data)
-    found: list[bytes | None] = pattern.findall(data)
+    found: list[bytes] = pattern.findall(b"\n" + data)  # a literal prefix scans fast
     if len(found) == lines:
         return found
-    keys: list[bytes | None] = []
+    keys: list[bytes] = []
     for line in data.split(b"\n")[:lines]:
-        match = pattern.match(line)
+        match = pattern.match(b"\n" + line)
         if match is not None:
             keys.append(match.group(1))
         elif line.strip():
             key = key_of(line)
-            keys.append(None if key is None else key.encode())
+            keys.append(_NEUTRAL if key is None else key.encode())
         else:
-            keys.append(None)
+            keys.append(_NEUTRAL)
     return keys
 
 
-def _find_run(reader: Reader, low: int, high: int, own: set[bytes]) -> tuple[Span, bytes] | None:
-    """The byte range and lines of the run of signal lines about `own` markets near the
-    window `[low, high)`, or None if no line of the window is about them."""
+class _Lines:
+    """Single signal lines read by offset, for the binary search."""
+
+    def __init__(self, reader: Reader, own: set[bytes]) -> None:
+        self.reader = reader
+        self.own = own
+
+    def key_at(self, start: int) -> bytes:
+        """The key of the line starting at `start` (empty: blank, keyless, or past the end)."""
+        reader = self.reader
+        if start >= reader.size:
+            return _NEUTRAL
+        data = reader.read(start, start + 256)
+        match = _SIGNAL_KEYS.match(b"\n" + data)
+        if match is not None:
+            return match.group(1)
+        end = data.find(b"\n")
+        data = reader.read(start, reader.line_start(start + 1)) if end < 0 else data[:end]
+        key = signal_key(data) if data.strip() else None
+        return _NEUTRAL if key is None else key.encode()
+
+
+def _find_run(reader: Reader, low: int, high: int, own: set[bytes]) -> Span | None:
+    """The byte range of the run of signal lines about `own` markets near the window
+    `[low, high)`, or None if no line of the window is about them."""
     low = reader.line_start(low)
     high = max(reader.line_start(high), low)
+    lines = _Lines(reader, own)
+    anchor = _anchor(reader, low, high, own)
+    if anchor is None:
+        return None
+    first = _edge(lines, anchor, backward=True)
+    last = _edge(lines, anchor, backward=False)
+    if first is None or last is None:
+        return _scan_run(reader, low, high, own)
+    return first, last
+
+
+def _anchor(reader: Reader, low: int, high: int, own: set[bytes]) -> int | None:
+    """The start of some line about `own` markets in the window: looked for in the middle
+    first, then in the whole window."""
+    middle = reader.line_start((low + high) // 2)
+    for start, end in ((middle, min(high, middle + _PROBE)), (low, high)):
+        data = reader.read(start, end)
+        keys = _keys(data, _SIGNAL_KEYS, signal_key)
+        for number, key in enumerate(keys):
+            if key in own:
+                if number == 0:
+                    return start
+                return start + _nth_line(data, number)
+    return None
+
+
+def _nth_line(data: bytes, number: int) -> int:
+    """Offset of line `number` (0-based) within `data`."""
+    at = 0
+    for _ in range(number):
+        at = data.index(b"\n", at) + 1
+    return at
+
+
+def _edge(lines: _Lines, inside: int, *, backward: bool) -> int | None:
+    """Where the run holding the line at `inside` starts (`backward`: the offset of its first
+    line) or ends (one past its last line). None if a blank or keyless line makes it unclear."""
+    reader = lines.reader
+    step = _GROW
+    while True:  # a line outside the run (or the input's edge), ever further away
+        if backward:
+            if inside <= reader.start:
+                return reader.start
+            target = inside - step
+            probe = reader.start if target <= reader.start else reader.line_start(target)
+            if probe >= inside:
+                step *= 4
+                continue
+        else:
+            probe = reader.line_start(inside + step)
+            if probe >= reader.size:
+                return _search(lines, inside, reader.size, after=True)
+        key = lines.key_at(probe)
+        if not key:
+            return None
+        if key not in lines.own:
+            break
+        if backward and probe == reader.start:
+            return reader.start
+        inside = probe
+        step *= 4
+    if backward:
+        return _search(lines, probe, inside, after=False)
+    return _search(lines, inside, probe, after=True)
+
+
+def _search(lines: _Lines, low: int, high: int, *, after: bool) -> int | None:
+    """Between line starts `low` and `high`, the first line start after `low` whose line is in
+    the run (`after` False: `low` is outside it, `high` inside), or the first outside it
+    (`after`: `low` is inside, `high` outside or the end); by halving, then one read of the
+    last few kilobytes. None at a blank or keyless line."""
+    reader = lines.reader
+    own = lines.own
+    while high - low > _NARROW:
+        middle = reader.line_start((low + high) // 2)
+        if middle >= high or middle <= low:
+            break
+        key = lines.key_at(middle)
+        if not key:
+            return None
+        if (key in own) != after:
+            high = middle
+        else:
+            low = middle
+    data = reader.read(low, high)
+    offset = data.find(b"\n") + 1
+    while 0 < offset < len(data):
+        key = lines.key_at(low + offset)
+        if not key:
+            return None
+        if (key in own) != after:
+            return low + offset
+        offset = data.find(b"\n", offset) + 1
+    return high
+
+
+def _scan_run(reader: Reader, low: int, high: int, own: set[bytes]) -> Span | None:
+    """The run found by reading every key of the window (and beyond, as far as it goes):
+    the way when blank or keyless lines lie at its ends."""
     grow = _GROW
     while True:
         data = reader.read(low, high)
         keys = _keys(data, _SIGNAL_KEYS, signal_key)
-        mine = [key is not None and key in own for key in keys]
+        mine = [bool(key) and key in own for key in keys]
         try:
             first = mine.index(True)
         except ValueError:
             return None
         last = len(mine) - 1 - mine[::-1].index(True)
         after = last + 1
-        while after < len(keys) and keys[after] is None:
+        while after < len(keys) and not keys[after]:
             after += 1  # blank or keyless lines after the run are its own
-        if low > reader.start and all(key is None for key in keys[:first]):
+        if low > reader.start and not any(keys[:first]):
             low = reader.line_start(max(reader.start, low - grow))
         elif after == len(keys) and high < reader.size:
             high = reader.line_start(high + grow)
         else:
             break
         grow *= 4
-    if any(key is not None and not is_mine for key, is_mine in
-           zip(keys[first:last], mine[first:last], strict=True)):
+    if any(key and not is_mine for key, is_mine in zip(keys[first:last], mine[first:last],
+                                                          strict=True)):
         raise Misrouted  # a stranger inside the run: not in market order
-    if low == reader.start and all(key is None for key in keys[:first]):
+    if low == reader.start and not any(keys[:first]):
         first = 0  # blank or keyless lines opening the input belong to the first run
-    starts = _line_starts(data, len(keys))
-    begin = starts[first]
-    stop = starts[after] if after < len(keys) else len(data)
-    return (low + begin, low + stop), data[begin:stop]
-
-
-def _line_starts(data: bytes, lines: int) -> list[int]:
-    """The offset of each line of `data` within it."""
-    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-    starts = np.empty(lines, np.int64)
-    if lines:
-        starts[0] = 0
-        starts[1:] = ends[: lines - 1] + 1
-    return starts.tolist()
+    begin = _nth_line(data, first)
+    stop = _nth_line(data, after) if after < len(keys) else len(data)
+    return low + begin, low + stop

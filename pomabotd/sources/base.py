@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from pomabotd.wire import Rejected
+from pomabotd.wire import Lines, Rejected
 
 __all__ = ["CycleInput", "FetchContext", "Source", "SourceBatch", "SourceStats"]
 
@@ -49,10 +49,11 @@ class SourceStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SourceBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """One source's share of a cycle: wire-format lines, refusals and counts."""
+    """One source's share of a cycle: wire-format lines (in memory or in a file), refusals and
+    counts."""
 
-    markets: bytes = b""
-    signals: bytes = b""
+    markets: Lines = b""
+    signals: Lines = b""
     rejected: tuple[Rejected, ...] = ()
     stats: SourceStats = msgspec.field(default_factory=SourceStats)
 
@@ -65,20 +66,21 @@ class FetchContext(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     as_of: datetime
-    markets: bytes = b""
+    markets: Lines = b""
 
 
 class CycleInput(msgspec.Struct, frozen=True, kw_only=True):
-    """One cycle's markets and signals as JSON lines, with names for error messages.
+    """One cycle's markets and signals as JSON lines (in memory, or in a file the engine reads
+    by byte range), with names for error messages.
 
     `rejected` holds market records an adapter refused before they became lines (a live API
     object that cannot be mapped onto a market); they count in `markets_rejected`. `stats`
     holds the loading counts.
     """
 
-    markets: bytes
+    markets: Lines
     markets_source: str
-    signals: bytes
+    signals: Lines
     signals_source: str
     rejected: tuple[Rejected, ...] = ()
     stats: SourceStats = msgspec.field(default_factory=SourceStats)

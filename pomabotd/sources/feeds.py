@@ -44,6 +44,7 @@ from pomabotd.log import logger
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
 from pomabotd.sources.news_signals import MarketIndex, NewsItem, is_official, signals_from_news
+from pomabotd.wire import Lines, read_lines
 
 __all__ = ["NAME", "FeedsSource", "parse_feed"]
 
@@ -269,11 +270,11 @@ class FeedsSource(Source):
 
 
 def _match(
-    markets: bytes, items: list[NewsItem], as_of: datetime
+    markets: Lines, items: list[NewsItem], as_of: datetime
 ) -> tuple[MarketIndex, list[Signal], bytes]:
     """Index the cycle's markets, match the remembered items, encode the signals: CPU work,
     run off the event loop."""
-    index = MarketIndex(_questions(markets))
+    index = MarketIndex(_questions(read_lines(markets)))
     signals = signals_from_news(index, items, as_of)
     encoder = msgspec.json.Encoder()
     lines = bytearray()

@@ -1,22 +1,32 @@
 """Markets and signals from JSON-lines files (SPEC section 2).
 
-A file is handed to the engine as it is: its bytes are the cycle's lines, decoded and validated
-by the workers with the decoders of `pomabotd.wire`. Reading it whole here only turns operating
-system errors into messages that name the path.
+A file is handed to the engine as it is, unread (`LinesFile`): the engine's workers read it by
+byte range and decode and validate its lines with the decoders of `pomabotd.wire`, so a big file
+is never held whole by one process. Here it is only checked that it can be read, so that a
+missing or unreadable file is reported by its path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from pathlib import Path
 
 from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Market, Signal
 from pomabotd.errors import InputError
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
-from pomabotd.wire import Rejected, decode_markets, decode_signals
+from pomabotd.wire import LinesFile, Rejected, decode_markets, decode_signals
 
-__all__ = ["JsonlMarkets", "JsonlSignals", "read_bytes", "read_markets", "read_signals"]
+__all__ = [
+    "JsonlMarkets",
+    "JsonlSignals",
+    "check_readable",
+    "read_bytes",
+    "read_markets",
+    "read_signals",
+]
 
 
 def read_markets(path: Path) -> tuple[list[Market], list[Rejected]]:
@@ -41,6 +51,26 @@ def read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
+def check_readable(path: Path) -> LinesFile:
+    """The file, once it is known to be a readable regular file; else an `InputError` that
+    names the path."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: is a directory, expected a file")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: is not a regular file")
+    return LinesFile(str(path))
+
+
 class JsonlMarkets(Source):
     """`sources.markets = PATH`: a markets file, read whole each cycle."""
 
@@ -54,8 +84,8 @@ class JsonlMarkets(Source):
         return cls(Path(argument))
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The file's bytes, read off the event loop; the engine's workers validate them."""
-        return SourceBatch(markets=await asyncio.to_thread(read_bytes, self._path))
+        """The file, unread; the engine's workers read and validate it."""
+        return SourceBatch(markets=await asyncio.to_thread(check_readable, self._path))
 
 
 class JsonlSignals(Source):
@@ -71,5 +101,5 @@ class JsonlSignals(Source):
         return cls(Path(config.signals))
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The file's bytes, read off the event loop; the engine's workers validate them."""
-        return SourceBatch(signals=await asyncio.to_thread(read_bytes, self._path))
+        """The file, unread; the engine's workers read and validate it."""
+        return SourceBatch(signals=await asyncio.to_thread(check_readable, self._path))

@@ -25,6 +25,7 @@ from pomabotd.sources.jsonl import JsonlMarkets, JsonlSignals
 from pomabotd.sources.polymarket import PolymarketSource
 from pomabotd.sources.synthetic import NAME as SYNTHETIC
 from pomabotd.sources.synthetic import SyntheticSource
+from pomabotd.wire import Lines, read_lines
 
 __all__ = [
     "MARKET_SOURCES",
@@ -128,9 +129,14 @@ def open_sources(config: Config) -> Sources:
     return Sources(market_source(config), signals)
 
 
-def _join(parts: Iterable[bytes]) -> bytes:
+def _join(parts: Iterable[Lines]) -> Lines:
+    """One source's lines as they are (a file stays unread); several joined in memory."""
+    present = [part for part in parts if part]
+    if len(present) == 1:
+        return present[0]
     joined = bytearray()
-    for part in parts:
+    for lines in present:
+        part = read_lines(lines)
         if not part:
             continue
         joined += part

@@ -4,29 +4,50 @@ The mix is built to exercise the whole gate rather than to look random: every ca
 from 1 to 99, illiquid, closed and resolved markets, unclear authority, 0-6 signals of every type
 (some conflicting, some speculative ones arriving first), and prices placed relative to the belief
 the signals will produce, so that a realistic minority of markets (about one in ten) passes every
-check and selection has real work to do. The same seed and `as_of` always give the same data.
+check and selection has real work to do.
+
+Markets are made in blocks of `BLOCK` with numpy, each block from its own seed derived from
+`(seed, block number)`, and written as JSON lines straight away: the same seed and `as_of` always
+give the same bytes, whether the blocks are made one after another here or spread over a worker
+pool (`generate_files`), and a million markets never exist as objects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
 
-import msgspec
+import numpy as np
 
 from pomabotd.config import SourcesConfig
-from pomabotd.domain.belief import update_belief
-from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Direction, Market, Signal
+from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Market, Signal
+from pomabotd.engine.kernels.columnar import belief_ranges
+from pomabotd.engine.kernels.columns import SignalColumns
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
+from pomabotd.wire import decode_markets, decode_signals
 
-__all__ = ["DEFAULT_SEED", "NAME", "SyntheticData", "SyntheticSource", "generate", "generate_jsonl"]
+__all__ = [
+    "BLOCK",
+    "DEFAULT_SEED",
+    "NAME",
+    "SyntheticData",
+    "SyntheticSource",
+    "generate",
+    "generate_block",
+    "generate_files",
+    "generate_jsonl",
+]
 
 DEFAULT_SEED = 7
 NAME = "synthetic"
+#: Markets per seeded block.
+BLOCK: Final = 1 << 15
 
-_TOPICS = {
+_TOPICS: Final = {
     "politics": ("Will the incumbent win the {n} district race?", "Will the {n} bill pass?"),
     "crypto": ("Will BTC close above ${n}k this month?", "Will token #{n} list on an exchange?"),
     "sports": ("Will team {n} win the final?", "Will player #{n} score in the next match?"),
@@ -37,113 +58,217 @@ _TOPICS = {
     "world": ("Will summit #{n} end with a signed accord?", "Will ceasefire #{n} hold a month?"),
     "other": ("Will event #{n} happen by year end?", "Will record #{n} be broken?"),
 }
+#: Signals per market, drawn uniformly from this list (about 3.3 on average).
+_SIGNAL_COUNTS: Final = np.array([0, 1, 2, 3, 3, 3, 4, 4, 5, 5, 6])
 #: Relative frequency of each signal type; speculative news is common, authoritative news rare.
-_TYPE_WEIGHTS = (0.38, 0.22, 0.14, 0.13, 0.13)
-_DIRECTIONS: tuple[Direction, ...] = ("up", "down", "neutral")
+_TYPE_WEIGHTS: Final = np.array([0.38, 0.22, 0.14, 0.13, 0.13])
+_UNKNOWN_WEIGHTS: Final = np.array([0.7, 0.18, 0.08, 0.04])
+_DIRECTIONS: Final = ("up", "down", "neutral")
+_MINUTE_US: Final = 60_000_000
+_HOUR_US: Final = 3_600_000_000
+_DAY_US: Final = 86_400_000_000
+_CRITERIA: Final = "Resolves per the official published result."
+#: Every question, by (category, template, number) in that order.
+_QUESTIONS: Final = np.array(
+    [_TOPICS[category][template].format(n=n) for category in CATEGORIES
+     for template in (0, 1) for n in range(1000)],
+    object,
+)
+_CATEGORY_TEXT: Final = np.array([f'","category":"{c}"' for c in CATEGORIES], object)
+#: Prices to the tenth of a point, by tenths.
+_TENTHS: Final = np.array([f',"price":{n // 10}.{n % 10}' for n in range(1001)], object)
+_CENTS: Final = np.array([f".{n:02d}" for n in range(100)], object)
+#: The middle of a signal line, by (type, direction, strength, conflicting) in that order.
+_SIGNAL_MIDDLE: Final = np.array(
+    [f'{kind}","direction":"{direction}","strength":{strength}'
+     + (',"conflicts_with_existing":true' if conflicting else "") + ',"timestamp":"'
+     for kind in SIGNAL_TYPES for direction in ("up", "down", "neutral")
+     for strength in range(1, 6) for conflicting in (False, True)],
+    object,
+)
 
 
-class SyntheticData(msgspec.Struct, frozen=True):
+class SyntheticData:
     """A generated workload: markets in id order and their signals grouped by market."""
 
-    markets: list[Market]
-    signals: list[Signal]
+    __slots__ = ("markets", "signals")
+
+    def __init__(self, markets: list[Market], signals: list[Signal]) -> None:
+        self.markets = markets
+        self.signals = signals
 
 
-def _market_signals(rng: random.Random, market_id: str, as_of: datetime) -> list[Signal]:
-    count = rng.choice((0, 1, 2, 3, 3, 3, 4, 4, 5, 5, 6))
-    trend = rng.choice(_DIRECTIONS)
-    signals = []
-    for _ in range(count):
-        direction = trend if rng.random() < 0.8 else rng.choice(_DIRECTIONS)
-        signals.append(
-            Signal(
-                market_id=market_id,
-                type=rng.choices(SIGNAL_TYPES, _TYPE_WEIGHTS)[0],
-                direction=direction,
-                strength=rng.randint(1, 5),
-                conflicts_with_existing=rng.random() < 0.12,
-                timestamp=as_of - timedelta(minutes=rng.randint(5, 3 * 24 * 60)),
-                source="synthetic",
-            )
-        )
-    return signals
-
-
-def _price(rng: random.Random, low: float, high: float) -> float:
-    """Place the price inside the belief range most of the time, well outside it sometimes."""
-    roll = rng.random()
-    if roll < 0.45:
-        price = rng.uniform(low, high)
-    elif roll < 0.72:
-        price = low - rng.uniform(0.0, 45.0)
-    else:
-        price = high + rng.uniform(0.0, 45.0)
-    return round(min(99.0, max(1.0, price)), 1)
-
-
-def _market(rng: random.Random, index: int, signals: list[Signal], as_of: datetime) -> Market:
-    market_id = f"syn-{index:07d}"
-    category = CATEGORIES[index % len(CATEGORIES)]
-    template = rng.choice(_TOPICS[category])
-    unknowns = rng.choices((0, 1, 2, 3), (0.7, 0.18, 0.08, 0.04))[0]
-    draft = Market(id=market_id, question="", price=50.0, liquidity=0.0, unknowns=unknowns)
-    belief = update_belief(draft, signals, as_of).belief
-    closing_soon = rng.random() < 0.04
-    closes_in = (
-        timedelta(hours=rng.randint(-72, 24 * 120))
-        if closing_soon
-        else timedelta(days=rng.randint(1, 180))
+def generate_block(block: int, count: int, seed: int, as_of: datetime) -> tuple[bytes, bytes]:
+    """Block `block` of a `count`-market workload: its market lines and signal lines."""
+    first = block * BLOCK
+    size = min(BLOCK, count - first)
+    if size <= 0:
+        return b"", b""
+    rng = np.random.default_rng([seed, block])
+    now = _micros(as_of)
+    index = np.arange(first + 1, first + size + 1)
+    per_market = rng.choice(_SIGNAL_COUNTS, size)
+    owner = np.repeat(np.arange(size), per_market)
+    signals = len(owner)
+    trend = rng.integers(0, 3, size)
+    direction = np.where(rng.random(signals) < 0.8, trend[owner], rng.integers(0, 3, signals))
+    kind = rng.choice(len(SIGNAL_TYPES), signals, p=_TYPE_WEIGHTS)
+    strength = rng.integers(1, 6, signals)
+    conflicts = rng.random(signals) < 0.12
+    stamp = now - rng.integers(5, 3 * 24 * 60 + 1, signals) * _MINUTE_US
+    unknowns = rng.choice(4, size, p=_UNKNOWN_WEIGHTS)
+    columns = SignalColumns(
+        market=owner.astype(np.int64),
+        timestamp=stamp.astype(np.int64),
+        kind=kind.astype(np.int8),
+        direction=direction.astype(np.int8),
+        strength=strength.astype(np.float64),
+        conflicts=conflicts,
     )
-    illiquid = rng.random() < 0.15
-    liquidity = rng.uniform(50.0, 999.0) if illiquid else rng.lognormvariate(9.5, 1.2) + 1000.0
-    return Market(
-        id=market_id,
-        question=template.format(n=index % 1000),
-        category=category,
-        price=_price(rng, belief.low, belief.high),
-        liquidity=round(liquidity, 2),
-        volume_24h=round(rng.lognormvariate(7.0, 1.5), 2),
-        closes_at=as_of + closes_in,
-        resolution_criteria="Resolves per the official published result.",
-        authority_is_clear=rng.random() < 0.95,
-        outcome_is_objective=rng.random() < 0.95,
-        unknowns=unknowns,
-        outcome=rng.choice(("YES", "NO")) if rng.random() < 0.02 else None,
+    low, high = belief_ranges(np.full(size, 50.0), columns, as_of)
+    category = index % len(CATEGORIES)
+    template = rng.integers(0, 2, size)
+    closing_soon = rng.random(size) < 0.04
+    closes_at = now + np.where(
+        closing_soon,
+        rng.integers(-72, 24 * 120 + 1, size) * _HOUR_US,
+        rng.integers(1, 181, size) * _DAY_US,
     )
+    illiquid = rng.random(size) < 0.15
+    liquidity = np.where(
+        illiquid, rng.uniform(50.0, 999.0, size), rng.lognormal(9.5, 1.2, size) + 1000.0
+    )
+    volume = rng.lognormal(7.0, 1.5, size)
+    unclear = rng.random(size) >= 0.95
+    subjective = rng.random(size) >= 0.95
+    resolved = rng.random(size) < 0.02
+    outcome = rng.integers(0, 2, size)
+    roll = rng.random(size)
+    inside = low + rng.random(size) * (high - low)
+    below = low - rng.uniform(0.0, 45.0, size)
+    above = high + rng.uniform(0.0, 45.0, size)
+    price = np.clip(np.where(roll < 0.45, inside, np.where(roll < 0.72, below, above)), 1.0, 99.0)
+    extras = _extras(unclear, subjective, unknowns, resolved, outcome)
+    question = _QUESTIONS[(category * 2 + template) * 1000 + index % 1000]
+    market_parts = np.empty((size, 12), object)
+    market_parts[:, 0] = [f'{{"id":"syn-{n:07d}","question":"' for n in index.tolist()]
+    market_parts[:, 1] = question
+    market_parts[:, 2] = _CATEGORY_TEXT[category]
+    market_parts[:, 3] = _TENTHS[np.rint(price * 10).astype(np.int64)]
+    market_parts[:, 4:7] = _cents(liquidity, ',"liquidity":')
+    market_parts[:, 7:10] = _cents(volume, ',"volume_24h":')
+    market_parts[:, 10] = _times(closes_at, ',"closes_at":"', '","resolution_criteria":"'
+                                 + _CRITERIA + '"')
+    market_parts[:, 11] = extras
+    signal_parts = np.empty((signals, 3), object)
+    signal_parts[:, 0] = np.array([f'{{"market_id":"syn-{n:07d}","type":"'
+                                   for n in index.tolist()], object)[owner]
+    signal_parts[:, 1] = _SIGNAL_MIDDLE[
+        ((kind * 3 + direction) * 5 + strength - 1) * 2 + conflicts
+    ]
+    signal_parts[:, 2] = _times(stamp, "", '","source":"synthetic"}\n')
+    return "".join(market_parts.ravel().tolist()).encode(), "".join(
+        signal_parts.ravel().tolist()
+    ).encode()
 
 
-def _workload(count: int, seed: int, as_of: datetime) -> Iterator[tuple[Market, list[Signal]]]:
-    rng = random.Random(seed)
-    for index in range(1, count + 1):
-        market_signals = _market_signals(rng, f"syn-{index:07d}", as_of)
-        yield _market(rng, index, market_signals, as_of), market_signals
+def _extras(
+    unclear: Any, subjective: Any, unknowns: Any, resolved: Any, outcome: Any
+) -> list[str]:
+    """The fields a market line carries only when they differ from their defaults."""
+    parts = np.where(unclear, ',"authority_is_clear":false', "").astype(object)
+    parts = parts + np.where(subjective, ',"outcome_is_objective":false', "")
+    parts = parts + np.array(["", ',"unknowns":1', ',"unknowns":2', ',"unknowns":3'])[unknowns]
+    parts = parts + np.where(resolved, np.where(outcome == 1, ',"outcome":"YES"',
+                                                ',"outcome":"NO"'), "")
+    return parts + "}\n"  # type: ignore[no-any-return]
 
 
-def generate(count: int, seed: int, as_of: datetime) -> SyntheticData:
-    """Generate `count` markets with their signals, reproducibly from `seed` and `as_of`."""
-    markets: list[Market] = []
-    signals: list[Signal] = []
-    for market, market_signals in _workload(count, seed, as_of):
-        markets.append(market)
-        signals.extend(market_signals)
-    return SyntheticData(markets=markets, signals=signals)
+def _micros(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _times(micros: Any, before: str, after: str) -> Any:
+    """RFC 3339 UTC times between `before` and `after`, to the second when every one is
+    whole; each distinct time is written once."""
+    distinct, which = np.unique(micros, return_inverse=True)
+    whole = not (distinct % 1_000_000).any()
+    text = np.datetime_as_string(distinct.astype("datetime64[us]"), unit="s" if whole else "us")
+    return np.array([f"{before}{value}Z{after}" for value in text.tolist()], object)[which]
+
+
+def _cents(values: Any, before: str) -> Any:
+    """Amounts to the cent as JSON numbers after `before`: three columns of text."""
+    cents = np.rint(values * 100).astype(np.int64)
+    columns = np.empty((len(cents), 3), object)
+    columns[:, 0] = before
+    columns[:, 1] = list(map(str, (cents // 100).tolist()))
+    columns[:, 2] = _CENTS[cents % 100]
+    return columns
+
+
+def _blocks(count: int) -> range:
+    return range(-(-count // BLOCK))
 
 
 def generate_jsonl(count: int, seed: int, as_of: datetime) -> tuple[bytes, bytes]:
-    """The same workload encoded as a real source delivers it: markets and signals JSON lines.
+    """The workload encoded as a real source delivers it: markets and signals JSON lines."""
+    parts = [generate_block(block, count, seed, as_of) for block in _blocks(count)]
+    return b"".join(m for m, _ in parts), b"".join(s for _, s in parts)
 
-    Records are encoded as they are made, so a million markets never exist as objects at once.
-    """
-    encoder = msgspec.json.Encoder()
-    market_lines = bytearray()
-    signal_lines = bytearray()
-    for market, market_signals in _workload(count, seed, as_of):
-        encoder.encode_into(market, market_lines, -1)
-        market_lines.extend(b"\n")
-        for signal in market_signals:
-            encoder.encode_into(signal, signal_lines, -1)
-            signal_lines.extend(b"\n")
-    return bytes(market_lines), bytes(signal_lines)
+
+def generate(count: int, seed: int, as_of: datetime) -> SyntheticData:
+    """The same workload as records, for tests and small tools."""
+    market_lines, signal_lines = generate_jsonl(count, seed, as_of)
+    markets, _ = decode_markets(market_lines, NAME)
+    signals, _ = decode_signals(signal_lines, NAME)
+    return SyntheticData(markets, signals)
+
+
+def _write_block(
+    block: int, count: int, seed: int, as_of: datetime, directory: str
+) -> tuple[str, str]:
+    """Write one block to its own pair of files (in a worker); their paths."""
+    market_lines, signal_lines = generate_block(block, count, seed, as_of)
+    paths = (
+        os.path.join(directory, f"markets.{block}"), os.path.join(directory, f"signals.{block}")
+    )
+    for path, data in zip(paths, (market_lines, signal_lines), strict=True):
+        with open(path, "wb") as file:
+            file.write(data)
+    return paths
+
+
+async def generate_files(
+    count: int,
+    seed: int,
+    as_of: datetime,
+    markets: Path,
+    signals: Path,
+    spread: Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], Awaitable[list[Any]]],
+) -> None:
+    """Write the workload to two JSON-lines files, its blocks made by `spread` (a runtime's
+    `map`, which may run them in parallel), then joined in order by the kernel."""
+    directory = str(markets.parent)
+    calls = [(block, count, seed, as_of, directory) for block in _blocks(count)]
+    parts: list[tuple[str, str]] = await spread(_write_block, calls)
+    for target, which in ((markets, 0), (signals, 1)):
+        with open(target, "wb") as out:
+            for pair in parts:
+                _append(out.fileno(), pair[which])
+
+
+def _append(target: int, path: str) -> None:
+    """Append a file to `target` without reading it here, then remove it."""
+    with open(path, "rb") as part:
+        size = os.fstat(part.fileno()).st_size
+        while size > 0:
+            copied = os.copy_file_range(part.fileno(), target, size)
+            if copied <= 0:
+                break
+            size -= copied
+    os.remove(path)
 
 
 class SyntheticSource(Source):

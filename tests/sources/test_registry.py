@@ -15,7 +15,7 @@ from pomabotd.sources.gamma import GammaFile
 from pomabotd.sources.jsonl import JsonlMarkets, JsonlSignals
 from pomabotd.sources.polymarket import PolymarketSource
 from pomabotd.sources.synthetic import SyntheticSource
-from pomabotd.wire import decode_signals
+from pomabotd.wire import LinesFile, decode_signals, read_lines
 
 from .support import CAPTURES, DATA, GAMMA_SAMPLE
 
@@ -75,12 +75,14 @@ def test_signal_file_lines_come_first_then_the_feeds(tmp_path):
 
 
 def test_synthetic_markets_bring_their_own_signals_unless_a_file_is_named():
-    """The embedded default keeps its behaviour: synthetic signals, or the file's instead."""
+    """The embedded default keeps its behaviour: synthetic signals, or the file's instead (left
+    in its file, for the engine's workers to read)."""
     own = _load(**{"sources.markets": "synthetic", "sources.synthetic_markets": 20})
     assert own.signals and own.signals_source == "synthetic signals"
     file = _load(**{"sources.markets": "synthetic", "sources.synthetic_markets": 20,
                     "sources.signals": str(DATA / "news_signals.jsonl")})
-    assert file.signals == (DATA / "news_signals.jsonl").read_bytes()
+    assert file.signals == LinesFile(str(DATA / "news_signals.jsonl"))
+    assert read_lines(file.signals) == (DATA / "news_signals.jsonl").read_bytes()
 
 
 def test_a_missing_markets_file_is_an_input_error():
