@@ -21,7 +21,7 @@ from pomabotd.engine.protocol import InputRef, Span
 from pomabotd.errors import InputError
 from pomabotd.wire import Lines, LinesFile
 
-__all__ = ["Inputs", "Reader", "reader"]
+__all__ = ["Inputs", "Reader", "memory_file_bytes", "reader"]
 
 _BOM: Final = b"\xef\xbb\xbf"
 #: Open inputs a worker keeps between tasks (a cycle has two).
@@ -29,6 +29,13 @@ _KEPT: Final = 4
 _numbers = itertools.count()
 #: Inputs this process opened, by `InputRef.path`: their bytes, or their descriptor.
 _LOCAL: dict[str, bytes | int] = {}
+#: Bytes of the memory files open now, by descriptor.
+_MEMORY_FILES: dict[int, int] = {}
+
+
+def memory_file_bytes() -> int:
+    """Memory held in memory files for the workers: no process maps it, so no PSS shows it."""
+    return sum(_MEMORY_FILES.values())
 
 
 class Reader:
@@ -167,6 +174,7 @@ class Inputs:
         for path in self._paths:
             _LOCAL.pop(path, None)
         for fd in self._fds:
+            _MEMORY_FILES.pop(fd, None)
             os.close(fd)
         self._fds.clear()
         self._paths.clear()
@@ -195,6 +203,7 @@ class Inputs:
         while written < len(lines):
             written += os.write(fd, view[written:])
         ref = self._register(fd, name)
+        _MEMORY_FILES[fd] = len(lines)
         self._bytes[ref.path] = lines
         return ref
 

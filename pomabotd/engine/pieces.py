@@ -276,14 +276,15 @@ def _search(lines: _Lines, low: int, high: int, *, after: bool) -> int | None:
         else:
             low = middle
     data = reader.read(low, high)
-    offset = data.find(b"\n") + 1
-    while 0 < offset < len(data):
-        key = lines.key_at(low + offset)
-        if not key:
-            return None
-        if (key in own) != after:
-            return low + offset
-        offset = data.find(b"\n", offset) + 1
+    keys = _keys(data, _SIGNAL_KEYS, signal_key)
+    at = 0
+    for number, key in enumerate(keys):
+        if number:
+            if not key:
+                return None
+            if (key in own) != after:
+                return low + at
+        at = data.index(b"\n", at) + 1 if number + 1 < len(keys) else len(data)
     return high
 
 

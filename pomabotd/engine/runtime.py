@@ -39,7 +39,7 @@ from pomabotd.engine import worker
 from pomabotd.engine.chunk import evaluate_tasks
 from pomabotd.engine.inputs import Inputs, reader
 from pomabotd.engine.meter import Meter
-from pomabotd.engine.plan import check_runs, plan_pieces, retry_gaps
+from pomabotd.engine.plan import MAX_PIECE_BYTES, check_runs, plan_pieces, retry_gaps
 from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.engine.results import PieceLines, RunResult, Sink
@@ -275,8 +275,6 @@ class Runtime:
                 gc.enable()
             if own_meter:
                 meter.stop()
-        if not own_meter:
-            meter.sample()
         sink, numbers, markets_total, signals_total, supervisor = outcome
         return sink.result(
             numbers,
@@ -357,7 +355,8 @@ class _Run:
         batch = tasks
         for _ in range(2):
             try:
-                await self._execute([[task] for task in batch], fn, take, sink.progress,
+                groups = _groups(batch, sizes) if fn is not None else [[t] for t in batch]
+                await self._execute(groups, fn, take, sink.progress,
                                     in_flight=_in_flight(self.settings, workers))
             except _Broken:
                 return None
@@ -474,6 +473,21 @@ class _Run:
                 await watching
             for future in pending:
                 future.cancel()
+
+
+def _groups(tasks: list[Task], sizes: dict[int, int]) -> list[list[Task]]:
+    """Pieces run here in calls of up to `MAX_PIECE_BYTES` of market lines: the pieces of a
+    small input share one kernel pass."""
+    groups: list[list[Task]] = []
+    held = MAX_PIECE_BYTES
+    for task in tasks:
+        size = sizes[task.index]
+        if held + size > MAX_PIECE_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append(task)
+        held += size
+    return groups
 
 
 def _in_flight(settings: BatchSettings, workers: int) -> int:

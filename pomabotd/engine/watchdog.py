@@ -94,7 +94,7 @@ def arm(state: WorkerState) -> None:
     global _STATE
     _STATE = state
     signal.signal(signal.SIGALRM, _on_alarm)
-    threading.Thread(target=_watch, args=(state, None), name="watchdog", daemon=True).start()
+    threading.Thread(target=_watch, args=(state,), name="watchdog", daemon=True).start()
 
 
 @contextmanager
@@ -103,7 +103,8 @@ def inline_state(fn: Evaluator) -> Iterator[WorkerState]:
 
     Timeouts need a signal handler, which only the main thread can own; elsewhere markets run
     without a time limit. A hang the interpreter cannot interrupt hangs the caller: that is the
-    price of having no pool.
+    price of having no pool. One watchdog thread serves every such run, started with the first
+    (starting a thread per cycle costs a short cycle much of its time on a busy machine).
     """
     global _STATE
     state = WorkerState(fn, memoryview(bytearray(16)).cast("q"), 1)
@@ -112,33 +113,66 @@ def inline_state(fn: Evaluator) -> Iterator[WorkerState]:
         yield state
         return
     previous = signal.signal(signal.SIGALRM, _on_alarm)
-    stop = threading.Event()
-    watchdog = threading.Thread(target=_watch, args=(state, stop), name="watchdog", daemon=True)
     outer, _STATE = _STATE, state
-    watchdog.start()
+    _inline_watchdog().watch(state)
     try:
         yield state
     finally:
-        stop.set()
-        watchdog.join()
+        _inline_watchdog().watch(outer if outer is not None and outer.busy.is_set() else None)
         _STATE = outer
         signal.signal(signal.SIGALRM, previous)
 
 
-def _watch(state: WorkerState, stop: threading.Event | None) -> None:
-    """Interrupt the evaluating thread while its current market is past the limit."""
-    slots = state.slots
-    slot = state.slot
-    while True:
-        if stop is None:
-            state.busy.wait()  # an idle worker costs no CPU between cycles
+class _InlineWatchdog:
+    """The watchdog of runs in pomabotd's own process; idle (asleep) between them."""
+
+    def __init__(self) -> None:
+        self._state: WorkerState | None = None
+        self._wake = threading.Event()
+        threading.Thread(target=self._run, name="watchdog", daemon=True).start()
+
+    def watch(self, state: WorkerState | None) -> None:
+        """Watch `state` from now on (None: nothing)."""
+        self._state = state
+        if state is None:
+            self._wake.clear()
+        else:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            state = self._state
+            if state is None:
+                continue
             time.sleep(state.interval_s)
-        elif stop.wait(state.interval_s):
-            return
-        started = slots[slot]
-        if started and time.perf_counter_ns() - started > state.timeout_ns:
-            state.target = started
-            signal.pthread_kill(state.main_ident, signal.SIGALRM)
+            _check(state)
+
+
+_INLINE: _InlineWatchdog | None = None
+
+
+def _inline_watchdog() -> _InlineWatchdog:
+    global _INLINE
+    if _INLINE is None:
+        _INLINE = _InlineWatchdog()
+    return _INLINE
+
+
+def _watch(state: WorkerState) -> None:
+    """A worker's watchdog: interrupt the evaluating thread while its current market is past
+    the limit."""
+    while True:
+        state.busy.wait()  # an idle worker costs no CPU between cycles
+        time.sleep(state.interval_s)
+        _check(state)
+
+
+def _check(state: WorkerState) -> None:
+    started = state.slots[state.slot]
+    if started and time.perf_counter_ns() - started > state.timeout_ns:
+        state.target = started
+        signal.pthread_kill(state.main_ident, signal.SIGALRM)
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
