@@ -1,19 +1,20 @@
-"""Per-market cost, on one core, of decoding and evaluating a chunk: scalar against columnar.
+"""Per-market cost, on one core, of decoding and evaluating a piece: scalar against columnar.
 
 Run from a checkout with pomabotd installed:
 
     python benchmarks/kernels.py                     # 1e3 and 1e5 markets
-    python benchmarks/kernels.py --sizes 100000 --batch-size 1000
+    python benchmarks/kernels.py --sizes 100000 --workers 2
 
 The synthetic workload (about 3.3 signals per market, as `stress` generates it) is cut into
-chunks exactly as a cycle cuts it (`plan_workload`, signals in market order), and the chunks are
-grouped per submission as the runtime groups them. Every figure is the CPU time of this
-process (one core), the best of `--repeats` rounds in which every measurement takes its turn:
-on a shared machine CPU time varies less than wall time, and taking turns spreads a busy
-spell over all of them. The load average is printed beside the figures.
+pieces exactly as a cycle on a pool of `--workers` cuts it (`plan_pieces`: up to 4 MiB of market
+lines, tens of thousands of lines, each worker finding its own signal run). Every figure is the
+CPU time of this process (one core), the best of `--repeats` rounds in which every measurement
+takes its turn: on a shared machine CPU time varies less than wall time, and taking turns spreads
+a busy spell over all of them. The load average is printed beside the figures.
 
-- `worker, scalar` / `worker, columnar`: the worker's whole chunk loop (`evaluate_chunks`:
-  decode, evaluate, keep candidates, encode the result) with `batch.kernel` scalar or columnar.
+- `worker, scalar` / `worker, columnar`: the worker's whole loop over its pieces
+  (`evaluate_tasks`: read, find the signal run, decode, evaluate, keep candidates, encode the
+  result) with `batch.kernel` scalar or columnar.
 - The stages of each path: msgspec decoding of the lines to Structs (both paths), grouping
   and the per-market screen (scalar), Structs to numpy columns, the kernel, and the
   Evaluations built for candidates (columnar).
@@ -40,17 +41,18 @@ import numpy as np
 
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Market, Signal
-from pomabotd.engine import worker
+from pomabotd.engine.chunk import evaluate_tasks
+from pomabotd.engine.inputs import Inputs, reader
 from pomabotd.engine.kernels.columnar import PASSED, evaluate_columns, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
-from pomabotd.engine.runtime import BatchSettings, _grouping
-from pomabotd.engine.worker import Job, Task
-from pomabotd.engine.workload import plan_workload
+from pomabotd.engine.plan import plan_pieces
+from pomabotd.engine.protocol import Job
+from pomabotd.engine.watchdog import inline_state
 from pomabotd.sources.synthetic import generate_jsonl
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
-_MARKETS = msgspec.json.Decoder(list[Market])
-_SIGNALS = msgspec.json.Decoder(list[Signal])
+_MARKET = msgspec.json.Decoder(Market)
+_SIGNAL = msgspec.json.Decoder(Signal)
 
 
 def _best(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
@@ -68,52 +70,55 @@ def _best(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
     return best
 
 
-def _array(data: bytes) -> bytes:
-    return b"[" + data.replace(b"\n", b",") + b"]"
+class _Pieces:
+    """A workload cut into pieces as a cycle cuts it, and each piece's lines."""
+
+    def __init__(self, size: int, workers: int) -> None:
+        markets, signals = generate_jsonl(size, 7, AS_OF)
+        self.inputs = Inputs(markets, "m", signals, "s", shared=False)
+        self.tasks = plan_pieces(reader(self.inputs.markets), reader(self.inputs.signals),
+                                 workers=workers, batch_size=100)
+        chunk_job = self.job("columnar")
+        with inline_state(evaluate_market) as state:
+            evaluate_tasks(self.tasks, chunk_job, state)  # warm up
+        from pomabotd.engine.pieces import load_piece
+
+        loaded = [load_piece(task, reader(self.inputs.markets), reader(self.inputs.signals))
+                  for task in self.tasks]
+        self.lines = [(piece.markets, piece.signals) for piece in loaded]
+
+    def job(self, kernel: str) -> Job:
+        return Job(as_of=AS_OF, markets=self.inputs.markets, signals=self.inputs.signals,
+                   want_lines=False, timeout_ms=5000, retry_attempts=0,
+                   kernel=kernel)  # type: ignore[arg-type]
 
 
-def _submissions(size: int, batch_size: int) -> list[list[Task]]:
-    markets, signals = generate_jsonl(size, 7, AS_OF)
-    work = plan_workload(markets, "m", signals, "s", batch_size, ordered=True)
-    settings = BatchSettings(workers=1, batch_size=batch_size, max_concurrency=50,
-                             timeout_ms=5000, retry_attempts=0)
-    per, _ = _grouping(settings, 1, work.chunk_count)
-    tasks = [work.task(index) for index in range(work.chunk_count)]
-    return [tasks[first : first + per] for first in range(0, len(tasks), per)]
+def _decoded(pieces: _Pieces) -> list[tuple[list[Market], list[Signal]]]:
+    return [(_MARKET.decode_lines(m), _SIGNAL.decode_lines(s)) for m, s in pieces.lines]
 
 
-def _decoded(submissions: list[list[Task]]) -> list[list[tuple[list[Market], list[Signal]]]]:
-    return [
-        [(_MARKETS.decode(_array(t.markets)), _SIGNALS.decode(_array(t.signals))) for t in tasks]
-        for tasks in submissions
-    ]
-
-
-def _worker(submissions: list[list[Task]], kernel: str) -> Callable[[], None]:
-    job = Job(AS_OF, "m", "s", False, 5000, 0, kernel=kernel)  # type: ignore[arg-type]
+def _worker(pieces: _Pieces, kernel: str) -> Callable[[], None]:
+    job = pieces.job(kernel)
 
     def run() -> None:
-        with worker.inline_worker(evaluate_market) as state:
-            for tasks in submissions:
-                worker.evaluate_chunks(tasks, job, state)
+        with inline_state(evaluate_market) as state:
+            for task in pieces.tasks:
+                evaluate_tasks([task], job, state)
 
     return run
 
 
-def _scalar_evaluate(decoded: list[list[tuple[list[Market], list[Signal]]]]) -> None:
+def _scalar_evaluate(decoded: list[tuple[list[Market], list[Signal]]]) -> None:
     get_id = attrgetter("market_id")
-    for tasks in decoded:
-        for markets, signals in tasks:
-            grouped = {key: list(run) for key, run in groupby(signals, get_id)}
-            for market in markets:
-                evaluate_tradeable(market, grouped.get(market.id, ()), AS_OF)
+    for markets, signals in decoded:
+        grouped = {key: list(run) for key, run in groupby(signals, get_id)}
+        for market in markets:
+            evaluate_tradeable(market, grouped.get(market.id, ()), AS_OF)
 
 
-def _columns(decoded: list[list[tuple[list[Market], list[Signal]]]]) -> list[Any]:
+def _columns(decoded: list[tuple[list[Market], list[Signal]]]) -> list[Any]:
     built = []
-    for tasks in decoded:
-        markets = [m for own, _ in tasks for m in own]
-        signals = [s for _, own in tasks for s in own]
+    for markets, signals in decoded:
         rows = market_rows(signals, {market.id: row for row, market in enumerate(markets)})
         columns = market_columns(markets)
         built.append((columns, signal_columns(signals, rows)))
@@ -129,7 +134,7 @@ def _candidates(verdicts: list[Any]) -> None:
         evaluations(columns, verdict, AS_OF, np.flatnonzero(verdict.failed == PASSED).tolist())
 
 
-def _readers(submissions: list[list[Task]]) -> dict[str, Callable[[], None]]:
+def _readers(pieces: _Pieces) -> dict[str, Callable[[], None]]:
     found: dict[str, Callable[[], None]] = {}
     try:
         import pyarrow as pa
@@ -157,14 +162,13 @@ def _readers(submissions: list[list[Task]]) -> dict[str, Callable[[], None]]:
                                     unexpected_field_behavior="ignore")
 
         def arrow() -> None:
-            for tasks in submissions:
-                for task in tasks:
-                    markets = pj.read_json(io.BytesIO(task.markets), read_options=read,
-                                           parse_options=by_market)
-                    signals = pj.read_json(io.BytesIO(task.signals), read_options=read,
-                                           parse_options=by_signal)
-                    markets.column("price").to_numpy()
-                    signals.column("timestamp").cast(pa.int64()).to_numpy()
+            for market_lines, signal_lines in pieces.lines:
+                markets = pj.read_json(io.BytesIO(market_lines), read_options=read,
+                                       parse_options=by_market)
+                signals = pj.read_json(io.BytesIO(signal_lines), read_options=read,
+                                       parse_options=by_signal)
+                markets.column("price").to_numpy()
+                signals.column("timestamp").cast(pa.int64()).to_numpy()
 
         found["pyarrow.json to columns"] = arrow
     try:
@@ -185,13 +189,12 @@ def _readers(submissions: list[list[Task]]) -> dict[str, Callable[[], None]]:
         }
 
         def polars() -> None:
-            for tasks in submissions:
-                for task in tasks:
-                    markets = pl.read_ndjson(io.BytesIO(task.markets), schema=market_types)
-                    signals = pl.read_ndjson(io.BytesIO(task.signals), schema=signal_types)
-                    markets["price"].to_numpy()
-                    signals["timestamp"].str.to_datetime(time_zone="UTC").dt.epoch(
-                        "us").to_numpy()
+            for market_lines, signal_lines in pieces.lines:
+                markets = pl.read_ndjson(io.BytesIO(market_lines), schema=market_types)
+                signals = pl.read_ndjson(io.BytesIO(signal_lines), schema=signal_types)
+                markets["price"].to_numpy()
+                signals["timestamp"].str.to_datetime(time_zone="UTC").dt.epoch(
+                    "us").to_numpy()
 
         found["polars.read_ndjson to columns"] = polars
     return found
@@ -200,33 +203,34 @@ def _readers(submissions: list[list[Task]]) -> dict[str, Callable[[], None]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**5])
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2, help="the pool the pieces are for")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
-          f"batch_size {args.batch_size}; best of {args.repeats}; microseconds per market")
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; pieces for "
+          f"{args.workers} workers; best of {args.repeats}; microseconds per market")
     for size in args.sizes:
-        _report(size, args.batch_size, args.repeats)
+        _report(size, args.workers, args.repeats)
 
 
-def _report(size: int, batch_size: int, repeats: int) -> None:
-    submissions = _submissions(size, batch_size)
-    decoded = _decoded(submissions)
+def _report(size: int, workers: int, repeats: int) -> None:
+    pieces = _Pieces(size, workers)
+    decoded = _decoded(pieces)
     built = _columns(decoded)
     verdicts = _kernel(built)
     runs: dict[str, Callable[[], Any]] = {
-        "worker, scalar (decode + evaluate)": _worker(submissions, "scalar"),
-        "worker, columnar (decode + evaluate)": _worker(submissions, "columnar"),
-        "  msgspec lines to Structs (both)": lambda: _decoded(submissions),
+        "worker, scalar (whole piece)": _worker(pieces, "scalar"),
+        "worker, columnar (whole piece)": _worker(pieces, "columnar"),
+        "  msgspec lines to Structs (both)": lambda: _decoded(pieces),
         "  scalar: group + screen": lambda: _scalar_evaluate(decoded),
         "  columnar: Structs to columns": lambda: _columns(decoded),
         "  columnar: kernel": lambda: _kernel(built),
         "  columnar: candidates' Evaluations": lambda: _candidates(verdicts),
     }
-    runs.update((f"  reader: {name}", run) for name, run in _readers(submissions).items())
+    runs.update((f"  reader: {name}", run) for name, run in _readers(pieces).items())
     rows = list(_best(runs, repeats).items())
-    print(f"\n{size:,} markets in {sum(map(len, submissions))} chunks, "
-          f"{len(submissions)} submissions")
+    lines = sum(m.count(b"\n") + s.count(b"\n") for m, s in pieces.lines)
+    print(f"\n{size:,} markets in {len(pieces.tasks)} pieces of about "
+          f"{lines // max(1, len(pieces.tasks)):,} lines")
     for name, seconds in rows:
         print(f"{name:40s} {seconds / size * 1e6:7.2f}")
     scalar, columnar = rows[0][1], rows[1][1]

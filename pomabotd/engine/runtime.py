@@ -355,7 +355,8 @@ class _Run:
         batch = tasks
         for _ in range(2):
             try:
-                groups = _groups(batch, sizes) if fn is not None else [[t] for t in batch]
+                groups = (_groups(batch, sizes, self.settings.max_concurrency) if fn is not None
+                          else [[task] for task in batch])
                 await self._execute(groups, fn, take, sink.progress,
                                     in_flight=_in_flight(self.settings, workers))
             except _Broken:
@@ -475,14 +476,14 @@ class _Run:
                 future.cancel()
 
 
-def _groups(tasks: list[Task], sizes: dict[int, int]) -> list[list[Task]]:
-    """Pieces run here in calls of up to `MAX_PIECE_BYTES` of market lines: the pieces of a
-    small input share one kernel pass."""
+def _groups(tasks: list[Task], sizes: dict[int, int], most: int) -> list[list[Task]]:
+    """Pieces run here in calls of up to `MAX_PIECE_BYTES` of market lines and `most` pieces:
+    the pieces of a small input share one kernel pass."""
     groups: list[list[Task]] = []
     held = MAX_PIECE_BYTES
     for task in tasks:
         size = sizes[task.index]
-        if held + size > MAX_PIECE_BYTES:
+        if held + size > MAX_PIECE_BYTES or len(groups[-1]) >= most:
             groups.append([])
             held = 0
         groups[-1].append(task)
