@@ -1,88 +1,39 @@
-"""The evaluation runtime every cycle goes through: it schedules, and does nothing per market.
+"""The evaluation runtime every cycle goes through: it owns the worker pool and schedules; it
+does nothing per market.
 
-A run opens its inputs (`inputs.py`), plans them, and feeds the tasks to a supervised process
-pool (`pool.py`) from an asyncio front loop, a few in flight per worker, consuming results as
-they arrive (`results.py`). Workers read their lines themselves, decode, evaluate and return
-only what selection and the outputs need (`chunk.py`).
-
-- **Market-ordered input, no per-market output** (every cycle of `run-once`, `stress` and the
-  daemon on such input): pomabotd cuts the markets by bytes and lets each worker find its
-  signals (`plan.py`, `pieces.py`); before the results stand it checks that they tile the input.
-- **Anything else** (per-market lines for `evaluate`, signals in another order, a repeated
-  id, a worker lost while running pieces): pomabotd reads the input and plans it line by line
-  into chunks of `batch_size` markets (`workload.py`), as the scalar reference does.
-
-Faults are the supervisor's (`supervisor.py`). `workers = 0` runs the same task code in this
-process, in order, without a pool; so does a cycle of fewer than `inline_below` markets with the
-built-in evaluator (never a plugin, which could take the daemon down with it), because there the
-pool's round trips cost more than they save.
+A run opens its inputs (`inputs.py`: pomabotd holds them open, workers read their byte ranges
+themselves), plans and schedules them (`schedule.py`, `plan.py`, `workload.py`), and feeds the
+tasks to a supervised process pool (`pool.py`, `supervisor.py`); workers read, decode, evaluate
+and return only what selection and the outputs need (`worker.py`, `chunk.py`, `kernels/`), and
+the results are assembled as they arrive (`results.py`). What it cost is read from the OS
+(`meter.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, TypeVar
 
-import msgspec
 import psutil
-from msgspec import Struct
 
-from pomabotd.domain.belief import Prior
 from pomabotd.engine import worker
-from pomabotd.engine.chunk import evaluate_tasks
-from pomabotd.engine.inputs import Inputs, reader
+from pomabotd.engine.inputs import Inputs
 from pomabotd.engine.meter import Meter
-from pomabotd.engine.plan import MAX_PIECE_BYTES, check_runs, plan_pieces, retry_gaps
 from pomabotd.engine.pool import WorkerPool
-from pomabotd.engine.protocol import ChunkOut, Job, Task
-from pomabotd.engine.results import PieceLines, RunResult, Sink
-from pomabotd.engine.supervisor import Supervisor
-from pomabotd.engine.watchdog import Evaluator, inline_state
-from pomabotd.engine.workload import Workload, plan_workload
-from pomabotd.errors import CycleError
+from pomabotd.engine.protocol import Job
+from pomabotd.engine.results import RunResult
+from pomabotd.engine.schedule import BatchSettings, Schedule
+from pomabotd.engine.watchdog import Evaluator
 from pomabotd.wire import Lines
 
 __all__ = ["BatchSettings", "RunResult", "Runtime"]
 
-#: Markets per pool submission of line-by-line chunks: enough to make its cost negligible.
-_SUBMISSION_MARKETS: Final = 1024
-#: Submissions queued per worker, so a worker never waits for the parent.
-_QUEUED_PER_WORKER: Final = 2
-_INLINE_BELOW: Final = 500
-#: Inputs up to this size are counted line by line to decide whether a run is small.
-_COUNTED_BYTES: Final = 1 << 20
-_BUILTIN: Final = "pomabotd:evaluate_market"
-_OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
 _R = TypeVar("_R")
-
-
-class BatchSettings(Struct, frozen=True, kw_only=True):
-    """The `batch.*` settings the runtime needs (SPEC section 7)."""
-
-    workers: int
-    batch_size: int
-    max_concurrency: int
-    timeout_ms: int
-    retry_attempts: int
-    evaluator: str = "pomabotd:evaluate_market"
-    #: How the built-in evaluator runs (`batch.kernel`); a plugin always runs market by market.
-    kernel: Literal["columnar", "scalar"] = "columnar"
-    #: Where the built-in evaluator's beliefs start (`strategy.prior`).
-    prior: Prior = "fixed"
-    #: With the built-in evaluator, a cycle of fewer markets runs in this process: below about
-    #: this size the pool's round trips cost more than the work they share out.
-    inline_below: int = _INLINE_BELOW
-
-
-class _Broken(Exception):
-    """The pool broke while running pieces: the run goes line by line, with isolation."""
 
 
 class Runtime:
@@ -266,7 +217,7 @@ class Runtime:
                     kernel=self._settings.kernel,
                     prior=self._settings.prior,
                 )
-                run = _Run(self, job, keep, on_progress)
+                run = Schedule(self._settings, pool, self._inline, job, keep, on_progress)
                 outcome = None if on_lines is not None else await run.by_pieces()
                 if outcome is None:
                     outcome = await run.by_lines(inputs, on_lines)
@@ -288,219 +239,3 @@ class Runtime:
             cpu_percent=meter.cpu_percent(),
             wall_s=time.perf_counter() - started,
         )
-
-
-_Outcome = tuple[Sink, Any, int, "int | None", tuple[int, int]]
-
-
-class _Run:
-    """One run's scheduling: pieces first when they can be used, else chunks of lines."""
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        job: Job,
-        keep: Collection[str],
-        on_progress: Callable[[int, int], None] | None,
-    ) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings
-        self.job = job
-        self.keep = keep
-        self.on_progress = on_progress
-
-    def _inline_fn(self, markets: int | None) -> Evaluator | None:
-        """The evaluator to run here, or None to use the pool."""
-        runtime = self.runtime
-        if runtime._pool is None:
-            if runtime._inline is None:
-                raise CycleError("the runtime is not started")
-            return runtime._inline
-        if self.settings.evaluator == _BUILTIN and markets is not None and (
-            markets < self.settings.inline_below
-        ):
-            from pomabotd.domain.evaluate import evaluate_market
-
-            return evaluate_market
-        return None
-
-    async def by_pieces(self) -> _Outcome | None:
-        """Evaluate market-ordered input by pieces; None if the input turns out otherwise
-        (or a worker was lost meanwhile): it must then go line by line."""
-        markets, signals = reader(self.job.markets), reader(self.job.signals)
-        counted = None
-        if markets.size <= _COUNTED_BYTES:
-            counted = markets.read(markets.start, markets.size).count(b"\n") + 1
-        fn = self._inline_fn(counted)
-        pool = self.runtime._pool
-        workers = 0 if fn is not None or pool is None else pool.workers
-        tasks = plan_pieces(markets, signals, workers=workers,
-                            batch_size=self.settings.batch_size, keep=self.keep)
-        bytes_done = [0]
-
-        def estimate() -> int:
-            outs = sink.outs
-            done = sum(out.market_lines for out in outs)
-            seen = bytes_done[0]
-            return done if seen == 0 else round(done * (markets.size - markets.start) / seen)
-
-        sink = Sink(None, self.on_progress, estimate)
-        sizes = {task.index: task.markets[0][1] - task.markets[0][0] for task in tasks}
-
-        def take(out: ChunkOut) -> None:
-            if out.index not in sink._counted:
-                bytes_done[0] += sizes[out.index]
-            sink.add(out, out.market_lines)
-
-        batch = tasks
-        for _ in range(2):
-            try:
-                groups = (_groups(batch, sizes, self.settings.max_concurrency) if fn is not None
-                          else [[task] for task in batch])
-                await self._execute(groups, fn, take, sink.progress,
-                                    in_flight=_in_flight(self.settings, workers))
-            except _Broken:
-                return None
-            outs = sink.outs
-            if any(out.misrouted for out in outs):
-                return None
-            gaps = check_runs(outs, signals)
-            if gaps is None:
-                return None
-            if not gaps:
-                break
-            batch = retry_gaps(gaps, tasks)  # a piece's guess missed its lines: look again
-        else:
-            return None
-        sink.progress()
-        outs = sink.outs
-        total = sum(out.evaluated + out.failed + len(out.market_rejected) for out in outs)
-        return sink, PieceLines(outs), total, None, (0, 0)
-
-    async def by_lines(
-        self, inputs: Inputs, on_lines: Callable[[bytes], None] | None
-    ) -> _Outcome:
-        """Plan the input line by line, then evaluate its chunks, cornering any crash."""
-        job = self.job
-        work = plan_workload(
-            inputs.data(job.markets), job.markets.name, inputs.data(job.signals),
-            job.signals.name, self.settings.batch_size, self.keep,
-        )
-        fn = self._inline_fn(work.markets_total)
-        sink = Sink(
-            on_lines, self.on_progress, lambda: work.markets_total,
-            rejected=work.rejected, done_before=work.markets_total - sum(work.chunk_sizes()),
-        )
-        pool = self.runtime._pool
-        workers = 1 if fn is not None or pool is None else pool.workers
-        per, in_flight = _grouping(self.settings, workers, work.chunk_count)
-        indexes = range(work.chunk_count)
-        groups = [[work.task(i) for i in indexes[first : first + per]]
-                  for first in range(0, work.chunk_count, per)]
-        supervisor = None
-        if fn is None and pool is not None:
-            supervisor = Supervisor(pool, job, work.markets_total)
-        await self._execute(groups, fn, lambda out: sink.add(out, work.chunk_size(out.index)),
-                            sink.progress, in_flight=in_flight, supervisor=supervisor,
-                            work=work)
-        sink.progress()
-        counts = (supervisor.retries, supervisor.timeouts) if supervisor else (0, 0)
-        return sink, work, work.markets_total, work.signals_total, counts
-
-    async def _execute(
-        self,
-        groups: list[list[Task]],
-        fn: Evaluator | None,
-        take: Callable[[ChunkOut], None],
-        progress: Callable[[], None],
-        *,
-        in_flight: int,
-        supervisor: Supervisor | None = None,
-        work: Workload | None = None,
-    ) -> None:
-        """Evaluate each group of tasks (one submission each), here or in the pool. Without a
-        `supervisor`, a broken pool raises `_Broken` (after a rebuild)."""
-        if fn is not None:
-            with inline_state(fn) as state:
-                for tasks in groups:
-                    for out in _OUTS.decode(evaluate_tasks(tasks, self.job, state)):
-                        take(out)
-                    progress()
-            return
-        pool = self.runtime._pool
-        assert pool is not None
-        watcher = supervisor or Supervisor(pool, self.job, 0)
-        pending: dict[asyncio.Future[bytes], list[Task]] = {}
-        lost: list[int] = []
-        following = 0
-        watching = asyncio.create_task(watcher.watch())
-        try:
-            while following < len(groups) or pending or lost:
-                if lost and not pending:
-                    pool.rebuild()
-                    if supervisor is None or work is None:
-                        raise _Broken
-                    for out in await supervisor.isolate(lost, work.task):
-                        take(out)
-                    progress()
-                    lost.clear()
-                    continue
-                while not lost and following < len(groups) and len(pending) < in_flight:
-                    tasks = groups[following]
-                    following += 1
-                    try:
-                        submitted = pool.submit(worker.run_submission, tasks, self.job)
-                    except BrokenProcessPool:
-                        lost.extend(task.index for task in tasks)
-                        break
-                    pending[asyncio.wrap_future(submitted)] = tasks
-                if not pending:
-                    continue
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    tasks = pending.pop(finished)
-                    error = finished.exception()
-                    if error is None:
-                        for out in _OUTS.decode(finished.result()):
-                            take(out)
-                    elif isinstance(error, BrokenProcessPool):
-                        lost.extend(task.index for task in tasks)
-                    else:
-                        raise CycleError(f"a worker failed: {error!r}") from error
-                progress()
-        finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
-            for future in pending:
-                future.cancel()
-
-
-def _groups(tasks: list[Task], sizes: dict[int, int], most: int) -> list[list[Task]]:
-    """Pieces run here in calls of up to `MAX_PIECE_BYTES` of market lines and `most` pieces:
-    the pieces of a small input share one kernel pass."""
-    groups: list[list[Task]] = []
-    held = MAX_PIECE_BYTES
-    for task in tasks:
-        size = sizes[task.index]
-        if held + size > MAX_PIECE_BYTES or len(groups[-1]) >= most:
-            groups.append([])
-            held = 0
-        groups[-1].append(task)
-        held += size
-    return groups
-
-
-def _in_flight(settings: BatchSettings, workers: int) -> int:
-    """Pieces in flight: a couple per worker, within `max_concurrency`."""
-    return max(1, min(max(1, workers) * _QUEUED_PER_WORKER, settings.max_concurrency))
-
-
-def _grouping(settings: BatchSettings, workers: int, chunks: int) -> tuple[int, int]:
-    """Chunks per submission, and submissions in flight, within `max_concurrency` chunks."""
-    concurrency = max(1, settings.max_concurrency)
-    queued = workers * _QUEUED_PER_WORKER
-    wanted = -(-_SUBMISSION_MARKETS // max(1, settings.batch_size))
-    balanced = max(1, -(-chunks // queued))  # small cycles: spread over every worker
-    per_submission = max(1, min(wanted, balanced, concurrency // queued or 1))
-    return per_submission, max(1, concurrency // per_submission)

@@ -27,8 +27,8 @@ import tenacity
 
 from pomabotd.domain.models import Market
 from pomabotd.engine import worker
-from pomabotd.engine.chunk import failed_evaluation
 from pomabotd.engine.inputs import reader
+from pomabotd.engine.kernels.scalar import failed_evaluation
 from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.errors import PoolCrashLoopError

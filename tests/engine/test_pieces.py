@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from pomabotd.domain.models import Market, Signal
-from pomabotd.engine import runtime as runtime_module
+from pomabotd.engine import schedule as schedule_module
 from pomabotd.engine.inputs import Reader
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.sources.synthetic import BLOCK, generate_files, generate_jsonl
@@ -48,7 +48,7 @@ class _Parent:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.read: list[int] = []
         self._monkeypatch = monkeypatch
-        self._plan = runtime_module.plan_workload
+        self._plan = schedule_module.plan_workload
         original = Reader.read
 
         def counted(reader: Reader, start: int, end: int) -> bytes:
@@ -60,10 +60,10 @@ class _Parent:
             raise AssertionError("the input was planned line by line")
 
         monkeypatch.setattr(Reader, "read", counted)
-        monkeypatch.setattr(runtime_module, "plan_workload", refused)
+        monkeypatch.setattr(schedule_module, "plan_workload", refused)
 
     def allow_lines(self) -> None:
-        self._monkeypatch.setattr(runtime_module, "plan_workload", self._plan)
+        self._monkeypatch.setattr(schedule_module, "plan_workload", self._plan)
 
 
 @pytest.fixture

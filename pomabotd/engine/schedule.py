@@ -1,0 +1,292 @@
+"""Scheduling one run: pieces first when they can be used, else chunks of lines.
+
+- **Market-ordered input, no per-market output** (every cycle of `run-once`, `stress` and the
+  daemon on such input): pomabotd cuts the markets by bytes and lets each worker find its
+  signals (`plan.py`, `pieces.py`), a couple of pieces in flight per worker; before the results
+  stand it checks that they tile the input (a second look fills a gap a wrong guess left).
+- **Anything else** (per-market lines for `evaluate`, signals in another order, a repeated
+  id, a worker lost while running pieces): pomabotd reads the input and plans it line by line
+  into chunks of `batch_size` markets (`workload.py`), grouped into submissions of about a
+  thousand markets, and any crash is cornered by the supervisor (`supervisor.py`).
+
+Either way tasks go to the pool from an asyncio front loop, or run here in order (`workers = 0`,
+or a small cycle with the built-in evaluator), and results go to a `Sink` as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Final, Literal
+
+import msgspec
+from msgspec import Struct
+
+from pomabotd.domain.belief import Prior
+from pomabotd.engine import worker
+from pomabotd.engine.chunk import evaluate_tasks
+from pomabotd.engine.inputs import Inputs, reader
+from pomabotd.engine.plan import MAX_PIECE_BYTES, check_runs, plan_pieces, retry_gaps
+from pomabotd.engine.pool import WorkerPool
+from pomabotd.engine.protocol import ChunkOut, Job, Task
+from pomabotd.engine.results import PieceLines, Sink
+from pomabotd.engine.supervisor import Supervisor
+from pomabotd.engine.watchdog import Evaluator, inline_state
+from pomabotd.engine.workload import Workload, plan_workload
+from pomabotd.errors import CycleError
+
+__all__ = ["BatchSettings", "Outcome", "Schedule"]
+
+#: Markets per pool submission of line-by-line chunks: enough to make its cost negligible.
+_SUBMISSION_MARKETS: Final = 1024
+#: Submissions queued per worker, so a worker never waits for the parent.
+_QUEUED_PER_WORKER: Final = 2
+_INLINE_BELOW: Final = 500
+#: Inputs up to this size are counted line by line to decide whether a run is small.
+_COUNTED_BYTES: Final = 1 << 20
+_BUILTIN: Final = "pomabotd:evaluate_market"
+_OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
+
+
+class BatchSettings(Struct, frozen=True, kw_only=True):
+    """The `batch.*` settings the runtime needs (SPEC section 7)."""
+
+    workers: int
+    batch_size: int
+    max_concurrency: int
+    timeout_ms: int
+    retry_attempts: int
+    evaluator: str = "pomabotd:evaluate_market"
+    #: How the built-in evaluator runs (`batch.kernel`); a plugin always runs market by market.
+    kernel: Literal["columnar", "scalar"] = "columnar"
+    #: Where the built-in evaluator's beliefs start (`strategy.prior`).
+    prior: Prior = "fixed"
+    #: With the built-in evaluator, a cycle of fewer markets runs in this process: below about
+    #: this size the pool's round trips cost more than the work they share out.
+    inline_below: int = _INLINE_BELOW
+
+
+class _Broken(Exception):
+    """The pool broke while running pieces: the run goes line by line, with isolation."""
+
+
+Outcome = tuple[Sink, Any, int, "int | None", tuple[int, int]]
+"""The sink, its line numbering, the markets and signals counted, and the supervisor's retries
+and timeouts."""
+
+
+class Schedule:
+    """One run's scheduling on `pool` (None: everything runs here, with `inline`)."""
+
+    def __init__(
+        self,
+        settings: BatchSettings,
+        pool: WorkerPool | None,
+        inline: Evaluator | None,
+        job: Job,
+        keep: Collection[str],
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.inline = inline
+        self.job = job
+        self.keep = keep
+        self.on_progress = on_progress
+
+    def _inline_fn(self, markets: int | None) -> Evaluator | None:
+        """The evaluator to run here, or None to use the pool."""
+        if self.pool is None:
+            if self.inline is None:
+                raise CycleError("the runtime is not started")
+            return self.inline
+        if self.settings.evaluator == _BUILTIN and markets is not None and (
+            markets < self.settings.inline_below
+        ):
+            from pomabotd.domain.evaluate import evaluate_market
+
+            return evaluate_market
+        return None
+
+    async def by_pieces(self) -> Outcome | None:
+        """Evaluate market-ordered input by pieces; None if the input turns out otherwise
+        (or a worker was lost meanwhile): it must then go line by line."""
+        markets, signals = reader(self.job.markets), reader(self.job.signals)
+        counted = None
+        if markets.size <= _COUNTED_BYTES:
+            counted = markets.read(markets.start, markets.size).count(b"\n") + 1
+        fn = self._inline_fn(counted)
+        pool = self.pool
+        workers = 0 if fn is not None or pool is None else pool.workers
+        tasks = plan_pieces(markets, signals, workers=workers,
+                            batch_size=self.settings.batch_size, keep=self.keep)
+        bytes_done = [0]
+
+        def estimate() -> int:
+            outs = sink.outs
+            done = sum(out.market_lines for out in outs)
+            seen = bytes_done[0]
+            return done if seen == 0 else round(done * (markets.size - markets.start) / seen)
+
+        sink = Sink(None, self.on_progress, estimate)
+        sizes = {task.index: task.markets[0][1] - task.markets[0][0] for task in tasks}
+
+        def take(out: ChunkOut) -> None:
+            if out.index not in sink._counted:
+                bytes_done[0] += sizes[out.index]
+            sink.add(out, out.market_lines)
+
+        batch = tasks
+        for _ in range(2):
+            try:
+                groups = (_groups(batch, sizes, self.settings.max_concurrency) if fn is not None
+                          else [[task] for task in batch])
+                await self._execute(groups, fn, take, sink.progress,
+                                    in_flight=_in_flight(self.settings, workers))
+            except _Broken:
+                return None
+            outs = sink.outs
+            if any(out.misrouted for out in outs):
+                return None
+            gaps = check_runs(outs, signals)
+            if gaps is None:
+                return None
+            if not gaps:
+                break
+            batch = retry_gaps(gaps, tasks)  # a piece's guess missed its lines: look again
+        else:
+            return None
+        sink.progress()
+        outs = sink.outs
+        total = sum(out.evaluated + out.failed + len(out.market_rejected) for out in outs)
+        return sink, PieceLines(outs), total, None, (0, 0)
+
+    async def by_lines(
+        self, inputs: Inputs, on_lines: Callable[[bytes], None] | None
+    ) -> Outcome:
+        """Plan the input line by line, then evaluate its chunks, cornering any crash."""
+        job = self.job
+        work = plan_workload(
+            inputs.data(job.markets), job.markets.name, inputs.data(job.signals),
+            job.signals.name, self.settings.batch_size, self.keep,
+        )
+        fn = self._inline_fn(work.markets_total)
+        sink = Sink(
+            on_lines, self.on_progress, lambda: work.markets_total,
+            rejected=work.rejected, done_before=work.markets_total - sum(work.chunk_sizes()),
+        )
+        pool = self.pool
+        workers = 1 if fn is not None or pool is None else pool.workers
+        per, in_flight = _grouping(self.settings, workers, work.chunk_count)
+        indexes = range(work.chunk_count)
+        groups = [[work.task(i) for i in indexes[first : first + per]]
+                  for first in range(0, work.chunk_count, per)]
+        supervisor = None
+        if fn is None and pool is not None:
+            supervisor = Supervisor(pool, job, work.markets_total)
+        await self._execute(groups, fn, lambda out: sink.add(out, work.chunk_size(out.index)),
+                            sink.progress, in_flight=in_flight, supervisor=supervisor,
+                            work=work)
+        sink.progress()
+        counts = (supervisor.retries, supervisor.timeouts) if supervisor else (0, 0)
+        return sink, work, work.markets_total, work.signals_total, counts
+
+    async def _execute(
+        self,
+        groups: list[list[Task]],
+        fn: Evaluator | None,
+        take: Callable[[ChunkOut], None],
+        progress: Callable[[], None],
+        *,
+        in_flight: int,
+        supervisor: Supervisor | None = None,
+        work: Workload | None = None,
+    ) -> None:
+        """Evaluate each group of tasks (one submission each), here or in the pool. Without a
+        `supervisor`, a broken pool raises `_Broken` (after a rebuild)."""
+        if fn is not None:
+            with inline_state(fn) as state:
+                for tasks in groups:
+                    for out in _OUTS.decode(evaluate_tasks(tasks, self.job, state)):
+                        take(out)
+                    progress()
+            return
+        pool = self.pool
+        assert pool is not None
+        watcher = supervisor or Supervisor(pool, self.job, 0)
+        pending: dict[asyncio.Future[bytes], list[Task]] = {}
+        lost: list[int] = []
+        following = 0
+        watching = asyncio.create_task(watcher.watch())
+        try:
+            while following < len(groups) or pending or lost:
+                if lost and not pending:
+                    pool.rebuild()
+                    if supervisor is None or work is None:
+                        raise _Broken
+                    for out in await supervisor.isolate(lost, work.task):
+                        take(out)
+                    progress()
+                    lost.clear()
+                    continue
+                while not lost and following < len(groups) and len(pending) < in_flight:
+                    tasks = groups[following]
+                    following += 1
+                    try:
+                        submitted = pool.submit(worker.run_submission, tasks, self.job)
+                    except BrokenProcessPool:
+                        lost.extend(task.index for task in tasks)
+                        break
+                    pending[asyncio.wrap_future(submitted)] = tasks
+                if not pending:
+                    continue
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    tasks = pending.pop(finished)
+                    error = finished.exception()
+                    if error is None:
+                        for out in _OUTS.decode(finished.result()):
+                            take(out)
+                    elif isinstance(error, BrokenProcessPool):
+                        lost.extend(task.index for task in tasks)
+                    else:
+                        raise CycleError(f"a worker failed: {error!r}") from error
+                progress()
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            for future in pending:
+                future.cancel()
+
+
+def _groups(tasks: list[Task], sizes: dict[int, int], most: int) -> list[list[Task]]:
+    """Pieces run here in calls of up to `MAX_PIECE_BYTES` of market lines and `most` pieces:
+    the pieces of a small input share one kernel pass."""
+    groups: list[list[Task]] = []
+    held = MAX_PIECE_BYTES
+    for task in tasks:
+        size = sizes[task.index]
+        if held + size > MAX_PIECE_BYTES or len(groups[-1]) >= most:
+            groups.append([])
+            held = 0
+        groups[-1].append(task)
+        held += size
+    return groups
+
+
+def _in_flight(settings: BatchSettings, workers: int) -> int:
+    """Pieces in flight: a couple per worker, within `max_concurrency`."""
+    return max(1, min(max(1, workers) * _QUEUED_PER_WORKER, settings.max_concurrency))
+
+
+def _grouping(settings: BatchSettings, workers: int, chunks: int) -> tuple[int, int]:
+    """Chunks per submission, and submissions in flight, within `max_concurrency` chunks."""
+    concurrency = max(1, settings.max_concurrency)
+    queued = workers * _QUEUED_PER_WORKER
+    wanted = -(-_SUBMISSION_MARKETS // max(1, settings.batch_size))
+    balanced = max(1, -(-chunks // queued))  # small cycles: spread over every worker
+    per_submission = max(1, min(wanted, balanced, concurrency // queued or 1))
+    return per_submission, max(1, concurrency // per_submission)
