@@ -10,8 +10,10 @@ JSON-lines files, as `stress` writes it, then full cycles (read, decode, evaluat
 encode, write) run on those files as file sources with `workers=0` and with the pool, each with
 `batch.kernel` scalar (the baseline, measured in the same run) and columnar, in turn; the best of
 `--repeats` runs of each is printed (one run each at a million markets) with its peak memory (the
-cycle's `rss_mb`: summed PSS of pomabotd and its workers), and the columnar/scalar and
-pool/in-process ratios. Warm 1,000- and 10,000-market cycles with the default settings are timed
+cycle's `rss_mb`: summed PSS of pomabotd and its workers; both runtimes live in this one
+process, so the pool's figure also carries what the in-process runs left in its heap: `stress`
+in a fresh process gives the pool's own), and the columnar/scalar and pool/in-process ratios.
+Warm 1,000- and 10,000-market cycles with the default settings are timed
 repeatedly at the end (their median and least). Every figure printed is measured here, none is
 assumed; the load average is printed first and last.
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 from pomabotd.cycle import InputLoader, Portfolio, run_cycle
 from pomabotd.domain.models import RiskLimits
 from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.log import configure_logging
 from pomabotd.output import Ledger
 from pomabotd.sources.jsonl import JsonlMarkets, JsonlSignals
 from pomabotd.sources.registry import Sources
@@ -75,6 +78,7 @@ def main() -> None:
                         help="runs per configuration below 1e6 markets; the best counts")
     parser.add_argument("--warm-runs", type=int, default=30)
     args = parser.parse_args()
+    configure_logging("WARNING")
 
     print(f"pool: {args.workers} workers, batch_size {args.batch_size}; cores {os.cpu_count()}; "
           f"load average {os.getloadavg()[0]:.2f}")

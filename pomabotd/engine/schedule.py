@@ -43,7 +43,7 @@ __all__ = ["BatchSettings", "Outcome", "Schedule"]
 _SUBMISSION_MARKETS: Final = 1024
 #: Submissions queued per worker, so a worker never waits for the parent.
 _QUEUED_PER_WORKER: Final = 2
-_INLINE_BELOW: Final = 500
+_INLINE_BELOW: Final = 2000
 #: Inputs up to this size are counted line by line to decide whether a run is small.
 _COUNTED_BYTES: Final = 1 << 20
 _BUILTIN: Final = "pomabotd:evaluate_market"
