@@ -58,8 +58,6 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     finds the run of lines about its markets itself (reading past the window as far as the
     run goes) and reports where it lies. `only` >= 0 evaluates just that market of the task and
     reports no refused lines; the supervisor uses it to find which market kills its worker.
-    `verify`: the signal ranges were cut assuming market order, and every one of their lines
-    must be about the task's markets.
     """
 
     index: int
