@@ -23,6 +23,7 @@ from pomabotd.cycle import (
     CycleReport,
     LedgerOnDemand,
     batch_settings,
+    halt_policy,
     run_cycle,
 )
 from pomabotd.daemon.loop import Daemon
@@ -36,6 +37,7 @@ from pomabotd.replay.run import ReplayReport, report_json
 from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
 from pomabotd.report import read_run
+from pomabotd.resume import request_resume
 from pomabotd.sources import SourceStats, open_sources
 from pomabotd.sources.synthetic import NAME as SYNTHETIC
 from pomabotd.stress import PRESETS, StressReport, run_stress
@@ -273,7 +275,8 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         with Runtime(batch_settings(config)) as runtime, LedgerOnDemand(out) as ledger:
             async with open_sources(config) as sources:
                 return await run_cycle(runtime, sources, ledger.portfolio(), ledger,
-                                       config.risk_limits(), as_of=when, clock=_now)
+                                       config.risk_limits(), as_of=when, clock=_now,
+                                       halt=halt_policy(config))
 
     with _errors_as_exit_codes():
         report = _until_signal(one_cycle)
@@ -362,6 +365,11 @@ def status(addr: str | None, config_path: Path | None, as_json: bool) -> None:
         click.echo(f"{state} (pid {body.get('pid')}, up {body.get('uptime_s')} s, "
                    f"{body.get('cycles_ok')} cycles ok, {body.get('cycles_failed')} failed)")
         click.echo(str(body.get("summary", "")))
+        if body.get("halted"):
+            pending = "; a resume request waits for the next cycle" \
+                if body.get("resume_pending") else ""
+            click.echo(f"halted since cycle {body.get('halted_since_cycle')}: "
+                       f"{body.get('halt_reason')}{pending}")
     if not healthy:
         raise SystemExit(1)
 
@@ -383,8 +391,26 @@ def _summary(report: CycleReport) -> str:
     lines += [
         f"  close {c.market_id} {c.exit_reason} P&L ${c.pnl_usd:,.2f}" for c in report.closed
     ]
+    lines += _halt_summary(report)
     lines.append(f"  lines appended to {report.output_dir}/positions.jsonl and metrics.jsonl")
     return "\n".join(lines)
+
+
+def _halt_summary(report: CycleReport) -> list[str]:
+    step = report.halt
+    lines = []
+    if step.lifted == "resume":
+        lines.append("  halt lifted by `pomabotd resume`")
+    elif step.lifted == "configuration":
+        lines.append(f"  halt lifted by a configuration change ({', '.join(step.changed)})")
+    if step.state.halted:
+        lines.append(
+            f"  HALTED since cycle {step.state.since_cycle}, no position opened: "
+            f"{step.state.reason}"
+        )
+        lines.append(f"  lift it with `pomabotd resume --out {report.output_dir}` or a change of "
+                     "[risk], [strategy] or batch.evaluator")
+    return lines
 
 
 @main.command("config")
@@ -593,3 +619,28 @@ def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> Non
         run = read_run(source)
     for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
         click.echo(f"plot written to {path}")
+
+
+# --- Halt rules: resume ------------------------------------------------------------------------
+
+
+@main.command()
+@_out_option
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def resume(out_dir: Path | None, config_path: Path | None) -> None:
+    """Lift the halt of an output directory at its next cycle, daemon running or not."""
+    config = _load_config(config_path, {
+        "daemon.output_dir": str(out_dir) if out_dir is not None else None,
+    })
+    out = Path(config.daemon.output_dir)
+    with _errors_as_exit_codes(input_is_usage=True):
+        outcome = request_resume(out, _now())
+    if not outcome.halted:
+        click.echo(f"{out} is not halted: nothing to resume")
+        return
+    click.echo(
+        f"resume requested for {out}: the halt of cycle {outcome.since_cycle} "
+        f"({outcome.reason}) is lifted at the start of the next cycle (a running daemon's, or "
+        "the next run or run-once), and the halt rules then judge only what closes after it"
+    )

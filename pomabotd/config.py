@@ -28,6 +28,7 @@ from typing import Any, Final, Literal, NamedTuple
 from msgspec import Struct
 
 from pomabotd.domain.models import RiskLimits
+from pomabotd.domain.research import HaltRules
 from pomabotd.errors import ConfigError
 
 __all__ = [
@@ -133,6 +134,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     sources: SourcesConfig
     daemon: DaemonConfig
     log: LogConfig
+    halt: HaltRules
     path: str | None
     provenance: dict[str, str]
     warnings: tuple[str, ...] = ()
@@ -150,6 +152,15 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     def risk_limits(self) -> RiskLimits:
         """The `risk.*` section as the domain's `RiskLimits`."""
         return self.risk
+
+    def decision_settings(self) -> dict[str, str | int | float | bool]:
+        """The keys that make the decisions (`[risk]`, `[strategy]` and `batch.evaluator`)
+        with their values: a change of any of them lifts a halt (`pomabotd.domain.halt`)."""
+        return {
+            key: self.value(key)
+            for key in _KEYS
+            if key.split(".", 1)[0] in _DECISION_SECTIONS or key == "batch.evaluator"
+        }
 
 
 class _Key(NamedTuple):
@@ -308,7 +319,18 @@ _KEYS: Final[dict[str, _Key]] = {
         lambda v: v in LOG_FORMATS,
     ),
     "log.file": _Key("str", "", None, "a file path or empty"),
+    "halt.coverage_tolerance": _Key(
+        "float", 15.0, None, "a number from 0 to 100 (points)", lambda v: 0 <= v <= 100
+    ),
+    "halt.min_resolved": _Key("int", 20, None, "an integer >= 1", lambda v: v >= 1),
+    "halt.high_confidence": _Key(
+        "float", 80.0, None, "a number from 0 to 100", lambda v: 0 <= v <= 100
+    ),
+    "halt.min_per_bucket": _Key("int", 10, None, "an integer >= 1", lambda v: v >= 1),
+    "halt.invalidation_streak": _Key("int", 3, None, "an integer >= 1", lambda v: v >= 1),
 }
+#: Sections whose keys make the decisions; see `Config.decision_settings`.
+_DECISION_SECTIONS: Final = ("risk", "strategy")
 
 _ENV_TO_KEY: Final = {spec.env: key for key, spec in _KEYS.items() if spec.env}
 _SECTIONS: Final = tuple(dict.fromkeys(key.split(".", 1)[0] for key in _KEYS))
@@ -318,6 +340,7 @@ _SECTION_TYPES: Final[dict[str, type[Struct]]] = {
     "sources": SourcesConfig,
     "daemon": DaemonConfig,
     "log": LogConfig,
+    "halt": HaltRules,
 }
 #: How the command line spells the flags it passes; other keys are shown by their dotted name.
 _FLAG_NAMES: Final = {

@@ -36,7 +36,7 @@ from typing import Final
 
 from pomabotd._version import __version__
 from pomabotd.config import Config
-from pomabotd.cycle import Portfolio, batch_settings, run_cycle
+from pomabotd.cycle import Portfolio, batch_settings, halt_policy, run_cycle
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
@@ -158,7 +158,7 @@ class Daemon:
         cycle_id = state.portfolio.last_cycle_id + 1
         task = asyncio.create_task(run_cycle(
             self._runtime, self._sources, state.portfolio, self._ledger, config.risk_limits(),
-            as_of=self._as_of, clock=_now,
+            as_of=self._as_of, clock=_now, halt=halt_policy(config),
         ))
         state.cycle_started = time.monotonic()
         try:

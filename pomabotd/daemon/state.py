@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -19,6 +20,7 @@ from pomabotd.config import Config
 from pomabotd.cycle import CycleReport, Portfolio
 from pomabotd.domain.portfolio import equity
 from pomabotd.domain.selection import portfolio_risk_pct
+from pomabotd.resume import RESUME_FILE
 
 __all__ = ["FEED_RESULTS", "NEWS_TOTALS", "TOTALS", "DaemonState"]
 
@@ -95,7 +97,12 @@ class DaemonState:
         return portfolio_risk_pct(self.portfolio.open_positions, self.equity_usd())
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body): healthy while not stopping and the last cycle, if any, succeeded."""
+        """(healthy, body): healthy while not stopping and the last cycle, if any, succeeded.
+
+        A halt leaves the daemon healthy: it is alive and doing what it was built to do (it
+        still evaluates, marks and closes); the body says `halted` and why, and whether a
+        `pomabotd resume` request waits for the next cycle.
+        """
         reason = None
         if self.stopping:
             reason = "stopping"
@@ -122,8 +129,21 @@ class DaemonState:
             ),
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
+            **self.halt_fields(),
         }
         return healthy, body
+
+    def halt_fields(self) -> dict[str, Any]:
+        """The halt rules' state for `/healthz`."""
+        halt = self.portfolio.halt
+        return {
+            "halted": halt.halted,
+            "halt_rule": halt.rule,
+            "halt_reason": halt.reason,
+            "halted_since_cycle": halt.since_cycle,
+            "halt_judging_since_cycle": halt.judging_since,
+            "resume_pending": (Path(self.config.daemon.output_dir) / RESUME_FILE).exists(),
+        }
 
     def summary(self) -> str:
         """One line on the last cycle, for systemd's `STATUS=` and for `pomabotd status`."""
@@ -142,4 +162,7 @@ class DaemonState:
             f"{m.selected} opened, {m.closed} closed in {m.processing_time_ms / 1000:.2f} s; "
             f"{m.open_positions} open, equity ${m.equity_usd:,.2f}"
         )
+        halt = self.portfolio.halt
+        if halt.halted:
+            line += f"; HALTED since cycle {halt.since_cycle} ({halt.rule}), opening nothing"
         return f"{prefix}; last {line}" if prefix else line

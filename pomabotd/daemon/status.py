@@ -1,6 +1,7 @@
 """The status endpoint, served on the daemon's own event loop (aiohttp).
 
-    GET /healthz           200 with a JSON body while healthy, 503 with the reason otherwise
+    GET /healthz           200 with a JSON body while healthy, 503 with the reason otherwise;
+                           the body says whether the halt rules stopped new positions, and why
     GET /api/batch/config  the effective configuration, each key with its value and source
     GET /api/positions     open positions, equity, realized P&L, portfolio risk
     GET /metrics           Prometheus text exposition (prometheus-client, private registry)
@@ -46,6 +47,7 @@ METRIC_NAMES: Final = (
     "pomabotd_equity_usd",
     "pomabotd_realized_pnl_usd",
     "pomabotd_portfolio_risk_percent",
+    "pomabotd_halted",
 )
 #: Counters labelled by source name, exposed once a source has something to count.
 PER_SOURCE_METRIC_NAMES: Final = (
@@ -139,6 +141,9 @@ class _StateCollector(Collector):
             ("pomabotd_realized_pnl_usd", "Realized P&L of closed positions, in USD.",
              state.portfolio.realized_pnl_usd),
             ("pomabotd_portfolio_risk_percent", "Open risk in % of equity.", state.risk_pct()),
+            ("pomabotd_halted",
+             "1 while the halt rules keep the daemon from opening positions, else 0.",
+             1.0 if state.portfolio.halt.halted else 0.0),
         ]
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=value)
