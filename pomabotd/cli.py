@@ -525,7 +525,9 @@ def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
 
 @main.command()
 @click.option("--markets", required=True, metavar="RESOLVED",
-              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at.")
+              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at, "
+                   "or gamma:PATH (a saved Gamma JSON array whose closed markets priced 1/0 "
+                   "carry price_<D>d).")
 @click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
 @click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
               metavar="D", help="Evaluate each market D whole days before its closes_at.")
@@ -570,10 +572,14 @@ def _fixed(value: float | None, digits: int) -> str:
 
 def _replay_summary(report: ReplayReport) -> str:
     r = report
+    no_price = (
+        f"{r.skipped_no_horizon_price} without price_{r.as_of_days_before}d, "
+        if r.skipped_no_horizon_price else ""
+    )
     lines = [
         f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
         f"closing ({r.records:,} records: {r.skipped_no_closes_at} without closes_at, "
-        f"{r.skipped_unresolved} unresolved, {r.failed} failed; {r.rejected} rejected; "
+        f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; {r.rejected} rejected; "
         f"{r.signals:,} signals used, {r.signals_after_evaluation:,} stamped too late)",
         f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
         f"(expected {_share(r.expected_coverage)})",
