@@ -27,12 +27,14 @@ from typing import Any, Final, Literal, NamedTuple
 
 from msgspec import Struct
 
+from pomabotd.domain.belief import PRIORS, Prior
 from pomabotd.domain.models import RiskLimits
 from pomabotd.domain.research import HaltRules
 from pomabotd.errors import ConfigError
 
 __all__ = [
     "CONFIG_ENV_VAR",
+    "KERNELS",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "BatchConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "DaemonConfig",
     "LogConfig",
     "SourcesConfig",
+    "StrategyConfig",
     "default_config_path",
     "keys",
     "load",
@@ -48,6 +51,9 @@ __all__ = [
 
 #: Names a config file when `--config` is not given.
 CONFIG_ENV_VAR: Final = "POMABOTD_CONFIG"
+
+#: `batch.kernel`: how the built-in evaluator runs, on numpy columns or market by market.
+KERNELS: Final = ("columnar", "scalar")
 
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("auto", "json", "text")
@@ -65,6 +71,13 @@ class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     timeout_ms: int
     retry_attempts: int
     evaluator: str
+    kernel: Literal["columnar", "scalar"]
+
+
+class StrategyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the built-in evaluator forms its beliefs (SPEC section 3)."""
+
+    prior: Prior
 
 
 class SourcesConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -131,6 +144,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     batch: BatchConfig
     risk: RiskLimits
+    strategy: StrategyConfig
     sources: SourcesConfig
     daemon: DaemonConfig
     log: LogConfig
@@ -230,6 +244,13 @@ _KEYS: Final[dict[str, _Key]] = {
         "of the form 'module:function'",
         _valid_evaluator_spec,
     ),
+    "batch.kernel": _Key(
+        "str",
+        "columnar",
+        "BATCH_KERNEL",
+        "'columnar' or 'scalar'",
+        lambda v: v in KERNELS,
+    ),
     "risk.min_edge": _Key("float", 15.0, "BATCH_MIN_EDGE", "a number >= 0", lambda v: v >= 0),
     "risk.max_portfolio_risk": _Key(
         "float",
@@ -260,6 +281,7 @@ _KEYS: Final[dict[str, _Key]] = {
     ),
     "risk.min_position_usd": _Key("float", 1.0, None, "a number >= 0", lambda v: v >= 0),
     "risk.portfolio_value": _Key("float", 10000.0, None, "a number > 0", lambda v: v > 0),
+    "strategy.prior": _Key("str", "fixed", None, "'fixed' or 'market'", lambda v: v in PRIORS),
     "sources.markets": _Key(
         "str",
         "synthetic",
@@ -337,6 +359,7 @@ _SECTIONS: Final = tuple(dict.fromkeys(key.split(".", 1)[0] for key in _KEYS))
 _SECTION_TYPES: Final[dict[str, type[Struct]]] = {
     "batch": BatchConfig,
     "risk": RiskLimits,
+    "strategy": StrategyConfig,
     "sources": SourcesConfig,
     "daemon": DaemonConfig,
     "log": LogConfig,

@@ -61,7 +61,7 @@ __all__ = [
 
 
 def batch_settings(config: Config) -> BatchSettings:
-    """The runtime's settings from the `batch.*` section."""
+    """The runtime's settings from the `batch.*` section and the strategy's prior."""
     batch = config.batch
     return BatchSettings(
         workers=batch.workers,
@@ -70,6 +70,8 @@ def batch_settings(config: Config) -> BatchSettings:
         timeout_ms=batch.timeout_ms,
         retry_attempts=batch.retry_attempts,
         evaluator=batch.evaluator,
+        kernel=batch.kernel,
+        prior=config.strategy.prior,
     )
 
 

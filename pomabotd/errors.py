@@ -6,9 +6,11 @@
     ├── LedgerError          positions.jsonl / metrics.jsonl cannot be read back safely
     ├── MissingExtraError    an optional feature's extra is not installed (exit 2)
     ├── FetchError           one request to an outside system failed after its retries
-    └── CycleError           a cycle could not complete (exit 1)
-        ├── PoolCrashLoopError   every rebuilt worker pool died at once
-        └── SourceError          a source yielded nothing usable (unreachable, all refused)
+    ├── CycleError           a cycle could not complete (exit 1)
+    │   ├── PoolCrashLoopError   every rebuilt worker pool died at once
+    │   └── SourceError          a source yielded nothing usable (unreachable, all refused)
+    └── KernelInputError     input the columnar kernel does not evaluate exactly; the engine
+                             evaluates it market by market instead, so users never see it
 
 A single bad record is not an exception: it becomes a `Rejected` value with its line and field,
 and the rest of the input still runs.
@@ -21,6 +23,7 @@ __all__ = [
     "CycleError",
     "FetchError",
     "InputError",
+    "KernelInputError",
     "LedgerError",
     "MissingExtraError",
     "PomabotdError",
@@ -55,6 +58,11 @@ class CycleError(PomabotdError):
 
 class PoolCrashLoopError(CycleError):
     """The worker pool kept dying as soon as it was rebuilt."""
+
+
+class KernelInputError(PomabotdError):
+    """The columnar kernel was given what it does not evaluate exactly (repeated market ids,
+    times too far apart); the scalar path evaluates it."""
 
 
 class SourceError(CycleError):

@@ -302,6 +302,28 @@ def test_out_that_is_a_file_is_a_usage_error(run_cli: RunCli, tmp_path: Path):
     assert target.read_text() == "keep me"
 
 
+def test_both_kernels_open_the_same_positions_and_the_prior_matters(
+    run_cli: RunCli, tmp_path: Path
+):
+    """run-once on the synthetic default writes identical positions with BATCH_KERNEL=scalar
+    and with the default columnar kernel; `strategy.prior = "market"` changes what is opened,
+    the same way under both kernels."""
+    config = tmp_path / "market-prior.toml"
+    config.write_text('[strategy]\nprior = "market"\n')
+    positions = {}
+    for kernel in ("columnar", "scalar"):
+        for prior, extra in (("fixed", ()), ("market", ("--config", str(config)))):
+            out = tmp_path / f"{kernel}-{prior}"
+            result = run_cli("run-once", "--as-of", AS_OF_TEXT, "--out", str(out), *extra,
+                             env={"BATCH_KERNEL": kernel})
+            assert result.returncode == 0, result.stderr
+            positions[kernel, prior] = (out / "positions.jsonl").read_bytes()
+    assert positions["columnar", "fixed"] == positions["scalar", "fixed"]
+    assert positions["columnar", "market"] == positions["scalar", "market"]
+    assert positions["columnar", "fixed"] != positions["columnar", "market"]
+    assert positions["columnar", "fixed"].count(b'"event":"open"') > 0
+
+
 def test_run_once_with_batch_disabled_runs_no_cycle(run_cli: RunCli, tmp_path: Path):
     """BATCH_MODE_ENABLED=false: run-once says so, exits 0 and writes nothing."""
     result = run_cli("run-once", "--out", str(tmp_path / "o"),

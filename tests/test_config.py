@@ -31,6 +31,7 @@ SPEC_ENV = {
     "batch.timeout_ms": "BATCH_TIMEOUT_MS",
     "batch.retry_attempts": "BATCH_RETRY_ATTEMPTS",
     "batch.evaluator": "BATCH_EVALUATOR",
+    "batch.kernel": "BATCH_KERNEL",
     "risk.min_edge": "BATCH_MIN_EDGE",
     "risk.max_portfolio_risk": "BATCH_MAX_PORTFOLIO_RISK",
     "risk.require_diversification": "BATCH_REQUIRE_DIVERSIFICATION",
@@ -63,6 +64,8 @@ def test_defaults_without_file() -> None:
     assert config.batch.timeout_ms == 5000
     assert config.batch.retry_attempts == 2
     assert config.batch.evaluator == "pomabotd:evaluate_market"
+    assert config.batch.kernel == "columnar"
+    assert config.strategy.prior == "fixed"
     assert config.sources.markets == "synthetic"
     assert config.sources.signals == ""
     assert config.sources.synthetic_markets == 1000
@@ -82,8 +85,8 @@ def test_risk_defaults_are_the_domain_defaults() -> None:
 
 
 def test_env_names_are_the_spec_table() -> None:
-    """Exactly the SPEC table's keys (plus the evaluator and the log format) read an
-    environment variable."""
+    """Exactly the SPEC table's keys (plus the evaluator, the kernel and the log format) read
+    an environment variable."""
     assert {k: v for k, v in keys().items() if v} == {
         **SPEC_ENV, "log.format": "POMABOTD_LOG_FORMAT"
     }
@@ -115,6 +118,26 @@ def test_precedence_across_all_four_layers(tmp_path: Path) -> None:
     assert config.daemon.output_dir == "pomabotd-output"
     assert config.provenance["daemon.output_dir"] == "default"
     assert config.path == str(path)
+
+
+def test_kernel_and_prior_are_checked_and_sourced(tmp_path: Path) -> None:
+    """`batch.kernel` reads BATCH_KERNEL and `strategy.prior` the file; a bad value of either
+    is refused naming the key, the allowed values and the source."""
+    path = write(tmp_path, '[strategy]\nprior = "market"\n')
+    config = load(path, {"BATCH_KERNEL": "scalar"}, {})
+    assert (config.batch.kernel, config.provenance["batch.kernel"]) == (
+        "scalar", "env:BATCH_KERNEL"
+    )
+    assert (config.strategy.prior, config.provenance["strategy.prior"]) == (
+        "market", f"file:{path}"
+    )
+    assert refusal(None, {"BATCH_KERNEL": "gpu"}) == (
+        "batch.kernel must be 'columnar' or 'scalar', got 'gpu' (from env BATCH_KERNEL)"
+    )
+    bad = write(tmp_path, '[strategy]\nprior = "crowd"\n', "bad.toml")
+    assert refusal(bad) == (
+        f"strategy.prior must be 'fixed' or 'market', got 'crowd' (from file {bad})"
+    )
 
 
 def test_describe_is_json_ready_with_every_key(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The deterministic belief update of SPEC section 3.
 
-A market starts from a fixed prior range and each eligible signal, in timestamp order, moves or
-widens that range; confidence is recomputed from scratch after every applied signal so that the
+A market starts from a prior range (`strategy.prior`: the fixed 45-55, or 10 points centred on
+its price) and each eligible signal, in timestamp order, moves or widens that range;
+confidence is recomputed from scratch after every applied signal so that the
 result depends only on which signals were applied, never on floating-point drift from
 incremental bookkeeping.
 """
@@ -11,17 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from operator import attrgetter
-from typing import Final
+from typing import Final, Literal
 
 from msgspec import Struct
 
 from pomabotd.domain.models import IMPACT_CAP, Belief, Market, Signal
 
 __all__ = [
+    "PRIORS",
     "BeliefUpdate",
+    "Prior",
     "check_invariant",
     "decay_confidence",
     "prior",
+    "prior_range",
     "recompute_confidence",
     "shift_range",
     "update_belief",
@@ -30,11 +34,17 @@ __all__ = [
 PRIOR_LOW: Final = 45.0
 PRIOR_HIGH: Final = 55.0
 PRIOR_CONFIDENCE: Final = 50.0
+#: Half the width of the `market` prior, in points.
+MARKET_PRIOR_HALF_WIDTH: Final = 5.0
 _MIN_CONFIDENCE: Final = 30.0
 _MAX_CONFIDENCE: Final = 95.0
 _DAY_SECONDS: Final = 86400.0
 _DIRECTION: Final[dict[str, float]] = {"up": 1.0, "down": -1.0, "neutral": 0.0}
 _by_timestamp: Final = attrgetter("timestamp")
+
+Prior = Literal["fixed", "market"]
+"""`strategy.prior`: where every market's belief starts (SPEC section 3)."""
+PRIORS: Final[tuple[Prior, ...]] = ("fixed", "market")
 
 
 class BeliefUpdate(Struct, frozen=True):
@@ -47,8 +57,18 @@ class BeliefUpdate(Struct, frozen=True):
 
 
 def prior(unknowns: int) -> Belief:
-    """The belief every market starts from before any signal (SPEC section 3)."""
+    """The fixed prior belief (SPEC section 3), the default every market starts from."""
     return Belief(PRIOR_LOW, PRIOR_HIGH, PRIOR_CONFIDENCE, unknowns)
+
+
+def prior_range(price: float, prior: Prior = "fixed") -> tuple[float, float]:
+    """The range a market priced at `price` starts from: 45-55 (`fixed`), or `market`'s
+    `max(0, price - 5)` to `min(100, price + 5)`, which starts from the crowd's view."""
+    if prior == "fixed":
+        return PRIOR_LOW, PRIOR_HIGH
+    low = price - MARKET_PRIOR_HALF_WIDTH
+    high = price + MARKET_PRIOR_HALF_WIDTH
+    return (low if low > 0.0 else 0.0), (high if high < 100.0 else 100.0)
 
 
 def shift_range(low: float, high: float, signal: Signal) -> tuple[float, float]:
@@ -99,15 +119,17 @@ def decay_confidence(confidence: float, days: float) -> float:
     return _clamp(confidence - 0.5 * days, _MIN_CONFIDENCE, _MAX_CONFIDENCE)
 
 
-def update_belief(market: Market, signals: Sequence[Signal], as_of: datetime) -> BeliefUpdate:
-    """Apply a market's signals to the prior, in timestamp order, and decay to `as_of`.
+def update_belief(
+    market: Market, signals: Sequence[Signal], as_of: datetime, *, prior: Prior = "fixed"
+) -> BeliefUpdate:
+    """Apply a market's signals to the `prior`, in timestamp order, and decay to `as_of`.
 
     Signals about other markets are ignored and not counted. A signal stamped after `as_of` is
     rejected: news from the future cannot be known at `as_of`, and skipping it keeps replays at a
     past `as_of` identical to what the daemon saw then. A speculative signal is rejected while no
     other signal has been applied to the market yet.
     """
-    low, high, confidence, applied, rejected, last = _fold(market, signals, as_of)
+    low, high, confidence, applied, rejected, last = _fold(market, signals, as_of, prior)
     return BeliefUpdate(Belief(low, high, confidence, market.unknowns), applied, rejected, last)
 
 
@@ -117,17 +139,17 @@ def check_invariant(before: Belief, after: Belief) -> bool:
 
 
 def _fold(
-    market: Market, signals: Sequence[Signal], as_of: datetime
+    market: Market, signals: Sequence[Signal], as_of: datetime, prior: Prior = "fixed"
 ) -> tuple[float, float, float, int, int, datetime | None]:
     """The update as plain values, for the signals of `market` among `signals`."""
     market_id = market.id
     return _fold_own(
-        market.unknowns, [s for s in signals if s.market_id == market_id], as_of
+        market, [s for s in signals if s.market_id == market_id], as_of, prior
     )
 
 
 def _fold_own(
-    unknowns: int, mine: Sequence[Signal], as_of: datetime
+    market: Market, mine: Sequence[Signal], as_of: datetime, prior: Prior = "fixed"
 ) -> tuple[float, float, float, int, int, datetime | None]:
     """The update of one market from its own signals, inlined for the hot evaluator.
 
@@ -137,12 +159,12 @@ def _fold_own(
     signals. Every float operation is the one `shift_range` and `recompute_confidence` perform,
     in the same order, so the results are bit-identical to folding with them step by step.
     """
+    low, high = (PRIOR_LOW, PRIOR_HIGH) if prior == "fixed" else prior_range(market.price, prior)
     if not mine:
-        return PRIOR_LOW, PRIOR_HIGH, PRIOR_CONFIDENCE, 0, 0, None
+        return low, high, PRIOR_CONFIDENCE, 0, 0, None
     if len(mine) > 1:
         mine = sorted(mine, key=_by_timestamp)
     cap = IMPACT_CAP
-    low, high = PRIOR_LOW, PRIOR_HIGH
     applied = rejected = authoritative = procedural = 0
     any_conflict = False
     last: datetime | None = None
@@ -195,7 +217,9 @@ def _fold_own(
     if last is None:
         return low, high, PRIOR_CONFIDENCE, 0, rejected, None
     days = 0.0 if previous is None else abs((last - previous).total_seconds()) / _DAY_SECONDS
-    confidence = recompute_confidence(authoritative, procedural, unknowns, any_conflict, days)
+    confidence = recompute_confidence(
+        authoritative, procedural, market.unknowns, any_conflict, days
+    )
     confidence = decay_confidence(confidence, (as_of - last).total_seconds() / _DAY_SECONDS)
     return low, high, confidence, applied, rejected, last
 

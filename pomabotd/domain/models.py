@@ -20,7 +20,6 @@ from msgspec import Meta, Struct
 __all__ = [
     "CATEGORIES",
     "CATEGORY_MIN_EDGE",
-    "CHECK_NAMES",
     "IMPACT_CAP",
     "SIGNAL_TYPES",
     "Belief",
@@ -71,19 +70,6 @@ IMPACT_CAP: Final[dict[str, float]] = {
     "interpretive": 7.0,
     "speculative": 3.0,
 }
-
-#: SPEC section 4: the ordered trade-eligibility checks; the first failure is reported.
-CHECK_NAMES: Final = (
-    "market_open",
-    "resolution_authority",
-    "objective_outcome",
-    "liquidity",
-    "belief_width",
-    "confidence",
-    "price_outside_range",
-    "edge",
-    "exit_plan",
-)
 
 _CATEGORY_SET: Final = frozenset(CATEGORIES)
 

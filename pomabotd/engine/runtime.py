@@ -30,13 +30,14 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from functools import partial
 from types import TracebackType
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 import psutil
 import tenacity
 from msgspec import Struct
 
+from pomabotd.domain.belief import Prior
 from pomabotd.domain.evaluate import evaluate_market
 from pomabotd.domain.models import Evaluation, Market
 from pomabotd.engine import worker
@@ -77,6 +78,10 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
     timeout_ms: int
     retry_attempts: int
     evaluator: str = "pomabotd:evaluate_market"
+    #: How the built-in evaluator runs (`batch.kernel`); a plugin always runs market by market.
+    kernel: Literal["columnar", "scalar"] = "columnar"
+    #: Where the built-in evaluator's beliefs start (`strategy.prior`).
+    prior: Prior = "fixed"
     #: With the built-in evaluator, a cycle of fewer markets runs in this process: below about
     #: this size the pool's round trips cost more than the work they share out.
     inline_below: int = _INLINE_BELOW
@@ -101,6 +106,8 @@ class RunResult(Struct, kw_only=True):
     peak_rss_mb: float
     cpu_percent: float
     wall_s: float
+    #: How many markets the columnar kernel evaluated; the rest ran market by market.
+    markets_columnar: int = 0
 
 
 class _Misrouted(Exception):
@@ -289,6 +296,8 @@ class Runtime:
                 on_lines is not None,
                 settings.timeout_ms,
                 settings.retry_attempts,
+                kernel=settings.kernel,
+                prior=settings.prior,
             )
             # Lines already handed to `on_lines` cannot be taken back, so only a cycle without
             # them may cut signals on the assumption of market order.
@@ -355,9 +364,14 @@ class Runtime:
         fn = fn or self._inline
         if fn is None:
             raise CycleError("the runtime is not started")
+        # Chunks grouped as a one-worker pool would group them, so that the columnar kernel
+        # takes as many markets at once here as in a worker.
+        count = work.chunk_count
+        step, _ = _grouping(self._settings, 1, count)
         with worker.inline_worker(fn) as state:
-            for index in range(work.chunk_count):
-                for out in _OUTS.decode(worker.evaluate_chunks([work.task(index)], job, state)):
+            for first in range(0, count, step):
+                tasks = [work.task(index) for index in range(first, min(count, first + step))]
+                for out in _OUTS.decode(worker.evaluate_chunks(tasks, job, state)):
                     sink.add(out)
                 sink.progress()
 
@@ -573,6 +587,7 @@ class _Sink:
         self._retries = 0
         self._timeouts = 0
         self._eval_us = 0.0
+        self._columnar = 0
 
     def add(self, out: ChunkOut) -> None:
         if out.misrouted:
@@ -601,6 +616,7 @@ class _Sink:
         self._retries += out.retries
         self._timeouts += out.timeouts
         self._eval_us += out.eval_us
+        self._columnar += out.columnar
         if self._on_lines is not None:
             self._pending[index] = out.lines
             while self._next in self._pending:
@@ -647,4 +663,5 @@ class _Sink:
             peak_rss_mb=peak_rss_mb,
             cpu_percent=cpu_percent,
             wall_s=wall_s,
+            markets_columnar=self._columnar,
         )

@@ -25,19 +25,24 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from itertools import groupby
 from multiprocessing import forkserver
 from operator import attrgetter
 from types import FrameType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
+import numpy as np
 import psutil
 import tenacity
 
-from pomabotd.domain.belief import prior
+from pomabotd.domain.belief import Prior, prior
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
+from pomabotd.engine.kernels import BatchEvaluator, batch_form
+from pomabotd.engine.kernels.columnar import PASSED, evaluations
+from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
 from pomabotd.wire import (
     Rejected,
     decode_markets,
@@ -99,7 +104,8 @@ class Task(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Job(msgspec.Struct, frozen=True, array_like=True):
-    """What every chunk of one cycle shares."""
+    """What every chunk of one cycle shares. `kernel` and `prior` apply to the built-in
+    evaluator only (`batch.kernel`, `strategy.prior`)."""
 
     as_of: datetime
     markets_source: str
@@ -107,6 +113,8 @@ class Job(msgspec.Struct, frozen=True, array_like=True):
     want_lines: bool
     timeout_ms: int
     retry_attempts: int
+    kernel: Literal["columnar", "scalar"] = "columnar"
+    prior: Prior = "fixed"
 
 
 class ChunkOut(msgspec.Struct, array_like=True):
@@ -115,6 +123,8 @@ class ChunkOut(msgspec.Struct, array_like=True):
     Rejected lines are numbered within the chunk's own bytes; the parent maps them back to the
     source's line numbers. `signals` counts the chunk's non-blank signal lines. `misrouted`
     says a `verify` chunk held a signal about another chunk's market, and nothing else is set.
+    `columnar` counts the markets the columnar kernel evaluated (the others ran market by
+    market).
     """
 
     index: int
@@ -132,6 +142,7 @@ class ChunkOut(msgspec.Struct, array_like=True):
     timeouts: int
     eval_us: float
     misrouted: bool = False
+    columnar: int = 0
 
 
 class WorkerState:
@@ -269,13 +280,24 @@ def run_submission(tasks: list[Task], job: Job) -> bytes:
 
 
 def evaluate_chunks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
-    """Evaluate chunks with the collector paused (they allocate much, and leave no cycles)."""
+    """Evaluate chunks with the collector paused (they allocate much, and leave no cycles).
+
+    The built-in evaluator with the columnar kernel takes every chunk it can decode at once,
+    in one kernel pass; the other chunks, and every chunk of a plugin, run market by market.
+    """
     state.configure(job.timeout_ms)
     enabled = gc.isenabled()
     gc.disable()
     state.busy.set()
     try:
-        return _PACK.encode([_evaluate_chunk(task, job, state) for task in tasks])
+        batch = batch_form(state.evaluator) if job.kernel == "columnar" else None
+        done = [None] * len(tasks) if batch is None else _columnar_chunks(tasks, job, batch)
+        return _PACK.encode(
+            [
+                out if out is not None else _evaluate_chunk(task, job, state)
+                for task, out in zip(tasks, done, strict=True)
+            ]
+        )
     finally:
         state.busy.clear()
         if enabled:
@@ -341,6 +363,123 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _columnar_chunks(
+    tasks: list[Task], job: Job, batch: BatchEvaluator
+) -> list[ChunkOut | None]:
+    """The chunks the columnar kernel evaluated, None for each one it left to the scalar path.
+
+    A chunk is taken only if its lines decode in one call with the same typed decoders as the
+    scalar path (so they passed the very same validation): any refused line, or any value out
+    of range, leaves the chunk to the scalar path, which names each refusal's line and field.
+    If the kernel raises, every chunk goes to the scalar path. Evaluations are built only for
+    candidates, held markets and, when lines are wanted, every market.
+    """
+    outs: list[ChunkOut | None] = [None] * len(tasks)
+    taken: list[tuple[int, Task, list[Market], list[Signal], dict[str, int]]] = []
+    markets: list[Market] = []
+    signals: list[Signal] = []
+    rows: list[int] = []
+    seen: dict[str, int] = {}
+    for position, task in enumerate(tasks):
+        if task.only >= 0:
+            continue
+        own_markets = _bulk(task.markets, _MARKETS)
+        own_signals = _bulk(task.signals, _SIGNALS) if task.signals else []
+        if own_markets is None or own_signals is None:
+            continue
+        index = {market.id: len(markets) + row for row, market in enumerate(own_markets)}
+        if len(index) != len(own_markets):
+            continue  # a repeated id: the scalar readers refuse the repeat by its line
+        own_rows = market_rows(own_signals, index)
+        if task.verify and -1 in own_rows:
+            outs[position] = ChunkOut(
+                index=task.index, lines=b"", candidates=[], markets=[], kept=[],
+                market_rejected=[], signal_rejected=[], failures=[], evaluated=0, failed=0,
+                signals=0, retries=0, timeouts=0, eval_us=0.0, misrouted=True,
+            )
+            continue
+        seen.update(index)
+        taken.append((position, task, own_markets, own_signals, index))
+        markets += own_markets
+        signals += own_signals
+        rows += own_rows
+    if not taken:
+        return outs
+    try:
+        if len(seen) != len(markets):
+            return outs  # chunks of one submission never share a market; be sure of it
+        started = _perf_ns()
+        columns = market_columns(markets)
+        verdicts = batch(columns, signal_columns(signals, rows), job.as_of, job.prior)
+        elapsed_us = (_perf_ns() - started) / 1000.0
+        per_market_us = elapsed_us / len(markets)
+        built = [
+            _columnar_out(task, job, own_markets, len(own_signals), index, columns, verdicts,
+                          per_market_us)
+            for _, task, own_markets, own_signals, index in taken
+        ]
+    except Exception:  # the scalar path is the reference: it evaluates what the kernel cannot
+        return [out if out is not None and out.misrouted else None for out in outs]
+    for (position, *_), out in zip(taken, built, strict=True):
+        outs[position] = out
+    return outs
+
+
+def _columnar_out(
+    task: Task,
+    job: Job,
+    own_markets: list[Market],
+    signal_count: int,
+    index: dict[str, int],
+    columns: Any,
+    verdicts: Any,
+    per_market_us: float,
+) -> ChunkOut:
+    """One chunk's share of a kernel pass, as the scalar path would report it."""
+    first = index[own_markets[0].id]
+    count = len(own_markets)
+    keep = task.keep
+    want_lines = job.want_lines
+    if want_lines:
+        wanted = np.arange(first, first + count)
+    else:
+        wanted = np.flatnonzero(verdicts.failed[first : first + count] == PASSED) + first
+        if keep:
+            held = [index[market_id] for market_id in keep if market_id in index]
+            wanted = np.union1d(wanted, np.asarray(held, np.int64))
+    built = evaluations(columns, verdicts, job.as_of, wanted.tolist(), per_market_us)
+    records = columns.records
+    candidates: list[Evaluation] = []
+    chosen: list[Market] = []
+    kept: list[Evaluation] = []
+    for row, evaluation in zip(wanted.tolist(), built, strict=True):
+        market = records[row]
+        if evaluation.failed_check is None:
+            candidates.append(evaluation)
+            chosen.append(market)
+        if keep and market.id in keep:
+            kept.append(evaluation)
+            if evaluation.failed_check is not None:
+                chosen.append(market)
+    return ChunkOut(
+        index=task.index,
+        lines=_LINES.encode_lines(built) if want_lines else b"",
+        candidates=candidates,
+        markets=chosen,
+        kept=kept,
+        market_rejected=[],
+        signal_rejected=[],
+        failures=[],
+        evaluated=count,
+        failed=0,
+        signals=signal_count,
+        retries=0,
+        timeouts=0,
+        eval_us=per_market_us * count,
+        columnar=count,
+    )
+
+
 def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
     """Decode a chunk, evaluate each market once (retrying failures), keep what is needed."""
     markets, market_rejected = _decode(
@@ -360,10 +499,12 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
         markets = markets[task.only : task.only + 1]
         market_rejected, signal_rejected = [], []
     by_market = grouped.get
-    fn = state.evaluator
+    builtin = state.evaluator is evaluate_market
+    fn = _evaluator(state, job)
     # The built-in evaluator's verdict alone decides whether a market is kept when no lines are
     # wanted; `evaluate_tradeable` reaches it without writing the sentences of dropped markets.
-    screen = fn is evaluate_market and not job.want_lines
+    screen = builtin and not job.want_lines
+    prior_used = job.prior
     as_of = job.as_of
     slots = state.slots
     slot = state.slot
@@ -383,7 +524,7 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
         slots[slot] = started
         try:
             if screen and not (keep and market.id in keep):
-                screened = evaluate_tradeable(market, market_signals, as_of)
+                screened = evaluate_tradeable(market, market_signals, as_of, prior=prior_used)
                 if screened is None:
                     eval_us += (_perf_ns() - started) / 1000.0
                     evaluated += 1
@@ -393,14 +534,16 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
                 evaluation = fn(market, market_signals, as_of)
         except BaseException as exc:  # a plugin's SystemExit fails its market only
             slots[slot] = 0
-            evaluation = _recover(state, market, market_signals, as_of, exc, job, counts)
+            evaluation = _recover(state, fn, market, market_signals, as_of, exc, job, counts)
         else:
             finished = _perf_ns()
             slots[slot] = 0
             try:
-                evaluation = _accepted(evaluation, market, fn, finished - started)
+                evaluation = _accepted(evaluation, market, builtin, finished - started)
             except _Garbage as garbage:
-                evaluation = _recover(state, market, market_signals, as_of, garbage, job, counts)
+                evaluation = _recover(
+                    state, fn, market, market_signals, as_of, garbage, job, counts
+                )
         if evaluation.error is None:
             evaluated += 1
             eval_us += evaluation.elapsed_us
@@ -434,6 +577,30 @@ def _evaluate_chunk(task: Task, job: Job, state: WorkerState) -> ChunkOut:
     )
 
 
+def _evaluator(state: WorkerState, job: Job) -> Evaluator:
+    """The evaluator to call per market: a plugin as it is, the built-in with `job.prior`."""
+    if state.evaluator is evaluate_market and job.prior != "fixed":
+        return partial(evaluate_market, prior=job.prior)
+    return state.evaluator
+
+
+def _bulk(
+    data: bytes,
+    bulk: msgspec.json.Decoder[list[_T]],
+    *,
+    unique_ids: bool = False,
+) -> list[_T] | None:
+    """A chunk's lines decoded as one JSON array, or None if any line is refused or the
+    lines are not one record each (or, with `unique_ids`, an id repeats)."""
+    try:
+        records = bulk.decode(b"[" + data.replace(b"\n", b",") + b"]")
+    except msgspec.DecodeError:
+        return None
+    if len(records) != data.count(b"\n") + 1 or (unique_ids and not _unique_ids(records)):
+        return None
+    return records
+
+
 def _decode(
     data: bytes,
     source: str,
@@ -449,11 +616,8 @@ def _decode(
     record on its own (two records on a line, one record over two lines). Markets also leave
     a repeated id to the readers, who reject it.
     """
-    try:
-        records = bulk.decode(b"[" + data.replace(b"\n", b",") + b"]")
-    except msgspec.DecodeError:
-        return by_line(data, source)
-    if len(records) != data.count(b"\n") + 1 or (unique_ids and not _unique_ids(records)):
+    records = _bulk(data, bulk, unique_ids=unique_ids)
+    if records is None:
         return by_line(data, source)
     return records, []
 
@@ -506,6 +670,7 @@ def _group(signals: list[Signal]) -> dict[str, list[Signal]]:
 
 def _recover(
     state: WorkerState,
+    fn: Evaluator,
     market: Market,
     signals: Sequence[Signal],
     as_of: datetime,
@@ -528,7 +693,7 @@ def _recover(
             for attempt in policy:
                 with attempt:
                     counts.retries += 1
-                    return _attempt(state, market, signals, as_of, counts)
+                    return _attempt(state, fn, market, signals, as_of, counts)
         except BaseException as exc:  # whatever the plugin raised fails its market
             error = describe_error(exc)
     return failed_evaluation(market, error)
@@ -536,6 +701,7 @@ def _recover(
 
 def _attempt(
     state: WorkerState,
+    fn: Evaluator,
     market: Market,
     signals: Sequence[Signal],
     as_of: datetime,
@@ -547,7 +713,7 @@ def _attempt(
     started = _perf_ns()
     slots[slot] = started
     try:
-        evaluation = state.evaluator(market, signals, as_of)
+        evaluation = fn(market, signals, as_of)
     except MarketTimeout:
         slots[slot] = 0
         counts.timeouts += 1
@@ -557,12 +723,10 @@ def _attempt(
         raise
     finished = _perf_ns()
     slots[slot] = 0
-    return _accepted(evaluation, market, state.evaluator, finished - started)
+    return _accepted(evaluation, market, state.evaluator is evaluate_market, finished - started)
 
 
-def _accepted(evaluation: object, market: Market, fn: Callable[..., Any], elapsed_ns: int) -> (
-    Evaluation
-):
+def _accepted(evaluation: object, market: Market, builtin: bool, elapsed_ns: int) -> Evaluation:
     """The evaluator's result once it is known to be a valid evaluation of `market`.
 
     The built-in evaluator is trusted; a plugin's result is checked field by field (a Struct
@@ -570,7 +734,7 @@ def _accepted(evaluation: object, market: Market, fn: Callable[..., Any], elapse
     """
     if not isinstance(evaluation, Evaluation):
         raise _Garbage(f"evaluator returned {type(evaluation).__name__}, expected Evaluation")
-    if fn is not evaluate_market:
+    if not builtin:
         try:
             evaluation = _CHECKED.decode(_PACK.encode(evaluation))
         except msgspec.ValidationError as exc:

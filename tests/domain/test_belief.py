@@ -14,6 +14,7 @@ from pomabotd.domain.belief import (
     check_invariant,
     decay_confidence,
     prior,
+    prior_range,
     recompute_confidence,
     shift_range,
     update_belief,
@@ -249,3 +250,16 @@ def test_update_belief_is_bit_identical_to_the_step_by_step_fold(
     belief = update.belief
     got = (belief.low, belief.high, belief.confidence, update.applied, update.rejected)
     assert got == _reference_fold(market, signals)
+
+
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [(50.0, (45.0, 55.0)), (3.0, (0.0, 8.0)), (97.5, (92.5, 100.0)), (0.0, (0.0, 5.0))],
+)
+def test_market_prior_centres_the_range_on_the_price(price: float, expected: tuple) -> None:
+    """`strategy.prior = "market"` starts at price +- 5, clamped to 0-100; fixed stays 45-55."""
+    assert prior_range(price, "market") == expected
+    assert prior_range(price, "fixed") == (45.0, 55.0)
+    market = Market(id="m", question="q", price=price, liquidity=5000.0)
+    update = update_belief(market, [], AS_OF, prior="market")
+    assert (update.belief.low, update.belief.high, update.belief.confidence) == (*expected, 50.0)

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 
 from pomabotd.domain.checks import GateResult, exit_plan, run_checks
-from pomabotd.domain.models import CHECK_NAMES, Belief, ExitPlan, Market
+from pomabotd.domain.gate import CHECK_NAMES
+from pomabotd.domain.models import Belief, ExitPlan, Market
 from tests.strategies import AS_OF, markets
 
 NARROW = Belief(45.0, 55.0, 80.0, 0)
@@ -265,3 +266,14 @@ def test_checks_at_their_exact_limits_ignore_float_noise(price, low, high, faile
     market = Market(id="m", question="q", category="weather", price=price, liquidity=5000.0)
     result = run_checks(market, Belief(low, high, 80.0, 0), AS_OF)
     assert result.failed_check == failed
+
+
+def test_gate_table_is_the_spec_order() -> None:
+    """The gate table holds SPEC section 4's nine checks in order, each with its four parts."""
+    from pomabotd.domain.gate import GATE
+
+    assert CHECK_NAMES == (
+        "market_open", "resolution_authority", "objective_outcome", "liquidity",
+        "belief_width", "confidence", "price_outside_range", "edge", "exit_plan",
+    )
+    assert [check.needs_belief for check in GATE] == [False] * 4 + [True] * 5

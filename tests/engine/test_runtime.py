@@ -559,3 +559,65 @@ def test_a_repeated_id_far_apart_is_refused_in_compact_input(workers: int) -> No
         assert [(r.line, r.field) for r in result.rejected] == [(9001, "id")]
         assert result.markets_total == 9001 and result.markets_evaluated == 9000
     assert [e.market_id for e in lines] == [m.id for m in markets]
+
+
+_MIXED_MARKETS = b"\n".join(
+    [*MARKET_LINES.splitlines()[:50], b'{"id": "bad-price", "question": "q", "price": 101,'
+     b' "liquidity": 5}', *MARKET_LINES.splitlines()[50:90], b"{broken",
+     *MARKET_LINES.splitlines()[90:]]
+) + b"\n"
+_MIXED_SIGNALS = b"\n".join(
+    [*_SORTED[:200], b'{"market_id": "m0060", "type": "rumour"}', *_SORTED[200:]]
+)
+
+
+@pytest.mark.parametrize(
+    ("workers", "batch_size", "max_concurrency"), [(0, 7, 50), (2, 13, 3), (2, 100, 50)]
+)
+@pytest.mark.parametrize("prior", ["fixed", "market"])
+def test_kernels_agree_on_chunks_mixing_valid_and_refused_lines(
+    workers: int, batch_size: int, max_concurrency: int, prior: str
+) -> None:
+    """Both kernels give the same evaluations, kept markets, refusals (file, line, field) and
+    counts; chunks holding a refused line run market by market, the rest in the kernel."""
+    runs = {}
+    for kernel in ("columnar", "scalar"):
+        settings = _settings(
+            workers, batch_size=batch_size, max_concurrency=max_concurrency, kernel=kernel,
+            prior=prior,
+        )
+        with Runtime(settings) as runtime:
+            with_lines, lines = _run(runtime, _MIXED_MARKETS, _MIXED_SIGNALS, keep=("m0001",))
+            without = runtime.evaluate_sync(
+                _MIXED_MARKETS, "m", _MIXED_SIGNALS, "s", AS_OF, keep=("m0001", "m0100")
+            )
+        runs[kernel] = (_digest(with_lines), with_lines.rejected, _timeless(lines),
+                        _digest(without), without.rejected)
+        columnar_share = (with_lines.markets_columnar, without.markets_columnar)
+        if kernel == "scalar":
+            assert columnar_share == (0, 0)
+        else:
+            assert all(0 < share < len(MARKETS) for share in columnar_share)
+    assert runs["columnar"] == runs["scalar"]
+    rejected = runs["scalar"][1]
+    assert [(r.source, r.line, r.field) for r in rejected] == [
+        ("markets.jsonl", 51, "price"), ("markets.jsonl", 92, None),
+        ("signals.jsonl", 201, "type"),
+    ]
+
+
+def test_a_kernel_pass_that_raises_reruns_its_chunks_market_by_market() -> None:
+    """A market whose only news is centuries old makes the kernel refuse its pass: those
+    chunks run market by market, the others stay in the kernel, and the evaluations equal
+    the scalar kernel's."""
+    market = _ENCODER.encode(msgspec.structs.replace(MARKETS[0], id="ancient")) + b"\n"
+    ancient = _signal_line("ancient", timestamp=datetime(1600, 1, 1, tzinfo=UTC), type="procedural")
+    runs = {}
+    for kernel in ("columnar", "scalar"):
+        with Runtime(_settings(0, batch_size=7, kernel=kernel)) as runtime:
+            result, lines = _run(runtime, market + MARKET_LINES, ancient + b"\n" + SIGNAL_LINES)
+        runs[kernel] = (result, _timeless(lines))
+    (columnar, columnar_lines), (scalar, scalar_lines) = runs["columnar"], runs["scalar"]
+    assert columnar_lines == scalar_lines and _digest(columnar) == _digest(scalar)
+    assert 0 < columnar.markets_columnar < len(MARKETS)
+    assert columnar_lines[0].signals_applied == 1 and columnar_lines[0].confidence == 30.0

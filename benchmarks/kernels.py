@@ -1,0 +1,237 @@
+"""Per-market cost, on one core, of decoding and evaluating a chunk: scalar against columnar.
+
+Run from a checkout with pomabotd installed:
+
+    python benchmarks/kernels.py                     # 1e3 and 1e5 markets
+    python benchmarks/kernels.py --sizes 100000 --batch-size 1000
+
+The synthetic workload (about 3.3 signals per market, as `stress` generates it) is cut into
+chunks exactly as a cycle cuts it (`plan_workload`, signals in market order), and the chunks are
+grouped per submission as the runtime groups them. Every figure is the CPU time of this
+process (one core), the best of `--repeats` rounds in which every measurement takes its turn:
+on a shared machine CPU time varies less than wall time, and taking turns spreads a busy
+spell over all of them. The load average is printed beside the figures.
+
+- `worker, scalar` / `worker, columnar`: the worker's whole chunk loop (`evaluate_chunks`:
+  decode, evaluate, keep candidates, encode the result) with `batch.kernel` scalar or columnar.
+- The stages of each path: msgspec decoding of the lines to Structs (both paths), grouping
+  and the per-market screen (scalar), Structs to numpy columns, the kernel, and the
+  Evaluations built for candidates (columnar).
+- The columnar JSON readers considered for decoding: `pyarrow.json.read_json` and
+  `polars.read_ndjson`, each with an explicit schema, straight to columns (timestamps as
+  microseconds), when they are installed; neither validates as the scalar readers do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
+from pomabotd.domain.models import Market, Signal
+from pomabotd.engine import worker
+from pomabotd.engine.kernels.columnar import PASSED, evaluate_columns, evaluations
+from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
+from pomabotd.engine.runtime import BatchSettings, _grouping
+from pomabotd.engine.worker import Job, Task
+from pomabotd.engine.workload import plan_workload
+from pomabotd.sources.synthetic import generate_jsonl
+
+AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
+_MARKETS = msgspec.json.Decoder(list[Market])
+_SIGNALS = msgspec.json.Decoder(list[Signal])
+
+
+def _best(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """The least CPU time of each run over `repeats` rounds, the runs taking turns in each
+    round so that a busy spell of a shared machine falls on all of them alike."""
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            gc.collect()
+            gc.disable()
+            started = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - started)
+            gc.enable()
+    return best
+
+
+def _array(data: bytes) -> bytes:
+    return b"[" + data.replace(b"\n", b",") + b"]"
+
+
+def _submissions(size: int, batch_size: int) -> list[list[Task]]:
+    markets, signals = generate_jsonl(size, 7, AS_OF)
+    work = plan_workload(markets, "m", signals, "s", batch_size, ordered=True)
+    settings = BatchSettings(workers=1, batch_size=batch_size, max_concurrency=50,
+                             timeout_ms=5000, retry_attempts=0)
+    per, _ = _grouping(settings, 1, work.chunk_count)
+    tasks = [work.task(index) for index in range(work.chunk_count)]
+    return [tasks[first : first + per] for first in range(0, len(tasks), per)]
+
+
+def _decoded(submissions: list[list[Task]]) -> list[list[tuple[list[Market], list[Signal]]]]:
+    return [
+        [(_MARKETS.decode(_array(t.markets)), _SIGNALS.decode(_array(t.signals))) for t in tasks]
+        for tasks in submissions
+    ]
+
+
+def _worker(submissions: list[list[Task]], kernel: str) -> Callable[[], None]:
+    job = Job(AS_OF, "m", "s", False, 5000, 0, kernel=kernel)  # type: ignore[arg-type]
+
+    def run() -> None:
+        with worker.inline_worker(evaluate_market) as state:
+            for tasks in submissions:
+                worker.evaluate_chunks(tasks, job, state)
+
+    return run
+
+
+def _scalar_evaluate(decoded: list[list[tuple[list[Market], list[Signal]]]]) -> None:
+    get_id = attrgetter("market_id")
+    for tasks in decoded:
+        for markets, signals in tasks:
+            grouped = {key: list(run) for key, run in groupby(signals, get_id)}
+            for market in markets:
+                evaluate_tradeable(market, grouped.get(market.id, ()), AS_OF)
+
+
+def _columns(decoded: list[list[tuple[list[Market], list[Signal]]]]) -> list[Any]:
+    built = []
+    for tasks in decoded:
+        markets = [m for own, _ in tasks for m in own]
+        signals = [s for _, own in tasks for s in own]
+        rows = market_rows(signals, {market.id: row for row, market in enumerate(markets)})
+        columns = market_columns(markets)
+        built.append((columns, signal_columns(signals, rows)))
+    return built
+
+
+def _kernel(built: list[Any]) -> list[Any]:
+    return [(columns, evaluate_columns(columns, signals, AS_OF)) for columns, signals in built]
+
+
+def _candidates(verdicts: list[Any]) -> None:
+    for columns, verdict in verdicts:
+        evaluations(columns, verdict, AS_OF, np.flatnonzero(verdict.failed == PASSED).tolist())
+
+
+def _readers(submissions: list[list[Task]]) -> dict[str, Callable[[], None]]:
+    found: dict[str, Callable[[], None]] = {}
+    try:
+        import pyarrow as pa
+        import pyarrow.json as pj
+    except ImportError:
+        pa = None
+    if pa is not None:
+        string, double, boolean = pa.string(), pa.float64(), pa.bool_()
+        stamp = pa.timestamp("us", tz="UTC")
+        market_schema = pa.schema([
+            ("id", string), ("question", string), ("category", string), ("price", double),
+            ("liquidity", double), ("volume_24h", double), ("closes_at", stamp),
+            ("resolution_criteria", string), ("authority_is_clear", boolean),
+            ("outcome_is_objective", boolean), ("unknowns", pa.int64()), ("outcome", string),
+        ])
+        signal_schema = pa.schema([
+            ("market_id", string), ("type", string), ("direction", string),
+            ("strength", pa.int64()), ("timestamp", stamp),
+            ("conflicts_with_existing", boolean), ("source", string), ("description", string),
+        ])
+        read = pj.ReadOptions(use_threads=False, block_size=1 << 24)
+        by_market = pj.ParseOptions(explicit_schema=market_schema,
+                                    unexpected_field_behavior="ignore")
+        by_signal = pj.ParseOptions(explicit_schema=signal_schema,
+                                    unexpected_field_behavior="ignore")
+
+        def arrow() -> None:
+            for tasks in submissions:
+                for task in tasks:
+                    markets = pj.read_json(io.BytesIO(task.markets), read_options=read,
+                                           parse_options=by_market)
+                    signals = pj.read_json(io.BytesIO(task.signals), read_options=read,
+                                           parse_options=by_signal)
+                    markets.column("price").to_numpy()
+                    signals.column("timestamp").cast(pa.int64()).to_numpy()
+
+        found["pyarrow.json to columns"] = arrow
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+    if pl is not None:
+        market_types = {
+            "id": pl.String, "question": pl.String, "category": pl.String, "price": pl.Float64,
+            "liquidity": pl.Float64, "volume_24h": pl.Float64, "closes_at": pl.String,
+            "resolution_criteria": pl.String, "authority_is_clear": pl.Boolean,
+            "outcome_is_objective": pl.Boolean, "unknowns": pl.Int64, "outcome": pl.String,
+        }
+        signal_types = {
+            "market_id": pl.String, "type": pl.String, "direction": pl.String,
+            "strength": pl.Int64, "timestamp": pl.String, "conflicts_with_existing": pl.Boolean,
+            "source": pl.String, "description": pl.String,
+        }
+
+        def polars() -> None:
+            for tasks in submissions:
+                for task in tasks:
+                    markets = pl.read_ndjson(io.BytesIO(task.markets), schema=market_types)
+                    signals = pl.read_ndjson(io.BytesIO(task.signals), schema=signal_types)
+                    markets["price"].to_numpy()
+                    signals["timestamp"].str.to_datetime(time_zone="UTC").dt.epoch(
+                        "us").to_numpy()
+
+        found["polars.read_ndjson to columns"] = polars
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**5])
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+          f"batch_size {args.batch_size}; best of {args.repeats}; microseconds per market")
+    for size in args.sizes:
+        _report(size, args.batch_size, args.repeats)
+
+
+def _report(size: int, batch_size: int, repeats: int) -> None:
+    submissions = _submissions(size, batch_size)
+    decoded = _decoded(submissions)
+    built = _columns(decoded)
+    verdicts = _kernel(built)
+    runs: dict[str, Callable[[], Any]] = {
+        "worker, scalar (decode + evaluate)": _worker(submissions, "scalar"),
+        "worker, columnar (decode + evaluate)": _worker(submissions, "columnar"),
+        "  msgspec lines to Structs (both)": lambda: _decoded(submissions),
+        "  scalar: group + screen": lambda: _scalar_evaluate(decoded),
+        "  columnar: Structs to columns": lambda: _columns(decoded),
+        "  columnar: kernel": lambda: _kernel(built),
+        "  columnar: candidates' Evaluations": lambda: _candidates(verdicts),
+    }
+    runs.update((f"  reader: {name}", run) for name, run in _readers(submissions).items())
+    rows = list(_best(runs, repeats).items())
+    print(f"\n{size:,} markets in {sum(map(len, submissions))} chunks, "
+          f"{len(submissions)} submissions")
+    for name, seconds in rows:
+        print(f"{name:40s} {seconds / size * 1e6:7.2f}")
+    scalar, columnar = rows[0][1], rows[1][1]
+    print(f"{'columnar / scalar speed':40s} {scalar / columnar:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()

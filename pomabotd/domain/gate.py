@@ -1,0 +1,294 @@
+"""The trade-eligibility gate of SPEC section 4, as one ordered table.
+
+Every path that judges a market reads `GATE`: the scalar evaluator and the screen for markets a
+cycle drops unseen call each check's `passes` on one market, the columnar kernel calls its
+`passes_all` on whole columns, and the reason text is its `sentence`. Adding a check is adding
+one entry here; its position is its place in the order, and the first failure is reported.
+
+The vectorised tests use only operators (`< <= > >= & | ~` and arithmetic), so they work on the
+numpy arrays the kernel passes in while the domain stays free of numpy. Sentences take their
+limits from the constants, so the words cannot drift from the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+from msgspec import Struct
+
+from pomabotd.domain.models import CATEGORY_MIN_EDGE, Market, Side
+
+__all__ = [
+    "CHECK_NAMES",
+    "GATE",
+    "MAX_BELIEF_WIDTH",
+    "MIN_CONFIDENCE",
+    "MIN_LIQUIDITY",
+    "POINT_DIGITS",
+    "Check",
+    "Columns",
+    "Row",
+    "edge",
+    "edges",
+    "explain",
+    "first_failure",
+    "min_edge",
+    "side_of",
+]
+
+MIN_LIQUIDITY: Final = 1000.0
+MAX_BELIEF_WIDTH: Final = 25.0
+MIN_CONFIDENCE: Final = 65.0
+#: Differences of points are rounded to this many digits before a check compares them, so that
+#: float noise (8.2 - 0.2 = 7.999999999999999) never fails a check sitting exactly at its limit.
+POINT_DIGITS: Final = 9
+
+
+class Row(Struct, gc=False):
+    """One market as the scalar checks read it: the market, `as_of`, its belief at `as_of`
+    and its SPEC edge (`edges`). Mutable so that the screen can fill the belief in only for
+    markets that pass the checks which need none."""
+
+    market: Market
+    as_of: datetime
+    low: float = 0.0
+    high: float = 0.0
+    confidence: float = 0.0
+    edge: float = 0.0
+
+
+class Columns(Protocol):
+    """What the vectorised checks read: one array per value, one element per market.
+
+    `closes_at` and `as_of` are comparable instants, a market that never closes being later
+    than any `as_of`; `resolved` says the market has an outcome. `width` (`high - low`) and
+    `edge` are rounded to `POINT_DIGITS` exactly as Python's `round` rounds them, and
+    `min_edge` is each market's category minimum.
+    """
+
+    resolved: Any
+    closes_at: Any
+    as_of: Any
+    authority_is_clear: Any
+    outcome_is_objective: Any
+    liquidity: Any
+    price: Any
+    low: Any
+    high: Any
+    width: Any
+    confidence: Any
+    edge: Any
+    min_edge: Any
+
+
+class Check(Struct, frozen=True):
+    """One gate check: its SPEC name, its test on one market (`passes`), the same test over
+    columns (`passes_all`, true where a market passes) and the sentence saying why a market
+    failed it. `needs_belief` is false for checks that read only the market and `as_of`."""
+
+    name: str
+    needs_belief: bool
+    passes: Callable[[Row], bool]
+    passes_all: Callable[[Columns], Any]
+    sentence: Callable[[Row], str]
+
+
+def min_edge(category: str) -> float:
+    """The category's minimum edge (check 7); an unknown category is held to `other`'s."""
+    return CATEGORY_MIN_EDGE.get(category, CATEGORY_MIN_EDGE["other"])
+
+
+def side_of(price: float, low: float) -> Side:
+    """The side a price outside the range would take: YES below it, NO above it."""
+    return "YES" if price < low else "NO"
+
+
+def edge(price: float, low: float, high: float) -> float:
+    """The check-7 edge alone, as `edges` gives it."""
+    if price < low:
+        return round(low - price, POINT_DIGITS)
+    if price > high:
+        return round(price - high, POINT_DIGITS)
+    return 0.0
+
+
+def edges(price: float, low: float, high: float) -> tuple[float, float]:
+    """The check-7 edge and the expected edge (to the range's midpoint), rounded to
+    `POINT_DIGITS`; both 0 while the price is inside the range."""
+    if price < low:
+        return (
+            round(low - price, POINT_DIGITS),
+            round((low + high) / 2.0 - price, POINT_DIGITS),
+        )
+    if price > high:
+        return (
+            round(price - high, POINT_DIGITS),
+            round(price - (low + high) / 2.0, POINT_DIGITS),
+        )
+    return 0.0, 0.0
+
+
+def first_failure(row: Row) -> str | None:
+    """The name of the first check `row` fails, or None when it passes them all."""
+    for check in GATE:
+        if not check.passes(row):
+            return check.name
+    return None
+
+
+def explain(row: Row, failed: str | None) -> str:
+    """The one sentence, with its numbers, for a market that failed `failed` (None: passed)."""
+    if failed is None:
+        market = row.market
+        side = side_of(market.price, row.low)
+        where = "below" if side == "YES" else "above"
+        return (
+            f"{side}: price {_pts(market.price)} is {_pts(row.edge)} points {where} "
+            f"the belief range {_span(row.low, row.high)}"
+        )
+    return _BY_NAME[failed].sentence(row)
+
+
+def _at_most(value: float, limit: float) -> bool:
+    """`round(value, POINT_DIGITS) <= limit`, rounding only when it can change the answer
+    (rounding is monotonic and every limit has few digits)."""
+    return value <= limit or round(value, POINT_DIGITS) <= limit
+
+
+def _is_open(row: Row) -> bool:
+    market = row.market
+    closes_at = market.closes_at
+    return market.outcome is None and (closes_at is None or closes_at > row.as_of)
+
+
+def _closed(row: Row) -> str:
+    market = row.market
+    if market.outcome is not None:
+        return f"market is resolved ({market.outcome})"
+    closes_at = market.closes_at
+    closed = closes_at.isoformat() if closes_at is not None else "?"
+    return f"market closed at {closed}, not after as_of {row.as_of.isoformat()}"
+
+
+def _too_wide(row: Row) -> str:
+    width = round(row.high - row.low, POINT_DIGITS)
+    return (
+        f"belief range {_span(row.low, row.high)} is {_pts(width)} points wide, "
+        f"over the {_pts(MAX_BELIEF_WIDTH)}-point maximum"
+    )
+
+
+def _has_exit_plan(row: Row) -> bool:
+    price = row.market.price
+    entry = price if price < row.low else 100.0 - price
+    return 0.0 < entry < 100.0
+
+
+def _exit_plans(c: Columns) -> Any:
+    held = 100.0 - c.price
+    yes = c.price < c.low
+    return (yes & (c.price > 0.0) & (c.price < 100.0)) | (~yes & (held > 0.0) & (held < 100.0))
+
+
+def _small_edge(row: Row) -> str:
+    market = row.market
+    side = side_of(market.price, row.low)
+    return (
+        f"{side} edge {_pts(row.edge)} points is below the "
+        f"{_pts(min_edge(market.category))}-point minimum for {market.category}"
+    )
+
+
+def _no_exit_plan(row: Row) -> str:
+    price = row.market.price
+    side = side_of(price, row.low)
+    held = price if side == "YES" else 100.0 - price
+    return f"no sane exit plan: the {side} entry price would be {_pts(held)}"
+
+
+#: SPEC section 4, in order.
+GATE: Final[tuple[Check, ...]] = (
+    Check(
+        "market_open",
+        False,
+        _is_open,
+        lambda c: ~c.resolved & (c.closes_at > c.as_of),
+        _closed,
+    ),
+    Check(
+        "resolution_authority",
+        False,
+        lambda r: r.market.authority_is_clear,
+        lambda c: c.authority_is_clear,
+        lambda r: "no clear authority decides how the market resolves",
+    ),
+    Check(
+        "objective_outcome",
+        False,
+        lambda r: r.market.outcome_is_objective,
+        lambda c: c.outcome_is_objective,
+        lambda r: "the outcome is not objectively verifiable",
+    ),
+    Check(
+        "liquidity",
+        False,
+        lambda r: r.market.liquidity >= MIN_LIQUIDITY,
+        lambda c: c.liquidity >= MIN_LIQUIDITY,
+        lambda r: (
+            f"liquidity ${_money(r.market.liquidity)} is below the "
+            f"${_money(MIN_LIQUIDITY)} minimum"
+        ),
+    ),
+    Check(
+        "belief_width",
+        True,
+        lambda r: _at_most(r.high - r.low, MAX_BELIEF_WIDTH),
+        lambda c: c.width <= MAX_BELIEF_WIDTH,
+        _too_wide,
+    ),
+    Check(
+        "confidence",
+        True,
+        lambda r: r.confidence >= MIN_CONFIDENCE,
+        lambda c: c.confidence >= MIN_CONFIDENCE,
+        lambda r: (
+            f"confidence {_pts(r.confidence)} is below the {_pts(MIN_CONFIDENCE)} minimum"
+        ),
+    ),
+    Check(
+        "price_outside_range",
+        True,
+        lambda r: r.market.price < r.low or r.market.price > r.high,
+        lambda c: (c.price < c.low) | (c.price > c.high),
+        lambda r: (
+            f"price {_pts(r.market.price)} is inside the belief range {_span(r.low, r.high)}"
+        ),
+    ),
+    Check(
+        "edge",
+        True,
+        lambda r: r.edge >= min_edge(r.market.category),
+        lambda c: c.edge >= c.min_edge,
+        _small_edge,
+    ),
+    Check("exit_plan", True, _has_exit_plan, _exit_plans, _no_exit_plan),
+)
+
+#: The check names in gate order (SPEC section 4).
+CHECK_NAMES: Final = tuple(check.name for check in GATE)
+_BY_NAME: Final = {check.name: check for check in GATE}
+
+def _span(low: float, high: float) -> str:
+    return f"{_pts(low)}\u2013{_pts(high)}"
+
+
+def _pts(value: float) -> str:
+    """Points for a human sentence: at most two decimals, no trailing zeros."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _money(value: float) -> str:
+    return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
