@@ -137,3 +137,45 @@ def test_a_snapshot_that_is_not_a_json_array_is_a_usage_error(tmp_path: Path):
                        "7", env=IN_PROCESS)
     assert result.returncode == 2
     assert f"{bad}: not a JSON array of Gamma market objects" in result.stderr
+
+
+def test_the_committed_fixture_is_the_real_sample_resolved_by_its_rule():
+    """`data/gamma/resolved_sample_25.json` and its signals are exactly what the documented
+    rule makes of the 25 open markets of the real sample."""
+    from gamma_fixture import FIXTURE, SIGNALS, build
+
+    fixture, signals = build()
+    assert FIXTURE.read_text() == fixture and SIGNALS.read_text() == signals
+    assert len(json.loads(fixture)) == 25
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prior", "expected"), [
+    ("fixed", {"brier": 0.25, "tradeable": 16, "selected": 4, "realized_pnl_usd": -2000.0}),
+    ("market", {"brier": "by hand", "tradeable": 0, "selected": 0, "realized_pnl_usd": 0.0}),
+])
+def test_the_readme_comparison_of_the_two_priors_holds(tmp_path: Path, prior: str,
+                                                       expected: dict[str, Any]):
+    """The README's figures for the Gamma fixture: the fixed prior bets against the crowd on
+    16 markets and loses the 4 it selects; the market prior, shown no news that moves it,
+    trades nothing and scores a better Brier: its midpoints are the prices (pulled up near 0,
+    where the range is clipped), and neutral news leaves them there."""
+    from gamma_fixture import FIXTURE, SIGNALS
+
+    if expected["brier"] == "by hand":
+        misses = []
+        for record in json.loads(FIXTURE.read_text()):
+            price = record["price_7d"]
+            midpoint = (max(0.0, price - 5) + min(100.0, price + 5)) / 200
+            outcome = 1.0 if json.loads(record["outcomePrices"])[0] == "1" else 0.0
+            misses.append((midpoint - outcome) ** 2)
+        expected = {**expected, "brier": pytest.approx(sum(misses) / len(misses), abs=1e-6)}
+
+    config = tmp_path / "prior.toml"
+    config.write_text(f'[strategy]\nprior = "{prior}"\n')
+    result = run_alone(tmp_path, "replay", "--markets", f"gamma:{FIXTURE}", "--signals",
+                       str(SIGNALS), "--as-of-days-before", "7", "--json", "--config",
+                       str(config), env=IN_PROCESS)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {key: report[key] for key in expected} == expected
