@@ -76,10 +76,11 @@ def batch_settings(config: Config) -> BatchSettings:
 
 
 class HaltPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """The halt rules' thresholds, and the decision settings in force (a change lifts a halt)."""
+    """The halt rules' thresholds, and the decision settings in force (a change lifts a halt;
+    None: unknown, nothing is compared)."""
 
     rules: HaltRules = msgspec.field(default_factory=HaltRules)
-    settings: Settings = msgspec.field(default_factory=dict)
+    settings: Settings | None = None
 
 
 def halt_policy(config: Config) -> HaltPolicy:
@@ -248,7 +249,8 @@ async def run_cycle(
     signal line was refused, fails with `CycleError` before a `LedgerOnDemand` is opened. The
     portfolio is only updated once the cycle's lines are written, so a failure anywhere leaves
     the files and the in-memory state at the previous finished cycle. `halt` holds the halt
-    rules' thresholds and the decision settings (default: the default thresholds, no settings).
+    rules' thresholds and the decision settings (default: the default thresholds, and settings
+    unknown, so that no configuration change can lift a halt).
     """
     policy = HaltPolicy() if halt is None else halt
     cycle_id = portfolio.last_cycle_id + 1

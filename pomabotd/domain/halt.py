@@ -89,18 +89,21 @@ def advance(
     cycle_id: int,
     closed: Sequence[ClosedPosition],
     rules: HaltRules,
-    settings: Settings,
+    settings: Settings | None,
     resume: bool,
 ) -> HaltStep:
     """Move `state` through cycle `cycle_id`, whose closes are `closed` (in close order).
 
     `resume` says a resume request is pending; without a halt in force it changes nothing.
+    `settings` None means the caller does not know them: no configuration change is seen.
     """
     lifted: Lift | None = None
     changed: tuple[str, ...] = ()
     if state.halted:
         if resume:
             lifted = "resume"
+        elif settings is None:
+            pass
         elif state.settings is None:
             state = structs.replace(state, settings=dict(settings))
         elif state.settings != settings:
@@ -123,7 +126,7 @@ def advance(
         rule=verdict.rule,
         reason=verdict.reason,
         since_cycle=cycle_id,
-        settings=dict(settings),
+        settings=None if settings is None else dict(settings),
     )
     return HaltStep(state=tripped, lifted=lifted, changed=changed, tripped=True)
 

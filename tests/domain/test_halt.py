@@ -159,3 +159,10 @@ def test_recovery_refuses_a_close_of_a_position_never_opened():
     """A close the files cannot pair is a history error, not a silent gap."""
     with pytest.raises(HistoryError):
         recover(HaltState(), [], [_close(1, _open(1, "z"), "invalidated", 1.0)], [1], {})
+
+
+def test_a_caller_without_settings_never_sees_a_configuration_change():
+    """Settings unknown (None) neither lift a halt nor overwrite the ones it tripped under."""
+    state = _tripped()
+    step = advance(state, cycle_id=3, closed=[], rules=RULES, settings=None, resume=False)
+    assert step.state == state and step.lifted is None
