@@ -175,13 +175,11 @@ class Daemon:
             state.cycle_finished(task.result())
         else:
             message = _one_line(str(error)) or type(error).__name__
+            failed = logger.bind(event="cycle_failed", cycle_id=cycle_id)
             if not isinstance(error, PomabotdError):
                 message = f"{type(error).__name__}: {message}"
-                logger.opt(exception=error).error("cycle {} failed: {}", cycle_id, message)
-            else:
-                logger.bind(event="cycle_failed", cycle_id=cycle_id).error(
-                    "cycle {} failed: {}", cycle_id, message
-                )
+                failed = failed.opt(exception=error)
+            failed.error("cycle {} failed: {}", cycle_id, message)
             state.cycle_failed(cycle_id, message)
         self._notifier.status(state.summary())
 

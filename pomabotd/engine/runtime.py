@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures.process import BrokenProcessPool
@@ -33,7 +34,6 @@ from types import TracebackType
 from typing import Final, Literal
 
 import msgspec
-import psutil
 import tenacity
 from msgspec import Struct
 
@@ -41,7 +41,7 @@ from pomabotd.domain.belief import Prior
 from pomabotd.domain.evaluate import evaluate_market
 from pomabotd.domain.models import Evaluation, Market
 from pomabotd.engine import worker
-from pomabotd.engine.meter import Meter
+from pomabotd.engine.meter import Meter, descendant_pids
 from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.worker import ChunkOut, Job, Task
 from pomabotd.engine.workload import Workload, plan_workload
@@ -182,9 +182,8 @@ class Runtime:
         pool = self._pool
         key = (id(pool), pool.generation) if pool is not None else (0, -1)
         if key != self._pids_of or not self._pids:
-            me = psutil.Process()
-            children = [] if pool is None else [p.pid for p in me.children(recursive=True)]
-            self._pids = [me.pid, *children]
+            me = os.getpid()
+            self._pids = [me, *([] if pool is None else descendant_pids(me))]
             self._pids_of = key
         return self._pids
 
