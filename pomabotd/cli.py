@@ -18,7 +18,7 @@ import msgspec
 from tqdm import tqdm
 
 from pomabotd._version import __version__
-from pomabotd.config import Config, load
+from pomabotd.config import Config, environ_for_reload, load
 from pomabotd.cycle import (
     CycleReport,
     LedgerOnDemand,
@@ -309,9 +309,13 @@ def _sources_summary(stats: SourceStats) -> str:
               help="Seconds between cycle starts (default: daemon.interval_s).")
 @click.option("--status-addr", "status_addr", metavar="HOST:PORT",
               help="Status endpoint address; '' switches it off (default: daemon.status_addr).")
+@click.option("--env-file", "env_file", metavar="PATH",
+              help="BATCH_NAME=value lines read at start and on every reload "
+                   "(default: daemon.env_file).")
 def run(config_path: Path | None, markets: str | None, signals: str | None,
         polymarket_url: str | None, save_snapshot: str | None, as_of: str | None,
-        out_dir: Path | None, interval_s: float | None, status_addr: str | None) -> None:
+        out_dir: Path | None, interval_s: float | None, status_addr: str | None,
+        env_file: str | None) -> None:
     """Run the daemon: a cycle every interval until SIGTERM; SIGHUP reloads."""
     when = _parse_as_of(as_of)
     flags: dict[str, Any] = {
@@ -322,12 +326,14 @@ def run(config_path: Path | None, markets: str | None, signals: str | None,
         "daemon.output_dir": str(out_dir) if out_dir is not None else None,
         "daemon.interval_s": interval_s,
         "daemon.status_addr": status_addr,
+        "daemon.env_file": env_file,
     }
     config = _load_config(config_path, flags)
     _output_dir(config)
+    environ = environ_for_reload(config, os.environ)
 
     def reload() -> Config:
-        return load(config_path, os.environ, flags)
+        return load(config_path, environ, flags)
 
     daemon = Daemon(config, reload=reload, as_of=when)
     try:

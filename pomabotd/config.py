@@ -44,6 +44,7 @@ __all__ = [
     "SourcesConfig",
     "StrategyConfig",
     "default_config_path",
+    "environ_for_reload",
     "keys",
     "load",
     "resolve_evaluator",
@@ -139,7 +140,8 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     `provenance` maps every dotted key to `default`, `file:<path>`, `env:<VAR>`,
     `env-file:<path>:<line>` or `flag:<name>`. `warnings` holds what was ignored but looks
     like a mistake (an unknown `BATCH_*` variable), for the caller to log. `env_file` is the
-    environment file that was read, if any.
+    environment file that was read, if any, and `env_file_values` the values it gave the
+    variables pomabotd reads (`BATCH_*`, `POMABOTD_*`).
     """
 
     batch: BatchConfig
@@ -153,6 +155,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     provenance: dict[str, str]
     warnings: tuple[str, ...] = ()
     env_file: str | None = None
+    env_file_values: dict[str, str] = {}
 
     def value(self, key: str) -> Any:
         """The value of one dotted key, e.g. `batch.workers`."""
@@ -374,6 +377,7 @@ _FLAG_NAMES: Final = {
     "daemon.output_dir": "--out",
     "daemon.interval_s": "--interval",
     "daemon.status_addr": "--status-addr",
+    "daemon.env_file": "--env-file",
 }
 #: Keys an earlier version read, with the key that replaced them.
 _RENAMED: Final = {
@@ -422,6 +426,23 @@ def _read_env_file(
             value = value[1:-1]
         found[name] = (value, number)
     return found
+
+
+def environ_for_reload(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """The process environment every later reload should read, given the `config` a daemon
+    started with: without the `BATCH_*`/`POMABOTD_*` variables its env file set to the very
+    same value.
+
+    systemd's `EnvironmentFile=` copies the env file into the process environment at start,
+    where a deleted line would live on for the process's whole life; so a variable that came
+    from the env file is left to the env file, and deleting its line brings back the TOML
+    value or the default at the next reload. A variable the process environment set to
+    another value (the unit's `Environment=`, a shell) still counts.
+    """
+    inherited = {
+        var for var, value in config.env_file_values.items() if environ.get(var) == value
+    }
+    return {var: value for var, value in environ.items() if var not in inherited}
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -490,6 +511,12 @@ def load(
             _apply(key, raw, False, f"file:{shown}", values, provenance, errors)
 
     warnings: list[str] = []
+    # The env file is a layer below the flags, yet `--env-file` names it: apply that flag
+    # first (the flags are applied again below, in their turn).
+    given_env_file = (flags or {}).get("daemon.env_file")
+    if given_env_file is not None:
+        _apply("daemon.env_file", given_env_file, True, "flag:--env-file", values, provenance,
+               errors)
     env_file = values["daemon.env_file"]
     from_file = _read_env_file(Path(env_file), errors, warnings) if env_file else {}
     layered: list[tuple[str, str, str]] = [
@@ -549,6 +576,10 @@ def load(
         provenance=provenance,
         warnings=tuple(warnings),
         env_file=env_file or None,
+        env_file_values={
+            var: raw for var, (raw, _) in from_file.items()
+            if var.startswith(("BATCH_", _OWN_PREFIX))
+        },
     )
 
 

@@ -316,3 +316,32 @@ def test_a_signal_abandons_run_once_and_stress_with_128_plus_its_number(
     while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in seen.values()):
         assert time.monotonic() < deadline, "a process outlived pomabotd"
         time.sleep(0.02)
+
+
+def test_a_line_deleted_from_the_env_file_reverts_on_reload(
+    daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """Started as systemd starts it (the env file also copied into the process environment,
+    named by --env-file), a daemon whose env file loses a line reverts that key to the TOML
+    value on SIGHUP; a variable the environment set on its own keeps counting."""
+    env_file = tmp_path / "env"
+    env_file.write_text("BATCH_SIZE=50\nBATCH_RETRY_ATTEMPTS=1\n")
+    config = tmp_path / "pomabotd.toml"
+    config.write_text("[batch]\nenabled = false\nbatch_size = 25\n")
+    daemon = _start(daemons, tmp_path, "--config", str(config), "--env-file", str(env_file),
+                    "--out", "out", env={"BATCH_SIZE": "50", "BATCH_RETRY_ATTEMPTS": "1",
+                                         "BATCH_TIMEOUT_MS": "900"})
+    daemon.wait_log(event="start")
+    shown = daemon.get("/api/batch/config").json()
+    assert shown["daemon.env_file"] == {"value": str(env_file), "source": "flag:--env-file"}
+    assert shown["batch.batch_size"] == {"value": 50, "source": f"env-file:{env_file}:1"}
+
+    env_file.write_text("BATCH_RETRY_ATTEMPTS=1\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(event="reload")
+    shown = daemon.get("/api/batch/config").json()
+    assert shown["batch.batch_size"] == {"value": 25, "source": f"file:{config}"}
+    assert shown["batch.retry_attempts"] == {"value": 1, "source": f"env-file:{env_file}:1"}
+    assert shown["batch.timeout_ms"] == {"value": 900, "source": "env:BATCH_TIMEOUT_MS"}
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
