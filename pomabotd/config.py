@@ -227,6 +227,9 @@ def _valid_evaluator_spec(spec: str) -> bool:
 
 
 _AUTO: Final = object()  # a default computed at load time
+#: The longest `daemon.stop_timeout_s`: a stop that takes longer is no stop an operator (or
+#: systemd's TimeoutStopSec=, 90 s by default) waits for.
+_MAX_STOP_TIMEOUT_S: Final = 300.0
 
 #: Every key, in documentation order. Keys with an `env` read that variable (SPEC section 7).
 _KEYS: Final[dict[str, _Key]] = {
@@ -337,7 +340,12 @@ _KEYS: Final[dict[str, _Key]] = {
         "str", "127.0.0.1:8787", None, "'host:port' or empty", _valid_address
     ),
     "daemon.env_file": _Key("str", "", None, "a file path or empty"),
-    "daemon.stop_timeout_s": _Key("float", 10.0, None, "a number > 0", lambda v: v > 0),
+    "daemon.stop_timeout_s": _Key(
+        "float", 10.0, None,
+        f"a number > 0 and <= {_MAX_STOP_TIMEOUT_S:g} (seconds; keep it below the unit's "
+        "TimeoutStopSec=)",
+        lambda v: 0 < v <= _MAX_STOP_TIMEOUT_S,
+    ),
     "log.level": _Key("str", "INFO", None, "one of " + ", ".join(LOG_LEVELS)),
     "log.format": _Key(
         "str", "auto", "POMABOTD_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS),

@@ -44,6 +44,7 @@ from pomabotd.log import logger
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
 from pomabotd.sources.news_signals import MarketIndex, NewsItem, is_official, signals_from_news
+from pomabotd.sources.offload import checked, off_loop
 
 __all__ = ["NAME", "FeedsSource", "parse_feed"]
 
@@ -196,7 +197,7 @@ class FeedsSource(Source):
             raise SourceError(
                 f"{NAME}: every one of {failed} feeds failed and none was read before"
             )
-        index, signals, lines = await asyncio.to_thread(
+        index, signals, lines = await off_loop(
             _match, context.markets, list(self._items.values()), context.as_of
         )
         logger.bind(source=NAME).info(
@@ -246,7 +247,7 @@ class FeedsSource(Source):
         else:
             data = _read_file(Path(state.spec), self._limits.max_bytes)
             state.read_at = now
-        title, items = await asyncio.to_thread(parse_feed, data, state.spec, as_of)
+        title, items = await off_loop(parse_feed, data, state.spec, as_of)
         state.name = title
         return _Parsed(title, items)
 
@@ -272,9 +273,9 @@ def _match(
     markets: bytes, items: list[NewsItem], as_of: datetime
 ) -> tuple[MarketIndex, list[Signal], bytes]:
     """Index the cycle's markets, match the remembered items, encode the signals: CPU work,
-    run off the event loop."""
-    index = MarketIndex(_questions(markets))
-    signals = signals_from_news(index, items, as_of)
+    run off the event loop, and stopped within a slice if the cycle is cancelled."""
+    index = MarketIndex(checked(_questions(markets)))
+    signals = signals_from_news(index, checked(items, 64), as_of)
     encoder = msgspec.json.Encoder()
     lines = bytearray()
     for signal in signals:

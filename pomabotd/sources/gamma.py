@@ -20,7 +20,6 @@ Records are decoded with msgspec into structs holding only these fields.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import re
@@ -37,6 +36,7 @@ from pomabotd.domain.models import Market
 from pomabotd.errors import InputError, SourceError
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.jsonl import read_bytes
+from pomabotd.sources.offload import checked, off_loop
 from pomabotd.wire import Rejected
 
 __all__ = [
@@ -186,7 +186,7 @@ def map_records(
     markets: list[Market] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
-    for position, raw in enumerate(raws, start=1):
+    for position, raw in enumerate(checked(raws), start=1):
         mapped = map_market(raw, source=source, position=position)
         if isinstance(mapped, Rejected):
             rejected.append(mapped)
@@ -210,7 +210,7 @@ def encode_markets(markets: Sequence[Market]) -> bytes:
     """The markets as wire-format JSON lines."""
     encoder = msgspec.json.Encoder()
     buffer = bytearray()
-    for market in markets:
+    for market in checked(markets):
         encoder.encode_into(market, buffer, -1)
         buffer.extend(b"\n")
     return bytes(buffer)
@@ -418,13 +418,13 @@ class GammaFile(Source):
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """The file's markets mapped as the live source maps them (off the event loop);
         refusals are counted."""
-        raws = await asyncio.to_thread(read_snapshot, self._path)
-        markets, rejected = await asyncio.to_thread(map_records, raws, self.name)
+        raws = await off_loop(read_snapshot, self._path)
+        markets, rejected = await off_loop(map_records, raws, self.name)
         if not markets:
             why = refused_reason(rejected, len(raws)) if raws else "the file lists none"
             raise SourceError(f"{self.name}: no usable markets ({why})")
         return SourceBatch(
-            markets=await asyncio.to_thread(encode_markets, markets),
+            markets=await off_loop(encode_markets, markets),
             rejected=tuple(rejected),
             stats=SourceStats(records_refused=len(rejected)),
         )

@@ -7,13 +7,13 @@ system errors into messages that name the path.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Market, Signal
 from pomabotd.errors import InputError
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
+from pomabotd.sources.offload import off_loop
 from pomabotd.wire import Rejected, decode_markets, decode_signals
 
 __all__ = ["JsonlMarkets", "JsonlSignals", "read_bytes", "read_markets", "read_signals"]
@@ -55,7 +55,7 @@ class JsonlMarkets(Source):
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """The file's bytes, read off the event loop; the engine's workers validate them."""
-        return SourceBatch(markets=await asyncio.to_thread(read_bytes, self._path))
+        return SourceBatch(markets=await off_loop(read_bytes, self._path))
 
 
 class JsonlSignals(Source):
@@ -72,4 +72,4 @@ class JsonlSignals(Source):
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """The file's bytes, read off the event loop; the engine's workers validate them."""
-        return SourceBatch(signals=await asyncio.to_thread(read_bytes, self._path))
+        return SourceBatch(signals=await off_loop(read_bytes, self._path))

@@ -27,6 +27,7 @@ from pomabotd.log import logger
 from pomabotd.sources import gamma
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
+from pomabotd.sources.offload import off_loop
 
 __all__ = ["NAME", "PolymarketSource"]
 
@@ -105,13 +106,13 @@ class PolymarketSource(Source):
                 "{}: saved {} market objects to {}", NAME, len(raws), self._snapshot
             )
         # Mapping tens of thousands of records is CPU work: off the event loop, so a daemon's
-        # status endpoint keeps answering meanwhile.
-        markets, rejected = await asyncio.to_thread(gamma.map_records, raws, NAME)
+        # status endpoint keeps answering meanwhile, and stopped if the cycle is cancelled.
+        markets, rejected = await off_loop(gamma.map_records, raws, NAME)
         if not markets:
             why = gamma.refused_reason(rejected, len(raws)) if raws else "the server listed none"
             raise SourceError(f"{NAME}: no usable open markets ({why})")
         return SourceBatch(
-            markets=await asyncio.to_thread(gamma.encode_markets, markets),
+            markets=await off_loop(gamma.encode_markets, markets),
             rejected=tuple(rejected),
             stats=SourceStats(
                 fetch_errors={NAME: 1} if failure is not None else {},

@@ -9,7 +9,6 @@ check and selection has real work to do. The same seed and `as_of` always give t
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from pomabotd.config import SourcesConfig
 from pomabotd.domain.belief import update_belief
 from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Direction, Market, Signal
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
+from pomabotd.sources.offload import SLICE, checkpoint, off_loop
 
 __all__ = ["DEFAULT_SEED", "NAME", "SyntheticData", "SyntheticSource", "generate", "generate_jsonl"]
 
@@ -115,6 +115,8 @@ def _market(rng: random.Random, index: int, signals: list[Signal], as_of: dateti
 def _workload(count: int, seed: int, as_of: datetime) -> Iterator[tuple[Market, list[Signal]]]:
     rng = random.Random(seed)
     for index in range(1, count + 1):
+        if index % SLICE == 0:
+            checkpoint()  # a cancelled cycle stops generating here
         market_signals = _market_signals(rng, f"syn-{index:07d}", as_of)
         yield _market(rng, index, market_signals, as_of), market_signals
 
@@ -163,8 +165,9 @@ class SyntheticSource(Source):
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """The same markets for the same seed and `as_of`, as wire lines, generated off the
-        event loop (a daemon keeps answering its status endpoint meanwhile)."""
-        markets, signals = await asyncio.to_thread(
+        event loop (a daemon keeps answering its status endpoint meanwhile) and stopped
+        within a slice of markets when the cycle is cancelled."""
+        markets, signals = await off_loop(
             generate_jsonl, self._count, self._seed, context.as_of
         )
         return SourceBatch(markets=markets, signals=signals if self._with_signals else b"")
