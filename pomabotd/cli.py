@@ -113,12 +113,8 @@ def _errors_as_exit_codes(*, input_is_usage: bool = False) -> Iterator[None]:
 def _load_config(config_path: Path | None, flags: dict[str, Any]) -> Config:
     with _errors_as_exit_codes():
         config = load(config_path, os.environ, flags)
-    try:
-        configure_logging(config.log.level, config.log.format, config.log.file)
-    except OSError as exc:
-        source = config.provenance["log.file"]
-        raise UsageFailure(f"log.file {config.log.file!r} cannot be opened (from {source}): "
-                           f"{exc.strerror}") from None
+        configure_logging(config.log.level, config.log.format, config.log.file,
+                          origin=config.source_phrase("log.file"))
     for warning in config.warnings:
         logger.warning("{}", warning)
     return config

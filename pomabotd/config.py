@@ -166,6 +166,12 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         """Every key with its value and source, JSON-ready, in documentation order."""
         return {key: {"value": self.value(key), "source": self.provenance[key]} for key in _KEYS}
 
+    def source_phrase(self, key: str) -> str:
+        """Where the value of `key` came from, as a message says it: `the default`, `file
+        /etc/pomabotd/pomabotd.toml`, `flag --out`, `env BATCH_SIZE` or `env BATCH_SIZE from
+        /etc/pomabotd/env line 3`."""
+        return _source_phrase(self.provenance[key], _KEYS[key].env)
+
     def risk_limits(self) -> RiskLimits:
         """The `risk.*` section as the domain's `RiskLimits`."""
         return self.risk

@@ -20,6 +20,8 @@ from typing import IO, Any, Final
 import msgspec
 from loguru import logger
 
+from pomabotd.errors import ConfigError
+
 __all__ = ["configure_logging", "json_line", "logger", "resolve_format"]
 
 _TEXT_FORMAT: Final = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <8} {message}"
@@ -82,17 +84,31 @@ class _ToLoguru(logging.Handler):
         )
 
 
-def configure_logging(level: str = "INFO", log_format: str = "auto", file: str = "") -> None:
+def configure_logging(
+    level: str = "INFO", log_format: str = "auto", file: str = "", *, origin: str = ""
+) -> None:
     """Send records at `level` and above to stderr (and appended to `file`), replacing any
     earlier setup. Called again on reload, it also reopens the file, so rotation by renaming
-    works. Records of the standard `logging` module go the same way."""
+    works. Records of the standard `logging` module go the same way.
+
+    A `file` that cannot be opened raises ConfigError naming `log.file`, the path and
+    `origin` (where the setting came from), and leaves the earlier setup in place.
+    """
+    stream = None
+    if file:
+        try:
+            stream = open(file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (kept open)
+        except OSError as exc:
+            where = f" (from {origin})" if origin else ""
+            raise ConfigError(
+                f"log.file {file!r}{where} cannot be opened: {exc.strerror or exc}"
+            ) from None
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     logger.remove()
     while _open_files:
         _open_files.pop().close()
     _add(sys.stderr, level, resolve_format(log_format, sys.stderr))
-    if file:
-        stream = open(file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (kept open)
+    if stream is not None:
         _open_files.append(stream)
         _add(stream, level, "json" if log_format == "auto" else log_format)
 

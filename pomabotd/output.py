@@ -231,6 +231,7 @@ class Ledger:
         except OSError as exc:
             raise LedgerError(f"cannot create {directory}: {exc.strerror}") from None
         self._lock_fd = _lock(directory)
+        self._identity = _identity(directory, self._lock_fd)
         try:
             created = not (self.positions_path.exists() and self.metrics_path.exists())
             self._positions_fd = _open_append(self.positions_path)
@@ -260,6 +261,25 @@ class Ledger:
                 setattr(self, name, -1)
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    def intact(self) -> bool:
+        """Whether the directory is still the one this ledger locked: not removed, renamed
+        away or replaced (its `.lock` file still the one held)."""
+        if self._lock_fd < 0:
+            return False
+        now = _identity(self.directory, self._lock_fd)
+        return now is not None and now == self._identity
+
+    def check(self) -> None:
+        """LedgerError if the directory is no longer the one this ledger locked: lines
+        appended now would go to files nobody can find any more."""
+        self._check_open()
+        if not self.intact():
+            raise LedgerError(
+                f"output directory {self.directory} was removed or replaced while pomabotd "
+                "held it; nothing more is written to files nobody can read: reload (SIGHUP) "
+                "or restart pomabotd to start a ledger there again"
+            )
 
     def recover(self) -> LedgerSnapshot:
         """Read both files back, cutting off anything after the last finished cycle.
@@ -336,7 +356,7 @@ class Ledger:
         Runs `recover()` first if it has not run, so a cycle never lands after a torn one.
         If a write fails, both files are cut back to where they were and `LedgerError` says why.
         """
-        self._check_open()
+        self.check()
         if self._last_cycle_id is None:
             self.recover()
         assert self._last_cycle_id is not None
@@ -549,6 +569,20 @@ def _lock(directory: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _identity(directory: Path, lock_fd: int) -> tuple[int, int, int, int] | None:
+    """(device, inode) of the directory and of the lock file held through `lock_fd`, both
+    looked up by name; None when either name no longer leads to the held file."""
+    try:
+        found = os.stat(directory)
+        named = os.stat(directory / LOCK_FILE)
+        held = os.fstat(lock_fd)
+    except OSError:
+        return None
+    if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+        return None
+    return found.st_dev, found.st_ino, held.st_dev, held.st_ino
 
 
 def _open_append(path: Path) -> int:

@@ -374,3 +374,53 @@ def test_a_line_deleted_from_the_env_file_reverts_on_reload(
     assert shown["batch.timeout_ms"] == {"value": 900, "source": "env:BATCH_TIMEOUT_MS"}
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
+
+
+def test_a_reload_reads_the_new_configuration_before_reopening_files(
+    daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """With log.file's directory deleted, a reload that drops log.file succeeds (the old file is
+    not reopened first); a reload naming a file that cannot be opened fails naming log.file,
+    the path and where the setting came from, and the daemon runs on."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = tmp_path / "pomabotd.toml"
+    config.write_text(f'[batch]\nenabled = false\n[log]\nfile = "{logs}/daemon.log"\n')
+    daemon = _start(daemons, tmp_path, "--config", str(config), "--out", "out")
+    daemon.wait_log(event="start")
+    shutil.rmtree(logs)
+    config.write_text("[batch]\nenabled = false\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(event="reload")
+    config.write_text(f'[batch]\nenabled = false\n[log]\nfile = "{logs}/daemon.log"\n')
+    daemon.signal(signal.SIGHUP)
+    failed = daemon.wait_log(event="reload_failed")
+    assert f"log.file '{logs}/daemon.log' (from file {config}) cannot be opened" in (
+        failed["message"]), failed["message"]
+    assert daemon.get("/api/batch/config").json()["log.file"]["value"] == ""
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+
+
+def test_a_deleted_output_directory_fails_cycles_until_a_reload_starts_it_again(
+    daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """Removing the output directory of a running daemon is noticed: cycles fail naming it
+    (/healthz 503) instead of writing to unlinked files; a reload starts a new ledger there and
+    the next cycle is written and healthy."""
+    out = tmp_path / "out"
+    daemon = _start(daemons, tmp_path, "--interval", "0.2", "--out", "out")
+    wait_for("a cycle", lambda: jsonl(out / "metrics.jsonl"))
+    shutil.rmtree(out)
+    failed = daemon.wait_log(event="cycle_failed")
+    assert f"output directory {out.name} was removed or replaced" in failed["message"]
+    health = daemon.get("/healthz")
+    assert health.status_code == 503 and "was removed or replaced" in health.json()["reason"]
+    assert not out.exists()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(event="reload")
+    wait_for("a cycle in the new ledger", lambda: jsonl(out / "metrics.jsonl"))
+    wait_for("health again", lambda: daemon.get("/healthz").status_code == 200)
+    assert jsonl(out / "metrics.jsonl")[0]["cycle_id"] == 1
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0

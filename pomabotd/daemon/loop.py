@@ -7,9 +7,10 @@ event (signals and timers wake it; nothing polls), so an idle daemon costs no CP
 memory from cycle to cycle; a source that yields nothing usable fails that cycle only (one
 error line, `/healthz` unhealthy with the reason), and the next interval tries again.
 
-- SIGHUP: the files are reopened (rename-based rotation), then a whole new configuration is
-  built and checked (TOML, env file, environment, the flags given at start, the strategy
-  plugin) and swapped in between cycles, the pool rebuilt only when `batch.workers` or
+- SIGHUP: a whole new configuration is built and checked (TOML, env file, environment, the
+  flags given at start, the strategy plugin), the files it names are reopened (rename-based
+  rotation; a new ledger when the output directory changed or was removed), and it is
+  swapped in between cycles, the pool rebuilt only when `batch.workers` or
   `batch.evaluator` changed, the sources rebuilt (and the old ones closed) only when the
   `[sources]` section changed. Anything wrong keeps the running configuration and logs one
   error.
@@ -42,7 +43,7 @@ from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
 from pomabotd.daemon.status import StatusServer
 from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import PomabotdError
+from pomabotd.errors import LedgerError, PomabotdError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
 from pomabotd.sources import Sources, open_sources
@@ -64,6 +65,26 @@ def _one_line(text: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _open_ledger(config: Config) -> Ledger:
+    """The ledger of `daemon.output_dir`; LedgerError names the key and where it came from."""
+    try:
+        return Ledger(Path(config.daemon.output_dir))
+    except LedgerError as exc:
+        raise LedgerError(_output_dir_problem(config, exc)) from None
+
+
+def _reopen_ledger(ledger: Ledger, config: Config) -> None:
+    try:
+        ledger.reopen()
+    except LedgerError as exc:
+        raise LedgerError(_output_dir_problem(config, exc)) from None
+
+
+def _output_dir_problem(config: Config, exc: LedgerError) -> str:
+    return (f"daemon.output_dir {config.daemon.output_dir!r} (from "
+            f"{config.source_phrase('daemon.output_dir')}): {exc}")
 
 
 class Daemon:
@@ -103,7 +124,7 @@ class Daemon:
             await asyncio.to_thread(self._runtime.start)  # warm before any data is loaded
             config = self._config
             self._sources = open_sources(config)
-            self._ledger = Ledger(Path(config.daemon.output_dir))
+            self._ledger = _open_ledger(config)
             portfolio = Portfolio.recover(self._ledger)
             state = self._state = DaemonState(config, portfolio)
             await self._start_status(state, config)
@@ -205,14 +226,11 @@ class Daemon:
             stop.cancel()
 
     async def _reload(self, state: DaemonState) -> None:
-        """Reopen the files, then build, check and swap in a new configuration."""
+        """Build and check a new configuration, then reopen the files and swap it in."""
         self._flags.reload = False
         self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
         old = state.config
-        reopen_error = self._reopen_files(old)
         try:
-            if reopen_error is not None:
-                raise reopen_error
             new = await asyncio.to_thread(self._reload_config)
             await self._swap(state, old, new)
         except (PomabotdError, OSError) as exc:
@@ -226,7 +244,7 @@ class Daemon:
             changed = [key for key in new.provenance
                        if new.value(key) != old.value(key)]
             for warning in new.warnings:
-                logger.warning("{}", warning)
+                logger.bind(event="config_warning").warning("{}", warning)
             logger.bind(event="reload", changed=changed, config_path=new.path).info(
                 "reloaded the configuration from {}: {}",
                 new.path or "defaults and environment",
@@ -234,30 +252,30 @@ class Daemon:
             )
         self._notifier.send("READY=1", "STATUS=" + state.summary())
 
-    def _reopen_files(self, config: Config) -> OSError | PomabotdError | None:
-        """Reopen the ledger's files and the log file by name, whatever the reload brings."""
-        assert self._ledger is not None
-        try:
-            self._ledger.reopen()
-            configure_logging(config.log.level, config.log.format, config.log.file)
-        except (OSError, PomabotdError) as exc:
-            return exc
-        return None
-
     async def _swap(self, state: DaemonState, old: Config, new: Config) -> None:
-        """Put `new` in force piece by piece, undoing the pieces already swapped if one fails."""
+        """Put `new` in force piece by piece, undoing the pieces already swapped if one fails.
+
+        The files are reopened per the new configuration (rename-based rotation): the log file
+        by `new`'s `log.file`, the ledger's files by name, or a new ledger when
+        `daemon.output_dir` changed or its directory was removed or replaced meanwhile.
+        """
         undo: list[Callable[[], object]] = []
         status = self._status
         sources = self._sources
+        current = self._ledger
+        assert current is not None
         try:
-            configure_logging(new.log.level, new.log.format, new.log.file)
+            configure_logging(new.log.level, new.log.format, new.log.file,
+                              origin=new.source_phrase("log.file"))
             undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file))
-            ledger = self._ledger
+            ledger = current
             portfolio = state.portfolio
-            if new.daemon.output_dir != old.daemon.output_dir:
-                ledger = Ledger(Path(new.daemon.output_dir))
+            if new.daemon.output_dir != old.daemon.output_dir or not current.intact():
+                ledger = _open_ledger(new)
                 undo.append(ledger.close)
                 portfolio = Portfolio.recover(ledger)
+            else:
+                _reopen_ledger(current, new)
             if new.daemon.status_addr != old.daemon.status_addr:
                 status = await self._serve(state, new)
             if new.sources != old.sources:
@@ -271,9 +289,8 @@ class Daemon:
             if sources is not None and sources is not self._sources:
                 await sources.aclose()
             raise
-        if ledger is not self._ledger:
-            assert self._ledger is not None
-            self._ledger.close()
+        if ledger is not current:
+            current.close()
             self._ledger = ledger
         if status is not self._status:
             if self._status is not None:
