@@ -41,6 +41,14 @@ def _config(path: Path, sources: dict[str, object], **sections: dict[str, object
     return path
 
 
+def _sample(exposition: str, series: str) -> float:
+    """The value of one series in a Prometheus text exposition."""
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {series} in /metrics")
+
+
 def _stop(daemon: DaemonProcess) -> None:
     """SIGTERM: exit 0, and nothing the daemon started, nor the daemon, is left running."""
     daemon.remember_descendants()
@@ -81,6 +89,15 @@ def test_unreachable_market_api_fails_cycles_until_it_recovers(
     assert jsonl(tmp_path / "out" / "metrics.jsonl") == []
     requests_while_down = len(httpserver.log)
     assert requests_while_down >= 2  # the request and its retry
+    wait_for("two failed cycles",
+             lambda: daemon.get("/healthz").json()["cycles_failed"] >= 2)
+    exposition = daemon.get("/metrics").text
+    failed_cycles = _sample(exposition, 'pomabotd_cycles_total{result="failed"}')
+    assert failed_cycles >= 2
+    assert _sample(exposition, 'pomabotd_source_fetch_errors_total{source="polymarket"}') in (
+        failed_cycles, failed_cycles + 1)  # a cycle may end between the two reads
+    errors = [line for line in daemon.logs() if line["level"] == "ERROR"]
+    assert errors and all(line.get("event") == "cycle_failed" for line in errors), errors
 
     down.clear()
     wait_for("a cycle on the recovered API",

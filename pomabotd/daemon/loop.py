@@ -43,7 +43,7 @@ from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
 from pomabotd.daemon.status import StatusServer
 from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import LedgerError, PomabotdError
+from pomabotd.errors import LedgerError, PomabotdError, SourceError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
 from pomabotd.sources import Sources, open_sources
@@ -201,7 +201,10 @@ class Daemon:
                 message = f"{type(error).__name__}: {message}"
                 failed = failed.opt(exception=error)
             failed.error("cycle {} failed: {}", cycle_id, message)
-            state.cycle_failed(cycle_id, message)
+            if isinstance(error, SourceError):
+                state.cycle_failed(cycle_id, message, error.stats, error.source)
+            else:
+                state.cycle_failed(cycle_id, message)
         self._notifier.status(state.summary())
 
     async def _await_cycle(self, task: asyncio.Task[object], stop_timeout_s: float) -> None:

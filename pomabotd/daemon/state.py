@@ -21,6 +21,7 @@ from pomabotd.cycle import CycleReport, Portfolio
 from pomabotd.domain.portfolio import equity
 from pomabotd.domain.selection import portfolio_risk_pct
 from pomabotd.resume import RESUME_FILE
+from pomabotd.sources import SourceStats
 
 __all__ = ["FEED_RESULTS", "NEWS_TOTALS", "TOTALS", "DaemonState"]
 
@@ -74,19 +75,32 @@ class DaemonState:
         metrics = report.metrics
         for name in TOTALS:
             self.totals[name] += getattr(metrics, name)
-        stats = metrics.sources
+        self._count_sources(metrics.sources)
+        self.refused.update(record.source for record in report.rejected)
+
+    def cycle_failed(
+        self,
+        cycle_id: int,
+        error: str,
+        stats: SourceStats | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Count a cycle that wrote nothing, and what its loading ran into (`stats`, from
+        `source` when one source gave up)."""
+        self.last_error = error
+        self.last_failed_cycle = cycle_id
+        self.cycles_failed += 1
+        if stats is not None:
+            self._count_sources(stats)
+            if source is not None and stats.records_refused:
+                self.refused[source] += stats.records_refused
+
+    def _count_sources(self, stats: SourceStats) -> None:
         for result in FEED_RESULTS:
             self.feeds[result] += getattr(stats, f"feeds_{result}")
         for name in NEWS_TOTALS:
             self.news[name] += getattr(stats, name)
         self.fetch_errors.update(stats.fetch_errors)
-        self.refused.update(record.source for record in report.rejected)
-
-    def cycle_failed(self, cycle_id: int, error: str) -> None:
-        """Count a cycle that wrote nothing."""
-        self.last_error = error
-        self.last_failed_cycle = cycle_id
-        self.cycles_failed += 1
 
     def equity_usd(self) -> float:
         """Starting value plus realized P&L."""

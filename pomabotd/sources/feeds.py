@@ -184,8 +184,9 @@ class FeedsSource(Source):
             if isinstance(result, FetchError):
                 failed += 1
                 errors[state.name] = errors.get(state.name, 0) + 1
-                logger.bind(source=NAME, feed=state.spec).error("feed {} failed: {}",
-                                                                state.name, result)
+                logger.bind(event="feed_failed", source=NAME, feed=state.spec).warning(
+                    "feed {} failed: {}", state.name, result
+                )
             elif result is None:
                 unchanged += 1
             else:
@@ -194,8 +195,12 @@ class FeedsSource(Source):
                 fresh += added
                 duplicates += len(result.items) - added
         if failed == len(self._feeds) and not self._items:
+            first = next(str(r) for r in results if isinstance(r, FetchError))
             raise SourceError(
-                f"{NAME}: every one of {failed} feeds failed and none was read before"
+                f"{NAME}: every one of {failed} feeds failed and none was read before "
+                f"(first: {first})",
+                source=NAME,
+                stats=SourceStats(fetch_errors=errors, feeds_failed=failed),
             )
         index, signals, lines = await off_loop(
             _match, context.markets, list(self._items.values()), context.as_of

@@ -422,7 +422,8 @@ class GammaFile(Source):
         markets, rejected = await off_loop(map_records, raws, self.name)
         if not markets:
             why = refused_reason(rejected, len(raws)) if raws else "the file lists none"
-            raise SourceError(f"{self.name}: no usable markets ({why})")
+            raise SourceError(f"{self.name}: no usable markets ({why})", source=self.name,
+                              stats=SourceStats(records_refused=len(rejected)))
         return SourceBatch(
             markets=await off_loop(encode_markets, markets),
             rejected=tuple(rejected),

@@ -92,8 +92,10 @@ class PolymarketSource(Source):
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """This cycle's open markets as wire lines, with the refused records."""
         raws, failure = await self._listing()
+        fetch_errors = {NAME: 1} if failure is not None else {}
         if failure is not None and not raws:
-            raise SourceError(f"{NAME}: no markets fetched: {failure}")
+            raise SourceError(f"{NAME}: no markets fetched: {failure}", source=NAME,
+                              stats=SourceStats(fetch_errors=fetch_errors))
         if self._snapshot is not None:
             try:
                 gamma.write_snapshot(self._snapshot, raws)
@@ -110,14 +112,14 @@ class PolymarketSource(Source):
         markets, rejected = await off_loop(gamma.map_records, raws, NAME)
         if not markets:
             why = gamma.refused_reason(rejected, len(raws)) if raws else "the server listed none"
-            raise SourceError(f"{NAME}: no usable open markets ({why})")
+            raise SourceError(
+                f"{NAME}: no usable open markets ({why})", source=NAME,
+                stats=SourceStats(fetch_errors=fetch_errors, records_refused=len(rejected)),
+            )
         return SourceBatch(
             markets=await off_loop(gamma.encode_markets, markets),
             rejected=tuple(rejected),
-            stats=SourceStats(
-                fetch_errors={NAME: 1} if failure is not None else {},
-                records_refused=len(rejected),
-            ),
+            stats=SourceStats(fetch_errors=fetch_errors, records_refused=len(rejected)),
         )
 
     async def aclose(self) -> None:
@@ -146,9 +148,11 @@ class PolymarketSource(Source):
                     )
             await self._offset_pages(self._client, raws)
         except FetchError as exc:
-            logger.bind(source=NAME, fetched=len(raws)).error(
-                "{}: paging stopped after {} markets: {}", NAME, len(raws), exc
-            )
+            if raws:  # with nothing fetched, the cycle fails and its one error line says why
+                logger.bind(event="fetch_failed", source=NAME, fetched=len(raws)).warning(
+                    "{}: paging stopped after {} markets, which still run: {}",
+                    NAME, len(raws), exc,
+                )
             return raws, str(exc)
         return raws, None
 

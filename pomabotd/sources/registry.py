@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Final
 
 from pomabotd.config import Config, SourcesConfig
-from pomabotd.errors import ConfigError
+from pomabotd.errors import ConfigError, SourceError
 from pomabotd.sources.base import CycleInput, FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.feeds import FeedsSource
 from pomabotd.sources.gamma import SCHEME as GAMMA_SCHEME
@@ -86,7 +86,11 @@ class Sources:
         """
         market_batch = await self.markets.fetch(FetchContext(as_of=as_of))
         context = FetchContext(as_of=as_of, markets=market_batch.markets)
-        signal_batches = await asyncio.gather(*(s.fetch(context) for s in self.signals))
+        try:
+            signal_batches = await asyncio.gather(*(s.fetch(context) for s in self.signals))
+        except SourceError as exc:  # the markets' counts count too
+            exc.stats = market_batch.stats + (exc.stats or SourceStats())
+            raise
         parts = [(market_batch, self.markets)] if market_batch.signals else []
         parts += zip(signal_batches, self.signals, strict=True)
         stats = SourceStats()

@@ -184,8 +184,11 @@ def test_unreachable_server_fails_the_cycle_after_retries():
     with socket.create_server(("127.0.0.1", 0)) as spare:
         port = spare.getsockname()[1]
     source = PolymarketSource(f"http://127.0.0.1:{port}", limits=limits(retry_attempts=2))
-    with pytest.raises(SourceError, match=r"polymarket: no markets fetched.*after 3 attempts"):
+    with pytest.raises(SourceError, match=r"polymarket: no markets fetched.*after 3 attempts") \
+            as raised:
         _fetch(source)
+    assert raised.value.stats is not None
+    assert raised.value.stats.fetch_errors == {"polymarket": 1}
 
 
 def test_truncated_body_is_retried_then_the_good_answer_used(raw_server):
