@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 import msgspec
@@ -26,7 +26,7 @@ from pomabotd.errors import FetchError, InputError, SourceError
 from pomabotd.log import logger
 from pomabotd.sources import gamma
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
-from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
+from pomabotd.sources.http import HttpLimits, Sleep, TransientBody, get, new_client
 from pomabotd.sources.offload import off_loop
 
 __all__ = ["NAME", "PolymarketSource"]
@@ -37,14 +37,35 @@ _MB: Final = 1024 * 1024
 
 
 class _KeysetPage(msgspec.Struct):
-    markets: list[msgspec.Raw] = []
+    """A keyset page: `markets` is required, so that an object without it (an error the
+    server answered with 200) is not read as an empty last page."""
+
+    markets: list[msgspec.Raw]
     next_cursor: str | None = None
+    error: Any = None
+
+
+class _ErrorObject(msgspec.Struct):
+    """What an error answer may say about itself."""
+
+    error: Any = None
+    status: int | str | None = None
+    code: int | str | None = None
+    status_code: int | str | None = msgspec.field(default=None, name="statusCode")
 
 
 _T = TypeVar("_T")
 
 _KEYSET_PAGE: Final = msgspec.json.Decoder(_KeysetPage)
 _OFFSET_PAGE: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_ERROR_OBJECT: Final = msgspec.json.Decoder(_ErrorObject)
+#: Words by which an error answer says it is temporary: such a page is asked for again.
+_TRANSIENT_WORDS: Final = (
+    "timeout", "timed out", "temporar", "unavailable", "try again", "retry", "rate limit",
+    "too many requests", "overload", "busy", "throttl",
+)
+#: How much of a body that is not a listing its error message quotes.
+_QUOTED: Final = 160
 
 
 class PolymarketSource(Source):
@@ -170,10 +191,10 @@ class PolymarketSource(Source):
         url = f"{self._base}/markets/keyset"
         params = self._filters()
         seen: set[str] = set()
+        number = 0
         while len(raws) < self._max_markets:
-            fetched = await get(client, url, self._limits, params=params, what=NAME,
-                                sleep=self._sleep)
-            page = _decode(_KEYSET_PAGE, fetched.body, url, len(raws))
+            number += 1
+            page = await self._page(client, url, params, _KEYSET_PAGE, number, len(raws))
             raws.extend(page.markets[: self._max_markets - len(raws)])
             cursor = page.next_cursor
             if not page.markets or not cursor:
@@ -190,15 +211,35 @@ class PolymarketSource(Source):
     async def _offset_pages(self, client: httpx.AsyncClient, raws: list[msgspec.Raw]) -> None:
         url = f"{self._base}/markets"
         filters = self._filters()
+        number = 0
         while len(raws) < self._max_markets:
+            number += 1
             params = {**filters, "offset": len(raws)}
-            fetched = await get(client, url, self._limits, params=params, what=NAME,
-                                sleep=self._sleep)
-            page = _decode(_OFFSET_PAGE, fetched.body, url, len(raws))
+            page = await self._page(client, url, params, _OFFSET_PAGE, number, len(raws))
             raws.extend(page[: self._max_markets - len(raws)])
             if len(page) < self._page_size:
                 return
         self._log_cap()
+
+    async def _page(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        params: dict[str, str | int | float],
+        decoder: msgspec.json.Decoder[_T],
+        number: int,
+        offset: int,
+    ) -> _T:
+        """Page `number`, decoded as a listing within the fetch (so a transient error answer
+        is retried like a 5xx)."""
+        pages: list[_T] = []
+
+        def check(body: bytes) -> None:
+            pages.append(_as_listing(decoder, body, url, number, offset))
+
+        await get(client, url, self._limits, params=params, what=NAME, sleep=self._sleep,
+                  check=check)
+        return pages[-1]
 
     def _log_cap(self) -> None:
         logger.bind(source=NAME).warning(
@@ -206,10 +247,40 @@ class PolymarketSource(Source):
         )
 
 
-def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, url: str, offset: int) -> _T:
+def _as_listing(
+    decoder: msgspec.json.Decoder[_T], body: bytes, url: str, number: int, offset: int
+) -> _T:
+    """A page decoded as a listing; a body that is not one is a fetch error quoting its start:
+    `TransientBody` (asked again, like a 5xx) when it says it failed for now, else FetchError."""
     try:
-        return decoder.decode(body)
+        page = decoder.decode(body)
+        error = getattr(page, "error", None)
+        if error is None:
+            return page
+        why = "it carries an error"
     except msgspec.DecodeError as exc:
-        raise FetchError(
-            f"{NAME}: the page after {offset} markets from {url} is not a valid listing ({exc})"
-        ) from None
+        why = str(exc)
+    text = " ".join(body[: _QUOTED * 4].decode("utf-8", "replace").split())
+    quoted = text[:_QUOTED]
+    more = "..." if len(text) > _QUOTED or len(body) > _QUOTED * 4 else ""
+    message = (f"{NAME}: page {number} of {url} (after {offset} markets) is not a listing "
+               f"({why}): {quoted!r}{more}")
+    if _transient(body):
+        raise TransientBody(message)
+    raise FetchError(message, status=200)
+
+
+def _transient(body: bytes) -> bool:
+    """Whether an error answer says it is temporary: a 5xx or 429 status in it, or words
+    such as `timeout`, `unavailable` or `rate limit`."""
+    try:
+        found = _ERROR_OBJECT.decode(body)
+    except msgspec.DecodeError:
+        return False
+    for status in (found.status, found.code, found.status_code):
+        if isinstance(status, str) and status.isdigit():
+            status = int(status)
+        if isinstance(status, int) and (status == 429 or 500 <= status <= 599):
+            return True
+    text = body[:2048].decode("utf-8", "replace").lower()
+    return any(word in text for word in _TRANSIENT_WORDS)

@@ -221,7 +221,39 @@ def test_truncated_json_page_is_refused_and_counted(httpserver: HTTPServer, log_
     batch = _fetch(PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=20))
     assert _ids(batch) == OPEN_IDS[:20]
     assert batch.stats.fetch_errors == {"polymarket": 1}
-    assert any("not a valid listing" in line for line in log_lines)
+    assert any("page 2 of" in line and "is not a listing" in line for line in log_lines)
+
+
+@pytest.mark.parametrize("body", [{"error": "invalid filter"}, {"data": []}])
+def test_a_first_page_that_is_not_a_listing_fails_quoting_it(httpserver: HTTPServer, body):
+    """A 200 carrying an error object, or an object without `markets`, is not an empty
+    listing: the fetch fails at once, naming the page and quoting the body's start."""
+    httpserver.expect_request("/markets/keyset").respond_with_json(body)
+    source = PolymarketSource(httpserver.url_for(""), limits=limits(retry_attempts=2))
+    with pytest.raises(SourceError) as raised:
+        _fetch(source)
+    message = str(raised.value)
+    assert "page 1 of" in message and "is not a listing" in message
+    assert f'"{next(iter(body))}"' in message and "listed none" not in message
+    assert len(httpserver.log) == 1  # not transient: not asked again
+
+
+def test_an_error_page_saying_it_is_temporary_is_asked_again(httpserver: HTTPServer):
+    """Page 2 answers 200 with `{"error": "... temporarily unavailable"}` once: it is
+    retried like a 5xx and every market arrives."""
+    objects = gamma_objects()
+    answers = iter([_json({"error": "service temporarily unavailable"})])
+
+    def handler(request: Request) -> Response:
+        if request.args.get("after_cursor"):
+            return next(answers, None) or _json({"markets": objects[20:], "next_cursor": None})
+        return _json({"markets": objects[:20], "next_cursor": "20"})
+
+    httpserver.expect_request("/markets/keyset").respond_with_handler(handler)
+    batch = _fetch(PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=20))
+    assert _ids(batch) == OPEN_IDS
+    assert batch.stats.fetch_errors == {}
+    assert len(httpserver.log) == 3
 
 
 def test_bad_prices_and_outcomes_are_refused_by_record_and_field(httpserver: HTTPServer):
