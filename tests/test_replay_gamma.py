@@ -112,11 +112,13 @@ def test_a_gamma_snapshot_replays_through_the_sources_mapping(snapshot, tmp_path
     assert report["worst_position"]["market_id"] == "1087528"
 
     by_category = report["by_category"]
-    assert list(by_category) == ["crypto", "sports", "other"]
+    # The questions decide where Gamma gives no category: an election is politics.
+    assert list(by_category) == ["politics", "crypto", "sports", "other"]
     assert (by_category["crypto"]["markets"], by_category["crypto"]["tradeable"],
             by_category["crypto"]["selected"]) == (2, 1, 1)
     assert by_category["sports"]["tradeable"] == 1 and by_category["sports"]["selected"] == 0
-    assert by_category["other"]["realized_pnl_usd"] == -1000.0
+    assert by_category["politics"]["realized_pnl_usd"] == -500.0
+    assert by_category["other"]["realized_pnl_usd"] == -500.0
 
 
 def test_the_summary_names_the_records_without_a_price_at_the_horizon(snapshot,
@@ -151,13 +153,13 @@ def test_the_committed_fixture_is_the_real_sample_resolved_by_its_rule():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("prior", "expected"), [
-    ("fixed", {"brier": 0.25, "tradeable": 16, "selected": 4, "realized_pnl_usd": -2000.0}),
+    ("fixed", {"brier": 0.25, "tradeable": 18, "selected": 4, "realized_pnl_usd": -2000.0}),
     ("market", {"brier": "by hand", "tradeable": 0, "selected": 0, "realized_pnl_usd": 0.0}),
 ])
 def test_the_readme_comparison_of_the_two_priors_holds(tmp_path: Path, prior: str,
                                                        expected: dict[str, Any]):
     """The README's figures for the Gamma fixture: the fixed prior bets against the crowd on
-    16 markets and loses the 4 it selects; the market prior, shown no news that moves it,
+    18 markets and loses the 4 it selects; the market prior, shown no news that moves it,
     trades nothing and scores a better Brier: its midpoints are the prices (pulled up near 0,
     where the range is clipped), and neutral news leaves them there."""
     from gamma_fixture import FIXTURE, SIGNALS

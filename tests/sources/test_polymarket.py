@@ -396,3 +396,22 @@ def test_unwritable_snapshot_path_is_an_input_error(httpserver: HTTPServer, tmp_
                               snapshot=tmp_path / "no-such-dir" / "snap.json")
     with pytest.raises(InputError, match=r"sources\.save_snapshot .*snap\.json: cannot be written"):
         _fetch(source)
+
+
+def test_questions_give_the_category_where_gamma_gives_none():
+    """The recorded objects carry no category and no tags: the questions' words place them
+    (elections and pardons in politics, OpenAI in technology, Israel in world), and only
+    a question no listed word matches stays `other`."""
+    by_question = {}
+    for raw in gamma_objects():
+        market = map_market(json.dumps(raw).encode())
+        by_question[market.question] = market.category
+    assert by_question["Will José Luna win the 2026 Peruvian presidential election?"] == (
+        "politics")
+    assert by_question['Will Trump pardon Joe Exotic "The Tiger King" in 2025?'] == "politics"
+    assert by_question["Will OpenAI announce a head-mounted display in 2026?"] == "technology"
+    assert by_question["Israel x Syria security agreement by June 30?"] == "world"
+    assert by_question["Solana all time high by September 30, 2026?"] == "crypto"
+    assert by_question["Will Taylor Swift perform during the Super Bowl LX halftime show?"] == (
+        "entertainment")  # two entertainment words against one sports word
+    assert list(by_question.values()).count("other") == 1
