@@ -218,8 +218,9 @@ def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
         out.write(lines)
 
     async def evaluate_all() -> tuple[Rejected, ...]:
+        sources = open_sources(config)  # a setting naming no source is refused before the pool
         with Runtime(batch_settings(config)) as runtime:
-            async with open_sources(config) as sources:
+            async with sources:
                 cycle_input = await sources.load(when)
             result = await runtime.evaluate(
                 cycle_input.markets, cycle_input.markets_source,
@@ -268,8 +269,9 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         return
 
     async def one_cycle() -> CycleReport:
+        sources = open_sources(config)  # a setting naming no source is refused before the pool
         with Runtime(batch_settings(config)) as runtime, LedgerOnDemand(out) as ledger:
-            async with open_sources(config) as sources:
+            async with sources:
                 return await run_cycle(runtime, sources, ledger.portfolio(), ledger,
                                        config.risk_limits(), as_of=when, clock=_now,
                                        halt=halt_policy(config))

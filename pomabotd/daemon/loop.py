@@ -121,9 +121,9 @@ class Daemon:
         self._flags.install(loop)
         watchdog: asyncio.Task[None] | None = None
         try:
-            await asyncio.to_thread(self._runtime.start)  # warm before any data is loaded
             config = self._config
-            self._sources = open_sources(config)
+            self._sources = open_sources(config)  # refuses a bad sources.markets first
+            await asyncio.to_thread(self._runtime.start)  # warm before any data is loaded
             self._ledger = _open_ledger(config)
             portfolio = Portfolio.recover(self._ledger)
             state = self._state = DaemonState(config, portfolio)
