@@ -125,8 +125,8 @@ def _output_dir(config: Config) -> Path:
     out = Path(config.daemon.output_dir)
     problem = output_dir_problem(out)
     if problem is not None:
-        source = config.provenance["daemon.output_dir"].replace(":", " ", 1)
-        raise UsageFailure(f"output directory {str(out)!r} {problem} (from {source})")
+        raise UsageFailure(f"daemon.output_dir {str(out)!r} (from "
+                           f"{config.source_phrase('daemon.output_dir')}) {problem}")
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -195,15 +196,39 @@ def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
 
 
 def output_dir_problem(directory: Path) -> str | None:
-    """Why `directory` cannot be an output directory (it, or an ancestor, is not a
-    directory), or None. Nothing is created."""
+    """Why `directory` cannot be an output directory, or None: it, or an ancestor, is not a
+    directory; it is on a read-only file system or not writable; or it does not exist and
+    cannot be created where it would be (`/proc/x`).
+
+    Nothing is left behind: a missing directory is probed by creating and removing a
+    uniquely named empty directory beside where it would be, never the directory itself.
+    """
     for candidate in (directory, *directory.parents):
-        if candidate.exists():
-            if candidate.is_dir():
-                return None
+        if not candidate.exists():
+            continue
+        if not candidate.is_dir():
             if candidate == directory:
                 return "is not a directory"
             return f"cannot be created: {str(candidate)!r} is not a directory"
+        if candidate == directory:
+            return _unwritable(directory)
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".pomabotd-probe-", dir=candidate))
+        except OSError as exc:
+            return f"cannot be created in {str(candidate)!r}: {exc.strerror or exc}"
+        return None
+    return None
+
+
+def _unwritable(directory: Path) -> str | None:
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror or exc}"
+    if read_only:
+        return "is on a read-only file system"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "is not writable"
     return None
 
 

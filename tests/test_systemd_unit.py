@@ -51,6 +51,7 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     assert settings["Type"] == "notify" and int(settings["WatchdogSec"]) > 0
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert settings["Restart"] == "on-failure" and "StartLimitBurst" in settings
+    assert settings["RestartPreventExitStatus"] == "2"  # a configuration error is not retried
     assert settings["EnvironmentFile"].startswith("-")
     assert int(settings["TimeoutStopSec"]) > 10
     assert settings["CapabilityBoundingSet"] == "" and settings["UMask"] == "0027"

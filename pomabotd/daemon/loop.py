@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,9 +42,9 @@ from pomabotd.cycle import Portfolio, batch_settings, halt_policy, run_cycle
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
-from pomabotd.daemon.status import StatusServer
+from pomabotd.daemon.status import StatusServer, bind_status
 from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import LedgerError, PomabotdError, SourceError
+from pomabotd.errors import ConfigError, LedgerError, PomabotdError, SourceError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
 from pomabotd.sources import Sources, open_sources
@@ -80,6 +81,22 @@ def _reopen_ledger(ledger: Ledger, config: Config) -> None:
         ledger.reopen()
     except LedgerError as exc:
         raise LedgerError(_output_dir_problem(config, exc)) from None
+
+
+def _bind_status(config: Config) -> socket.socket | None:
+    """The status endpoint's listening socket (None when switched off); ConfigError names
+    `daemon.status_addr`, where it came from and why the address cannot be served."""
+    endpoint = config.daemon.status_endpoint()
+    if endpoint is None:
+        return None
+    try:
+        return bind_status(*endpoint)
+    except OSError as exc:
+        raise ConfigError(
+            f"daemon.status_addr {config.daemon.status_addr!r} (from "
+            f"{config.source_phrase('daemon.status_addr')}) cannot be served: "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def _output_dir_problem(config: Config, exc: LedgerError) -> str:
@@ -122,12 +139,19 @@ class Daemon:
         watchdog: asyncio.Task[None] | None = None
         try:
             config = self._config
-            self._sources = open_sources(config)  # refuses a bad sources.markets first
-            await asyncio.to_thread(self._runtime.start)  # warm before any data is loaded
+            # What a bad setting can refuse is refused before anything starts or is created.
+            self._sources = open_sources(config)
+            sock = _bind_status(config)
+            try:
+                await asyncio.to_thread(self._runtime.start)  # warm before data is loaded
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
             self._ledger = _open_ledger(config)
             portfolio = Portfolio.recover(self._ledger)
             state = self._state = DaemonState(config, portfolio)
-            await self._start_status(state, config)
+            await self._start_status(state, sock)
             self._log_start(state)
             self._notifier.send("READY=1", "STATUS=" + state.summary())
             if self._watchdog_s is not None:
@@ -280,7 +304,7 @@ class Daemon:
             else:
                 _reopen_ledger(current, new)
             if new.daemon.status_addr != old.daemon.status_addr:
-                status = await self._serve(state, new)
+                status = await self._serve(state, _bind_status(new))
             if new.sources != old.sources:
                 sources = open_sources(new)  # keeps the old cache when [sources] is unchanged
             await asyncio.to_thread(self._runtime.reconfigure, batch_settings(new))
@@ -307,24 +331,24 @@ class Daemon:
         state.portfolio = portfolio
         state.config = new
 
-    async def _start_status(self, state: DaemonState, config: Config) -> None:
-        self._status = await self._serve(state, config)
+    async def _start_status(
+        self, state: DaemonState, sock: socket.socket | None
+    ) -> None:
+        self._status = await self._serve(state, sock)
         state.status_addr = self._status.address if self._status is not None else None
 
-    async def _serve(self, state: DaemonState, config: Config) -> StatusServer | None:
-        endpoint = config.daemon.status_endpoint()
-        if endpoint is None:
+    async def _serve(
+        self, state: DaemonState, sock: socket.socket | None
+    ) -> StatusServer | None:
+        if sock is None:
             return None
         server = StatusServer(state)
         try:
-            await server.start(*endpoint)
-        except OSError as exc:
+            await server.start(sock)
+        except BaseException:
             await server.stop()
-            raise OSError(
-                exc.errno, f"cannot serve status on {config.daemon.status_addr} "
-                f"(daemon.status_addr from {config.provenance['daemon.status_addr']}): "
-                f"{exc.strerror}"
-            ) from None
+            sock.close()
+            raise
         return server
 
     def _log_start(self, state: DaemonState) -> None:

@@ -27,7 +27,13 @@ from prometheus_client.registry import Collector
 from pomabotd._version import __version__
 from pomabotd.daemon.state import FEED_RESULTS, NEWS_TOTALS, TOTALS, DaemonState
 
-__all__ = ["METRIC_NAMES", "PER_SOURCE_METRIC_NAMES", "StatusServer", "format_address"]
+__all__ = [
+    "METRIC_NAMES",
+    "PER_SOURCE_METRIC_NAMES",
+    "StatusServer",
+    "bind_status",
+    "format_address",
+]
 
 _JSON: Final = msgspec.json.Encoder()
 
@@ -71,6 +77,22 @@ _HELP: Final = {
 def format_address(host: str, port: int) -> str:
     """`host:port`, with brackets around an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_status(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port), bound before anything else
+    starts so that an address in use or not on this machine is refused first; OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _StateCollector(Collector):
@@ -166,22 +188,12 @@ class StatusServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self.address: str | None = None
 
-    async def start(self, host: str, port: int) -> str:
-        """Listen on host:port (port 0: any free port); return the address bound."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(64)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+    async def start(self, sock: socket.socket) -> str:
+        """Serve on a socket from `bind_status` (it is closed by `stop`); return its address."""
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
-        bound = sock.getsockname()
-        self.address = format_address(host, bound[1])
+        host, port = sock.getsockname()[:2]
+        self.address = format_address(host, port)
         return self.address
 
     async def stop(self) -> None:
