@@ -25,6 +25,12 @@ from pomabotd.errors import ConfigError
 __all__ = ["configure_logging", "json_line", "logger", "resolve_format"]
 
 _TEXT_FORMAT: Final = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <8} {message}"
+#: A `-W` option for the helper processes multiprocessing starts (they get this process's
+#: warning options): after a `kill -9` of pomabotd the resource tracker removes the semaphores
+#: the pool left, and warns that they leaked, in plain text, on the stderr it shares with
+#: pomabotd (the journal). The kill already says as much, and a non-JSON line would break
+#: every `journalctl -o cat | jq` reader; the clean-up itself still happens.
+_QUIET_RESOURCE_TRACKER: Final = "ignore::UserWarning:multiprocessing.resource_tracker"
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=str)
 _open_files: list[IO[str]] = []
 
@@ -94,6 +100,8 @@ def configure_logging(
     A `file` that cannot be opened raises ConfigError naming `log.file`, the path and
     `origin` (where the setting came from), and leaves the earlier setup in place.
     """
+    if _QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_RESOURCE_TRACKER)
     stream = None
     if file:
         try:

@@ -378,3 +378,28 @@ def test_a_status_address_that_cannot_be_served_is_refused_before_anything_is_cr
     elsewhere = run_cli("run", "--out", "out", "--status-addr", "192.0.2.1:8787")
     assert elsewhere.returncode == 2 and "cannot be served" in elsewhere.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_stress_removes_the_scratch_directories_of_runs_that_died(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """A scratch directory left by a stress run killed with SIGKILL (its lock held by no one)
+    is removed by the next stress run; one whose lock a live run holds, or that has no lock
+    yet, is kept; the run's own directory is gone when it ends."""
+    scratch_root = tmp_path / "tmp"
+    dead, live, new = (scratch_root / f"pomabotd-stress-{name}" for name in ("dead", "live",
+                                                                               "new"))
+    for directory in (dead, live, new):
+        directory.mkdir(parents=True)
+        (directory / "markets.jsonl").write_text("{}\n")
+    (dead / ".stress.lock").touch()
+    (live / ".stress.lock").touch()
+    held = os.open(live / ".stress.lock", os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_cli("stress", "--markets", "100", "--json",
+                         env={"TMPDIR": str(scratch_root), "BATCH_WORKERS": "0"})
+    finally:
+        os.close(held)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in scratch_root.iterdir()) == [live.name, new.name]

@@ -248,6 +248,9 @@ def test_kill_9_mid_cycle_three_times_then_restart(
         daemon.wait_exit()
         assert daemon.leftovers(within=2.0) == [], f"orphans after kill {round_ + 1}"
         _check_ledger(tmp_path / "out")
+        # The resource tracker, which outlives pomabotd by a moment, adds no plain-text line.
+        lines = daemon.log_path.read_text().splitlines()
+        assert lines and all(line.startswith("{") for line in lines), lines
     daemon = _start(daemons, tmp_path, "--config", str(config), "--out", "out")
     before = len(jsonl(tmp_path / "out" / "metrics.jsonl"))
     wait_for("two more cycles",
