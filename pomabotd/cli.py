@@ -116,7 +116,7 @@ def _load_config(config_path: Path | None, flags: dict[str, Any]) -> Config:
         configure_logging(config.log.level, config.log.format, config.log.file,
                           origin=config.source_phrase("log.file"))
     for warning in config.warnings:
-        logger.warning("{}", warning)
+        logger.bind(event="config_warning").warning("{}", warning)
     return config
 
 

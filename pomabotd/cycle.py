@@ -151,7 +151,11 @@ class Portfolio:
                 if snapshot.dropped_cycle_id is not None
                 else ""
             )
-            logger.warning(
+            logger.bind(
+                event="ledger_recovered", output_dir=str(ledger.directory),
+                truncated_bytes=snapshot.truncated_bytes, dropped_lines=snapshot.dropped_lines,
+                dropped_cycle_id=snapshot.dropped_cycle_id,
+            ).warning(
                 "recovered {}: cut {} bytes left by an interrupted cycle{}",
                 str(ledger.directory), snapshot.truncated_bytes, unfinished,
             )
@@ -257,7 +261,8 @@ async def run_cycle(
     started_at = clock()
     when = started_at if as_of is None else as_of
     held = {position.market_id for position in portfolio.open_positions}
-    with Meter(runtime.process_ids) as meter:
+    # Every line logged while the cycle runs (its sources' included) carries its cycle_id.
+    with Meter(runtime.process_ids) as meter, logger.contextualize(cycle_id=cycle_id):
         cycle_input = await inputs.load(when)
         result = await runtime.evaluate(
             cycle_input.markets,
@@ -320,12 +325,15 @@ async def run_cycle(
     try:
         writer.save_state(portfolio.state(), step.state)
     except LedgerError as exc:
-        logger.warning("{}; the output files must not be rotated until it can be written", exc)
+        logger.bind(event="state_not_saved", cycle_id=cycle_id).warning(
+            "{}; the output files must not be rotated until it can be written", exc
+        )
     if resume is not None:
         with contextlib.suppress(LedgerError):
             clear_resume(writer.directory, resume)
     _log_halt(step, cycle_id, writer.directory)
     logger.bind(
+        event="cycle",
         cycle_id=cycle_id,
         markets=metrics.markets_total,
         opportunities=metrics.opportunities,
@@ -403,7 +411,8 @@ def _warn_refused(
         by_source.setdefault(record.source, []).append(record)
     for source, records in by_source.items():
         total = totals.get(source, len(records))
-        logger.bind(source=source, refused=len(records), records=total).warning(
+        logger.bind(event="records_refused", source=source, refused=len(records),
+                    records=total).warning(
             "{}: {} of {} records refused (first: {})", source, len(records), total, records[0]
         )
 

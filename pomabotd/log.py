@@ -85,7 +85,7 @@ class _ToLoguru(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.bind(logger=record.name).opt(exception=record.exc_info).log(
+        logger.bind(event="library_log", logger=record.name).opt(exception=record.exc_info).log(
             level, "{}", record.getMessage()
         )
 

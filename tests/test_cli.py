@@ -345,7 +345,8 @@ def test_refused_records_log_one_json_warning_per_file(run_cli: RunCli, tmp_path
     warnings = [line for line in logs if line["level"] == "WARNING"]
     assert len(warnings) == 1 and warnings[0]["source"] == bad
     assert warnings[0]["refused"] >= 4 and warnings[0]["records"] > warnings[0]["refused"]
-    (cycle,) = [line for line in logs if "cycle_id" in line]
+    assert warnings[0]["event"] == "records_refused" and warnings[0]["cycle_id"] == 1
+    (cycle,) = [line for line in logs if line["event"] == "cycle"]
     assert cycle["level"] == "INFO" and cycle["cycle_id"] == 1 and cycle["time"].endswith("Z")
     text = run_cli("run-once", "--out", str(tmp_path / "t"), env={"POMABOTD_LOG_FORMAT": "text"})
     assert " INFO " in text.stderr and not text.stderr.lstrip().startswith("{")

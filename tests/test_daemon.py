@@ -144,8 +144,11 @@ def test_daemon_cycles_serves_status_and_stops_cleanly(
     assert any(f.startswith("STATUS=cycle ") for f in fields)
     stop = daemon.log_with(event="start")
     assert stop is not None and stop["level"] == "INFO"
-    cycle_lines = [line for line in daemon.logs() if "cycle_id" in line and "wall_s" in line]
+    lines = daemon.logs()
+    assert all("event" in line for line in lines), [ln for ln in lines if "event" not in ln]
+    cycle_lines = [line for line in lines if line["event"] == "cycle"]
     assert len(cycle_lines) == len(metrics)
+    assert [line["cycle_id"] for line in cycle_lines] == [m["cycle_id"] for m in metrics]
     assert set(cycle_lines[0]) >= {"time", "level", "message", "markets", "opportunities",
                                    "opened", "closed", "throughput_per_s", "peak_rss_mb"}
     assert cycle_lines[0]["time"].endswith("Z")

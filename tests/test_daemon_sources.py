@@ -146,6 +146,8 @@ def test_feeds_are_asked_conditionally_and_kept_across_a_reload_of_other_keys(
     assert asked[:2] == [None, etag]
     assert (first["sources"]["feeds_ok"], second["sources"]["feeds_unchanged"]) == (1, 1)
     assert first["sources"]["news_signals"] > 0
+    feeds_read = daemon.log_with(event="feeds_read")  # a source's line carries its cycle's id
+    assert feeds_read is not None and feeds_read["cycle_id"] == first["cycle_id"]
     assert second["sources"]["news_signals"] == first["sources"]["news_signals"]
     assert second["sources"]["fetch_errors"] == {feeds[1]: 1}
     exposition = daemon.get("/metrics").text

@@ -205,7 +205,7 @@ class FeedsSource(Source):
         index, signals, lines = await off_loop(
             _match, context.markets, list(self._items.values()), context.as_of
         )
-        logger.bind(source=NAME).info(
+        logger.bind(event="feeds_read", source=NAME).info(
             "feeds: {} read, {} unchanged, {} failed; {} new items, {} duplicates, "
             "{} remembered; {} signals for {} markets",
             ok, unchanged, failed, fresh, duplicates, len(self._items), len(signals), len(index),

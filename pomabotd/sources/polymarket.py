@@ -125,7 +125,7 @@ class PolymarketSource(Source):
                     f"sources.save_snapshot {self._snapshot}: cannot be written "
                     f"({exc.strerror or exc})"
                 ) from None
-            logger.bind(source=NAME, path=str(self._snapshot)).info(
+            logger.bind(event="snapshot_saved", source=NAME, path=str(self._snapshot)).info(
                 "{}: saved {} market objects to {}", NAME, len(raws), self._snapshot
             )
         # Mapping tens of thousands of records is CPU work: off the event loop, so a daemon's
@@ -163,7 +163,7 @@ class PolymarketSource(Source):
                     if raws or exc.status not in _NO_KEYSET:
                         raise
                     self._keyset = False
-                    logger.bind(source=NAME, status=exc.status).info(
+                    logger.bind(event="offset_paging", source=NAME, status=exc.status).info(
                         "{}: no keyset paging here (HTTP {}); using offset paging",
                         NAME, exc.status,
                     )
@@ -200,7 +200,7 @@ class PolymarketSource(Source):
             if not page.markets or not cursor:
                 return
             if cursor in seen:
-                logger.bind(source=NAME, cursor=cursor).warning(
+                logger.bind(event="cursor_repeated", source=NAME, cursor=cursor).warning(
                     "{}: the server repeated a cursor; stopping at {} markets", NAME, len(raws)
                 )
                 return
@@ -242,7 +242,7 @@ class PolymarketSource(Source):
         return pages[-1]
 
     def _log_cap(self) -> None:
-        logger.bind(source=NAME).warning(
+        logger.bind(event="max_markets", source=NAME).warning(
             "{}: stopped at sources.polymarket_max_markets = {}", NAME, self._max_markets
         )
 
