@@ -149,6 +149,7 @@ class FeedsSource(Source):
         self._client: httpx.AsyncClient | None = None
         self._items: OrderedDict[str, NewsItem] = OrderedDict()
         self._aliases: OrderedDict[str, str] = OrderedDict()
+        self._keywords: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def from_config(cls, config: SourcesConfig) -> FeedsSource:
@@ -203,8 +204,9 @@ class FeedsSource(Source):
                 stats=SourceStats(fetch_errors=errors, feeds_failed=failed),
             )
         index, signals, lines = await off_loop(
-            _match, context.markets, list(self._items.values()), context.as_of
+            _match, context.markets, list(self._items.values()), context.as_of, self._keywords
         )
+        self._keywords = index.keywords_of  # this cycle's questions, for the next cycle
         logger.bind(event="feeds_read", source=NAME).info(
             "feeds: {} read, {} unchanged, {} failed; {} new items, {} duplicates, "
             "{} remembered; {} signals for {} markets",
@@ -275,11 +277,13 @@ class FeedsSource(Source):
 
 
 def _match(
-    markets: bytes, items: list[NewsItem], as_of: datetime
+    markets: bytes, items: list[NewsItem], as_of: datetime,
+    known: dict[str, tuple[str, ...]],
 ) -> tuple[MarketIndex, list[Signal], bytes]:
-    """Index the cycle's markets, match the remembered items, encode the signals: CPU work,
-    run off the event loop, and stopped within a slice if the cycle is cancelled."""
-    index = MarketIndex(checked(_questions(markets)))
+    """Index the cycle's markets (with the keywords of the questions `known` from the last
+    cycle), match the remembered items, encode the signals: CPU work, run off the event loop,
+    and stopped within a slice if the cycle is cancelled."""
+    index = MarketIndex(checked(_questions(markets)), known)
     signals = signals_from_news(index, checked(items, 64), as_of)
     encoder = msgspec.json.Encoder()
     lines = bytearray()

@@ -191,11 +191,12 @@ class PolymarketSource(Source):
         url = f"{self._base}/markets/keyset"
         params = self._filters()
         seen: set[str] = set()
+        listed = _Listed(raws)
         number = 0
         while len(raws) < self._max_markets:
             number += 1
             page = await self._page(client, url, params, _KEYSET_PAGE, number, len(raws))
-            raws.extend(page.markets[: self._max_markets - len(raws)])
+            listed.add(page.markets, self._max_markets)
             cursor = page.next_cursor
             if not page.markets or not cursor:
                 return
@@ -203,22 +204,29 @@ class PolymarketSource(Source):
                 logger.bind(event="cursor_repeated", source=NAME, cursor=cursor).warning(
                     "{}: the server repeated a cursor; stopping at {} markets", NAME, len(raws)
                 )
+                listed.log_repeats()
                 return
             seen.add(cursor)
             params = {**params, "after_cursor": cursor}
+        listed.log_repeats()
         self._log_cap()
 
     async def _offset_pages(self, client: httpx.AsyncClient, raws: list[msgspec.Raw]) -> None:
         url = f"{self._base}/markets"
         filters = self._filters()
+        listed = _Listed(raws)
         number = 0
+        offset = 0
         while len(raws) < self._max_markets:
             number += 1
-            params = {**filters, "offset": len(raws)}
+            params = {**filters, "offset": offset}
             page = await self._page(client, url, params, _OFFSET_PAGE, number, len(raws))
-            raws.extend(page[: self._max_markets - len(raws)])
+            listed.add(page, self._max_markets)
+            offset += len(page)
             if len(page) < self._page_size:
+                listed.log_repeats()
                 return
+        listed.log_repeats()
         self._log_cap()
 
     async def _page(
@@ -245,6 +253,36 @@ class PolymarketSource(Source):
         logger.bind(event="max_markets", source=NAME).warning(
             "{}: stopped at sources.polymarket_max_markets = {}", NAME, self._max_markets
         )
+
+
+class _Listed:
+    """The objects of one listing, each kept once: a page the server sends again (a cursor
+    repeated, offsets shifting under a live listing) repeats objects, which are not records
+    to refuse but the same record seen twice. Only byte-identical objects count as repeats;
+    two different objects with one id are still refused by the mapping."""
+
+    def __init__(self, raws: list[msgspec.Raw]) -> None:
+        self._raws = raws
+        self._seen: set[bytes] = set()
+        self.repeats = 0
+
+    def add(self, page: list[msgspec.Raw], limit: int) -> None:
+        for raw in page:
+            if len(self._raws) >= limit:
+                return
+            data = bytes(raw)
+            if data in self._seen:
+                self.repeats += 1
+                continue
+            self._seen.add(data)
+            self._raws.append(raw)
+
+    def log_repeats(self) -> None:
+        if self.repeats:
+            logger.bind(event="markets_repeated", source=NAME, repeated=self.repeats).warning(
+                "{}: the server sent {} market objects again; each is kept once",
+                NAME, self.repeats,
+            )
 
 
 def _as_listing(

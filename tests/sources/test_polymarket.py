@@ -415,3 +415,15 @@ def test_questions_give_the_category_where_gamma_gives_none():
     assert by_question["Will Taylor Swift perform during the Super Bowl LX halftime show?"] == (
         "entertainment")  # two entertainment words against one sports word
     assert list(by_question.values()).count("other") == 1
+
+
+def test_a_page_sent_again_is_not_a_refusal(httpserver: HTTPServer, log_lines):
+    """A server that answers the next cursor with the first page again (and the same cursor):
+    paging stops, the repeated objects are kept once and none counts as refused."""
+    objects = gamma_objects()
+    httpserver.expect_request("/markets/keyset").respond_with_json(
+        {"markets": objects[:20], "next_cursor": "20"})
+    batch = _fetch(PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=20))
+    assert _ids(batch) == OPEN_IDS[:20]
+    assert batch.rejected == () and batch.stats.records_refused == 0
+    assert any("sent 20 market objects again" in line for line in log_lines)
