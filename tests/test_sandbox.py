@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +25,12 @@ from conftest import clean_environ
 from daemon_process import jsonl, wait_for
 
 SANDBOX = Path(__file__).with_name("sandbox.py")
+UNIT = Path(__file__).resolve().parents[1] / "systemd" / "pomabotd.service"
+#: System calls pomabotd's processes make that the unit's filter refuses, with why that is
+#: harmless (the unit answers them EPERM: `SystemCallErrorNumber=EPERM`).
+DENIED_AND_HARMLESS = {
+    "mbind": "OpenBLAS (numpy) asks for NUMA placement of its buffers and ignores a refusal",
+}
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="building the unit's namespaces needs root (CI runs as root)"
@@ -95,3 +103,62 @@ def test_the_daemon_cycles_and_stops_under_the_units_sandbox(state: Path, tmp_pa
     assert len(seen) >= 4  # pomabotd, its fork server, resource tracker and workers
     assert not [p for p in seen.values() if p.is_running()
                 and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _syscall_groups() -> dict[str, list[str]]:
+    listing = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+    groups: dict[str, list[str]] = {}
+    current = None
+    for line in listing.splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if not line.startswith(" ") and text.startswith("@"):
+            current = groups.setdefault(text, [])
+        elif current is not None:
+            current.append(text)
+    return groups
+
+
+def _expand(groups: dict[str, list[str]], names: list[str]) -> set[str]:
+    found: set[str] = set()
+    for name in names:
+        found |= _expand(groups, groups.get(name, [])) if name.startswith("@") else {name}
+    return found
+
+
+def _unit_filter() -> set[str]:
+    """The system calls the unit's SystemCallFilter= lines allow, as systemd reads them."""
+    groups = _syscall_groups()
+    allowed: set[str] = set()
+    for line in UNIT.read_text().splitlines():
+        if not line.startswith("SystemCallFilter="):
+            continue
+        value = line.split("=", 1)[1]
+        if value.startswith("~"):
+            allowed -= _expand(groups, value[1:].split())
+        else:
+            allowed |= _expand(groups, value.split())
+    return allowed
+
+
+@pytest.mark.skipif(shutil.which("strace") is None or shutil.which("systemd-analyze") is None,
+                    reason="needs strace and systemd-analyze (.ci/run installs both)")
+def test_every_system_call_of_a_cycle_passes_the_units_filter(tmp_path: Path) -> None:
+    """run-once traced with strace, every process followed (pool, fork server, resource
+    tracker): each system call made is one the unit's SystemCallFilter= allows, or a
+    documented harmless one it answers with EPERM."""
+    trace = tmp_path / "trace.txt"
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-o", str(trace), sys.executable, "-m", "pomabotd", "run-once",
+         "--out", str(tmp_path / "out")],
+        env=clean_environ(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    used = {found.group(1) for line in trace.read_text().splitlines()
+            if (found := re.match(r"\d+\s+(?:<\.\.\. )?([a-z0-9_]+)[( ]", line))}
+    # Traced for real: the pool's processes, its fork server's fd passing, the ledger.
+    assert {"sendmsg", "flock", "fdatasync"} <= used and {"clone", "clone3"} & used
+    refused = used - _unit_filter() - set(DENIED_AND_HARMLESS)
+    assert refused == set()
