@@ -4,6 +4,7 @@ Run from a checkout with pomabotd installed:
 
     python benchmarks/replay.py                  # 10,000 markets, best of 5
     python benchmarks/replay.py --markets 50000  # another size
+    python benchmarks/replay.py --write DIR      # only write the workload, to replay it yourself
 
 The resolved workload is the seeded synthetic one (about 3 signals a market) turned into
 resolved markets: each closes on its own day within a year, its signals are moved to precede its
@@ -123,7 +124,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--write", type=Path, metavar="DIR",
+                        help="write resolved.jsonl and signals.jsonl to DIR and measure nothing")
     args = parser.parse_args()
+    if args.write is not None:
+        args.write.mkdir(parents=True, exist_ok=True)
+        for path in _resolved_workload(args.markets, args.seed, args.write):
+            print(f"wrote {path}")
+        return
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} cores")

@@ -18,11 +18,12 @@ import msgspec
 from tqdm import tqdm
 
 from pomabotd._version import __version__
-from pomabotd.config import Config, load
+from pomabotd.config import Config, environ_for_reload, load
 from pomabotd.cycle import (
     CycleReport,
     LedgerOnDemand,
     batch_settings,
+    halt_policy,
     run_cycle,
 )
 from pomabotd.daemon.loop import Daemon
@@ -36,6 +37,7 @@ from pomabotd.replay.run import ReplayReport, report_json
 from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
 from pomabotd.report import read_run
+from pomabotd.resume import request_resume
 from pomabotd.sources import SourceStats, open_sources
 from pomabotd.stress import PRESETS, StressReport, Synthetic, run_stress
 from pomabotd.wire import Rejected
@@ -110,14 +112,10 @@ def _errors_as_exit_codes(*, input_is_usage: bool = False) -> Iterator[None]:
 def _load_config(config_path: Path | None, flags: dict[str, Any]) -> Config:
     with _errors_as_exit_codes():
         config = load(config_path, os.environ, flags)
-    try:
-        configure_logging(config.log.level, config.log.format, config.log.file)
-    except OSError as exc:
-        source = config.provenance["log.file"]
-        raise UsageFailure(f"log.file {config.log.file!r} cannot be opened (from {source}): "
-                           f"{exc.strerror}") from None
+        configure_logging(config.log.level, config.log.format, config.log.file,
+                          origin=config.source_phrase("log.file"))
     for warning in config.warnings:
-        logger.warning("{}", warning)
+        logger.bind(event="config_warning").warning("{}", warning)
     return config
 
 
@@ -126,8 +124,8 @@ def _output_dir(config: Config) -> Path:
     out = Path(config.daemon.output_dir)
     problem = output_dir_problem(out)
     if problem is not None:
-        source = config.provenance["daemon.output_dir"].replace(":", " ", 1)
-        raise UsageFailure(f"output directory {str(out)!r} {problem} (from {source})")
+        raise UsageFailure(f"daemon.output_dir {str(out)!r} (from "
+                           f"{config.source_phrase('daemon.output_dir')}) {problem}")
     return out
 
 
@@ -219,8 +217,9 @@ def evaluate(config_path: Path | None, markets: str | None, signals: str | None,
         out.write(lines)
 
     async def evaluate_all() -> tuple[Rejected, ...]:
+        sources = open_sources(config)  # a setting naming no source is refused before the pool
         with Runtime(batch_settings(config)) as runtime:
-            async with open_sources(config) as sources:
+            async with sources:
                 cycle_input = await sources.load(when)
             result = await runtime.evaluate(
                 cycle_input.markets, cycle_input.markets_source,
@@ -269,10 +268,12 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
         return
 
     async def one_cycle() -> CycleReport:
+        sources = open_sources(config)  # a setting naming no source is refused before the pool
         with Runtime(batch_settings(config)) as runtime, LedgerOnDemand(out) as ledger:
-            async with open_sources(config) as sources:
+            async with sources:
                 return await run_cycle(runtime, sources, ledger.portfolio(), ledger,
-                                       config.risk_limits(), as_of=when, clock=_now)
+                                       config.risk_limits(), as_of=when, clock=_now,
+                                       halt=halt_policy(config))
 
     with _errors_as_exit_codes():
         report = _until_signal(one_cycle)
@@ -305,9 +306,13 @@ def _sources_summary(stats: SourceStats) -> str:
               help="Seconds between cycle starts (default: daemon.interval_s).")
 @click.option("--status-addr", "status_addr", metavar="HOST:PORT",
               help="Status endpoint address; '' switches it off (default: daemon.status_addr).")
+@click.option("--env-file", "env_file", metavar="PATH",
+              help="BATCH_NAME=value lines read at start and on every reload "
+                   "(default: daemon.env_file).")
 def run(config_path: Path | None, markets: str | None, signals: str | None,
         polymarket_url: str | None, save_snapshot: str | None, as_of: str | None,
-        out_dir: Path | None, interval_s: float | None, status_addr: str | None) -> None:
+        out_dir: Path | None, interval_s: float | None, status_addr: str | None,
+        env_file: str | None) -> None:
     """Run the daemon: a cycle every interval until SIGTERM; SIGHUP reloads."""
     when = _parse_as_of(as_of)
     flags: dict[str, Any] = {
@@ -318,12 +323,14 @@ def run(config_path: Path | None, markets: str | None, signals: str | None,
         "daemon.output_dir": str(out_dir) if out_dir is not None else None,
         "daemon.interval_s": interval_s,
         "daemon.status_addr": status_addr,
+        "daemon.env_file": env_file,
     }
     config = _load_config(config_path, flags)
     _output_dir(config)
+    environ = environ_for_reload(config, os.environ)
 
     def reload() -> Config:
-        return load(config_path, os.environ, flags)
+        return load(config_path, environ, flags)
 
     daemon = Daemon(config, reload=reload, as_of=when)
     try:
@@ -361,6 +368,11 @@ def status(addr: str | None, config_path: Path | None, as_json: bool) -> None:
         click.echo(f"{state} (pid {body.get('pid')}, up {body.get('uptime_s')} s, "
                    f"{body.get('cycles_ok')} cycles ok, {body.get('cycles_failed')} failed)")
         click.echo(str(body.get("summary", "")))
+        if body.get("halted"):
+            pending = "; a resume request waits for the next cycle" \
+                if body.get("resume_pending") else ""
+            click.echo(f"halted since cycle {body.get('halted_since_cycle')}: "
+                       f"{body.get('halt_reason')}{pending}")
     if not healthy:
         raise SystemExit(1)
 
@@ -382,8 +394,26 @@ def _summary(report: CycleReport) -> str:
     lines += [
         f"  close {c.market_id} {c.exit_reason} P&L ${c.pnl_usd:,.2f}" for c in report.closed
     ]
+    lines += _halt_summary(report)
     lines.append(f"  lines appended to {report.output_dir}/positions.jsonl and metrics.jsonl")
     return "\n".join(lines)
+
+
+def _halt_summary(report: CycleReport) -> list[str]:
+    step = report.halt
+    lines = []
+    if step.lifted == "resume":
+        lines.append("  halt lifted by `pomabotd resume`")
+    elif step.lifted == "configuration":
+        lines.append(f"  halt lifted by a configuration change ({', '.join(step.changed)})")
+    if step.state.halted:
+        lines.append(
+            f"  HALTED since cycle {step.state.since_cycle}, no position opened: "
+            f"{step.state.reason}"
+        )
+        lines.append(f"  lift it with `pomabotd resume --out {report.output_dir}` or a change of "
+                     "[risk], [strategy] or batch.evaluator")
+    return lines
 
 
 @main.command("config")
@@ -503,7 +533,9 @@ def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
 
 @main.command()
 @click.option("--markets", required=True, metavar="RESOLVED",
-              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at.")
+              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at, "
+                   "or gamma:PATH (a saved Gamma JSON array whose closed markets priced 1/0 "
+                   "carry price_<D>d).")
 @click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
 @click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
               metavar="D", help="Evaluate each market D whole days before its closes_at.")
@@ -548,10 +580,14 @@ def _fixed(value: float | None, digits: int) -> str:
 
 def _replay_summary(report: ReplayReport) -> str:
     r = report
+    no_price = (
+        f"{r.skipped_no_horizon_price} without price_{r.as_of_days_before}d, "
+        if r.skipped_no_horizon_price else ""
+    )
     lines = [
         f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
         f"closing ({r.records:,} records: {r.skipped_no_closes_at} without closes_at, "
-        f"{r.skipped_unresolved} unresolved, {r.failed} failed; {r.rejected} rejected; "
+        f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; {r.rejected} rejected; "
         f"{r.signals:,} signals used, {r.signals_after_evaluation:,} stamped too late)",
         f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
         f"(expected {_share(r.expected_coverage)})",
@@ -597,3 +633,28 @@ def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> Non
         run = read_run(source)
     for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
         click.echo(f"plot written to {path}")
+
+
+# --- Halt rules: resume ------------------------------------------------------------------------
+
+
+@main.command()
+@_out_option
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
+def resume(out_dir: Path | None, config_path: Path | None) -> None:
+    """Lift the halt of an output directory at its next cycle, daemon running or not."""
+    config = _load_config(config_path, {
+        "daemon.output_dir": str(out_dir) if out_dir is not None else None,
+    })
+    out = Path(config.daemon.output_dir)
+    with _errors_as_exit_codes(input_is_usage=True):
+        outcome = request_resume(out, _now())
+    if not outcome.halted:
+        click.echo(f"{out} is not halted: nothing to resume")
+        return
+    click.echo(
+        f"resume requested for {out}: the halt of cycle {outcome.since_cycle} "
+        f"({outcome.reason}) is lifted at the start of the next cycle (a running daemon's, or "
+        "the next run or run-once), and the halt rules then judge only what closes after it"
+    )

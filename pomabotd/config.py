@@ -29,6 +29,7 @@ from msgspec import Struct
 
 from pomabotd.domain.belief import PRIORS, Prior
 from pomabotd.domain.models import RiskLimits
+from pomabotd.domain.research import HaltRules
 from pomabotd.errors import ConfigError
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SourcesConfig",
     "StrategyConfig",
     "default_config_path",
+    "environ_for_reload",
     "keys",
     "load",
     "resolve_evaluator",
@@ -138,7 +140,8 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     `provenance` maps every dotted key to `default`, `file:<path>`, `env:<VAR>`,
     `env-file:<path>:<line>` or `flag:<name>`. `warnings` holds what was ignored but looks
     like a mistake (an unknown `BATCH_*` variable), for the caller to log. `env_file` is the
-    environment file that was read, if any.
+    environment file that was read, if any, and `env_file_values` the values it gave the
+    variables pomabotd reads (`BATCH_*`, `POMABOTD_*`).
     """
 
     batch: BatchConfig
@@ -147,10 +150,12 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     sources: SourcesConfig
     daemon: DaemonConfig
     log: LogConfig
+    halt: HaltRules
     path: str | None
     provenance: dict[str, str]
     warnings: tuple[str, ...] = ()
     env_file: str | None = None
+    env_file_values: dict[str, str] = {}
 
     def value(self, key: str) -> Any:
         """The value of one dotted key, e.g. `batch.workers`."""
@@ -161,9 +166,24 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         """Every key with its value and source, JSON-ready, in documentation order."""
         return {key: {"value": self.value(key), "source": self.provenance[key]} for key in _KEYS}
 
+    def source_phrase(self, key: str) -> str:
+        """Where the value of `key` came from, as a message says it: `the default`, `file
+        /etc/pomabotd/pomabotd.toml`, `flag --out`, `env BATCH_SIZE` or `env BATCH_SIZE from
+        /etc/pomabotd/env line 3`."""
+        return _source_phrase(self.provenance[key], _KEYS[key].env)
+
     def risk_limits(self) -> RiskLimits:
         """The `risk.*` section as the domain's `RiskLimits`."""
         return self.risk
+
+    def decision_settings(self) -> dict[str, str | int | float | bool]:
+        """The keys that make the decisions (`[risk]`, `[strategy]` and `batch.evaluator`)
+        with their values: a change of any of them lifts a halt (`pomabotd.domain.halt`)."""
+        return {
+            key: self.value(key)
+            for key in _KEYS
+            if key.split(".", 1)[0] in _DECISION_SECTIONS or key == "batch.evaluator"
+        }
 
 
 class _Key(NamedTuple):
@@ -213,6 +233,9 @@ def _valid_evaluator_spec(spec: str) -> bool:
 
 
 _AUTO: Final = object()  # a default computed at load time
+#: The longest `daemon.stop_timeout_s`: a stop that takes longer is no stop an operator (or
+#: systemd's TimeoutStopSec=, 90 s by default) waits for.
+_MAX_STOP_TIMEOUT_S: Final = 300.0
 
 #: Every key, in documentation order. Keys with an `env` read that variable (SPEC section 7).
 _KEYS: Final[dict[str, _Key]] = {
@@ -323,14 +346,30 @@ _KEYS: Final[dict[str, _Key]] = {
         "str", "127.0.0.1:8787", None, "'host:port' or empty", _valid_address
     ),
     "daemon.env_file": _Key("str", "", None, "a file path or empty"),
-    "daemon.stop_timeout_s": _Key("float", 10.0, None, "a number > 0", lambda v: v > 0),
+    "daemon.stop_timeout_s": _Key(
+        "float", 10.0, None,
+        f"a number > 0 and <= {_MAX_STOP_TIMEOUT_S:g} (seconds; keep it below the unit's "
+        "TimeoutStopSec=)",
+        lambda v: 0 < v <= _MAX_STOP_TIMEOUT_S,
+    ),
     "log.level": _Key("str", "INFO", None, "one of " + ", ".join(LOG_LEVELS)),
     "log.format": _Key(
         "str", "auto", "POMABOTD_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS),
         lambda v: v in LOG_FORMATS,
     ),
     "log.file": _Key("str", "", None, "a file path or empty"),
+    "halt.coverage_tolerance": _Key(
+        "float", 15.0, None, "a number from 0 to 100 (points)", lambda v: 0 <= v <= 100
+    ),
+    "halt.min_resolved": _Key("int", 20, None, "an integer >= 1", lambda v: v >= 1),
+    "halt.high_confidence": _Key(
+        "float", 80.0, None, "a number from 0 to 100", lambda v: 0 <= v <= 100
+    ),
+    "halt.min_per_bucket": _Key("int", 10, None, "an integer >= 1", lambda v: v >= 1),
+    "halt.invalidation_streak": _Key("int", 3, None, "an integer >= 1", lambda v: v >= 1),
 }
+#: Sections whose keys make the decisions; see `Config.decision_settings`.
+_DECISION_SECTIONS: Final = ("risk", "strategy")
 
 _ENV_TO_KEY: Final = {spec.env: key for key, spec in _KEYS.items() if spec.env}
 _SECTIONS: Final = tuple(dict.fromkeys(key.split(".", 1)[0] for key in _KEYS))
@@ -341,6 +380,7 @@ _SECTION_TYPES: Final[dict[str, type[Struct]]] = {
     "sources": SourcesConfig,
     "daemon": DaemonConfig,
     "log": LogConfig,
+    "halt": HaltRules,
 }
 #: How the command line spells the flags it passes; other keys are shown by their dotted name.
 _FLAG_NAMES: Final = {
@@ -351,6 +391,7 @@ _FLAG_NAMES: Final = {
     "daemon.output_dir": "--out",
     "daemon.interval_s": "--interval",
     "daemon.status_addr": "--status-addr",
+    "daemon.env_file": "--env-file",
 }
 #: Keys an earlier version read, with the key that replaced them.
 _RENAMED: Final = {
@@ -399,6 +440,23 @@ def _read_env_file(
             value = value[1:-1]
         found[name] = (value, number)
     return found
+
+
+def environ_for_reload(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """The process environment every later reload should read, given the `config` a daemon
+    started with: without the `BATCH_*`/`POMABOTD_*` variables its env file set to the very
+    same value.
+
+    systemd's `EnvironmentFile=` copies the env file into the process environment at start,
+    where a deleted line would live on for the process's whole life; so a variable that came
+    from the env file is left to the env file, and deleting its line brings back the TOML
+    value or the default at the next reload. A variable the process environment set to
+    another value (the unit's `Environment=`, a shell) still counts.
+    """
+    inherited = {
+        var for var, value in config.env_file_values.items() if environ.get(var) == value
+    }
+    return {var: value for var, value in environ.items() if var not in inherited}
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -467,6 +525,12 @@ def load(
             _apply(key, raw, False, f"file:{shown}", values, provenance, errors)
 
     warnings: list[str] = []
+    # The env file is a layer below the flags, yet `--env-file` names it: apply that flag
+    # first (the flags are applied again below, in their turn).
+    given_env_file = (flags or {}).get("daemon.env_file")
+    if given_env_file is not None:
+        _apply("daemon.env_file", given_env_file, True, "flag:--env-file", values, provenance,
+               errors)
     env_file = values["daemon.env_file"]
     from_file = _read_env_file(Path(env_file), errors, warnings) if env_file else {}
     layered: list[tuple[str, str, str]] = [
@@ -526,6 +590,10 @@ def load(
         provenance=provenance,
         warnings=tuple(warnings),
         env_file=env_file or None,
+        env_file_values={
+            var: raw for var, (raw, _) in from_file.items()
+            if var.startswith(("BATCH_", _OWN_PREFIX))
+        },
     )
 
 

@@ -6,6 +6,11 @@ job (`pomabotd.sources.open_sources`, kept across cycles, behind the small `Inpu
 seam), evaluating markets the runtime's, writing lines the ledger's. `run-once`, `stress` and
 the daemon all await `run_cycle`; nothing in here starts an event loop.
 
+The halt rules (`pomabotd.domain.halt`) run inside the cycle, after marking and before opening:
+a pending `pomabotd resume` request or a change of the decision settings lifts a halt, the
+cycle's closes are judged, and a halted cycle still evaluates, marks and closes but opens
+nothing. What changed is logged only once the cycle is written.
+
 A cycle can be cancelled (a stop signal) at any of its awaits, which all come before the ledger
 is touched; appending its lines has no await inside, so a cancelled cycle leaves nothing of
 itself in the files.
@@ -13,6 +18,7 @@ itself in the files.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +28,7 @@ from typing import Protocol
 import msgspec
 
 from pomabotd.config import Config
+from pomabotd.domain.halt import HaltState, HaltStep, Settings, advance
 from pomabotd.domain.models import CloseEvent, Market, Position, RiskLimits
 from pomabotd.domain.portfolio import (
     LedgerState,
@@ -29,22 +36,26 @@ from pomabotd.domain.portfolio import (
     mark_positions,
     open_position,
 )
-from pomabotd.domain.selection import Selection, portfolio_risk_pct, select
+from pomabotd.domain.research import HaltRules, closed_positions
+from pomabotd.domain.selection import Selection, Skip, portfolio_risk_pct, select
 from pomabotd.engine.meter import Meter
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import CycleError, LedgerError
 from pomabotd.log import logger
 from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
+from pomabotd.resume import clear_resume, pending_resume
 from pomabotd.sources import CycleInput
 from pomabotd.wire import Rejected
 
 __all__ = [
     "CycleReport",
+    "HaltPolicy",
     "InputLoader",
     "LedgerOnDemand",
     "Portfolio",
     "PreparedInput",
     "batch_settings",
+    "halt_policy",
     "run_cycle",
 ]
 
@@ -62,6 +73,19 @@ def batch_settings(config: Config) -> BatchSettings:
         kernel=batch.kernel,
         prior=config.strategy.prior,
     )
+
+
+class HaltPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """The halt rules' thresholds, and the decision settings in force (a change lifts a halt;
+    None: unknown, nothing is compared)."""
+
+    rules: HaltRules = msgspec.field(default_factory=HaltRules)
+    settings: Settings | None = None
+
+
+def halt_policy(config: Config) -> HaltPolicy:
+    """The `[halt]` thresholds and `Config.decision_settings`."""
+    return HaltPolicy(rules=config.halt, settings=config.decision_settings())
 
 
 class InputLoader(Protocol):
@@ -104,15 +128,17 @@ class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
     rejected: tuple[Rejected, ...]
     failures: tuple[tuple[str, str], ...]
     output_dir: str
+    halt: HaltStep = msgspec.field(default_factory=lambda: HaltStep(state=HaltState()))
 
 
 class Portfolio:
     """The paper portfolio between cycles, rebuilt from the output directory."""
 
-    def __init__(self, state: LedgerState) -> None:
+    def __init__(self, state: LedgerState, halt: HaltState | None = None) -> None:
         self.open_positions: tuple[Position, ...] = state.open_positions
         self.realized_pnl_usd: float = state.realized_pnl_usd
         self.last_cycle_id: int = state.last_cycle_id
+        self.halt: HaltState = HaltState() if halt is None else halt
         self.last_metrics: CycleMetrics | None = None
 
     @classmethod
@@ -125,7 +151,11 @@ class Portfolio:
                 if snapshot.dropped_cycle_id is not None
                 else ""
             )
-            logger.warning(
+            logger.bind(
+                event="ledger_recovered", output_dir=str(ledger.directory),
+                truncated_bytes=snapshot.truncated_bytes, dropped_lines=snapshot.dropped_lines,
+                dropped_cycle_id=snapshot.dropped_cycle_id,
+            ).warning(
                 "recovered {}: cut {} bytes left by an interrupted cycle{}",
                 str(ledger.directory), snapshot.truncated_bytes, unfinished,
             )
@@ -138,8 +168,9 @@ class Portfolio:
 
     @classmethod
     def from_snapshot(cls, snapshot: LedgerSnapshot) -> Portfolio:
-        """`state.json`'s portfolio, with the finished cycles after it replayed on top."""
-        portfolio = cls(snapshot.portfolio())
+        """`state.json`'s portfolio and halt state, with the finished cycles after it replayed
+        on top."""
+        portfolio = cls(snapshot.portfolio(), snapshot.halt_state())
         portfolio.last_metrics = snapshot.last_metrics
         return portfolio
 
@@ -213,6 +244,7 @@ async def run_cycle(
     as_of: datetime | None,
     clock: Callable[[], datetime],
     on_progress: Callable[[int, int], None] | None = None,
+    halt: HaltPolicy | None = None,
 ) -> CycleReport:
     """Run one cycle against `portfolio` and append its lines to `ledger`.
 
@@ -220,13 +252,17 @@ async def run_cycle(
     before the cycle that opened them started. A cycle with no usable market, or whose every
     signal line was refused, fails with `CycleError` before a `LedgerOnDemand` is opened. The
     portfolio is only updated once the cycle's lines are written, so a failure anywhere leaves
-    the files and the in-memory state at the previous finished cycle.
+    the files and the in-memory state at the previous finished cycle. `halt` holds the halt
+    rules' thresholds and the decision settings (default: the default thresholds, and settings
+    unknown, so that no configuration change can lift a halt).
     """
+    policy = HaltPolicy() if halt is None else halt
     cycle_id = portfolio.last_cycle_id + 1
     started_at = clock()
     when = started_at if as_of is None else as_of
     held = {position.market_id for position in portfolio.open_positions}
-    with Meter(runtime.process_ids) as meter:
+    # Every line logged while the cycle runs (its sources' included) carries its cycle_id.
+    with Meter(runtime.process_ids) as meter, logger.contextualize(cycle_id=cycle_id):
         cycle_input = await inputs.load(when)
         result = await runtime.evaluate(
             cycle_input.markets,
@@ -247,6 +283,15 @@ async def run_cycle(
         )
         realized = round(portfolio.realized_pnl_usd + sum(c.pnl_usd for c in closes), 2)
         current_equity = equity(limits.portfolio_value, realized)
+        resume = pending_resume(writer.directory)
+        step = advance(
+            portfolio.halt,
+            cycle_id=cycle_id,
+            closed=closed_positions((*portfolio.open_positions, *closes)),
+            rules=policy.rules,
+            settings=policy.settings,
+            resume=resume is not None,
+        )
         selection = select(
             result.candidates,
             current_equity,
@@ -254,6 +299,8 @@ async def run_cycle(
             limits,
             excluded={close.market_id for close in closes},
         )
+        if step.state.halted:
+            selection = _held_back(selection, step.state)
         opened = tuple(
             open_position(pick, _question(result, pick.evaluation.market_id), cycle_id, when,
                           limits)
@@ -261,20 +308,32 @@ async def run_cycle(
         )
         open_now = still_open + opened
         finished_at = clock()
-    metrics = _metrics(
-        cycle_id, started_at, finished_at, result, selection, closes, open_now, current_equity,
-        realized, cycle_input, meter,
+    metrics = msgspec.structs.replace(
+        _metrics(
+            cycle_id, started_at, finished_at, result, selection, closes, open_now,
+            current_equity, realized, cycle_input, meter,
+        ),
+        halted=step.state.halted,
+        halt_reason=step.state.reason,
     )
     writer.append_cycle((*closes, *opened), metrics)
     portfolio.open_positions = open_now
     portfolio.realized_pnl_usd = realized
     portfolio.last_cycle_id = cycle_id
     portfolio.last_metrics = metrics
+    portfolio.halt = step.state
     try:
-        writer.save_state(portfolio.state())
+        writer.save_state(portfolio.state(), step.state)
     except LedgerError as exc:
-        logger.warning("{}; the output files must not be rotated until it can be written", exc)
+        logger.bind(event="state_not_saved", cycle_id=cycle_id).warning(
+            "{}; the output files must not be rotated until it can be written", exc
+        )
+    if resume is not None:
+        with contextlib.suppress(LedgerError):
+            clear_resume(writer.directory, resume)
+    _log_halt(step, cycle_id, writer.directory)
     logger.bind(
+        event="cycle",
         cycle_id=cycle_id,
         markets=metrics.markets_total,
         opportunities=metrics.opportunities,
@@ -283,6 +342,7 @@ async def run_cycle(
         wall_s=round(metrics.processing_time_ms / 1000.0, 4),
         throughput_per_s=metrics.throughput_per_s,
         peak_rss_mb=metrics.rss_mb,
+        halted=metrics.halted,
     ).info(
         "cycle {} done: {} markets, {} opportunities, {} opened, {} closed in {:.3f} s "
         "({:,.0f} markets/s, peak {:.1f} MB)",
@@ -298,7 +358,44 @@ async def run_cycle(
         rejected=rejected,
         failures=tuple(result.failures),
         output_dir=str(writer.directory),
+        halt=step,
     )
+
+
+def _held_back(selection: Selection, halt: HaltState) -> Selection:
+    """A halted cycle opens nothing: every pick becomes a skip naming the halt's rule."""
+    held = tuple(
+        Skip(market_id=pick.evaluation.market_id, reason=f"halted: {halt.rule or 'halt rules'}")
+        for pick in selection.picks
+    )
+    return Selection(
+        picks=(), skipped=(*selection.skipped, *held), opportunities=selection.opportunities
+    )
+
+
+def _log_halt(step: HaltStep, cycle_id: int, directory: Path) -> None:
+    """One INFO line when a halt is lifted, one WARNING line when the rules trip."""
+    if step.lifted is not None:
+        why = (
+            "a resume request" if step.lifted == "resume"
+            else f"a configuration change ({', '.join(step.changed)})"
+        )
+        logger.bind(
+            event="halt_lifted", cycle_id=cycle_id, lifted_by=step.lifted,
+            changed=list(step.changed),
+        ).info(
+            "cycle {}: halt lifted by {}; the halt rules judge what closes from now on",
+            cycle_id, why,
+        )
+    if step.tripped:
+        state = step.state
+        logger.bind(
+            event="halt", cycle_id=cycle_id, rule=state.rule, reason=state.reason,
+        ).warning(
+            "cycle {}: halted, opening no positions until `pomabotd resume --out {}` or a "
+            "change of [risk], [strategy] or batch.evaluator: {}",
+            cycle_id, directory, state.reason,
+        )
 
 
 def _warn_refused(
@@ -314,7 +411,8 @@ def _warn_refused(
         by_source.setdefault(record.source, []).append(record)
     for source, records in by_source.items():
         total = totals.get(source, len(records))
-        logger.bind(source=source, refused=len(records), records=total).warning(
+        logger.bind(event="records_refused", source=source, refused=len(records),
+                    records=total).warning(
             "{}: {} of {} records refused (first: {})", source, len(records), total, records[0]
         )
 

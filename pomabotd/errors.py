@@ -18,6 +18,11 @@ and the rest of the input still runs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pomabotd.sources.base import SourceStats
+
 __all__ = [
     "ConfigError",
     "CycleError",
@@ -66,7 +71,19 @@ class KernelInputError(PomabotdError):
 
 
 class SourceError(CycleError):
-    """A market or news source gave nothing the cycle can use; the next cycle tries again."""
+    """A market or news source gave nothing the cycle can use; the next cycle tries again.
+
+    `stats` holds what loading ran into before it gave up (failed fetches, failed feeds,
+    refused records) and `source` the source's name, so that a failed cycle still counts
+    them (`/metrics`).
+    """
+
+    def __init__(
+        self, message: str, *, source: str | None = None, stats: SourceStats | None = None
+    ) -> None:
+        super().__init__(message)
+        self.source = source
+        self.stats = stats
 
 
 class FetchError(PomabotdError):

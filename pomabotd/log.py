@@ -20,9 +20,17 @@ from typing import IO, Any, Final
 import msgspec
 from loguru import logger
 
+from pomabotd.errors import ConfigError
+
 __all__ = ["configure_logging", "json_line", "logger", "resolve_format"]
 
 _TEXT_FORMAT: Final = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <8} {message}"
+#: A `-W` option for the helper processes multiprocessing starts (they get this process's
+#: warning options): after a `kill -9` of pomabotd the resource tracker removes the semaphores
+#: the pool left, and warns that they leaked, in plain text, on the stderr it shares with
+#: pomabotd (the journal). The kill already says as much, and a non-JSON line would break
+#: every `journalctl -o cat | jq` reader; the clean-up itself still happens.
+_QUIET_RESOURCE_TRACKER: Final = "ignore::UserWarning:multiprocessing.resource_tracker"
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=str)
 _open_files: list[IO[str]] = []
 
@@ -77,22 +85,38 @@ class _ToLoguru(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.bind(logger=record.name).opt(exception=record.exc_info).log(
+        logger.bind(event="library_log", logger=record.name).opt(exception=record.exc_info).log(
             level, "{}", record.getMessage()
         )
 
 
-def configure_logging(level: str = "INFO", log_format: str = "auto", file: str = "") -> None:
+def configure_logging(
+    level: str = "INFO", log_format: str = "auto", file: str = "", *, origin: str = ""
+) -> None:
     """Send records at `level` and above to stderr (and appended to `file`), replacing any
     earlier setup. Called again on reload, it also reopens the file, so rotation by renaming
-    works. Records of the standard `logging` module go the same way."""
+    works. Records of the standard `logging` module go the same way.
+
+    A `file` that cannot be opened raises ConfigError naming `log.file`, the path and
+    `origin` (where the setting came from), and leaves the earlier setup in place.
+    """
+    if _QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_RESOURCE_TRACKER)
+    stream = None
+    if file:
+        try:
+            stream = open(file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (kept open)
+        except OSError as exc:
+            where = f" (from {origin})" if origin else ""
+            raise ConfigError(
+                f"log.file {file!r}{where} cannot be opened: {exc.strerror or exc}"
+            ) from None
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     logger.remove()
     while _open_files:
         _open_files.pop().close()
     _add(sys.stderr, level, resolve_format(log_format, sys.stderr))
-    if file:
-        stream = open(file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (kept open)
+    if stream is not None:
         _open_files.append(stream)
         _add(stream, level, "json" if log_format == "auto" else log_format)
 

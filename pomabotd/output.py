@@ -8,9 +8,10 @@ of a cycle without a metrics line), so the next cycle appends cleanly and no fin
 lost or repeated. Anything else unexpected refuses to continue rather than guess.
 
 After each committed cycle `state.json` is replaced (written aside, then renamed) with the
-portfolio it left: open positions, realized P&L, last cycle id. Recovery starts from it and
-replays only the lines of later cycles, so the two JSON-lines files may be rotated away (rename,
-then `Ledger.reopen`) without losing the open positions or reusing a cycle id.
+portfolio it left: open positions, realized P&L, last cycle id, and the halt rules' memory
+(`pomabotd.domain.halt.HaltState`). Recovery starts from it and replays only the lines of later
+cycles, so the two JSON-lines files may be rotated away (rename, then `Ledger.reopen`) without
+losing the open positions, the closes the halt rules judge, or a cycle id.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,8 @@ from typing import Final, TypeVar
 
 import msgspec
 
+from pomabotd.domain.halt import HaltState
+from pomabotd.domain.halt import recover as recover_halt
 from pomabotd.domain.models import CloseEvent, Position
 from pomabotd.domain.portfolio import HistoryError, LedgerState, replay_ledger
 from pomabotd.errors import LedgerError
@@ -62,7 +66,8 @@ class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
     proportional set size (PSS) of pomabotd and every process it started: a page shared by
     several of them counts once in total. `sources` holds what loading the input ran into
     (failed fetches per source, refused records, feeds, news); lines written before it existed
-    decode with empty counts.
+    decode with empty counts. `halted` says the halt rules kept the cycle from opening
+    positions, `halt_reason` why; older lines decode as not halted.
     """
 
     cycle_id: int
@@ -89,11 +94,22 @@ class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
     realized_pnl_usd: float
     success_rate: float
     sources: SourceStats = msgspec.field(default_factory=SourceStats)
+    halted: bool = False
+    halt_reason: str | None = None
+
+
+class _StateFile(msgspec.Struct, frozen=True, kw_only=True):
+    """`state.json`: the portfolio, and the halt rules' memory (absent in older files)."""
+
+    open_positions: tuple[Position, ...]
+    realized_pnl_usd: float
+    last_cycle_id: int
+    halt: HaltState | None = None
 
 
 _EVENT_DECODER: Final = msgspec.json.Decoder(Position | CloseEvent)
 _METRICS_DECODER: Final = msgspec.json.Decoder(CycleMetrics)
-_STATE_DECODER: Final = msgspec.json.Decoder(LedgerState)
+_STATE_DECODER: Final = msgspec.json.Decoder(_StateFile)
 
 
 class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +121,8 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     cycle `dropped_cycle_id` among them. The caller logs them. `cycles` (every finished
     cycle's metrics line) and `history` (every positions line of a finished cycle, those
     `state.json` already counts included), both in file order, are read only on request.
+    `base_halt` is the halt state `state.json` recorded; `later_cycles` the ids of the finished
+    cycles after it, and `later_halts` the `halt_reason` of those written as halted.
     """
 
     events: tuple[Position | CloseEvent, ...]
@@ -116,6 +134,9 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     dropped_cycle_id: int | None = None
     cycles: tuple[CycleMetrics, ...] = ()
     history: tuple[Position | CloseEvent, ...] = ()
+    base_halt: HaltState | None = None
+    later_cycles: tuple[int, ...] = ()
+    later_halts: dict[int, str | None] = msgspec.field(default_factory=dict)
 
     def portfolio(self) -> LedgerState:
         """`state.json`'s portfolio with the finished cycles after it replayed on top;
@@ -133,6 +154,25 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
             last_cycle_id=max(replayed.last_cycle_id, self.last_cycle_id),
         )
 
+    def halt_state(self) -> HaltState:
+        """`state.json`'s halt state brought forward over the finished cycles after it.
+
+        A `state.json` written before the halt rules ran in cycles starts them after its last
+        cycle; without any `state.json` they judge every finished cycle in the files.
+        """
+        base = self.base
+        if self.base_halt is not None:
+            start = self.base_halt
+        elif base is not None:
+            start = HaltState(judging_since=base.last_cycle_id + 1)
+        else:
+            start = HaltState()
+        carried = () if base is None else base.open_positions
+        try:
+            return recover_halt(start, carried, self.events, self.later_cycles, self.later_halts)
+        except HistoryError as exc:
+            raise LedgerError(str(exc)) from None
+
 
 def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
     """Read an output directory without creating, locking or changing anything.
@@ -144,11 +184,10 @@ def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
     """
     metrics = _read_if_present(directory / METRICS_FILE)
     positions = _read_if_present(directory / POSITIONS_FILE)
-    base = _read_state(directory / STATE_FILE)
     scan = _scan(
         metrics[: metrics.rfind(b"\n") + 1],
         positions[: positions.rfind(b"\n") + 1],
-        base,
+        _read_state(directory / STATE_FILE),
         directory / METRICS_FILE,
         directory / POSITIONS_FILE,
         history=history,
@@ -157,15 +196,39 @@ def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
 
 
 def output_dir_problem(directory: Path) -> str | None:
-    """Why `directory` cannot be an output directory (it, or an ancestor, is not a
-    directory), or None. Nothing is created."""
+    """Why `directory` cannot be an output directory, or None: it, or an ancestor, is not a
+    directory; it is on a read-only file system or not writable; or it does not exist and
+    cannot be created where it would be (`/proc/x`).
+
+    Nothing is left behind: a missing directory is probed by creating and removing a
+    uniquely named empty directory beside where it would be, never the directory itself.
+    """
     for candidate in (directory, *directory.parents):
-        if candidate.exists():
-            if candidate.is_dir():
-                return None
+        if not candidate.exists():
+            continue
+        if not candidate.is_dir():
             if candidate == directory:
                 return "is not a directory"
             return f"cannot be created: {str(candidate)!r} is not a directory"
+        if candidate == directory:
+            return _unwritable(directory)
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".pomabotd-probe-", dir=candidate))
+        except OSError as exc:
+            return f"cannot be created in {str(candidate)!r}: {exc.strerror or exc}"
+        return None
+    return None
+
+
+def _unwritable(directory: Path) -> str | None:
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror or exc}"
+    if read_only:
+        return "is on a read-only file system"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "is not writable"
     return None
 
 
@@ -193,6 +256,7 @@ class Ledger:
         except OSError as exc:
             raise LedgerError(f"cannot create {directory}: {exc.strerror}") from None
         self._lock_fd = _lock(directory)
+        self._identity = _identity(directory, self._lock_fd)
         try:
             created = not (self.positions_path.exists() and self.metrics_path.exists())
             self._positions_fd = _open_append(self.positions_path)
@@ -223,6 +287,25 @@ class Ledger:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
+    def intact(self) -> bool:
+        """Whether the directory is still the one this ledger locked: not removed, renamed
+        away or replaced (its `.lock` file still the one held)."""
+        if self._lock_fd < 0:
+            return False
+        now = _identity(self.directory, self._lock_fd)
+        return now is not None and now == self._identity
+
+    def check(self) -> None:
+        """LedgerError if the directory is no longer the one this ledger locked: lines
+        appended now would go to files nobody can find any more."""
+        self._check_open()
+        if not self.intact():
+            raise LedgerError(
+                f"output directory {self.directory} was removed or replaced while pomabotd "
+                "held it; nothing more is written to files nobody can read: reload (SIGHUP) "
+                "or restart pomabotd to start a ledger there again"
+            )
+
     def recover(self) -> LedgerSnapshot:
         """Read both files back, cutting off anything after the last finished cycle.
 
@@ -234,8 +317,10 @@ class Ledger:
         positions_data, positions_cut = self._read_whole_lines(
             self.positions_path, self._positions_fd
         )
-        base = _read_state(self.state_path)
-        scan = _scan(metrics_data, positions_data, base, self.metrics_path, self.positions_path)
+        scan = _scan(
+            metrics_data, positions_data, _read_state(self.state_path), self.metrics_path,
+            self.positions_path,
+        )
         if scan.positions_keep < len(positions_data):
             _truncate(self._positions_fd, self.positions_path, scan.positions_keep)
             positions_cut += len(positions_data) - scan.positions_keep
@@ -261,8 +346,8 @@ class Ledger:
                 os.close(fd)
         _sync_directory(self.directory)
 
-    def save_state(self, state: LedgerState) -> None:
-        """Replace `state.json` with the portfolio after the last appended cycle.
+    def save_state(self, state: LedgerState, halt: HaltState | None = None) -> None:
+        """Replace `state.json` with the portfolio and halt state after the last appended cycle.
 
         Written aside, synced, then renamed over the old one, so a reader sees the old state
         or the new one, never a mix. Call it only after `append_cycle` succeeded.
@@ -276,7 +361,13 @@ class Ledger:
         try:
             fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
             try:
-                _write_all(fd, self._state_encoder.encode(state) + b"\n")
+                record = _StateFile(
+                    open_positions=state.open_positions,
+                    realized_pnl_usd=state.realized_pnl_usd,
+                    last_cycle_id=state.last_cycle_id,
+                    halt=halt,
+                )
+                _write_all(fd, self._state_encoder.encode(record) + b"\n")
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
@@ -290,7 +381,7 @@ class Ledger:
         Runs `recover()` first if it has not run, so a cycle never lands after a torn one.
         If a write fails, both files are cut back to where they were and `LedgerError` says why.
         """
-        self._check_open()
+        self.check()
         if self._last_cycle_id is None:
             self.recover()
         assert self._last_cycle_id is not None
@@ -359,18 +450,26 @@ class _Scan(msgspec.Struct, frozen=True):
 def _scan(
     metrics_data: bytes,
     positions_data: bytes,
-    base: LedgerState | None,
+    state: _StateFile | None,
     metrics_path: Path,
     positions_path: Path,
     *,
     history: bool = False,
 ) -> _Scan:
-    """Decode whole lines of both files after `base`; find where an unfinished cycle begins.
+    """Decode whole lines of both files after `state`; find where an unfinished cycle begins.
 
-    With `history`, every finished cycle's lines are kept too, those before `base` included.
+    With `history`, every finished cycle's lines are kept too, those before `state` included.
     """
+    base = None if state is None else LedgerState(
+        open_positions=state.open_positions,
+        realized_pnl_usd=state.realized_pnl_usd,
+        last_cycle_id=state.last_cycle_id,
+    )
+    based = 0 if base is None else base.last_cycle_id
     last_metrics: CycleMetrics | None = None
     cycles: list[CycleMetrics] = []
+    later_cycles: list[int] = []
+    later_halts: dict[int, str | None] = {}
     for number, _, line in _lines(metrics_data):
         record = _decode_line(_METRICS_DECODER, line, metrics_path, number)
         if last_metrics is not None and record.cycle_id <= last_metrics.cycle_id:
@@ -381,7 +480,10 @@ def _scan(
         last_metrics = record
         if history:
             cycles.append(record)
-    based = 0 if base is None else base.last_cycle_id
+        if record.cycle_id > based:
+            later_cycles.append(record.cycle_id)
+            if record.halted:
+                later_halts[record.cycle_id] = record.halt_reason
     last_cycle_id = max(based, 0 if last_metrics is None else last_metrics.cycle_id)
 
     events: list[Position | CloseEvent] = []
@@ -424,6 +526,9 @@ def _scan(
         dropped_cycle_id=dropped_cycle_id,
         cycles=tuple(cycles),
         history=tuple(finished),
+        base_halt=None if state is None else state.halt,
+        later_cycles=tuple(later_cycles),
+        later_halts=later_halts,
     )
     return _Scan(snapshot, keep)
 
@@ -438,7 +543,7 @@ def _read_if_present(path: Path) -> bytes:
         raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _read_state(path: Path) -> LedgerState | None:
+def _read_state(path: Path) -> _StateFile | None:
     data = _read_if_present(path)
     if not data:
         return None
@@ -489,6 +594,20 @@ def _lock(directory: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _identity(directory: Path, lock_fd: int) -> tuple[int, int, int, int] | None:
+    """(device, inode) of the directory and of the lock file held through `lock_fd`, both
+    looked up by name; None when either name no longer leads to the held file."""
+    try:
+        found = os.stat(directory)
+        named = os.stat(directory / LOCK_FILE)
+        held = os.fstat(lock_fd)
+    except OSError:
+        return None
+    if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+        return None
+    return found.st_dev, found.st_ino, held.st_dev, held.st_ino
 
 
 def _open_append(path: Path) -> int:

@@ -11,11 +11,15 @@ separately.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
 import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -42,6 +46,10 @@ __all__ = [
 #: SPEC section 9: the named sizes, in markets.
 PRESETS: Final[dict[str, int]] = {"small": 100, "medium": 500, "large": 1000, "extreme": 5000}
 
+_SCRATCH_PREFIX: Final = "pomabotd-stress-"
+#: Held (flock) for the life of a stress run's scratch directory: a directory whose lock
+#: nobody holds belongs to a run that died without removing it (SIGKILL).
+_SCRATCH_LOCK: Final = ".stress.lock"
 _MIN_THROUGHPUT_PER_S: Final = 10.0
 _MAX_RSS_MB: Final = 2048.0
 _EPSILON: Final = 1e-9
@@ -79,6 +87,44 @@ class StressReport(msgspec.Struct, frozen=True, kw_only=True):
     wall_s_median: float
     wall_s_min: float
     repeats: int
+
+
+@contextlib.contextmanager
+def _scratch_directory() -> Iterator[str]:
+    """A scratch directory in the temporary directory, locked while this run holds it and
+    removed after; the scratch directories of earlier runs that died are removed first."""
+    _remove_dead_scratch()
+    with tempfile.TemporaryDirectory(prefix=_SCRATCH_PREFIX) as scratch:
+        fd = os.open(os.path.join(scratch, _SCRATCH_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield scratch
+        finally:
+            os.close(fd)
+
+
+def _remove_dead_scratch() -> None:
+    """Remove `pomabotd-stress-*` directories whose lock file no process holds. A directory
+    without a lock file is left alone: its run may be just creating it."""
+    root = tempfile.gettempdir()
+    try:
+        names = [name for name in os.listdir(root) if name.startswith(_SCRATCH_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        directory = os.path.join(root, name)
+        try:
+            fd = os.open(os.path.join(directory, _SCRATCH_LOCK), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError: a live run holds it
+            shutil.rmtree(directory, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _throughput(markets: int, wall_s: float) -> float:
@@ -153,7 +199,7 @@ async def run_stress(
     started = time.perf_counter()
     with (
         Runtime(settings) as runtime,
-        tempfile.TemporaryDirectory(prefix="pomabotd-stress-") as scratch,
+        _scratch_directory() as scratch,
     ):
         pool_start_s = time.perf_counter() - started
         started = time.perf_counter()

@@ -6,12 +6,14 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import termios
 from pathlib import Path
 
+import pytest
 from conftest import AS_OF_TEXT, DATA, RunCli
 
 from pomabotd.output import CycleMetrics
@@ -343,7 +345,62 @@ def test_refused_records_log_one_json_warning_per_file(run_cli: RunCli, tmp_path
     warnings = [line for line in logs if line["level"] == "WARNING"]
     assert len(warnings) == 1 and warnings[0]["source"] == bad
     assert warnings[0]["refused"] >= 4 and warnings[0]["records"] > warnings[0]["refused"]
-    (cycle,) = [line for line in logs if "cycle_id" in line]
+    assert warnings[0]["event"] == "records_refused" and warnings[0]["cycle_id"] == 1
+    (cycle,) = [line for line in logs if line["event"] == "cycle"]
     assert cycle["level"] == "INFO" and cycle["cycle_id"] == 1 and cycle["time"].endswith("Z")
     text = run_cli("run-once", "--out", str(tmp_path / "t"), env={"POMABOTD_LOG_FORMAT": "text"})
     assert " INFO " in text.stderr and not text.stderr.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("command", ["run-once", "run"])
+def test_an_output_directory_that_cannot_be_created_is_bad_usage(
+    run_cli: RunCli, command: str
+) -> None:
+    """`--out /proc/x` is refused with exit 2 before the pool starts, naming the key, the
+    flag and why."""
+    result = run_cli(command, "--out", "/proc/pomabotd-test/out", "--status-addr", "") \
+        if command == "run" else run_cli(command, "--out", "/proc/pomabotd-test/out")
+    assert result.returncode == 2, result.stderr
+    assert ("daemon.output_dir '/proc/pomabotd-test/out' (from flag --out) cannot be created "
+            "in '/proc'") in result.stderr
+
+
+def test_a_status_address_that_cannot_be_served_is_refused_before_anything_is_created(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """An address in use, or not on this machine, ends `run` with exit 2 naming
+    daemon.status_addr and its source in words, before the output directory is created."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        in_use = run_cli("run", "--out", "out", "--status-addr", address)
+    assert in_use.returncode == 2, in_use.stderr
+    assert (f"daemon.status_addr '{address}' (from flag --status-addr) cannot be served: "
+            "Address already in use") in in_use.stderr
+    elsewhere = run_cli("run", "--out", "out", "--status-addr", "192.0.2.1:8787")
+    assert elsewhere.returncode == 2 and "cannot be served" in elsewhere.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_stress_removes_the_scratch_directories_of_runs_that_died(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """A scratch directory left by a stress run killed with SIGKILL (its lock held by no one)
+    is removed by the next stress run; one whose lock a live run holds, or that has no lock
+    yet, is kept; the run's own directory is gone when it ends."""
+    scratch_root = tmp_path / "tmp"
+    dead, live, new = (scratch_root / f"pomabotd-stress-{name}" for name in ("dead", "live",
+                                                                               "new"))
+    for directory in (dead, live, new):
+        directory.mkdir(parents=True)
+        (directory / "markets.jsonl").write_text("{}\n")
+    (dead / ".stress.lock").touch()
+    (live / ".stress.lock").touch()
+    held = os.open(live / ".stress.lock", os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_cli("stress", "--markets", "100", "--json",
+                         env={"TMPDIR": str(scratch_root), "BATCH_WORKERS": "0"})
+    finally:
+        os.close(held)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in scratch_root.iterdir()) == [live.name, new.name]

@@ -185,6 +185,9 @@ def test_unknown_section_is_refused(tmp_path: Path) -> None:
         ("[risk]\nmin_edge = nan\n", "risk.min_edge must be a number >= 0, got nan"),
         ("[daemon]\nstatus_addr = 'localhost'\n", "daemon.status_addr must be"),
         ("[daemon]\nstop_timeout_s = 0\n", "daemon.stop_timeout_s must be a number > 0"),
+        ("[daemon]\nstop_timeout_s = 301\n",
+         "daemon.stop_timeout_s must be a number > 0 and <= 300 (seconds; keep it below the "
+         "unit's TimeoutStopSec=), got 301.0"),
         ("[log]\nformat = 'xml'\n", "log.format must be one of auto, json, text"),
         ("[log]\nlevel = 'LOUD'\n", "log.level must be one of TRACE, DEBUG"),
         ("[sources]\nmarkets = ''\n", "sources.markets must be a JSONL path"),

@@ -41,6 +41,14 @@ def _config(path: Path, sources: dict[str, object], **sections: dict[str, object
     return path
 
 
+def _sample(exposition: str, series: str) -> float:
+    """The value of one series in a Prometheus text exposition."""
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {series} in /metrics")
+
+
 def _stop(daemon: DaemonProcess) -> None:
     """SIGTERM: exit 0, and nothing the daemon started, nor the daemon, is left running."""
     daemon.remember_descendants()
@@ -81,6 +89,15 @@ def test_unreachable_market_api_fails_cycles_until_it_recovers(
     assert jsonl(tmp_path / "out" / "metrics.jsonl") == []
     requests_while_down = len(httpserver.log)
     assert requests_while_down >= 2  # the request and its retry
+    wait_for("two failed cycles",
+             lambda: daemon.get("/healthz").json()["cycles_failed"] >= 2)
+    exposition = daemon.get("/metrics").text
+    failed_cycles = _sample(exposition, 'pomabotd_cycles_total{result="failed"}')
+    assert failed_cycles >= 2
+    assert _sample(exposition, 'pomabotd_source_fetch_errors_total{source="polymarket"}') in (
+        failed_cycles, failed_cycles + 1)  # a cycle may end between the two reads
+    errors = [line for line in daemon.logs() if line["level"] == "ERROR"]
+    assert errors and all(line.get("event") == "cycle_failed" for line in errors), errors
 
     down.clear()
     wait_for("a cycle on the recovered API",
@@ -129,6 +146,8 @@ def test_feeds_are_asked_conditionally_and_kept_across_a_reload_of_other_keys(
     assert asked[:2] == [None, etag]
     assert (first["sources"]["feeds_ok"], second["sources"]["feeds_unchanged"]) == (1, 1)
     assert first["sources"]["news_signals"] > 0
+    feeds_read = daemon.log_with(event="feeds_read")  # a source's line carries its cycle's id
+    assert feeds_read is not None and feeds_read["cycle_id"] == first["cycle_id"]
     assert second["sources"]["news_signals"] == first["sources"]["news_signals"]
     assert second["sources"]["fetch_errors"] == {feeds[1]: 1}
     exposition = daemon.get("/metrics").text

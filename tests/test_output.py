@@ -428,3 +428,12 @@ def test_output_dir_problem_names_a_file_in_the_way(tmp_path: Path) -> None:
     assert output_dir_problem(tmp_path / "new" / "dir") is None
     assert output_dir_problem(afile) == "is not a directory"
     assert "is not a directory" in (output_dir_problem(afile / "sub") or "")
+
+
+def test_output_dir_problem_probes_where_the_directory_would_be(tmp_path: Path) -> None:
+    """A directory that cannot be created there (/proc) is named, and the probe leaves
+    nothing behind where it can."""
+    assert output_dir_problem(Path("/proc/pomabotd-test")) == (
+        "cannot be created in '/proc': No such file or directory")
+    assert output_dir_problem(tmp_path / "a" / "b") is None
+    assert list(tmp_path.iterdir()) == []

@@ -175,3 +175,49 @@ def test_polymarket_url_flag_is_recorded_as_its_source(run_cli: RunCli):
         "value": "https://gamma-api.polymarket.com", "source": "default"
     }
     assert shown["sources.feeds"]["value"] == []
+
+
+@pytest.mark.parametrize(("value", "why", "suggestion"), [
+    ("polymarkets", "is no file and no source name", "(did you mean 'polymarket'?)"),
+    ("Synthetic", "is no file and no source name", "(did you mean 'synthetic'?)"),
+    ("gamma", "is no file and no source name", "(did you mean 'gamma:PATH'?)"),
+    ("synthetic:50", "names no known source", "(did you mean 'synthetic'?)"),
+    ("http://example.com/markets.jsonl", "is a URL, not a market source", ""),
+])
+def test_a_markets_value_naming_no_source_is_bad_usage(
+    run_cli: RunCli, tmp_path: Path, value: str, why: str, suggestion: str
+) -> None:
+    """A near miss of a source name or a scheme pomabotd does not know is refused with exit 2,
+    naming the key, the flag, the valid choices and a suggestion; nothing is created."""
+    result = run_cli("run-once", "--markets", value, "--out", "out")
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"Error: sources.markets {value!r} (from flag --markets) {why}")
+    assert "'synthetic', 'polymarket' or 'gamma:PATH'" in message and message.endswith(
+        suggestion or "sources.polymarket_url); it must be a JSON-lines file path, "
+        "'synthetic', 'polymarket' or 'gamma:PATH'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_a_bad_markets_value_before_starting(run_cli: RunCli, tmp_path: Path) -> None:
+    """`run` checks sources.markets at start-up: exit 2 before the pool, the ledger or the
+    status endpoint exist (no start line logged, no output directory)."""
+    config = tmp_path / "pomabotd.toml"
+    config.write_text('[sources]\nmarkets = "polymarkets"\n')
+    result = run_cli("run", "--config", str(config), "--out", "out", "--status-addr", "")
+    assert result.returncode == 2, result.stderr
+    assert f"sources.markets 'polymarkets' (from file {config})" in result.stderr
+    assert '"event":"start"' not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_missing_input_file_names_its_setting(run_cli: RunCli, tmp_path: Path) -> None:
+    """A markets or signals file that does not exist fails the cycle (exit 1) with a message
+    naming the file, the key and where it was set."""
+    markets = run_cli("run-once", "--markets", "nowhere.jsonl", "--out", "out")
+    assert markets.returncode == 1
+    assert "nowhere.jsonl: no such file (sources.markets, from flag --markets)" in markets.stderr
+    signals = run_cli("run-once", "--markets", str(DATA / "markets_good.jsonl"),
+                      "--signals", "gone.jsonl", "--out", "out")
+    assert signals.returncode == 1
+    assert "gone.jsonl: no such file (sources.signals, from flag --signals)" in signals.stderr
+    assert not (tmp_path / "out").exists()

@@ -7,9 +7,10 @@ event (signals and timers wake it; nothing polls), so an idle daemon costs no CP
 memory from cycle to cycle; a source that yields nothing usable fails that cycle only (one
 error line, `/healthz` unhealthy with the reason), and the next interval tries again.
 
-- SIGHUP: the files are reopened (rename-based rotation), then a whole new configuration is
-  built and checked (TOML, env file, environment, the flags given at start, the strategy
-  plugin) and swapped in between cycles, the pool rebuilt only when `batch.workers` or
+- SIGHUP: a whole new configuration is built and checked (TOML, env file, environment, the
+  flags given at start, the strategy plugin), the files it names are reopened (rename-based
+  rotation; a new ledger when the output directory changed or was removed), and it is
+  swapped in between cycles, the pool rebuilt only when `batch.workers` or
   `batch.evaluator` changed, the sources rebuilt (and the old ones closed) only when the
   `[sources]` section changed. Anything wrong keeps the running configuration and logs one
   error.
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,13 +38,13 @@ from typing import Final
 
 from pomabotd._version import __version__
 from pomabotd.config import Config
-from pomabotd.cycle import Portfolio, batch_settings, run_cycle
+from pomabotd.cycle import Portfolio, batch_settings, halt_policy, run_cycle
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
-from pomabotd.daemon.status import StatusServer
+from pomabotd.daemon.status import StatusServer, bind_status
 from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import PomabotdError
+from pomabotd.errors import ConfigError, LedgerError, PomabotdError, SourceError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
 from pomabotd.sources import Sources, open_sources
@@ -64,6 +66,42 @@ def _one_line(text: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _open_ledger(config: Config) -> Ledger:
+    """The ledger of `daemon.output_dir`; LedgerError names the key and where it came from."""
+    try:
+        return Ledger(Path(config.daemon.output_dir))
+    except LedgerError as exc:
+        raise LedgerError(_output_dir_problem(config, exc)) from None
+
+
+def _reopen_ledger(ledger: Ledger, config: Config) -> None:
+    try:
+        ledger.reopen()
+    except LedgerError as exc:
+        raise LedgerError(_output_dir_problem(config, exc)) from None
+
+
+def _bind_status(config: Config) -> socket.socket | None:
+    """The status endpoint's listening socket (None when switched off); ConfigError names
+    `daemon.status_addr`, where it came from and why the address cannot be served."""
+    endpoint = config.daemon.status_endpoint()
+    if endpoint is None:
+        return None
+    try:
+        return bind_status(*endpoint)
+    except OSError as exc:
+        raise ConfigError(
+            f"daemon.status_addr {config.daemon.status_addr!r} (from "
+            f"{config.source_phrase('daemon.status_addr')}) cannot be served: "
+            f"{exc.strerror or exc}"
+        ) from None
+
+
+def _output_dir_problem(config: Config, exc: LedgerError) -> str:
+    return (f"daemon.output_dir {config.daemon.output_dir!r} (from "
+            f"{config.source_phrase('daemon.output_dir')}): {exc}")
 
 
 class Daemon:
@@ -100,13 +138,20 @@ class Daemon:
         self._flags.install(loop)
         watchdog: asyncio.Task[None] | None = None
         try:
-            await asyncio.to_thread(self._runtime.start)  # warm before any data is loaded
             config = self._config
+            # What a bad setting can refuse is refused before anything starts or is created.
             self._sources = open_sources(config)
-            self._ledger = Ledger(Path(config.daemon.output_dir))
+            sock = _bind_status(config)
+            try:
+                await asyncio.to_thread(self._runtime.start)  # warm before data is loaded
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
+            self._ledger = _open_ledger(config)
             portfolio = Portfolio.recover(self._ledger)
             state = self._state = DaemonState(config, portfolio)
-            await self._start_status(state, config)
+            await self._start_status(state, sock)
             self._log_start(state)
             self._notifier.send("READY=1", "STATUS=" + state.summary())
             if self._watchdog_s is not None:
@@ -158,7 +203,7 @@ class Daemon:
         cycle_id = state.portfolio.last_cycle_id + 1
         task = asyncio.create_task(run_cycle(
             self._runtime, self._sources, state.portfolio, self._ledger, config.risk_limits(),
-            as_of=self._as_of, clock=_now,
+            as_of=self._as_of, clock=_now, halt=halt_policy(config),
         ))
         state.cycle_started = time.monotonic()
         try:
@@ -175,14 +220,15 @@ class Daemon:
             state.cycle_finished(task.result())
         else:
             message = _one_line(str(error)) or type(error).__name__
+            failed = logger.bind(event="cycle_failed", cycle_id=cycle_id)
             if not isinstance(error, PomabotdError):
                 message = f"{type(error).__name__}: {message}"
-                logger.opt(exception=error).error("cycle {} failed: {}", cycle_id, message)
+                failed = failed.opt(exception=error)
+            failed.error("cycle {} failed: {}", cycle_id, message)
+            if isinstance(error, SourceError):
+                state.cycle_failed(cycle_id, message, error.stats, error.source)
             else:
-                logger.bind(event="cycle_failed", cycle_id=cycle_id).error(
-                    "cycle {} failed: {}", cycle_id, message
-                )
-            state.cycle_failed(cycle_id, message)
+                state.cycle_failed(cycle_id, message)
         self._notifier.status(state.summary())
 
     async def _await_cycle(self, task: asyncio.Task[object], stop_timeout_s: float) -> None:
@@ -207,14 +253,11 @@ class Daemon:
             stop.cancel()
 
     async def _reload(self, state: DaemonState) -> None:
-        """Reopen the files, then build, check and swap in a new configuration."""
+        """Build and check a new configuration, then reopen the files and swap it in."""
         self._flags.reload = False
         self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
         old = state.config
-        reopen_error = self._reopen_files(old)
         try:
-            if reopen_error is not None:
-                raise reopen_error
             new = await asyncio.to_thread(self._reload_config)
             await self._swap(state, old, new)
         except (PomabotdError, OSError) as exc:
@@ -228,7 +271,7 @@ class Daemon:
             changed = [key for key in new.provenance
                        if new.value(key) != old.value(key)]
             for warning in new.warnings:
-                logger.warning("{}", warning)
+                logger.bind(event="config_warning").warning("{}", warning)
             logger.bind(event="reload", changed=changed, config_path=new.path).info(
                 "reloaded the configuration from {}: {}",
                 new.path or "defaults and environment",
@@ -236,32 +279,32 @@ class Daemon:
             )
         self._notifier.send("READY=1", "STATUS=" + state.summary())
 
-    def _reopen_files(self, config: Config) -> OSError | PomabotdError | None:
-        """Reopen the ledger's files and the log file by name, whatever the reload brings."""
-        assert self._ledger is not None
-        try:
-            self._ledger.reopen()
-            configure_logging(config.log.level, config.log.format, config.log.file)
-        except (OSError, PomabotdError) as exc:
-            return exc
-        return None
-
     async def _swap(self, state: DaemonState, old: Config, new: Config) -> None:
-        """Put `new` in force piece by piece, undoing the pieces already swapped if one fails."""
+        """Put `new` in force piece by piece, undoing the pieces already swapped if one fails.
+
+        The files are reopened per the new configuration (rename-based rotation): the log file
+        by `new`'s `log.file`, the ledger's files by name, or a new ledger when
+        `daemon.output_dir` changed or its directory was removed or replaced meanwhile.
+        """
         undo: list[Callable[[], object]] = []
         status = self._status
         sources = self._sources
+        current = self._ledger
+        assert current is not None
         try:
-            configure_logging(new.log.level, new.log.format, new.log.file)
+            configure_logging(new.log.level, new.log.format, new.log.file,
+                              origin=new.source_phrase("log.file"))
             undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file))
-            ledger = self._ledger
+            ledger = current
             portfolio = state.portfolio
-            if new.daemon.output_dir != old.daemon.output_dir:
-                ledger = Ledger(Path(new.daemon.output_dir))
+            if new.daemon.output_dir != old.daemon.output_dir or not current.intact():
+                ledger = _open_ledger(new)
                 undo.append(ledger.close)
                 portfolio = Portfolio.recover(ledger)
+            else:
+                _reopen_ledger(current, new)
             if new.daemon.status_addr != old.daemon.status_addr:
-                status = await self._serve(state, new)
+                status = await self._serve(state, _bind_status(new))
             if new.sources != old.sources:
                 sources = open_sources(new)  # keeps the old cache when [sources] is unchanged
             await asyncio.to_thread(self._runtime.reconfigure, batch_settings(new))
@@ -273,9 +316,8 @@ class Daemon:
             if sources is not None and sources is not self._sources:
                 await sources.aclose()
             raise
-        if ledger is not self._ledger:
-            assert self._ledger is not None
-            self._ledger.close()
+        if ledger is not current:
+            current.close()
             self._ledger = ledger
         if status is not self._status:
             if self._status is not None:
@@ -289,24 +331,24 @@ class Daemon:
         state.portfolio = portfolio
         state.config = new
 
-    async def _start_status(self, state: DaemonState, config: Config) -> None:
-        self._status = await self._serve(state, config)
+    async def _start_status(
+        self, state: DaemonState, sock: socket.socket | None
+    ) -> None:
+        self._status = await self._serve(state, sock)
         state.status_addr = self._status.address if self._status is not None else None
 
-    async def _serve(self, state: DaemonState, config: Config) -> StatusServer | None:
-        endpoint = config.daemon.status_endpoint()
-        if endpoint is None:
+    async def _serve(
+        self, state: DaemonState, sock: socket.socket | None
+    ) -> StatusServer | None:
+        if sock is None:
             return None
         server = StatusServer(state)
         try:
-            await server.start(*endpoint)
-        except OSError as exc:
+            await server.start(sock)
+        except BaseException:
             await server.stop()
-            raise OSError(
-                exc.errno, f"cannot serve status on {config.daemon.status_addr} "
-                f"(daemon.status_addr from {config.provenance['daemon.status_addr']}): "
-                f"{exc.strerror}"
-            ) from None
+            sock.close()
+            raise
         return server
 
     def _log_start(self, state: DaemonState) -> None:

@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -19,6 +20,8 @@ from pomabotd.config import Config
 from pomabotd.cycle import CycleReport, Portfolio
 from pomabotd.domain.portfolio import equity
 from pomabotd.domain.selection import portfolio_risk_pct
+from pomabotd.resume import RESUME_FILE
+from pomabotd.sources import SourceStats
 
 __all__ = ["FEED_RESULTS", "NEWS_TOTALS", "TOTALS", "DaemonState"]
 
@@ -72,19 +75,32 @@ class DaemonState:
         metrics = report.metrics
         for name in TOTALS:
             self.totals[name] += getattr(metrics, name)
-        stats = metrics.sources
+        self._count_sources(metrics.sources)
+        self.refused.update(record.source for record in report.rejected)
+
+    def cycle_failed(
+        self,
+        cycle_id: int,
+        error: str,
+        stats: SourceStats | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Count a cycle that wrote nothing, and what its loading ran into (`stats`, from
+        `source` when one source gave up)."""
+        self.last_error = error
+        self.last_failed_cycle = cycle_id
+        self.cycles_failed += 1
+        if stats is not None:
+            self._count_sources(stats)
+            if source is not None and stats.records_refused:
+                self.refused[source] += stats.records_refused
+
+    def _count_sources(self, stats: SourceStats) -> None:
         for result in FEED_RESULTS:
             self.feeds[result] += getattr(stats, f"feeds_{result}")
         for name in NEWS_TOTALS:
             self.news[name] += getattr(stats, name)
         self.fetch_errors.update(stats.fetch_errors)
-        self.refused.update(record.source for record in report.rejected)
-
-    def cycle_failed(self, cycle_id: int, error: str) -> None:
-        """Count a cycle that wrote nothing."""
-        self.last_error = error
-        self.last_failed_cycle = cycle_id
-        self.cycles_failed += 1
 
     def equity_usd(self) -> float:
         """Starting value plus realized P&L."""
@@ -95,7 +111,12 @@ class DaemonState:
         return portfolio_risk_pct(self.portfolio.open_positions, self.equity_usd())
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body): healthy while not stopping and the last cycle, if any, succeeded."""
+        """(healthy, body): healthy while not stopping and the last cycle, if any, succeeded.
+
+        A halt leaves the daemon healthy: it is alive and doing what it was built to do (it
+        still evaluates, marks and closes); the body says `halted` and why, and whether a
+        `pomabotd resume` request waits for the next cycle.
+        """
         reason = None
         if self.stopping:
             reason = "stopping"
@@ -122,8 +143,21 @@ class DaemonState:
             ),
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
+            **self.halt_fields(),
         }
         return healthy, body
+
+    def halt_fields(self) -> dict[str, Any]:
+        """The halt rules' state for `/healthz`."""
+        halt = self.portfolio.halt
+        return {
+            "halted": halt.halted,
+            "halt_rule": halt.rule,
+            "halt_reason": halt.reason,
+            "halted_since_cycle": halt.since_cycle,
+            "halt_judging_since_cycle": halt.judging_since,
+            "resume_pending": (Path(self.config.daemon.output_dir) / RESUME_FILE).exists(),
+        }
 
     def summary(self) -> str:
         """One line on the last cycle, for systemd's `STATUS=` and for `pomabotd status`."""
@@ -142,4 +176,7 @@ class DaemonState:
             f"{m.selected} opened, {m.closed} closed in {m.processing_time_ms / 1000:.2f} s; "
             f"{m.open_positions} open, equity ${m.equity_usd:,.2f}"
         )
+        halt = self.portfolio.halt
+        if halt.halted:
+            line += f"; HALTED since cycle {halt.since_cycle} ({halt.rule}), opening nothing"
         return f"{prefix}; last {line}" if prefix else line

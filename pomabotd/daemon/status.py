@@ -1,6 +1,7 @@
 """The status endpoint, served on the daemon's own event loop (aiohttp).
 
-    GET /healthz           200 with a JSON body while healthy, 503 with the reason otherwise
+    GET /healthz           200 with a JSON body while healthy, 503 with the reason otherwise;
+                           the body says whether the halt rules stopped new positions, and why
     GET /api/batch/config  the effective configuration, each key with its value and source
     GET /api/positions     open positions, equity, realized P&L, portfolio risk
     GET /metrics           Prometheus text exposition (prometheus-client, private registry)
@@ -26,7 +27,13 @@ from prometheus_client.registry import Collector
 from pomabotd._version import __version__
 from pomabotd.daemon.state import FEED_RESULTS, NEWS_TOTALS, TOTALS, DaemonState
 
-__all__ = ["METRIC_NAMES", "PER_SOURCE_METRIC_NAMES", "StatusServer", "format_address"]
+__all__ = [
+    "METRIC_NAMES",
+    "PER_SOURCE_METRIC_NAMES",
+    "StatusServer",
+    "bind_status",
+    "format_address",
+]
 
 _JSON: Final = msgspec.json.Encoder()
 
@@ -46,6 +53,7 @@ METRIC_NAMES: Final = (
     "pomabotd_equity_usd",
     "pomabotd_realized_pnl_usd",
     "pomabotd_portfolio_risk_percent",
+    "pomabotd_halted",
 )
 #: Counters labelled by source name, exposed once a source has something to count.
 PER_SOURCE_METRIC_NAMES: Final = (
@@ -69,6 +77,22 @@ _HELP: Final = {
 def format_address(host: str, port: int) -> str:
     """`host:port`, with brackets around an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_status(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port), bound before anything else
+    starts so that an address in use or not on this machine is refused first; OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _StateCollector(Collector):
@@ -139,6 +163,9 @@ class _StateCollector(Collector):
             ("pomabotd_realized_pnl_usd", "Realized P&L of closed positions, in USD.",
              state.portfolio.realized_pnl_usd),
             ("pomabotd_portfolio_risk_percent", "Open risk in % of equity.", state.risk_pct()),
+            ("pomabotd_halted",
+             "1 while the halt rules keep the daemon from opening positions, else 0.",
+             1.0 if state.portfolio.halt.halted else 0.0),
         ]
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=value)
@@ -161,22 +188,12 @@ class StatusServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self.address: str | None = None
 
-    async def start(self, host: str, port: int) -> str:
-        """Listen on host:port (port 0: any free port); return the address bound."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(64)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+    async def start(self, sock: socket.socket) -> str:
+        """Serve on a socket from `bind_status` (it is closed by `stop`); return its address."""
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
-        bound = sock.getsockname()
-        self.address = format_address(host, bound[1])
+        host, port = sock.getsockname()[:2]
+        self.address = format_address(host, port)
         return self.address
 
     async def stop(self) -> None:

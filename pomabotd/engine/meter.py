@@ -37,7 +37,7 @@ import psutil
 
 from pomabotd.engine.inputs import memory_file_bytes
 
-__all__ = ["Meter", "pss_bytes", "rss_bytes"]
+__all__ = ["Meter", "descendant_pids", "pss_bytes", "rss_bytes"]
 
 _TICK_S: Final = 0.05
 _MAX_PERIOD_S: Final = 0.5
@@ -72,6 +72,57 @@ def _high_water(pid: int, reset: bool) -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return hwm
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every living descendant of `pid`, parents before their children.
+
+    Read from `/proc/PID/task/TID/children`, which lives inside each process's own directory:
+    it stays readable under systemd's `ProcSubset=pid`, which hides `/proc/stat` (and with it
+    psutil's `children()`, which needs the boot time). A kernel without that file falls back
+    to the parent pid in each `/proc/PID/stat`.
+    """
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop(0)
+        children = _children(parent)
+        found += children
+        queue += children
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as file:
+                found += [int(child) for child in file.read().split()]
+        except FileNotFoundError:
+            if os.path.exists(f"/proc/{pid}/task/{task}"):
+                return _children_by_stat(pid)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _children_by_stat(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+                found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def rss_bytes(pid: int) -> int:

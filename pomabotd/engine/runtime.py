@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-import psutil
-
 from pomabotd.engine import worker
 from pomabotd.engine.inputs import Inputs
-from pomabotd.engine.meter import Meter
+from pomabotd.engine.meter import Meter, descendant_pids
 from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.protocol import Job
 from pomabotd.engine.results import RunResult
@@ -93,9 +92,8 @@ class Runtime:
         pool = self._pool
         key = (id(pool), pool.generation) if pool is not None else (0, -1)
         if key != self._pids_of or not self._pids:
-            me = psutil.Process()
-            children = [] if pool is None else [p.pid for p in me.children(recursive=True)]
-            self._pids = [me.pid, *children]
+            me = os.getpid()
+            self._pids = [me, *([] if pool is None else descendant_pids(me))]
             self._pids_of = key
         return self._pids
 

@@ -41,7 +41,8 @@ class ReplayReport(Scorecard, frozen=True, kw_only=True):
     """Everything a replay measured; `--json` prints exactly this.
 
     Beyond the scorecard: the horizon, the records read and why some were not replayed
-    (`skipped_no_closes_at`, `skipped_unresolved`, `rejected` records, `failed` evaluations),
+    (`skipped_no_closes_at`, `skipped_unresolved`, `skipped_no_horizon_price` for resolved
+    Gamma records without a price at the horizon, `rejected` records, `failed` evaluations),
     the signals used and those dropped as stamped after their market's evaluation time, and
     the settled positions.
     """
@@ -50,6 +51,7 @@ class ReplayReport(Scorecard, frozen=True, kw_only=True):
     records: int
     skipped_no_closes_at: int
     skipped_unresolved: int
+    skipped_no_horizon_price: int
     rejected: int
     failed: int
     signals: int
@@ -92,6 +94,7 @@ async def replay(
         records=resolved.records,
         skipped_no_closes_at=resolved.no_closes_at,
         skipped_unresolved=resolved.unresolved,
+        skipped_no_horizon_price=resolved.no_horizon_price,
         rejected=len(rejected),
         failed=result.markets_failed,
         signals=prepared.signals_used,

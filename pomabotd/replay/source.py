@@ -1,12 +1,18 @@
 """Resolved markets for a replay, with the price each had D days before it closed.
 
-`load_resolved` is the one place where a replay's market source is chosen. Today it reads
-JSON-lines files in the SPEC's Market format; a saved Polymarket snapshot (`gamma:PATH`) is
-refused with a message until its mapping onto markets exists, and belongs here when it does.
+`load_resolved` is the one place where a replay's market source is chosen:
 
-A markets file may carry one price per horizon, `price_<N>d` (points, 0-100): the YES price `N`
-whole days before `closes_at`, e.g. `price_1d`, `price_3d`, `price_7d`. A replay `D` days before
-closing uses `price_<D>d` when the record has it, else `price`.
+- a JSON-lines file in the SPEC's Market format, with `outcome`;
+- `gamma:PATH`, a saved Polymarket Gamma JSON array, read through the sources' own mapping
+  (`pomabotd.sources.gamma.map_records`): a closed market priced 1/0 resolved YES, 0/1 NO, and
+  a record the mapping refuses is listed like any rejected record.
+
+A record may carry one price per horizon, `price_<N>d` (points, 0-100): the YES price `N` whole
+days before `closes_at`, e.g. `price_1d`, `price_3d`, `price_7d`. A replay `D` days before
+closing uses `price_<D>d` when the record has it. Otherwise a JSON-lines record falls back to
+its `price`; a resolved Gamma record does not, because its `outcomePrices` are the settlement
+(1/0 or 0/1): evaluating at that price would hand the evaluator the outcome. Such a record is
+skipped and counted (`no_horizon_price`).
 """
 
 from __future__ import annotations
@@ -14,19 +20,21 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import msgspec
 
 from pomabotd.domain.models import Market, Side, Signal
 from pomabotd.errors import InputError
+from pomabotd.sources.gamma import SCHEME as GAMMA_PREFIX
+from pomabotd.sources.gamma import map_records, read_snapshot
 from pomabotd.sources.jsonl import read_bytes
 from pomabotd.wire import Rejected, decode_markets, decode_signals
 
 __all__ = ["GAMMA_PREFIX", "ResolvedInput", "ResolvedMarket", "horizon_field", "load_resolved"]
 
-GAMMA_PREFIX: Final = "gamma:"
-_SYNTHETIC: Final = "synthetic"
+#: Sources of open markets, which cannot be replayed.
+_NOT_RESOLVED: Final = ("synthetic", "polymarket")
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -47,7 +55,8 @@ class ResolvedInput(msgspec.Struct, frozen=True, kw_only=True):
     """What a replay reads: the markets it can score, their signals, and what it left out.
 
     `records` counts valid market records; of those, `no_closes_at` lack `closes_at` (so they
-    have no evaluation time) and `unresolved` lack an `outcome`, and neither kind is replayed.
+    have no evaluation time), `unresolved` lack an `outcome`, and `no_horizon_price` are
+    resolved Gamma records without a price at the horizon; none of them is replayed.
     """
 
     markets: tuple[ResolvedMarket, ...]
@@ -58,6 +67,15 @@ class ResolvedInput(msgspec.Struct, frozen=True, kw_only=True):
     records: int
     no_closes_at: int
     unresolved: int
+    no_horizon_price: int = 0
+
+
+class _Row(msgspec.Struct, frozen=True, kw_only=True):
+    """A valid market record: its line (or position in a JSON array) and horizon price."""
+
+    market: Market
+    line: int
+    horizon_price: float | None
 
 
 def horizon_field(days: int) -> str:
@@ -71,32 +89,30 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
     Raises InputError when the source cannot be replayed at all (missing file, a source with
     no outcomes); a single bad record is a `Rejected` value and the rest still replays.
     """
-    if markets.startswith(GAMMA_PREFIX):
-        raise InputError(
-            f"{markets}: replaying saved Polymarket snapshots is not supported yet; "
-            "give a JSON-lines file of resolved markets (SPEC section 2, with outcome)"
-        )
-    if markets == _SYNTHETIC:
+    if markets in _NOT_RESOLVED:
         raise InputError(
             "replay needs resolved markets: a JSON-lines file whose markets carry outcome and "
-            "closes_at, not the synthetic source"
+            f"closes_at, or gamma:PATH, not the {markets} source"
         )
-    data = read_bytes(Path(markets))
-    decoded, rejected = decode_markets(data, markets)
-    horizons, refused = _horizon_prices(data, markets, days, {r.line for r in rejected})
-    rejected.extend(refused)
-    bad_horizon = {r.line for r in refused}
+    gamma = markets.startswith(GAMMA_PREFIX)
+    if gamma:
+        markets_source = markets.removeprefix(GAMMA_PREFIX)
+        rows, rejected = _gamma_rows(Path(markets_source), days)
+    else:
+        markets_source = markets
+        rows, rejected = _jsonl_rows(markets, days)
     back = timedelta(days=days)
     kept: list[ResolvedMarket] = []
-    records = no_closes_at = unresolved = 0
-    for market, (line, price) in zip(decoded, horizons, strict=True):
-        if line in bad_horizon:
-            continue
+    records = no_closes_at = unresolved = no_horizon_price = 0
+    for row in rows:
+        market, line, price = row.market, row.line, row.horizon_price
         closes_at, outcome = market.closes_at, market.outcome
         if closes_at is None:
             no_closes_at += 1
         elif outcome is None:
             unresolved += 1
+        elif gamma and price is None:
+            no_horizon_price += 1
         else:
             try:
                 evaluated_at = closes_at - back
@@ -120,13 +136,64 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
     return ResolvedInput(
         markets=tuple(kept),
         signals=tuple(signal_records),
-        markets_source=markets,
+        markets_source=markets_source,
         signals_source=signals_source,
         rejected=tuple(rejected),
         records=records,
         no_closes_at=no_closes_at,
         unresolved=unresolved,
+        no_horizon_price=no_horizon_price,
     )
+
+
+def _jsonl_rows(markets: str, days: int) -> tuple[list[_Row], list[Rejected]]:
+    """The valid records of a JSON-lines file, each with its horizon price."""
+    data = read_bytes(Path(markets))
+    decoded, rejected = decode_markets(data, markets)
+    horizons, refused = _horizon_prices(data, markets, days, {r.line for r in rejected})
+    rejected.extend(refused)
+    bad_horizon = {r.line for r in refused}
+    rows = [
+        _Row(market=market, line=line, horizon_price=price)
+        for market, (line, price) in zip(decoded, horizons, strict=True)
+        if line not in bad_horizon
+    ]
+    return rows, rejected
+
+
+def _gamma_rows(path: Path, days: int) -> tuple[list[_Row], list[Rejected]]:
+    """The markets of a Gamma snapshot as the sources map them, each with its position in the
+    array and its horizon price; refusals name the record's position and id."""
+    raws = read_snapshot(path)
+    source = str(path)
+    markets, rejected = map_records(raws, source)
+    field = horizon_field(days)
+    decoder = msgspec.json.Decoder(
+        msgspec.defstruct("GammaHorizon", [("id", Any, None), (field, Any, None)])
+    )
+    found: dict[str, tuple[int, object]] = {}
+    for position, raw in enumerate(raws, start=1):
+        try:
+            record: Any = decoder.decode(raw)
+        except msgspec.DecodeError:
+            continue  # not an object: the mapping refused it already
+        key = str(record.id).strip()
+        if key not in found:
+            found[key] = (position, getattr(record, field))
+    rows: list[_Row] = []
+    for market in markets:
+        position, value = found[market.id]
+        price: float | None = None
+        if value is not None:
+            if not _is_points(value):
+                rejected.append(Rejected(
+                    source, position, field, f"expected a number from 0 to 100, got {value!r}",
+                    record=market.id,
+                ))
+                continue
+            price = float(value)
+        rows.append(_Row(market=market, line=position, horizon_price=price))
+    return rows, rejected
 
 
 def _horizon_prices(
@@ -162,7 +229,7 @@ def _horizon_prices(
     return found, refused
 
 
-def _is_points(value: object) -> bool:
+def _is_points(value: object) -> TypeGuard[float]:
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)

@@ -44,6 +44,7 @@ from pomabotd.log import logger
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
 from pomabotd.sources.news_signals import MarketIndex, NewsItem, is_official, signals_from_news
+from pomabotd.sources.offload import checked, off_loop
 from pomabotd.wire import Lines, read_lines
 
 __all__ = ["NAME", "FeedsSource", "parse_feed"]
@@ -149,6 +150,7 @@ class FeedsSource(Source):
         self._client: httpx.AsyncClient | None = None
         self._items: OrderedDict[str, NewsItem] = OrderedDict()
         self._aliases: OrderedDict[str, str] = OrderedDict()
+        self._keywords: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def from_config(cls, config: SourcesConfig) -> FeedsSource:
@@ -184,8 +186,9 @@ class FeedsSource(Source):
             if isinstance(result, FetchError):
                 failed += 1
                 errors[state.name] = errors.get(state.name, 0) + 1
-                logger.bind(source=NAME, feed=state.spec).error("feed {} failed: {}",
-                                                                state.name, result)
+                logger.bind(event="feed_failed", source=NAME, feed=state.spec).warning(
+                    "feed {} failed: {}", state.name, result
+                )
             elif result is None:
                 unchanged += 1
             else:
@@ -194,13 +197,18 @@ class FeedsSource(Source):
                 fresh += added
                 duplicates += len(result.items) - added
         if failed == len(self._feeds) and not self._items:
+            first = next(str(r) for r in results if isinstance(r, FetchError))
             raise SourceError(
-                f"{NAME}: every one of {failed} feeds failed and none was read before"
+                f"{NAME}: every one of {failed} feeds failed and none was read before "
+                f"(first: {first})",
+                source=NAME,
+                stats=SourceStats(fetch_errors=errors, feeds_failed=failed),
             )
-        index, signals, lines = await asyncio.to_thread(
-            _match, context.markets, list(self._items.values()), context.as_of
+        index, signals, lines = await off_loop(
+            _match, context.markets, list(self._items.values()), context.as_of, self._keywords
         )
-        logger.bind(source=NAME).info(
+        self._keywords = index.keywords_of  # this cycle's questions, for the next cycle
+        logger.bind(event="feeds_read", source=NAME).info(
             "feeds: {} read, {} unchanged, {} failed; {} new items, {} duplicates, "
             "{} remembered; {} signals for {} markets",
             ok, unchanged, failed, fresh, duplicates, len(self._items), len(signals), len(index),
@@ -247,7 +255,7 @@ class FeedsSource(Source):
         else:
             data = _read_file(Path(state.spec), self._limits.max_bytes)
             state.read_at = now
-        title, items = await asyncio.to_thread(parse_feed, data, state.spec, as_of)
+        title, items = await off_loop(parse_feed, data, state.spec, as_of)
         state.name = title
         return _Parsed(title, items)
 
@@ -270,12 +278,14 @@ class FeedsSource(Source):
 
 
 def _match(
-    markets: Lines, items: list[NewsItem], as_of: datetime
+    markets: Lines, items: list[NewsItem], as_of: datetime,
+    known: dict[str, tuple[str, ...]],
 ) -> tuple[MarketIndex, list[Signal], bytes]:
-    """Index the cycle's markets, match the remembered items, encode the signals: CPU work,
-    run off the event loop."""
-    index = MarketIndex(_questions(read_lines(markets)))
-    signals = signals_from_news(index, items, as_of)
+    """Index the cycle's markets (with the keywords of the questions `known` from the last
+    cycle), match the remembered items, encode the signals: CPU work, run off the event loop,
+    and stopped within a slice if the cycle is cancelled."""
+    index = MarketIndex(checked(_questions(read_lines(markets))), known)
+    signals = signals_from_news(index, checked(items, 64), as_of)
     encoder = msgspec.json.Encoder()
     lines = bytearray()
     for signal in signals:

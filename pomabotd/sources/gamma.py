@@ -13,18 +13,20 @@ source, `gamma:PATH` snapshots and replay:
   `closes_at`, `description` (else `resolutionSource`) -> `resolution_criteria`.
 - A closed market whose prices read 1/0 resolved YES, 0/1 resolved NO (`outcome`).
 - The category comes from `category`, then the events' `category`, tags and series, through
-  `CATEGORY_WORDS`; a sports market type means sports; anything else is `other`.
+  `CATEGORY_WORDS`; a sports market type means sports; when neither says anything (most live
+  objects carry no category and no tags), the question's words decide through
+  `QUESTION_WORDS`; anything else is `other`.
 
 Records are decoded with msgspec into structs holding only these fields.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,10 +39,12 @@ from pomabotd.domain.models import Market
 from pomabotd.errors import InputError, SourceError
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.jsonl import read_bytes
+from pomabotd.sources.offload import checked, off_loop
 from pomabotd.wire import Rejected
 
 __all__ = [
     "CATEGORY_WORDS",
+    "QUESTION_WORDS",
     "SCHEME",
     "GammaFile",
     "GammaMarket",
@@ -48,6 +52,7 @@ __all__ = [
     "encode_markets",
     "map_market",
     "map_records",
+    "question_category",
     "read_snapshot",
     "refused_reason",
     "write_snapshot",
@@ -94,6 +99,62 @@ CATEGORY_WORDS: Final[dict[str, str]] = {
     ),
     **_words(
         "world geopolitics global war ukraine russia israel gaza iran china middle international",
+        "world",
+    ),
+}
+
+#: Words of a market's question -> SPEC category, for a market whose category, tags and series
+#: say nothing (most live Gamma objects carry none). The category with the most words in the
+#: question wins; a tie goes to the category of the word that comes first. Only words that
+#: rarely mean anything else are listed: a question none of them matches stays `other`.
+QUESTION_WORDS: Final[dict[str, str]] = {
+    **_words(
+        """election elections electoral presidential president presidency senate senator
+        congress congressional governor gubernatorial mayor mayoral parliament parliamentary
+        primary primaries nomination nominee democrat democrats democratic republican
+        republicans gop trump biden harris vance obama desantis newsom impeach impeachment
+        pardon cabinet supreme scotus referendum ballot campaign minister""",
+        "politics",
+    ),
+    **_words(
+        """bitcoin btc ethereum eth ether solana xrp ripple dogecoin doge crypto cryptocurrency
+        stablecoin coinbase binance memecoin defi nft altcoin usdt usdc tether cardano
+        litecoin airdrop""",
+        "crypto",
+    ),
+    **_words(
+        """nba nfl mlb nhl wnba ncaa ufc mma f1 gp prix nascar fifa uefa playoff playoffs
+        championship tournament mvp touchdown quarterback bowl olympics olympic medal tennis
+        golf soccer football basketball baseball hockey boxing knockout esports dota valorant
+        wimbledon""",
+        "sports",
+    ),
+    **_words(
+        """fed fomc inflation cpi gdp recession unemployment payrolls tariff tariffs interest
+        earnings ipo stock stocks nasdaq dow spx treasury yields economy economic msft aapl
+        nvda tsla""",
+        "economics",
+    ),
+    **_words(
+        """oscar oscars grammy grammys emmy emmys movie movies film album song billboard
+        spotify concert halftime perform performance celebrity actor actress youtube tiktok
+        mrbeast""",
+        "entertainment",
+    ),
+    **_words(
+        """temperature temperatures weather hurricane tornado rainfall snowfall heatwave
+        celsius fahrenheit""",
+        "weather",
+    ),
+    **_words(
+        """openai chatgpt gpt ai anthropic google apple iphone android spacex starship nasa
+        rocket software semiconductor robot robotics quantum""",
+        "technology",
+    ),
+    **_words(
+        """war ceasefire invasion nato ukraine russia russian israel israeli gaza hamas iran
+        iranian syria china chinese taiwan korea netanyahu putin zelensky treaty sanctions
+        missile nuclear""",
         "world",
     ),
 }
@@ -186,7 +247,7 @@ def map_records(
     markets: list[Market] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
-    for position, raw in enumerate(raws, start=1):
+    for position, raw in enumerate(checked(raws), start=1):
         mapped = map_market(raw, source=source, position=position)
         if isinstance(mapped, Rejected):
             rejected.append(mapped)
@@ -210,7 +271,7 @@ def encode_markets(markets: Sequence[Market]) -> bytes:
     """The markets as wire-format JSON lines."""
     encoder = msgspec.json.Encoder()
     buffer = bytearray()
-    for market in markets:
+    for market in checked(markets):
         encoder.encode_into(market, buffer, -1)
         buffer.extend(b"\n")
     return bytes(buffer)
@@ -251,13 +312,27 @@ def write_snapshot(path: Path, raws: Sequence[bytes | msgspec.Raw]) -> None:
 
 
 def category_of(record: GammaMarket) -> str:
-    """The SPEC category of a Gamma market by `CATEGORY_WORDS` (module docstring)."""
+    """The SPEC category of a Gamma market by `CATEGORY_WORDS`, else its sports market type,
+    else its question's words by `QUESTION_WORDS` (module docstring)."""
     for name in _category_names(record):
         for word in _WORD.findall(name.lower()):
             category = CATEGORY_WORDS.get(word)
             if category is not None:
                 return category
-    return "sports" if record.sports_market_type else "other"
+    if record.sports_market_type:
+        return "sports"
+    return question_category(record.question or "")
+
+
+def question_category(question: str) -> str:
+    """The category most of the question's words in `QUESTION_WORDS` name (a tie goes to
+    the first such word's), or `other`."""
+    found = [c for c in map(QUESTION_WORDS.get, _WORD.findall(question.lower())) if c]
+    if not found:
+        return "other"
+    counts = Counter(found)
+    best = max(counts.values())
+    return next(category for category in found if counts[category] == best)
 
 
 def _category_names(record: GammaMarket) -> Iterator[str]:
@@ -418,13 +493,14 @@ class GammaFile(Source):
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """The file's markets mapped as the live source maps them (off the event loop);
         refusals are counted."""
-        raws = await asyncio.to_thread(read_snapshot, self._path)
-        markets, rejected = await asyncio.to_thread(map_records, raws, self.name)
+        raws = await off_loop(read_snapshot, self._path)
+        markets, rejected = await off_loop(map_records, raws, self.name)
         if not markets:
             why = refused_reason(rejected, len(raws)) if raws else "the file lists none"
-            raise SourceError(f"{self.name}: no usable markets ({why})")
+            raise SourceError(f"{self.name}: no usable markets ({why})", source=self.name,
+                              stats=SourceStats(records_refused=len(rejected)))
         return SourceBatch(
-            markets=await asyncio.to_thread(encode_markets, markets),
+            markets=await off_loop(encode_markets, markets),
             rejected=tuple(rejected),
             stats=SourceStats(records_refused=len(rejected)),
         )

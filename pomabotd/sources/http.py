@@ -13,7 +13,9 @@ Every response is bounded three ways:
   exponential backoff with full jitter; a 429's or 503's `Retry-After` is honoured. Every wait is
   capped at `retry_max_wait_s` (0 switches waiting off, as tests do).
 
-Anything else (4xx) fails at once. Failures end as a `FetchError` saying what happened.
+Anything else (4xx) fails at once. A caller may also `check` a 200's body: raising
+`TransientBody` there (the server says it failed for now) is retried like a 5xx, raising
+`FetchError` fails the request at once. Failures end as a `FetchError` saying what happened.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pomabotd._version import __version__
 from pomabotd.errors import FetchError
 from pomabotd.log import logger
 
-__all__ = ["USER_AGENT", "Fetched", "HttpLimits", "get", "new_client"]
+__all__ = ["USER_AGENT", "Fetched", "HttpLimits", "TransientBody", "get", "new_client"]
 
 USER_AGENT: Final = f"pomabotd/{__version__} (+paper trading research)"
 _CONNECT_TIMEOUT_S: Final = 10.0
@@ -69,6 +71,11 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class TransientBody(Exception):
+    """A 200 whose body says the server could not answer for now: retried like a 5xx. The
+    message says what the body was."""
+
+
 def new_client() -> httpx.AsyncClient:
     """One connection pool per source, kept across cycles; redirects are followed."""
     return httpx.AsyncClient(
@@ -87,15 +94,19 @@ async def get(
     headers: Mapping[str, str] | None = None,
     what: str,
     sleep: Sleep = asyncio.sleep,
+    check: Callable[[bytes], None] | None = None,
 ) -> Fetched:
     """GET `url` within `limits`; `what` names the request in logs and errors (`polymarket`).
 
-    Raises FetchError, with the last HTTP status when there was one.
+    `check`, if given, judges a 200's body within the attempt: `TransientBody` retries it,
+    `FetchError` fails at once. Raises FetchError, with the last HTTP status when there was one.
     """
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(limits.retry_attempts + 1),
         wait=_wait(limits.retry_max_wait_s),
-        retry=tenacity.retry_if_exception_type((httpx.TransportError, _Retryable)),
+        retry=tenacity.retry_if_exception_type(
+            (httpx.TransportError, _Retryable, TransientBody)
+        ),
         sleep=sleep,
         reraise=True,
         before_sleep=_log_retry(what, url),
@@ -105,7 +116,9 @@ async def get(
         async for attempt in retrying:
             with attempt:
                 attempts += 1
-                return await _attempt(client, url, limits, params, headers)
+                return await _attempt(client, url, limits, params, headers, check)
+    except TransientBody as exc:
+        raise FetchError(f"{what}: {exc} ({_times(attempts)})", status=200) from None
     except _Retryable as exc:
         raise FetchError(
             f"{what}: GET {url} answered HTTP {exc.status} {_times(attempts)}", status=exc.status
@@ -123,6 +136,7 @@ async def _attempt(
     limits: HttpLimits,
     params: Mapping[str, str | int | float] | None,
     headers: Mapping[str, str] | None,
+    check: Callable[[bytes], None] | None,
 ) -> Fetched:
     received = 0
     try:
@@ -154,7 +168,10 @@ async def _attempt(
                         "aborted",
                         status=status,
                     )
-            return _fetched(response, bytes(body))
+            data = bytes(body)
+            if check is not None:
+                check(data)
+            return _fetched(response, data)
     except TimeoutError:
         raise FetchError(
             f"GET {url}: no complete response within the deadline of {limits.deadline_s:g} s "
@@ -212,7 +229,8 @@ def _log_retry(what: str, url: str) -> Callable[[tenacity.RetryCallState], None]
         error = outcome.exception() if outcome is not None else None
         reason = _describe(error) if error is not None else "unknown"
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.bind(source=what, url=url, attempt=state.attempt_number).warning(
+        logger.bind(event="fetch_retry", source=what, url=url,
+                    attempt=state.attempt_number).warning(
             "{}: GET {} failed ({}); retrying in {:.2f} s", what, url, reason, wait
         )
 
@@ -220,7 +238,7 @@ def _log_retry(what: str, url: str) -> Callable[[tenacity.RetryCallState], None]
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, _Retryable):
+    if isinstance(error, _Retryable | TransientBody):
         return str(error)
     text = str(error).strip()
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

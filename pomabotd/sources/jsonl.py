@@ -8,7 +8,6 @@ missing or unreadable file is reported by its path.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 from pathlib import Path
@@ -17,6 +16,7 @@ from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Market, Signal
 from pomabotd.errors import InputError
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
+from pomabotd.sources.offload import off_loop
 from pomabotd.wire import LinesFile, Rejected, decode_markets, decode_signals
 
 __all__ = [
@@ -84,8 +84,9 @@ class JsonlMarkets(Source):
         return cls(Path(argument))
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The file, unread; the engine's workers read and validate it."""
-        return SourceBatch(markets=await asyncio.to_thread(check_readable, self._path))
+        """The file, unread (only checked off the event loop); the engine's workers read and
+        validate it."""
+        return SourceBatch(markets=await off_loop(check_readable, self._path))
 
 
 class JsonlSignals(Source):
@@ -101,5 +102,6 @@ class JsonlSignals(Source):
         return cls(Path(config.signals))
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The file, unread; the engine's workers read and validate it."""
-        return SourceBatch(signals=await asyncio.to_thread(check_readable, self._path))
+        """The file, unread (only checked off the event loop); the engine's workers read and
+        validate it."""
+        return SourceBatch(signals=await off_loop(check_readable, self._path))

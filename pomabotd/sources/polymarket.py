@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 import msgspec
@@ -26,7 +26,8 @@ from pomabotd.errors import FetchError, InputError, SourceError
 from pomabotd.log import logger
 from pomabotd.sources import gamma
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
-from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
+from pomabotd.sources.http import HttpLimits, Sleep, TransientBody, get, new_client
+from pomabotd.sources.offload import off_loop
 
 __all__ = ["NAME", "PolymarketSource"]
 
@@ -36,14 +37,35 @@ _MB: Final = 1024 * 1024
 
 
 class _KeysetPage(msgspec.Struct):
-    markets: list[msgspec.Raw] = []
+    """A keyset page: `markets` is required, so that an object without it (an error the
+    server answered with 200) is not read as an empty last page."""
+
+    markets: list[msgspec.Raw]
     next_cursor: str | None = None
+    error: Any = None
+
+
+class _ErrorObject(msgspec.Struct):
+    """What an error answer may say about itself."""
+
+    error: Any = None
+    status: int | str | None = None
+    code: int | str | None = None
+    status_code: int | str | None = msgspec.field(default=None, name="statusCode")
 
 
 _T = TypeVar("_T")
 
 _KEYSET_PAGE: Final = msgspec.json.Decoder(_KeysetPage)
 _OFFSET_PAGE: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_ERROR_OBJECT: Final = msgspec.json.Decoder(_ErrorObject)
+#: Words by which an error answer says it is temporary: such a page is asked for again.
+_TRANSIENT_WORDS: Final = (
+    "timeout", "timed out", "temporar", "unavailable", "try again", "retry", "rate limit",
+    "too many requests", "overload", "busy", "throttl",
+)
+#: How much of a body that is not a listing its error message quotes.
+_QUOTED: Final = 160
 
 
 class PolymarketSource(Source):
@@ -91,8 +113,10 @@ class PolymarketSource(Source):
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """This cycle's open markets as wire lines, with the refused records."""
         raws, failure = await self._listing()
+        fetch_errors = {NAME: 1} if failure is not None else {}
         if failure is not None and not raws:
-            raise SourceError(f"{NAME}: no markets fetched: {failure}")
+            raise SourceError(f"{NAME}: no markets fetched: {failure}", source=NAME,
+                              stats=SourceStats(fetch_errors=fetch_errors))
         if self._snapshot is not None:
             try:
                 gamma.write_snapshot(self._snapshot, raws)
@@ -101,22 +125,22 @@ class PolymarketSource(Source):
                     f"sources.save_snapshot {self._snapshot}: cannot be written "
                     f"({exc.strerror or exc})"
                 ) from None
-            logger.bind(source=NAME, path=str(self._snapshot)).info(
+            logger.bind(event="snapshot_saved", source=NAME, path=str(self._snapshot)).info(
                 "{}: saved {} market objects to {}", NAME, len(raws), self._snapshot
             )
         # Mapping tens of thousands of records is CPU work: off the event loop, so a daemon's
-        # status endpoint keeps answering meanwhile.
-        markets, rejected = await asyncio.to_thread(gamma.map_records, raws, NAME)
+        # status endpoint keeps answering meanwhile, and stopped if the cycle is cancelled.
+        markets, rejected = await off_loop(gamma.map_records, raws, NAME)
         if not markets:
             why = gamma.refused_reason(rejected, len(raws)) if raws else "the server listed none"
-            raise SourceError(f"{NAME}: no usable open markets ({why})")
+            raise SourceError(
+                f"{NAME}: no usable open markets ({why})", source=NAME,
+                stats=SourceStats(fetch_errors=fetch_errors, records_refused=len(rejected)),
+            )
         return SourceBatch(
-            markets=await asyncio.to_thread(gamma.encode_markets, markets),
+            markets=await off_loop(gamma.encode_markets, markets),
             rejected=tuple(rejected),
-            stats=SourceStats(
-                fetch_errors={NAME: 1} if failure is not None else {},
-                records_refused=len(rejected),
-            ),
+            stats=SourceStats(fetch_errors=fetch_errors, records_refused=len(rejected)),
         )
 
     async def aclose(self) -> None:
@@ -139,15 +163,17 @@ class PolymarketSource(Source):
                     if raws or exc.status not in _NO_KEYSET:
                         raise
                     self._keyset = False
-                    logger.bind(source=NAME, status=exc.status).info(
+                    logger.bind(event="offset_paging", source=NAME, status=exc.status).info(
                         "{}: no keyset paging here (HTTP {}); using offset paging",
                         NAME, exc.status,
                     )
             await self._offset_pages(self._client, raws)
         except FetchError as exc:
-            logger.bind(source=NAME, fetched=len(raws)).error(
-                "{}: paging stopped after {} markets: {}", NAME, len(raws), exc
-            )
+            if raws:  # with nothing fetched, the cycle fails and its one error line says why
+                logger.bind(event="fetch_failed", source=NAME, fetched=len(raws)).warning(
+                    "{}: paging stopped after {} markets, which still run: {}",
+                    NAME, len(raws), exc,
+                )
             return raws, str(exc)
         return raws, None
 
@@ -165,46 +191,134 @@ class PolymarketSource(Source):
         url = f"{self._base}/markets/keyset"
         params = self._filters()
         seen: set[str] = set()
+        listed = _Listed(raws)
+        number = 0
         while len(raws) < self._max_markets:
-            fetched = await get(client, url, self._limits, params=params, what=NAME,
-                                sleep=self._sleep)
-            page = _decode(_KEYSET_PAGE, fetched.body, url, len(raws))
-            raws.extend(page.markets[: self._max_markets - len(raws)])
+            number += 1
+            page = await self._page(client, url, params, _KEYSET_PAGE, number, len(raws))
+            listed.add(page.markets, self._max_markets)
             cursor = page.next_cursor
             if not page.markets or not cursor:
                 return
             if cursor in seen:
-                logger.bind(source=NAME, cursor=cursor).warning(
+                logger.bind(event="cursor_repeated", source=NAME, cursor=cursor).warning(
                     "{}: the server repeated a cursor; stopping at {} markets", NAME, len(raws)
                 )
+                listed.log_repeats()
                 return
             seen.add(cursor)
             params = {**params, "after_cursor": cursor}
+        listed.log_repeats()
         self._log_cap()
 
     async def _offset_pages(self, client: httpx.AsyncClient, raws: list[msgspec.Raw]) -> None:
         url = f"{self._base}/markets"
         filters = self._filters()
+        listed = _Listed(raws)
+        number = 0
+        offset = 0
         while len(raws) < self._max_markets:
-            params = {**filters, "offset": len(raws)}
-            fetched = await get(client, url, self._limits, params=params, what=NAME,
-                                sleep=self._sleep)
-            page = _decode(_OFFSET_PAGE, fetched.body, url, len(raws))
-            raws.extend(page[: self._max_markets - len(raws)])
+            number += 1
+            params = {**filters, "offset": offset}
+            page = await self._page(client, url, params, _OFFSET_PAGE, number, len(raws))
+            listed.add(page, self._max_markets)
+            offset += len(page)
             if len(page) < self._page_size:
+                listed.log_repeats()
                 return
+        listed.log_repeats()
         self._log_cap()
 
+    async def _page(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        params: dict[str, str | int | float],
+        decoder: msgspec.json.Decoder[_T],
+        number: int,
+        offset: int,
+    ) -> _T:
+        """Page `number`, decoded as a listing within the fetch (so a transient error answer
+        is retried like a 5xx)."""
+        pages: list[_T] = []
+
+        def check(body: bytes) -> None:
+            pages.append(_as_listing(decoder, body, url, number, offset))
+
+        await get(client, url, self._limits, params=params, what=NAME, sleep=self._sleep,
+                  check=check)
+        return pages[-1]
+
     def _log_cap(self) -> None:
-        logger.bind(source=NAME).warning(
+        logger.bind(event="max_markets", source=NAME).warning(
             "{}: stopped at sources.polymarket_max_markets = {}", NAME, self._max_markets
         )
 
 
-def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, url: str, offset: int) -> _T:
+class _Listed:
+    """The objects of one listing, each kept once: a page the server sends again (a cursor
+    repeated, offsets shifting under a live listing) repeats objects, which are not records
+    to refuse but the same record seen twice. Only byte-identical objects count as repeats;
+    two different objects with one id are still refused by the mapping."""
+
+    def __init__(self, raws: list[msgspec.Raw]) -> None:
+        self._raws = raws
+        self._seen: set[bytes] = set()
+        self.repeats = 0
+
+    def add(self, page: list[msgspec.Raw], limit: int) -> None:
+        for raw in page:
+            if len(self._raws) >= limit:
+                return
+            data = bytes(raw)
+            if data in self._seen:
+                self.repeats += 1
+                continue
+            self._seen.add(data)
+            self._raws.append(raw)
+
+    def log_repeats(self) -> None:
+        if self.repeats:
+            logger.bind(event="markets_repeated", source=NAME, repeated=self.repeats).warning(
+                "{}: the server sent {} market objects again; each is kept once",
+                NAME, self.repeats,
+            )
+
+
+def _as_listing(
+    decoder: msgspec.json.Decoder[_T], body: bytes, url: str, number: int, offset: int
+) -> _T:
+    """A page decoded as a listing; a body that is not one is a fetch error quoting its start:
+    `TransientBody` (asked again, like a 5xx) when it says it failed for now, else FetchError."""
     try:
-        return decoder.decode(body)
+        page = decoder.decode(body)
+        error = getattr(page, "error", None)
+        if error is None:
+            return page
+        why = "it carries an error"
     except msgspec.DecodeError as exc:
-        raise FetchError(
-            f"{NAME}: the page after {offset} markets from {url} is not a valid listing ({exc})"
-        ) from None
+        why = str(exc)
+    text = " ".join(body[: _QUOTED * 4].decode("utf-8", "replace").split())
+    quoted = text[:_QUOTED]
+    more = "..." if len(text) > _QUOTED or len(body) > _QUOTED * 4 else ""
+    message = (f"{NAME}: page {number} of {url} (after {offset} markets) is not a listing "
+               f"({why}): {quoted!r}{more}")
+    if _transient(body):
+        raise TransientBody(message)
+    raise FetchError(message, status=200)
+
+
+def _transient(body: bytes) -> bool:
+    """Whether an error answer says it is temporary: a 5xx or 429 status in it, or words
+    such as `timeout`, `unavailable` or `rate limit`."""
+    try:
+        found = _ERROR_OBJECT.decode(body)
+    except msgspec.DecodeError:
+        return False
+    for status in (found.status, found.code, found.status_code):
+        if isinstance(status, str) and status.isdigit():
+            status = int(status)
+        if isinstance(status, int) and (status == 429 or 500 <= status <= 599):
+            return True
+    text = body[:2048].decode("utf-8", "replace").lower()
+    return any(word in text for word in _TRANSIENT_WORDS)

@@ -10,13 +10,16 @@ one module with a `from_config(argument, config)` class method plus one line in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+import difflib
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 from pomabotd.config import Config, SourcesConfig
-from pomabotd.errors import ConfigError
+from pomabotd.errors import ConfigError, InputError, SourceError
 from pomabotd.sources.base import CycleInput, FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.feeds import FeedsSource
 from pomabotd.sources.gamma import SCHEME as GAMMA_SCHEME
@@ -54,8 +57,20 @@ SIGNAL_SOURCES: Final[dict[str, tuple[Callable[[SourcesConfig], bool], SignalFac
 }
 
 
+#: What `sources.markets` may be, as a refusal lists it.
+_CHOICES: Final = "a JSON-lines file path, 'synthetic', 'polymarket' or 'gamma:PATH'"
+#: `name:` or `name://` at the start of a value: a scheme, not a relative file path.
+_SCHEME: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
 def market_source(config: Config) -> Source:
-    """The market source `sources.markets` names; ConfigError names the key and its origin."""
+    """The market source `sources.markets` names; ConfigError names the key and its origin.
+
+    A value matching no source name or scheme is a JSON-lines file path, unless it looks like
+    a scheme (`http://...`, `synthetic:50`) or a near miss of a source name (`polymarkets`,
+    `Synthetic`, `gamma`) and no such file exists: that is a mistake, refused with the valid
+    choices and a suggestion.
+    """
     spec = config.sources.markets.strip()
     factory = MARKET_SOURCES.get(spec)
     if factory is not None and not spec.endswith(":"):
@@ -64,20 +79,59 @@ def market_source(config: Config) -> Source:
         if key.endswith(":") and spec.startswith(key):
             argument = spec[len(key) :].strip()
             if not argument:
-                origin = config.provenance["sources.markets"].replace(":", " ", 1)
                 raise ConfigError(
-                    f"sources.markets {spec!r} needs a path after {key!r} (from {origin})"
+                    f"sources.markets {spec!r} needs a path after {key!r} "
+                    f"(from {config.source_phrase('sources.markets')})"
                 )
             return scheme_factory(argument, config.sources)
+    problem = _not_a_path(spec)
+    if problem is not None:
+        raise ConfigError(
+            f"sources.markets {spec!r} (from {config.source_phrase('sources.markets')}) "
+            f"{problem}; it must be {_CHOICES}{_suggestion(spec)}"
+        )
     return _FILE(spec, config.sources)
+
+
+def _not_a_path(spec: str) -> str | None:
+    """Why `spec` is surely not meant as a file path, or None."""
+    if Path(spec).exists():
+        return None
+    scheme = _SCHEME.match(spec)
+    if scheme is not None:
+        if spec[scheme.end() :].startswith("//"):
+            return ("is a URL, not a market source (for the Gamma API use 'polymarket' with "
+                    "--polymarket-url or sources.polymarket_url)")
+        return f"names no known source ({scheme.group(1)!r}: is not a scheme pomabotd knows)"
+    if _suggestion(spec):
+        return "is no file and no source name"
+    return None
+
+
+def _suggestion(spec: str) -> str:
+    names = {key.rstrip(":"): key if not key.endswith(":") else f"{key}PATH"
+             for key in MARKET_SOURCES}
+    word = spec.lower().split(":", 1)[0].strip()
+    match = names.get(word) or next(
+        (names[m] for m in difflib.get_close_matches(word, list(names), n=1, cutoff=0.75)), None
+    )
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 class Sources:
     """The configured sources, kept across cycles; `load` gives one cycle's input."""
 
-    def __init__(self, markets: Source, signals: Sequence[Source]) -> None:
+    def __init__(
+        self,
+        markets: Source,
+        signals: Sequence[Source],
+        origins: Mapping[Source, str] | None = None,
+    ) -> None:
         self.markets = markets
         self.signals = tuple(signals)
+        #: The setting that named each source (`sources.markets, from flag --markets`), added
+        #: to the message of an input that cannot be read.
+        self._origins = dict(origins or {})
 
     async def load(self, as_of: datetime) -> CycleInput:
         """Markets first, then every signal source (they may match news to those markets).
@@ -85,9 +139,15 @@ class Sources:
         A source that yields nothing usable raises `SourceError`; `InputError` means a
         configured file cannot be read at all.
         """
-        market_batch = await self.markets.fetch(FetchContext(as_of=as_of))
+        market_batch = await self._fetch(self.markets, FetchContext(as_of=as_of))
         context = FetchContext(as_of=as_of, markets=market_batch.markets)
-        signal_batches = await asyncio.gather(*(s.fetch(context) for s in self.signals))
+        try:
+            signal_batches = await asyncio.gather(
+                *(self._fetch(s, context) for s in self.signals)
+            )
+        except SourceError as exc:  # the markets' counts count too
+            exc.stats = market_batch.stats + (exc.stats or SourceStats())
+            raise
         parts = [(market_batch, self.markets)] if market_batch.signals else []
         parts += zip(signal_batches, self.signals, strict=True)
         stats = SourceStats()
@@ -101,6 +161,19 @@ class Sources:
             rejected=market_batch.rejected,
             stats=stats,
         )
+
+    def _fetch(self, source: Source, context: FetchContext) -> Awaitable[SourceBatch]:
+        origin = self._origins.get(source)
+        if origin is None:
+            return source.fetch(context)
+
+        async def named() -> SourceBatch:
+            try:
+                return await source.fetch(context)
+            except InputError as exc:
+                raise InputError(f"{exc} ({origin})") from None
+
+        return named()
 
     async def aclose(self) -> None:
         """Close every source's connections."""
@@ -120,13 +193,23 @@ class Sources:
 
 
 def open_sources(config: Config) -> Sources:
-    """Build the configured sources once; nothing is read or fetched until `load`."""
-    signals = [
-        factory(config.sources)
-        for wanted, factory in SIGNAL_SOURCES.values()
-        if wanted(config.sources)
-    ]
-    return Sources(market_source(config), signals)
+    """Build the configured sources once; nothing is read or fetched until `load`.
+
+    ConfigError (naming `sources.markets` and where it came from) when it names no source.
+    """
+    markets = market_source(config)
+    origins = {markets: _origin(config, "sources.markets")}
+    signals = []
+    for key, (wanted, factory) in SIGNAL_SOURCES.items():
+        if wanted(config.sources):
+            source = factory(config.sources)
+            origins[source] = _origin(config, key)
+            signals.append(source)
+    return Sources(markets, signals, origins)
+
+
+def _origin(config: Config, key: str) -> str:
+    return f"{key}, from {config.source_phrase(key)}"
 
 
 def _join(parts: Iterable[Lines]) -> Lines:

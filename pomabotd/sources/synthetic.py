@@ -14,7 +14,6 @@ pool (`generate_files`), and a million markets never exist as objects.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Market, Signal
 from pomabotd.engine.kernels.columnar import belief_ranges
 from pomabotd.engine.kernels.columns import SignalColumns
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
+from pomabotd.sources.offload import checkpoint, off_loop
 from pomabotd.wire import decode_markets, decode_signals
 
 __all__ = [
@@ -213,8 +213,12 @@ def _blocks(count: int) -> range:
 
 
 def generate_jsonl(count: int, seed: int, as_of: datetime) -> tuple[bytes, bytes]:
-    """The workload encoded as a real source delivers it: markets and signals JSON lines."""
-    parts = [generate_block(block, count, seed, as_of) for block in _blocks(count)]
+    """The workload encoded as a real source delivers it: markets and signals JSON lines;
+    run off the event loop, it stops before the next block once its cycle is cancelled."""
+    parts = []
+    for block in _blocks(count):
+        checkpoint()
+        parts.append(generate_block(block, count, seed, as_of))
     return b"".join(m for m, _ in parts), b"".join(s for _, s in parts)
 
 
@@ -288,8 +292,9 @@ class SyntheticSource(Source):
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """The same markets for the same seed and `as_of`, as wire lines, generated off the
-        event loop (a daemon keeps answering its status endpoint meanwhile)."""
-        markets, signals = await asyncio.to_thread(
+        event loop (a daemon keeps answering its status endpoint meanwhile) and stopped
+        within a slice of markets when the cycle is cancelled."""
+        markets, signals = await off_loop(
             generate_jsonl, self._count, self._seed, context.as_of
         )
         return SourceBatch(markets=markets, signals=signals if self._with_signals else b"")

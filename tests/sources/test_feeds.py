@@ -168,14 +168,18 @@ def test_hostile_or_broken_feed_is_refused_and_the_others_still_run(
     assert (batch.stats.feeds_ok, batch.stats.feeds_failed) == (1, 1)
     assert batch.stats.fetch_errors == {url: 1}
     assert {s.market_id for s in _signals(batch)} == {"fed"}
-    failures = [line for line in log_lines if line.startswith("ERROR") and url in line]
+    failures = [line for line in log_lines if line.startswith("WARNING") and url in line]
     assert len(failures) == 1 and reason in failures[0]
 
 
 def test_every_feed_failing_with_nothing_remembered_fails_the_cycle(tmp_path: Path):
-    """No feed readable and no earlier items: a SourceError says so."""
-    with pytest.raises(SourceError, match="every one of 2 feeds failed"):
+    """No feed readable and no earlier items: a SourceError says so, quotes the first failure
+    and carries the failures' counts for the cycle's metrics."""
+    with pytest.raises(SourceError, match="every one of 2 feeds failed") as raised:
         _cycles(_source([str(RSS / "malformed.xml"), str(tmp_path / "missing.xml")]))
+    assert "malformed XML" in str(raised.value)
+    assert raised.value.stats is not None and raised.value.stats.feeds_failed == 2
+    assert sum(raised.value.stats.fetch_errors.values()) == 2
 
 
 def test_a_failing_feed_keeps_the_items_read_before(httpserver: HTTPServer):

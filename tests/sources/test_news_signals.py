@@ -184,3 +184,17 @@ def test_readme_lists_the_word_lists_the_module_uses():
         line = next(line for line in readme.splitlines() if line.startswith(f"- `{name}` ("))
         listed = line.split("): ", 1)[1].split()
         assert frozenset(listed) == getattr(news_signals, name), name
+
+
+def test_an_index_reusing_the_last_cycles_keywords_matches_the_same():
+    """Built with the keywords an earlier index found (a daemon's next cycle), an index gives
+    the same matches, and keeps the keywords of its own questions only."""
+    markets = [("a", "Will the Senate pass the infrastructure bill?"),
+               ("b", "Will Bitcoin close above $100k?")]
+    first = MarketIndex(markets)
+    later = MarketIndex([markets[0], ("c", "Will the infrastructure bill be signed?")],
+                        first.keywords_of)
+    title, body = set(words("Senate passes infrastructure bill")), set()
+    assert later.match(title, body) == MarketIndex(
+        [markets[0], ("c", "Will the infrastructure bill be signed?")]).match(title, body)
+    assert set(later.keywords_of) == {markets[0][1], "Will the infrastructure bill be signed?"}

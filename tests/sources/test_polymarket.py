@@ -184,8 +184,11 @@ def test_unreachable_server_fails_the_cycle_after_retries():
     with socket.create_server(("127.0.0.1", 0)) as spare:
         port = spare.getsockname()[1]
     source = PolymarketSource(f"http://127.0.0.1:{port}", limits=limits(retry_attempts=2))
-    with pytest.raises(SourceError, match=r"polymarket: no markets fetched.*after 3 attempts"):
+    with pytest.raises(SourceError, match=r"polymarket: no markets fetched.*after 3 attempts") \
+            as raised:
         _fetch(source)
+    assert raised.value.stats is not None
+    assert raised.value.stats.fetch_errors == {"polymarket": 1}
 
 
 def test_truncated_body_is_retried_then_the_good_answer_used(raw_server):
@@ -218,7 +221,39 @@ def test_truncated_json_page_is_refused_and_counted(httpserver: HTTPServer, log_
     batch = _fetch(PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=20))
     assert _ids(batch) == OPEN_IDS[:20]
     assert batch.stats.fetch_errors == {"polymarket": 1}
-    assert any("not a valid listing" in line for line in log_lines)
+    assert any("page 2 of" in line and "is not a listing" in line for line in log_lines)
+
+
+@pytest.mark.parametrize("body", [{"error": "invalid filter"}, {"data": []}])
+def test_a_first_page_that_is_not_a_listing_fails_quoting_it(httpserver: HTTPServer, body):
+    """A 200 carrying an error object, or an object without `markets`, is not an empty
+    listing: the fetch fails at once, naming the page and quoting the body's start."""
+    httpserver.expect_request("/markets/keyset").respond_with_json(body)
+    source = PolymarketSource(httpserver.url_for(""), limits=limits(retry_attempts=2))
+    with pytest.raises(SourceError) as raised:
+        _fetch(source)
+    message = str(raised.value)
+    assert "page 1 of" in message and "is not a listing" in message
+    assert f'"{next(iter(body))}"' in message and "listed none" not in message
+    assert len(httpserver.log) == 1  # not transient: not asked again
+
+
+def test_an_error_page_saying_it_is_temporary_is_asked_again(httpserver: HTTPServer):
+    """Page 2 answers 200 with `{"error": "... temporarily unavailable"}` once: it is
+    retried like a 5xx and every market arrives."""
+    objects = gamma_objects()
+    answers = iter([_json({"error": "service temporarily unavailable"})])
+
+    def handler(request: Request) -> Response:
+        if request.args.get("after_cursor"):
+            return next(answers, None) or _json({"markets": objects[20:], "next_cursor": None})
+        return _json({"markets": objects[:20], "next_cursor": "20"})
+
+    httpserver.expect_request("/markets/keyset").respond_with_handler(handler)
+    batch = _fetch(PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=20))
+    assert _ids(batch) == OPEN_IDS
+    assert batch.stats.fetch_errors == {}
+    assert len(httpserver.log) == 3
 
 
 def test_bad_prices_and_outcomes_are_refused_by_record_and_field(httpserver: HTTPServer):
@@ -361,3 +396,34 @@ def test_unwritable_snapshot_path_is_an_input_error(httpserver: HTTPServer, tmp_
                               snapshot=tmp_path / "no-such-dir" / "snap.json")
     with pytest.raises(InputError, match=r"sources\.save_snapshot .*snap\.json: cannot be written"):
         _fetch(source)
+
+
+def test_questions_give_the_category_where_gamma_gives_none():
+    """The recorded objects carry no category and no tags: the questions' words place them
+    (elections and pardons in politics, OpenAI in technology, Israel in world), and only
+    a question no listed word matches stays `other`."""
+    by_question = {}
+    for raw in gamma_objects():
+        market = map_market(json.dumps(raw).encode())
+        by_question[market.question] = market.category
+    assert by_question["Will José Luna win the 2026 Peruvian presidential election?"] == (
+        "politics")
+    assert by_question['Will Trump pardon Joe Exotic "The Tiger King" in 2025?'] == "politics"
+    assert by_question["Will OpenAI announce a head-mounted display in 2026?"] == "technology"
+    assert by_question["Israel x Syria security agreement by June 30?"] == "world"
+    assert by_question["Solana all time high by September 30, 2026?"] == "crypto"
+    assert by_question["Will Taylor Swift perform during the Super Bowl LX halftime show?"] == (
+        "entertainment")  # two entertainment words against one sports word
+    assert list(by_question.values()).count("other") == 1
+
+
+def test_a_page_sent_again_is_not_a_refusal(httpserver: HTTPServer, log_lines):
+    """A server that answers the next cursor with the first page again (and the same cursor):
+    paging stops, the repeated objects are kept once and none counts as refused."""
+    objects = gamma_objects()
+    httpserver.expect_request("/markets/keyset").respond_with_json(
+        {"markets": objects[:20], "next_cursor": "20"})
+    batch = _fetch(PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=20))
+    assert _ids(batch) == OPEN_IDS[:20]
+    assert batch.rejected == () and batch.stats.records_refused == 0
+    assert any("sent 20 market objects again" in line for line in log_lines)
