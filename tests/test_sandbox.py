@@ -36,6 +36,14 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="building the unit's namespaces needs root (CI runs as root)"
 )
 
+#: Enough markets for a cycle to go through the pool (smaller ones run in process), so that
+#: workers read the input through `/proc/PID/fd/N` of pomabotd's memory file or input file.
+POOLED_MARKETS = 5000
+
+
+def _pooled_environ() -> dict[str, str]:
+    return {**clean_environ(), "BATCH_WORKERS": "2"}
+
 
 def _sandboxed(state: Path, *args: str) -> list[str]:
     return ["unshare", "--mount", "--pid", "--fork", sys.executable, str(SANDBOX), str(state),
@@ -44,24 +52,44 @@ def _sandboxed(state: Path, *args: str) -> list[str]:
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
-    """The state directory the sandbox makes writable (at /tmp/state inside)."""
+    """The state directory the sandbox makes writable (at /tmp/state inside), holding a
+    configuration of `POOLED_MARKETS` synthetic markets at /tmp/state/pooled.toml."""
     directory = tmp_path / "state"
     directory.mkdir()
+    (directory / "pooled.toml").write_text(
+        f"[sources]\nsynthetic_markets = {POOLED_MARKETS}\n"
+    )
     yield directory
 
 
 def test_run_once_works_under_the_units_sandbox(state: Path) -> None:
     """run-once completes a pooled cycle where /proc shows only processes and the system is
-    read-only: its metrics line is written and it exits 0 without a traceback."""
+    read-only (its workers reading pomabotd's memory file through /proc/PID/fd/N): its metrics
+    line is written and it exits 0 without a traceback."""
     result = subprocess.run(
-        _sandboxed(state, "run-once", "--out", "/tmp/state/out", "--json"),
-        env=clean_environ(), capture_output=True, text=True, timeout=120,
+        _sandboxed(state, "run-once", "--config", "/tmp/state/pooled.toml",
+                   "--out", "/tmp/state/out", "--json"),
+        env=_pooled_environ(), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     summary = json.loads(result.stdout)
-    assert summary["markets_evaluated"] == 1000 and summary["rss_mb"] > 0
+    assert summary["markets_evaluated"] == POOLED_MARKETS and summary["rss_mb"] > 0
     assert [m["cycle_id"] for m in jsonl(state / "out" / "metrics.jsonl")] == [1]
+
+
+def test_stress_works_under_the_units_sandbox(state: Path) -> None:
+    """stress under the sandbox writes its workload to files in the private /tmp by blocks
+    over the pool, has the workers read them through /proc/PID/fd/N, passes its checks, and
+    leaves no scratch directory behind."""
+    result = subprocess.run(
+        _sandboxed(state, "stress", "--markets", str(POOLED_MARKETS), "--json"),
+        env=_pooled_environ(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["markets_evaluated"] == POOLED_MARKETS and report["passed"] is True
 
 
 def test_the_daemon_cycles_and_stops_under_the_units_sandbox(state: Path, tmp_path: Path) -> None:
@@ -70,9 +98,10 @@ def test_the_daemon_cycles_and_stops_under_the_units_sandbox(state: Path, tmp_pa
     log = tmp_path / "daemon.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            _sandboxed(state, "run", "--out", "/tmp/state/out", "--interval", "0.2",
+            _sandboxed(state, "run", "--config", "/tmp/state/pooled.toml",
+                       "--out", "/tmp/state/out", "--interval", "0.2",
                        "--status-addr", "127.0.0.1:0"),
-            env=clean_environ(), stdout=subprocess.DEVNULL, stderr=stderr,
+            env=_pooled_environ(), stdout=subprocess.DEVNULL, stderr=stderr,
         )
     seen: dict[int, psutil.Process] = {}
     try:
@@ -146,19 +175,28 @@ def _unit_filter() -> set[str]:
 @pytest.mark.skipif(shutil.which("strace") is None or shutil.which("systemd-analyze") is None,
                     reason="needs strace and systemd-analyze (.ci/run installs both)")
 def test_every_system_call_of_a_cycle_passes_the_units_filter(tmp_path: Path) -> None:
-    """run-once traced with strace, every process followed (pool, fork server, resource
-    tracker): each system call made is one the unit's SystemCallFilter= allows, or a
-    documented harmless one it answers with EPERM."""
+    """run-once of a pooled cycle traced with strace, every process followed (pool, fork
+    server, resource tracker): each system call made is one the unit's SystemCallFilter=
+    allows, or a documented harmless one it answers with EPERM."""
     trace = tmp_path / "trace.txt"
+    config = tmp_path / "pooled.toml"
+    config.write_text(f"[sources]\nsynthetic_markets = {POOLED_MARKETS}\n")
     result = subprocess.run(
         ["strace", "-f", "-qq", "-o", str(trace), sys.executable, "-m", "pomabotd", "run-once",
-         "--out", str(tmp_path / "out")],
-        env=clean_environ(), capture_output=True, text=True, timeout=300,
+         "--config", str(config), "--out", str(tmp_path / "out")],
+        env=_pooled_environ(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    used = {found.group(1) for line in trace.read_text().splitlines()
+    lines = trace.read_text().splitlines()
+    used = {found.group(1) for line in lines
             if (found := re.match(r"\d+\s+(?:<\.\.\. )?([a-z0-9_]+)[( ]", line))}
-    # Traced for real: the pool's processes, its fork server's fd passing, the ledger.
-    assert {"sendmsg", "flock", "fdatasync"} <= used and {"clone", "clone3"} & used
+    # Traced for real: the pool's processes, its fork server's fd passing, the ledger, the
+    # memory file holding the input and the workers reading it through /proc/PID/fd/N.
+    assert {"sendmsg", "flock", "fdatasync", "memfd_create", "pread64"} <= used
+    assert {"clone", "clone3"} & used
+    main = int(lines[0].split()[0])
+    opened = [(int(found.group(1)), int(found.group(2))) for line in lines
+              if (found := re.match(r'(\d+)\s+openat\(AT_FDCWD, "/proc/(\d+)/fd/\d+"', line))]
+    assert any(opener != main and owner == main for opener, owner in opened), opened
     refused = used - _unit_filter() - set(DENIED_AND_HARMLESS)
     assert refused == set()
