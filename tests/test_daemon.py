@@ -271,11 +271,13 @@ def test_kill_9_mid_cycle_three_times_then_restart(
 def test_sigterm_during_a_long_load_exits_within_stop_timeout(
     daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
-    """SIGTERM while a cycle generates 300,000 markets (seconds of work off the event loop):
-    the daemon exits 0 within stop_timeout_s plus a margin, not when the generation would have
-    ended; nothing of the cycle is written and no process is left."""
+    """SIGTERM while a cycle generates 2,000,000 markets (about 9 s of work off the event
+    loop, so well past stop_timeout_s plus the margin; a stopped generation ends at its next
+    block, long before most of the input exists): the daemon exits 0 within stop_timeout_s plus
+    a margin, not when the generation would have ended; nothing of the cycle is written and no
+    process is left."""
     config = tmp_path / "big.toml"
-    config.write_text("[sources]\nsynthetic_markets = 300000\n[daemon]\nstop_timeout_s = 1\n")
+    config.write_text("[sources]\nsynthetic_markets = 2000000\n[daemon]\nstop_timeout_s = 1\n")
     daemon = _start(daemons, tmp_path, "--config", str(config), "--out", "out")
     daemon.wait_mid_cycle()
     daemon.remember_descendants()
