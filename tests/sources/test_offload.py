@@ -7,8 +7,11 @@ import threading
 import time
 
 import pytest
+from strategies import AS_OF
 
+from pomabotd.sources.base import FetchContext
 from pomabotd.sources.offload import checked, off_loop
+from pomabotd.sources.synthetic import SyntheticSource
 
 
 def test_cancelling_the_awaiting_task_stops_the_work_at_its_next_checkpoint() -> None:
@@ -48,3 +51,27 @@ def test_results_and_errors_of_the_work_reach_the_awaiting_task() -> None:
         return await off_loop(sum, [1, 2, 3])
 
     assert asyncio.run(both()) == 6
+
+
+def test_a_cancelled_synthetic_load_stops_generating_at_its_next_block() -> None:
+    """The synthetic source's fetch of 2,000,000 markets (seconds of generation) cancelled
+    mid-way: its generating thread ends within a block or two, not when the workload is done."""
+
+    def generating() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "pomabotd-generate_jsonl"]
+
+    async def cancel_it() -> None:
+        source = SyntheticSource(2_000_000, 7)
+        task = asyncio.create_task(source.fetch(FetchContext(as_of=AS_OF)))
+        await asyncio.sleep(0.2)
+        assert generating()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_it())
+    cancelled = time.monotonic()
+    for thread in generating():
+        thread.join(5)
+    assert not generating()
+    assert time.monotonic() - cancelled < 2.0  # the whole workload takes several seconds
