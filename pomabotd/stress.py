@@ -196,11 +196,11 @@ async def run_stress(
     repeat: int = 1,
 ) -> StressReport:
     """Start the pool, write (or load) the workload, run `repeat` measured cycles."""
-    started = time.perf_counter()
-    with (
-        Runtime(settings) as runtime,
-        _scratch_directory() as scratch,
-    ):
+    with contextlib.ExitStack() as stack:
+        # Made first, removed last: the pool's workers write the workload's blocks into it.
+        scratch = stack.enter_context(_scratch_directory())
+        started = time.perf_counter()
+        runtime = stack.enter_context(Runtime(settings))
         pool_start_s = time.perf_counter() - started
         started = time.perf_counter()
         loader = await _workload(runtime, inputs, as_of, Path(scratch))
