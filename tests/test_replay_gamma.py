@@ -181,3 +181,28 @@ def test_the_readme_comparison_of_the_two_priors_holds(tmp_path: Path, prior: st
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {key: report[key] for key in expected} == expected
+
+
+def _floats(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [number for item in value for number in _floats(item)]
+    return []
+
+
+def test_every_number_of_the_json_is_rounded_to_six_decimals(tmp_path: Path):
+    """On the Gamma fixture, whose confidence buckets and positions (tuples in the report)
+    carry float noise before rounding, every float `--json` prints has at most six decimals."""
+    from gamma_fixture import FIXTURE, SIGNALS
+
+    result = run_alone(tmp_path, "replay", "--markets", f"gamma:{FIXTURE}", "--signals",
+                       str(SIGNALS), "--as-of-days-before", "7", "--json", env=IN_PROCESS)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    floats = _floats(report)
+    assert len(floats) > 100
+    assert [f for f in floats if round(f, 6) != f] == []
+    assert report["confidence_buckets"][2]["hit_rate"] == 0.166667  # 3 won of 18

@@ -128,10 +128,12 @@ def _settle(
 
 
 def _rounded(value: Any) -> Any:
+    """Every float in `value` (builtins: dicts, lists, and the tuples `to_builtins` keeps)
+    rounded to `_DIGITS` places, so that each figure prints one way."""
     if isinstance(value, float):
         return round(value, _DIGITS)
     if isinstance(value, dict):
         return {key: _rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_rounded(item) for item in value]
     return value
