@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import click
 import httpx
@@ -33,7 +33,7 @@ from pomabotd.errors import ConfigError, InputError, MissingExtraError, Pomabotd
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import output_dir_problem
 from pomabotd.plots import replay_plots, require_matplotlib, run_plots
-from pomabotd.replay.run import ReplayReport, report_json
+from pomabotd.replay.run import ReplayReport, ReplayResult, report_json
 from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
 from pomabotd.report import read_run
@@ -160,9 +160,39 @@ def _until_signal(
     except asyncio.CancelledError:
         if not received:
             raise
-        name = signal.Signals(received[0]).name
-        click.echo(f"stopped by {name}: {abandoned}", err=True)
-        raise SystemExit(128 + received[0]) from None
+        _exit_stopped(received[0], abandoned)
+
+
+class _Stopped(Exception):
+    """A stop signal arrived during synchronous work guarded by `_stop_on_signal`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_on_signal(abandoned: str) -> Iterator[None]:
+    """`_until_signal` for synchronous work (reading input files, drawing plots): SIGTERM or
+    SIGINT raises inside the work, whose own clean-up runs (no half-written file stays), and
+    the command exits with 128 + the signal's number, saying what was `abandoned`."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except _Stopped as stopped:
+        _exit_stopped(stopped.signum, abandoned)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _exit_stopped(signum: int, abandoned: str) -> NoReturn:
+    click.echo(f"stopped by {signal.Signals(signum).name}: {abandoned}", err=True)
+    raise SystemExit(128 + signum) from None
 
 
 def _report_rejected(rejected: tuple[Rejected, ...] | list[Rejected]) -> None:
@@ -545,15 +575,24 @@ def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir
     """Evaluate resolved markets as they stood D days before closing, and score the decisions."""
     config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
     _plot_directory("--plot", plot_dir)
-    with _errors_as_exit_codes(input_is_usage=True):
+    abandoned = "the replay was abandoned, nothing printed"
+    with _errors_as_exit_codes(input_is_usage=True), _stop_on_signal(abandoned):
         resolved = load_resolved(config.sources.markets, config.sources.signals, days)
+
+    async def replayed() -> ReplayResult:
         with Runtime(batch_settings(config)) as runtime:
-            result = asyncio.run(run_replay(runtime, resolved, days, config.risk_limits()))
+            return await run_replay(runtime, resolved, days, config.risk_limits())
+
+    with _errors_as_exit_codes(input_is_usage=True):
+        result = _until_signal(replayed, abandoned)
     _report_rejected(result.rejected)
     for market_id, error in result.failures[:_REJECTED_SHOWN]:
         click.echo(f"failed: {market_id}: {error}", err=True)
-    plots = _write_plots(plot_dir, lambda: replay_plots(result.report, plot_dir)) \
-        if plot_dir is not None else []
+    plots: list[Path] = []
+    if plot_dir is not None:
+        with _stop_on_signal("the plots were abandoned (none is left half-written), nothing "
+                             "printed"):
+            plots = _write_plots(plot_dir, lambda: replay_plots(result.report, plot_dir))
     if as_json:
         click.echo(report_json(result.report).decode())
         return
@@ -625,10 +664,11 @@ def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> Non
     config = _load_config(config_path, {})
     _plot_directory("--out", out_dir)
     source = run_dir if run_dir is not None else Path(config.daemon.output_dir)
-    with _errors_as_exit_codes(input_is_usage=True):
-        run = read_run(source)
-    for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
-        click.echo(f"plot written to {path}")
+    with _stop_on_signal("the report was abandoned; no plot is left half-written"):
+        with _errors_as_exit_codes(input_is_usage=True):
+            run = read_run(source)
+        for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
+            click.echo(f"plot written to {path}")
 
 
 # --- Halt rules: resume ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ never through pyplot, so no global state or display is involved. Every axis name
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -203,12 +204,19 @@ def _integer_x(*axes: Axes) -> None:
 
 
 def _save(directory: Path, builders: dict[str, Callable[[], Figure]]) -> list[Path]:
+    """Draw and write each figure; a file is written aside and renamed into place, so an
+    interrupted save (an error, a stop signal) leaves no half-written PNG."""
     require_matplotlib()
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, build in builders.items():
         path = directory / name
-        build().savefig(path, dpi=_DPI)
+        aside = directory / f".{name}.tmp"
+        try:
+            build().savefig(aside, dpi=_DPI, format="png")
+            os.replace(aside, path)
+        finally:
+            aside.unlink(missing_ok=True)
         written.append(path)
     return written
 

@@ -23,12 +23,15 @@ tradeable markets have p = 0.57 at cost 0.2 or 0.3, so each is capped at $500 ($
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from research_helpers import TESTS, assert_png, run_alone
+from research_helpers import TESTS, assert_png, finish_alone, run_alone, start_alone
 
 from pomabotd.replay.source import load_resolved
 from pomabotd.replay.timeline import prepare_input
@@ -246,3 +249,29 @@ def test_a_close_too_early_to_go_back_d_days_is_rejected_by_field(tmp_path: Path
     assert resolved.markets == () and resolved.records == 0
     assert [(r.line, r.field) for r in resolved.rejected] == [(1, "closes_at")]
     assert "too early to go back 7 days" in resolved.rejected[0].message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_abandons_a_replay_with_128_plus_its_number(tmp_path: Path, signum: int):
+    """SIGTERM or SIGINT while the pool's workers evaluate (a plugin that never returns):
+    replay exits with 128 + the signal's number, says it abandoned the replay, prints no report,
+    and neither a worker nor the fork server outlives it."""
+    started = tmp_path / "started"
+    env = {"BATCH_EVALUATOR": "blocking_evaluator:evaluate", "BATCH_WORKERS": "2",
+           "BATCH_TIMEOUT_MS": "600000", "PYTHONPATH": str(TESTS),
+           "POMABOTD_TEST_STARTED": str(started)}
+    process = start_alone(tmp_path, *REPLAY, "--json", env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "no evaluation started"
+            time.sleep(0.02)
+        os.kill(process.pid, signum)
+    finally:
+        result = finish_alone(process)
+    name = signal.Signals(signum).name
+    assert result.returncode == 128 + signum, result.stderr
+    assert f"stopped by {name}: the replay was abandoned" in result.stderr
+    assert "Traceback" not in result.stderr and "Aborted" not in result.stderr
+    assert result.stdout == ""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
-from research_helpers import TESTS, assert_png, run_alone
+from research_helpers import TESTS, assert_png, finish_alone, run_alone, start_alone
 
 from pomabotd.domain.models import RiskLimits
 from pomabotd.engine.runtime import BatchSettings, Runtime
@@ -166,3 +169,35 @@ def test_every_axis_names_its_unit(tmp_path: Path):
         assert all(_UNIT.search(ax.get_ylabel()) for ax in axes), [a.get_ylabel() for a in axes]
         assert axes[-1].get_xlabel()
     assert _UNIT.search(figures[0].get_axes()[0].get_xlabel())
+
+
+def test_a_signal_stops_a_report_with_128_plus_its_number(tmp_path: Path):
+    """SIGTERM while report reads its input (positions.jsonl is a FIFO that never ends, as a
+    stalled network file system would hold it): exit 143, one line saying so, no plot
+    directory."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0))
+    fifo = run / "positions.jsonl"
+    os.mkfifo(fifo)
+    process = start_alone(tmp_path, "report", "--from", "run", "--out", "plots")
+    writer = -1
+    try:
+        deadline = time.monotonic() + 60
+        while writer < 0:  # opening the write end succeeds once report opened the read end
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.02)
+        time.sleep(0.1)  # report is now blocked reading
+        os.kill(process.pid, signal.SIGTERM)
+    finally:
+        result = finish_alone(process)
+        if writer >= 0:
+            os.close(writer)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.splitlines() == [
+        "stopped by SIGTERM: the report was abandoned; no plot is left half-written"
+    ]
+    assert not (tmp_path / "plots").exists()
