@@ -621,9 +621,11 @@ def _replay_summary(report: ReplayReport) -> str:
     )
     lines = [
         f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
-        f"closing ({r.records:,} records: {r.skipped_no_closes_at} without closes_at, "
-        f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; {r.rejected} rejected; "
-        f"{r.signals:,} signals used, {r.signals_after_evaluation:,} stamped too late)",
+        f"closing ({r.records:,} market records: {r.skipped_no_closes_at} without closes_at, "
+        f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; "
+        f"{r.rejected_markets} rejected)",
+        f"  {r.signal_records:,} signal records ({r.rejected_signals} rejected): "
+        f"{r.signals:,} used, {r.signals_after_evaluation:,} stamped too late",
         f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
         f"(expected {_share(r.expected_coverage)})",
         f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "

@@ -61,7 +61,8 @@ def test_replay_json_gives_the_hand_computed_figures(replayed):
 
     assert report["markets"] == 5 and report["records"] == 7
     assert report["skipped_no_closes_at"] == 1 and report["skipped_unresolved"] == 1
-    assert report["rejected"] == 2 and report["failed"] == 0
+    assert report["rejected_markets"] == 2 and report["failed"] == 0
+    assert report["signal_records"] == 8 and report["rejected_signals"] == 0
     assert report["signals"] == 7 and report["signals_after_evaluation"] == 1
     assert "line 8: price_7d" in result.stderr and "line 9: price" in result.stderr
     # midpoints 62, 38, 62, 50, 56 against outcomes 1, 1, 1, 0, 0
@@ -116,6 +117,27 @@ def test_replay_prints_a_readable_summary_with_its_caveat(tmp_path: Path):
     assert "Brier 0.2474" in out and "range coverage 60.0% (expected 68.4%)" in out
     assert "hit rate 66.7%" in out and "realized P&L $2,666.67" in out
     assert "politics" in out and "promise nothing" in out
+
+
+def test_market_and_signal_records_are_counted_apart(tmp_path: Path):
+    """A signals file with two refused lines among the fixture's eight: `rejected_signals` is 2,
+    `rejected_markets` still the markets' 2, `records` counts markets only, and the summary
+    gives the two kinds their own counts."""
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text(Path(SIGNALS).read_text()
+                       + '{"market_id": "p-yes", "type": "rumour", "direction": "up", '
+                         '"strength": 1, "timestamp": "2026-03-01T00:00:00Z"}\n'
+                       + '{"market_id": "w-one"}\n')
+    args = ("replay", "--markets", MARKETS, "--signals", str(signals), "--as-of-days-before", "7")
+    report = _json(run_alone(tmp_path, *args, "--json", env=IN_PROCESS))
+    assert (report["records"], report["rejected_markets"]) == (7, 2)
+    assert (report["signal_records"], report["rejected_signals"]) == (8, 2)
+    assert (report["signals"], report["signals_after_evaluation"]) == (7, 1)
+    summary = run_alone(tmp_path, *args, env=IN_PROCESS)
+    assert "(7 market records: 1 without closes_at, 1 unresolved, 0 failed; 2 rejected)" \
+        in summary.stdout
+    assert "8 signal records (2 rejected): 7 used, 1 stamped too late" in summary.stdout
+    assert "signals.jsonl line 9: type" in summary.stderr
 
 
 def test_the_configuration_sets_the_risk_rules_and_the_signals(tmp_path: Path):

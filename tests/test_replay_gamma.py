@@ -90,7 +90,7 @@ def test_a_gamma_snapshot_replays_through_the_sources_mapping(snapshot, tmp_path
 
     assert report["markets"] == 5 and report["records"] == 8
     assert report["skipped_unresolved"] == 1 and report["skipped_no_horizon_price"] == 2
-    assert report["skipped_no_closes_at"] == 0 and report["rejected"] == 2
+    assert report["skipped_no_closes_at"] == 0 and report["rejected_markets"] == 2
     assert f"{path} record 9 (id 1340516): price_7d: expected a number from 0 to 100, got 150" \
         in result.stderr
     assert f"{path} record 10 (id 941132): outcomePrices: price 'NaN' is not a finite number" \

@@ -40,11 +40,12 @@ _DIGITS: Final = 6
 class ReplayReport(Scorecard, frozen=True, kw_only=True):
     """Everything a replay measured; `--json` prints exactly this.
 
-    Beyond the scorecard: the horizon, the records read and why some were not replayed
-    (`skipped_no_closes_at`, `skipped_unresolved`, `skipped_no_horizon_price` for resolved
-    Gamma records without a price at the horizon, `rejected` records, `failed` evaluations),
-    the signals used and those dropped as stamped after their market's evaluation time, and
-    the settled positions.
+    Beyond the scorecard: the horizon; the market records read (`records`) and why some were
+    not replayed (`skipped_no_closes_at`, `skipped_unresolved`, `skipped_no_horizon_price`
+    for resolved Gamma records without a price at the horizon, `rejected_markets` invalid
+    records, `failed` evaluations); the signal records read (`signal_records`), refused
+    (`rejected_signals`), used (`signals`) and dropped as stamped after their market's
+    evaluation time (`signals_after_evaluation`); and the settled positions.
     """
 
     as_of_days_before: int
@@ -52,8 +53,10 @@ class ReplayReport(Scorecard, frozen=True, kw_only=True):
     skipped_no_closes_at: int
     skipped_unresolved: int
     skipped_no_horizon_price: int
-    rejected: int
+    rejected_markets: int
     failed: int
+    signal_records: int
+    rejected_signals: int
     signals: int
     signals_after_evaluation: int
     positions: tuple[ClosedPosition, ...]
@@ -87,7 +90,12 @@ async def replay(
     ]
     closed = _settle(graded, prepared, limits)
     card = scorecard(graded, closed, limits.portfolio_value)
-    rejected = (*resolved.rejected, *result.rejected)
+    # The engine sees only records the replay encoded itself, so it should refuse none; any
+    # it does refuse still counts, by the source it came from.
+    engine_markets = [r for r in result.rejected if r.source == resolved.markets_source]
+    engine_signals = [r for r in result.rejected if r.source != resolved.markets_source]
+    rejected = (*resolved.markets_rejected, *engine_markets,
+                *resolved.signals_rejected, *engine_signals)
     report = ReplayReport(
         **msgspec.structs.asdict(card),
         as_of_days_before=days,
@@ -95,8 +103,10 @@ async def replay(
         skipped_no_closes_at=resolved.no_closes_at,
         skipped_unresolved=resolved.unresolved,
         skipped_no_horizon_price=resolved.no_horizon_price,
-        rejected=len(rejected),
+        rejected_markets=len(resolved.markets_rejected) + len(engine_markets),
         failed=result.markets_failed,
+        signal_records=resolved.signal_records,
+        rejected_signals=len(resolved.signals_rejected) + len(engine_signals),
         signals=prepared.signals_used,
         signals_after_evaluation=prepared.signals_late,
         positions=closed,

@@ -54,20 +54,30 @@ class ResolvedMarket(msgspec.Struct, frozen=True, kw_only=True):
 class ResolvedInput(msgspec.Struct, frozen=True, kw_only=True):
     """What a replay reads: the markets it can score, their signals, and what it left out.
 
-    `records` counts valid market records; of those, `no_closes_at` lack `closes_at` (so they
-    have no evaluation time), `unresolved` lack an `outcome`, and `no_horizon_price` are
-    resolved Gamma records without a price at the horizon; none of them is replayed.
+    Markets and signals are counted apart. `records` counts valid market records; of those,
+    `no_closes_at` lack `closes_at` (so they have no evaluation time), `unresolved` lack an
+    `outcome`, and `no_horizon_price` are resolved Gamma records without a price at the
+    horizon; none of them is replayed. `markets_rejected` are the market records refused
+    (invalid); `signal_records` counts the valid signal lines and `signals_rejected` lists the
+    refused ones.
     """
 
     markets: tuple[ResolvedMarket, ...]
     signals: tuple[Signal, ...]
     markets_source: str
     signals_source: str
-    rejected: tuple[Rejected, ...]
+    markets_rejected: tuple[Rejected, ...]
     records: int
     no_closes_at: int
     unresolved: int
     no_horizon_price: int = 0
+    signals_rejected: tuple[Rejected, ...] = ()
+    signal_records: int = 0
+
+    @property
+    def rejected(self) -> tuple[Rejected, ...]:
+        """Every refused record, the markets' first, each list in file order."""
+        return (*self.markets_rejected, *self.signals_rejected)
 
 
 class _Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,20 +139,22 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
         records += 1
     rejected.sort(key=lambda r: r.line)
     signal_records: list[Signal] = []
+    signal_rejected: list[Rejected] = []
     signals_source = signals or "no signals"
     if signals:
         signal_records, signal_rejected = decode_signals(read_bytes(Path(signals)), signals)
-        rejected.extend(signal_rejected)
     return ResolvedInput(
         markets=tuple(kept),
         signals=tuple(signal_records),
         markets_source=markets_source,
         signals_source=signals_source,
-        rejected=tuple(rejected),
+        markets_rejected=tuple(rejected),
         records=records,
         no_closes_at=no_closes_at,
         unresolved=unresolved,
         no_horizon_price=no_horizon_price,
+        signals_rejected=tuple(signal_rejected),
+        signal_records=len(signal_records),
     )
 
 
