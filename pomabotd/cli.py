@@ -643,11 +643,11 @@ def _replay_summary(report: ReplayReport) -> str:
         for b in r.confidence_buckets
     ]
     lines.append("  category       markets   Brier  coverage  tradeable  hit rate  P&L/unit"
-                 "  selected  realized P&L")
+                 "  selected  realized P&L   return")
     lines += [
         f"  {name:<13} {f.markets:>8,} {_fixed(f.brier, 4):>7} {_share(f.coverage):>9} "
         f"{f.tradeable:>10,} {_share(f.hit_rate):>9} {_fixed(f.pnl_per_unit, 3):>9} "
-        f"{f.selected:>9} {_usd(f.realized_pnl_usd):>13}"
+        f"{f.selected:>9} {_usd(f.realized_pnl_usd):>13} {f.return_on_equity_pct:>+7.2f}%"
         for name, f in r.by_category.items()
     ]
     lines.append(f"  {_NO_PROMISE}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from pomabotd.domain.research import Figures
+from pomabotd.domain.research import CategoryScorecard
 from pomabotd.errors import MissingExtraError
 from pomabotd.replay.run import ReplayReport
 from pomabotd.report import RunFiles, realized_by_cycle, starting_equity
@@ -107,7 +107,7 @@ def pnl_by_category_figure(report: ReplayReport) -> Figure:
     evaluation, per category."""
     figure, (realized, per_unit) = _figure(2)
     names = list(report.by_category)
-    figures: list[Figures] = list(report.by_category.values())
+    figures: list[CategoryScorecard] = list(report.by_category.values())
     _bars(realized, names, [f.realized_pnl_usd for f in figures],
           [f"{f.selected} pos." for f in figures])
     realized.set(ylabel="realized P&L (USD)")

@@ -100,6 +100,15 @@ def test_replay_json_gives_the_hand_computed_figures(replayed):
     assert crypto["hit_rate"] == 1.0 and crypto["realized_pnl_usd"] == 2000.0
     assert by_category["sports"]["tradeable"] == 0 and by_category["sports"]["hit_rate"] is None
     assert by_category["weather"]["coverage"] == 0.0
+    # return on the portfolio's $10,000: politics 666.67, crypto 2000; they add up to the total
+    assert politics["return_on_equity_pct"] == 6.6667 and crypto["return_on_equity_pct"] == 20.0
+    assert by_category["sports"]["return_on_equity_pct"] == 0.0
+    # each category's calibration: politics' midpoints 62 (YES) and 38 (YES)
+    assert [(b["low"], b["count"], b["predicted"], b["observed"])
+            for b in politics["calibration"] if b["count"]] == [
+        (30.0, 1, 0.38, 1.0), (60.0, 1, 0.62, 1.0)]
+    assert [b["count"] for b in politics["confidence_buckets"]] == [0, 0, 2, 0]
+    assert by_category["weather"]["confidence_buckets"][1]["count"] == 1  # confidence 59.98
 
     calibration = {(b["low"], b["count"]): b for b in report["calibration"] if b["count"]}
     assert set(calibration) == {(30.0, 1), (50.0, 2), (60.0, 2)}

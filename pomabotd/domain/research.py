@@ -27,7 +27,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal, NamedTuple
 
-from msgspec import Struct
+from msgspec import Struct, structs
 
 from pomabotd.domain.models import CATEGORIES, CloseEvent, Evaluation, Position, Side
 from pomabotd.domain.portfolio import ExitReason, HistoryError, held_price
@@ -36,6 +36,7 @@ __all__ = [
     "CALIBRATION_WIDTH",
     "CONFIDENCE_BUCKETS",
     "CalibrationBucket",
+    "CategoryScorecard",
     "ClosedPosition",
     "ConfidenceBucket",
     "Figures",
@@ -140,13 +141,24 @@ class ConfidenceBucket(Struct, frozen=True, kw_only=True):
     hit_rate: float | None
 
 
-class Scorecard(Figures, frozen=True, kw_only=True):
-    """Every figure of a set of resolved markets and the positions taken on them."""
+class CategoryScorecard(Figures, frozen=True, kw_only=True):
+    """Every figure of one set of markets and the positions taken on them, breakdowns by
+    calibration and confidence bucket included.
+
+    `return_on_equity_pct` is the set's realized P&L against the whole portfolio's starting
+    value, so the categories' figures add up to the portfolio's.
+    """
 
     return_on_equity_pct: float
     calibration: tuple[CalibrationBucket, ...]
     confidence_buckets: tuple[ConfidenceBucket, ...]
-    by_category: dict[str, Figures]
+
+
+class Scorecard(CategoryScorecard, frozen=True, kw_only=True):
+    """Every figure of a set of resolved markets and the positions taken on them, and the same
+    for each category."""
+
+    by_category: dict[str, CategoryScorecard]
 
 
 def is_tradeable(evaluation: Evaluation) -> bool:
@@ -196,7 +208,6 @@ def scorecard(
     `portfolio_value` is the starting equity the return on equity is measured against.
     """
     rows = [_row(g) for g in graded]
-    overall = _figures(rows, closed)
     rows_of: dict[str, list[_Row]] = {}
     for row in rows:
         rows_of.setdefault(row.category, []).append(row)
@@ -204,28 +215,12 @@ def scorecard(
     for close in closed:
         closed_of.setdefault(close.category, []).append(close)
     by_category = {
-        category: _figures(rows_of.get(category, []), closed_of.get(category, []))
+        category: _scores(rows_of.get(category, []), closed_of.get(category, []),
+                          portfolio_value)
         for category in _category_order(set(rows_of) | set(closed_of))
     }
-    return Scorecard(
-        markets=overall.markets,
-        brier=overall.brier,
-        coverage=overall.coverage,
-        expected_coverage=overall.expected_coverage,
-        tradeable=overall.tradeable,
-        hit_rate=overall.hit_rate,
-        mean_edge=overall.mean_edge,
-        pnl_per_unit=overall.pnl_per_unit,
-        selected=overall.selected,
-        realized_pnl_usd=overall.realized_pnl_usd,
-        worst_position=overall.worst_position,
-        return_on_equity_pct=(
-            overall.realized_pnl_usd / portfolio_value * 100.0 if portfolio_value > 0 else 0.0
-        ),
-        calibration=_calibration(rows),
-        confidence_buckets=_confidence_buckets(rows),
-        by_category=by_category,
-    )
+    overall = _scores(rows, closed, portfolio_value)
+    return Scorecard(**structs.asdict(overall), by_category=by_category)
 
 
 def closed_positions(events: Iterable[Position | CloseEvent]) -> tuple[ClosedPosition, ...]:
@@ -421,10 +416,13 @@ def _brier_term(predicted: float, outcome: Side) -> float:
     return (predicted - (1.0 if outcome == "YES" else 0.0)) ** 2
 
 
-def _figures(rows: Sequence[_Row], closed: Sequence[ClosedPosition]) -> Figures:
+def _scores(
+    rows: Sequence[_Row], closed: Sequence[ClosedPosition], portfolio_value: float
+) -> CategoryScorecard:
     tradeable = [r for r in rows if r.tradeable]
     worst = min(closed, key=lambda c: (c.pnl_usd, c.market_id), default=None)
-    return Figures(
+    realized = round(math.fsum(c.pnl_usd for c in closed), 2)
+    return CategoryScorecard(
         markets=len(rows),
         brier=_mean([r.brier for r in rows]),
         coverage=_share([r.covered for r in rows]),
@@ -434,8 +432,11 @@ def _figures(rows: Sequence[_Row], closed: Sequence[ClosedPosition]) -> Figures:
         mean_edge=_mean([r.edge for r in tradeable]),
         pnl_per_unit=_mean([r.unit_pnl for r in tradeable]),
         selected=len(closed),
-        realized_pnl_usd=round(math.fsum(c.pnl_usd for c in closed), 2),
+        realized_pnl_usd=realized,
         worst_position=worst,
+        return_on_equity_pct=realized / portfolio_value * 100.0 if portfolio_value > 0 else 0.0,
+        calibration=_calibration(rows),
+        confidence_buckets=_confidence_buckets(rows),
     )
 
 
