@@ -7,12 +7,15 @@
   (`pomabotd.sources.gamma.map_records`): a closed market priced 1/0 resolved YES, 0/1 NO, and
   a record the mapping refuses is listed like any rejected record.
 
-A record may carry one price per horizon, `price_<N>d` (points, 0-100): the YES price `N` whole
-days before `closes_at`, e.g. `price_1d`, `price_3d`, `price_7d`. A replay `D` days before
-closing uses `price_<D>d` when the record has it. Otherwise a JSON-lines record falls back to
-its `price`; a resolved Gamma record does not, because its `outcomePrices` are the settlement
-(1/0 or 0/1): evaluating at that price would hand the evaluator the outcome. Such a record is
-skipped and counted (`no_horizon_price`).
+A record may carry one price per horizon, `price_<N>d`: the YES price `N` whole days before
+`closes_at`, e.g. `price_1d`, `price_3d`, `price_7d`. Each source states it in its own unit, as
+it states `price`: a JSON-lines record in points (0-100, like its `price`), a Gamma object in
+Gamma's 0-1 (a number or a numeric string, like its `outcomePrices`), mapped to points the same
+way (`pomabotd.sources.gamma.price_points`); a Gamma value above 1 is refused, named as the
+points it surely is. A replay `D` days before closing uses `price_<D>d` when the record has
+it. Otherwise a JSON-lines record falls back to its `price`; a resolved Gamma record does not,
+because its `outcomePrices` are the settlement (1/0 or 0/1): evaluating at that price would
+hand the evaluator the outcome. Such a record is skipped and counted (`no_horizon_price`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import msgspec
 from pomabotd.domain.models import Market, Side, Signal
 from pomabotd.errors import InputError
 from pomabotd.sources.gamma import SCHEME as GAMMA_PREFIX
-from pomabotd.sources.gamma import map_records, read_snapshot
+from pomabotd.sources.gamma import map_records, price_points, read_snapshot
 from pomabotd.sources.jsonl import read_bytes
 from pomabotd.wire import Rejected, decode_markets, decode_signals
 
@@ -197,15 +200,24 @@ def _gamma_rows(path: Path, days: int) -> tuple[list[_Row], list[Rejected]]:
         position, value = found[market.id]
         price: float | None = None
         if value is not None:
-            if not _is_points(value):
+            try:
+                price = price_points(value)
+            except ValueError as exc:
                 rejected.append(Rejected(
-                    source, position, field, f"expected a number from 0 to 100, got {value!r}",
+                    source, position, field, _gamma_scale_hint(str(exc), value),
                     record=market.id,
                 ))
                 continue
-            price = float(value)
         rows.append(_Row(market=market, line=position, horizon_price=price))
     return rows, rejected
+
+
+def _gamma_scale_hint(message: str, value: object) -> str:
+    """The refusal of a Gamma horizon price; one that reads as points gets the 0-1 value."""
+    if _is_points(value) and value > 1.0:
+        return (f"{message}: a Gamma object's prices are 0-1, as in its outcomePrices "
+                f"({value:g} points is {value / 100:g})")
+    return message
 
 
 def _horizon_prices(
