@@ -559,25 +559,31 @@ def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
 
 @main.command()
 @click.option("--markets", required=True, metavar="RESOLVED",
-              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at, "
-                   "or gamma:PATH (a saved Gamma JSON array whose closed markets priced 1/0 "
-                   "carry price_<D>d).")
+              help="Resolved markets with their price D days before closing (price_<D>d): a "
+                   "JSON-lines file of markets with outcome and closes_at, or gamma:PATH (a "
+                   "saved Gamma JSON array whose closed markets are priced 1/0).")
 @click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
 @click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
               metavar="D", help="Evaluate each market D whole days before its closes_at.")
+@click.option("--price-fallback", "price_fallback", is_flag=True,
+              help="Evaluate a JSON-lines record without price_<D>d at its price: only when "
+                   "the file's prices were recorded D days before closing, not at resolution.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", "plot_dir", type=click.Path(path_type=Path),
               help="Also write calibration and P&L-by-category PNGs to this directory.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
-def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir: Path | None,
-           config_path: Path | None) -> None:
+def replay(markets: str, signals: str | None, days: int, price_fallback: bool, as_json: bool,
+           plot_dir: Path | None, config_path: Path | None) -> None:
     """Evaluate resolved markets as they stood D days before closing, and score the decisions."""
     config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
     _plot_directory("--plot", plot_dir)
     abandoned = "the replay was abandoned, nothing printed"
     with _errors_as_exit_codes(input_is_usage=True), _stop_on_signal(abandoned):
-        resolved = load_resolved(config.sources.markets, config.sources.signals, days)
+        resolved = load_resolved(config.sources.markets, config.sources.signals, days,
+                                 price_fallback=price_fallback)
+    for warning in resolved.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
     async def replayed() -> ReplayResult:
         with Runtime(batch_settings(config)) as runtime:
@@ -615,10 +621,11 @@ def _fixed(value: float | None, digits: int) -> str:
 
 def _replay_summary(report: ReplayReport) -> str:
     r = report
-    no_price = (
-        f"{r.skipped_no_horizon_price} without price_{r.as_of_days_before}d, "
+    field = f"price_{r.as_of_days_before}d"
+    no_price = f"{r.skipped_no_horizon_price} without {field}, " \
         if r.skipped_no_horizon_price else ""
-    )
+    no_price += f"{r.price_fallbacks} at their price for want of {field}, " \
+        if r.price_fallbacks else ""
     lines = [
         f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
         f"closing ({r.records:,} market records: {r.skipped_no_closes_at} without closes_at, "

@@ -8,8 +8,8 @@ each close, with the SPEC's belief rules:
   confidence 70 - 0.5/24 - 0.5/24 = 69.96. `price_7d` 30: YES, edge 27. Resolved YES.
 - p-no (politics): the same downwards: 33-43. `price_7d` 80: NO, edge 37, entry 20. Resolved YES.
 - c-yes (crypto): like p-yes, 57-67, plus an authoritative down signal stamped a day after the
-  evaluation (news from the future, dropped). No `price_7d` (its `price_1d` is another
-  horizon), so `price` 20: YES, edge 37. Resolved YES.
+  evaluation (news from the future, dropped). `price_7d` 20 (its `price_1d` is another
+  horizon, its `price` 99 the last one before settling): YES, edge 37. Resolved YES.
 - s-flat (sports): no signals, the prior 45-55, confidence 50: not tradeable. Resolved NO.
 - w-one (weather): one authoritative up signal: 51-61, confidence 59.98: not tradeable.
   Resolved NO.
@@ -207,27 +207,74 @@ def test_failed_evaluations_are_counted_and_left_out_of_the_figures(tmp_path: Pa
     assert "failed: p-yes: RuntimeError: no strategy for p-yes" in result.stderr
 
 
-def test_horizon_prices_pick_price_nd_or_fall_back_to_price():
-    """3 days back, p-yes shows its `price_3d` (60) and every other market its `price`."""
+def test_horizon_prices_pick_price_nd_and_skip_records_without_it():
+    """3 days back only p-yes has its `price_3d` (60): every other resolved record is skipped
+    and counted, with a warning, rather than evaluated at its `price`, which for p-no, c-yes
+    and w-one is the settled 99 or 1."""
     resolved = load_resolved(MARKETS, SIGNALS, 3)
+    assert {m.market.id: m.horizon_price for m in resolved.markets} == {"p-yes": 60.0}
+    assert (resolved.no_horizon_price, resolved.price_fallbacks) == (5, 0)
+    assert [r.line for r in resolved.rejected] == [9]  # price_7d 150 is no concern 3 days back
+    assert resolved.warnings == (
+        f"{MARKETS}: 5 resolved records without price_3d skipped (a resolved record's price is "
+        "usually its last one, near the settlement); give them price_3d, or --price-fallback if "
+        "the file's price was recorded 3 days before closing",
+    )
+    prepared = prepare_input(resolved)
+    shown = {line["id"]: line for line in map(json.loads, prepared.markets.splitlines())}
+    assert shown == {"p-yes": shown["p-yes"]} and shown["p-yes"]["price"] == 60
+    assert "outcome" not in shown["p-yes"]
+    # the latest evaluation time is the common as_of: p-yes's, 3 days before 2026-03-10
+    assert prepared.as_of == datetime.fromisoformat("2026-03-07T00:00:00+00:00")
+
+
+def test_price_fallback_evaluates_at_price_and_says_which_prices_look_settled():
+    """With the fallback the five records show their `price`, counted, and the warning names
+    the three whose price sits at the settlement (p-no 99 and c-yes 99 resolved YES, w-one 1
+    resolved NO)."""
+    resolved = load_resolved(MARKETS, SIGNALS, 3, price_fallback=True)
     prices = {m.market.id: m.horizon_price for m in resolved.markets}
     assert prices == {"p-yes": 60.0, "p-no": None, "c-yes": None, "s-flat": None,
                       "w-one": None, "x-badhorizon": None}
-    assert [r.line for r in resolved.rejected] == [9]  # price_7d 150 is no concern 3 days back
+    assert (resolved.no_horizon_price, resolved.price_fallbacks) == (0, 5)
+    assert resolved.warnings == (
+        f"{MARKETS}: 5 resolved records without price_3d evaluated at their price "
+        "(--price-fallback); 3 of them sit at the settled price (99 or more on the side that "
+        "won), which hands the outcome to the evaluator",
+    )
     prepared = prepare_input(resolved)
     shown = {line["id"]: line for line in map(json.loads, prepared.markets.splitlines())}
     assert shown["p-yes"]["price"] == 60 and shown["p-no"]["price"] == 99
     assert all("outcome" not in line for line in shown.values())
-    # the latest evaluation time is the common as_of: w-one's, 3 days before 2026-06-15
-    assert prepared.as_of == datetime.fromisoformat("2026-06-12T00:00:00+00:00")
+
+
+def test_replay_without_horizon_prices_warns_and_counts(tmp_path: Path):
+    """The command 3 days back: one market scored, five skipped, the warning on stderr; with
+    --price-fallback six scored and five counted as fallbacks; a Gamma snapshot refuses the
+    fallback (exit 2), its prices being its settlement."""
+    back_3 = ("replay", "--markets", MARKETS, "--signals", SIGNALS, "--as-of-days-before", "3",
+              "--json")
+    result = run_alone(tmp_path, *back_3, env=IN_PROCESS)
+    report = _json(result)
+    assert (report["markets"], report["skipped_no_horizon_price"], report["price_fallbacks"]) \
+        == (1, 5, 0)
+    assert "warning: " in result.stderr and "5 resolved records without price_3d skipped" \
+        in result.stderr
+    fallback = _json(run_alone(tmp_path, *back_3, "--price-fallback", env=IN_PROCESS))
+    assert (fallback["markets"], fallback["skipped_no_horizon_price"],
+            fallback["price_fallbacks"]) == (6, 0, 5)
+    gamma = run_alone(tmp_path, "replay", "--markets", "gamma:snapshot.json",
+                      "--as-of-days-before", "3", "--price-fallback", env=IN_PROCESS)
+    assert gamma.returncode == 2
+    assert "--price-fallback cannot apply to gamma:snapshot.json" in gamma.stderr
 
 
 def test_a_signal_at_the_evaluation_time_is_used_and_one_after_it_is_not(tmp_path: Path):
     """The boundary: stamped exactly at `closes_at - D` is known then; a second later is not."""
     markets = tmp_path / "m.jsonl"
     markets.write_text(
-        '{"id": "a", "question": "?", "category": "sports", "price": 20, "liquidity": 5000, '
-        '"closes_at": "2026-03-10T00:00:00Z", "outcome": "YES"}\n'
+        '{"id": "a", "question": "?", "category": "sports", "price": 99, "price_7d": 20, '
+        '"liquidity": 5000, "closes_at": "2026-03-10T00:00:00Z", "outcome": "YES"}\n'
     )
     signals = tmp_path / "s.jsonl"
     signals.write_text(
@@ -273,7 +320,7 @@ def test_a_close_too_early_to_go_back_d_days_is_rejected_by_field(tmp_path: Path
     """A closes_at in the first days of the calendar cannot be gone back from: rejected, named."""
     markets = tmp_path / "m.jsonl"
     markets.write_text(
-        '{"id": "a", "question": "?", "price": 5, "liquidity": 5000, '
+        '{"id": "a", "question": "?", "price": 1, "price_7d": 5, "liquidity": 5000, '
         '"closes_at": "0001-01-03T00:00:00Z", "outcome": "NO"}\n'
     )
     resolved = load_resolved(str(markets), "", 7)

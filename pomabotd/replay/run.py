@@ -42,8 +42,9 @@ class ReplayReport(Scorecard, frozen=True, kw_only=True):
 
     Beyond the scorecard: the horizon; the market records read (`records`) and why some were
     not replayed (`skipped_no_closes_at`, `skipped_unresolved`, `skipped_no_horizon_price`
-    for resolved Gamma records without a price at the horizon, `rejected_markets` invalid
-    records, `failed` evaluations); the signal records read (`signal_records`), refused
+    for resolved records without a price at the horizon, `rejected_markets` invalid records,
+    `failed` evaluations), and `price_fallbacks`, those evaluated at their `price` instead
+    (`--price-fallback`); the signal records read (`signal_records`), refused
     (`rejected_signals`), used (`signals`) and dropped as stamped after their market's
     evaluation time (`signals_after_evaluation`); and the settled positions.
     """
@@ -53,6 +54,7 @@ class ReplayReport(Scorecard, frozen=True, kw_only=True):
     skipped_no_closes_at: int
     skipped_unresolved: int
     skipped_no_horizon_price: int
+    price_fallbacks: int
     rejected_markets: int
     failed: int
     signal_records: int
@@ -103,6 +105,7 @@ async def replay(
         skipped_no_closes_at=resolved.no_closes_at,
         skipped_unresolved=resolved.unresolved,
         skipped_no_horizon_price=resolved.no_horizon_price,
+        price_fallbacks=resolved.price_fallbacks,
         rejected_markets=len(resolved.markets_rejected) + len(engine_markets),
         failed=result.markets_failed,
         signal_records=resolved.signal_records,

@@ -13,9 +13,13 @@ it states `price`: a JSON-lines record in points (0-100, like its `price`), a Ga
 Gamma's 0-1 (a number or a numeric string, like its `outcomePrices`), mapped to points the same
 way (`pomabotd.sources.gamma.price_points`); a Gamma value above 1 is refused, named as the
 points it surely is. A replay `D` days before closing uses `price_<D>d` when the record has
-it. Otherwise a JSON-lines record falls back to its `price`; a resolved Gamma record does not,
-because its `outcomePrices` are the settlement (1/0 or 0/1): evaluating at that price would
-hand the evaluator the outcome. Such a record is skipped and counted (`no_horizon_price`).
+it. A resolved record without it is skipped and counted (`no_horizon_price`), from either
+source: a resolved record's `price` is usually its last one, at or near the settlement (a
+Gamma object's `outcomePrices` are the settlement, 1/0 or 0/1), and evaluating at it would
+hand the evaluator the outcome. Only `price_fallback` (`replay --price-fallback`), the user's
+word that a JSON-lines file's `price` was recorded before resolution, lets such a record be
+evaluated at its `price`; it is refused for Gamma snapshots, whose prices cannot be that.
+Either way the count comes with a warning.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ __all__ = ["GAMMA_PREFIX", "ResolvedInput", "ResolvedMarket", "horizon_field", "
 
 #: Sources of open markets, which cannot be replayed.
 _NOT_RESOLVED: Final = ("synthetic", "polymarket")
+#: A YES price at or above this (or a NO price at or below 100 minus it) is a settled price.
+_SETTLED_YES: Final = 99.0
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -59,10 +65,11 @@ class ResolvedInput(msgspec.Struct, frozen=True, kw_only=True):
 
     Markets and signals are counted apart. `records` counts valid market records; of those,
     `no_closes_at` lack `closes_at` (so they have no evaluation time), `unresolved` lack an
-    `outcome`, and `no_horizon_price` are resolved Gamma records without a price at the
-    horizon; none of them is replayed. `markets_rejected` are the market records refused
-    (invalid); `signal_records` counts the valid signal lines and `signals_rejected` lists the
-    refused ones.
+    `outcome`, and `no_horizon_price` are resolved records without a price at the horizon;
+    none of them is replayed. `price_fallbacks` are those replayed at their `price` instead,
+    as `price_fallback` allows. `markets_rejected` are the market records refused (invalid);
+    `signal_records` counts the valid signal lines and `signals_rejected` lists the refused
+    ones. `warnings` say, one line each, what the user should know before trusting figures.
     """
 
     markets: tuple[ResolvedMarket, ...]
@@ -76,6 +83,8 @@ class ResolvedInput(msgspec.Struct, frozen=True, kw_only=True):
     no_horizon_price: int = 0
     signals_rejected: tuple[Rejected, ...] = ()
     signal_records: int = 0
+    price_fallbacks: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def rejected(self) -> tuple[Rejected, ...]:
@@ -96,11 +105,15 @@ def horizon_field(days: int) -> str:
     return f"price_{days}d"
 
 
-def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
+def load_resolved(
+    markets: str, signals: str, days: int, *, price_fallback: bool = False
+) -> ResolvedInput:
     """Read the markets named by `markets` and the signals file `signals` (may be empty).
 
-    Raises InputError when the source cannot be replayed at all (missing file, a source with
-    no outcomes); a single bad record is a `Rejected` value and the rest still replays.
+    `price_fallback` evaluates a JSON-lines record without `price_<days>d` at its `price`
+    (module docstring). Raises InputError when the source cannot be replayed at all (missing
+    file, a source with no outcomes, a fallback asked of a Gamma snapshot); a single bad
+    record is a `Rejected` value and the rest still replays.
     """
     if markets in _NOT_RESOLVED:
         raise InputError(
@@ -108,6 +121,11 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
             f"closes_at, or gamma:PATH, not the {markets} source"
         )
     gamma = markets.startswith(GAMMA_PREFIX)
+    if gamma and price_fallback:
+        raise InputError(
+            f"--price-fallback cannot apply to {markets}: a resolved Gamma object's prices are "
+            f"its settlement (1/0 or 0/1); give each record {horizon_field(days)} instead"
+        )
     if gamma:
         markets_source = markets.removeprefix(GAMMA_PREFIX)
         rows, rejected = _gamma_rows(Path(markets_source), days)
@@ -116,7 +134,7 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
         rows, rejected = _jsonl_rows(markets, days)
     back = timedelta(days=days)
     kept: list[ResolvedMarket] = []
-    records = no_closes_at = unresolved = no_horizon_price = 0
+    records = no_closes_at = unresolved = no_horizon_price = fallbacks = settled = 0
     for row in rows:
         market, line, price = row.market, row.line, row.horizon_price
         closes_at, outcome = market.closes_at, market.outcome
@@ -124,9 +142,12 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
             no_closes_at += 1
         elif outcome is None:
             unresolved += 1
-        elif gamma and price is None:
+        elif price is None and not price_fallback:
             no_horizon_price += 1
         else:
+            if price is None:
+                fallbacks += 1
+                settled += _at_settlement(market.price, outcome)
             try:
                 evaluated_at = closes_at - back
             except OverflowError:
@@ -158,7 +179,47 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
         no_horizon_price=no_horizon_price,
         signals_rejected=tuple(signal_rejected),
         signal_records=len(signal_records),
+        price_fallbacks=fallbacks,
+        warnings=_horizon_warnings(
+            markets_source, gamma, days, no_horizon_price, fallbacks, settled
+        ),
     )
+
+
+def _at_settlement(price: float, outcome: Side) -> bool:
+    """Whether a YES price sits where the market settled: 99 or more for YES, 1 or less for
+    NO; such a `price` was surely recorded at or after resolution."""
+    return price >= _SETTLED_YES if outcome == "YES" else price <= 100.0 - _SETTLED_YES
+
+
+def _horizon_warnings(
+    source: str, gamma: bool, days: int, missing: int, fallbacks: int, settled: int
+) -> tuple[str, ...]:
+    """What to say about records without a price at the horizon (module docstring)."""
+    field = horizon_field(days)
+    warnings: list[str] = []
+    if missing:
+        why = (
+            "a resolved Gamma object's prices are its settlement" if gamma
+            else "a resolved record's price is usually its last one, near the settlement"
+        )
+        remedy = "" if gamma else (
+            f", or --price-fallback if the file's price was recorded {days} days before closing"
+        )
+        warnings.append(
+            f"{source}: {missing} resolved records without {field} skipped ({why}); give them "
+            f"{field}{remedy}"
+        )
+    if fallbacks:
+        suspicious = (
+            f"; {settled} of them sit at the settled price (99 or more on the side that won), "
+            "which hands the outcome to the evaluator" if settled else ""
+        )
+        warnings.append(
+            f"{source}: {fallbacks} resolved records without {field} evaluated at their price "
+            f"(--price-fallback){suspicious}"
+        )
+    return tuple(warnings)
 
 
 def _jsonl_rows(markets: str, days: int) -> tuple[list[_Row], list[Rejected]]:
