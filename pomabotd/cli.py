@@ -29,11 +29,23 @@ from pomabotd.cycle import (
 from pomabotd.daemon.loop import Daemon
 from pomabotd.daemon.signals import STOP_SIGNALS
 from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import ConfigError, InputError, MissingExtraError, PomabotdError
+from pomabotd.errors import (
+    ConfigError,
+    CycleError,
+    InputError,
+    MissingExtraError,
+    PomabotdError,
+)
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import output_dir_problem
 from pomabotd.plots import replay_plots, require_matplotlib, run_plots
-from pomabotd.replay.run import ReplayReport, ReplayResult, report_json
+from pomabotd.replay.run import (
+    ReplayReport,
+    ReplayResult,
+    nothing_scored,
+    report_json,
+    require_scorable,
+)
 from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
 from pomabotd.report import read_run
@@ -584,6 +596,12 @@ def replay(markets: str, signals: str | None, days: int, price_fallback: bool, a
                                  price_fallback=price_fallback)
     for warning in resolved.warnings:
         click.echo(f"warning: {warning}", err=True)
+    with _errors_as_exit_codes():
+        try:
+            require_scorable(resolved)
+        except CycleError:
+            _report_rejected(resolved.rejected)
+            raise
 
     async def replayed() -> ReplayResult:
         with Runtime(batch_settings(config)) as runtime:
@@ -594,6 +612,9 @@ def replay(markets: str, signals: str | None, days: int, price_fallback: bool, a
     _report_rejected(result.rejected)
     for market_id, error in result.failures[:_REJECTED_SHOWN]:
         click.echo(f"failed: {market_id}: {error}", err=True)
+    failure = nothing_scored(result)
+    if failure is not None:
+        raise CycleFailure(failure)
     plots: list[Path] = []
     if plot_dir is not None:
         with _stop_on_signal("the plots were abandoned (none is left half-written), nothing "

@@ -196,15 +196,51 @@ def test_the_evaluator_sees_neither_the_outcome_nor_later_news(tmp_path: Path, r
     ]
 
 
-def test_failed_evaluations_are_counted_and_left_out_of_the_figures(tmp_path: Path):
-    """A plugin that fails every market leaves nothing to score; each failure is listed."""
+def test_a_replay_whose_every_evaluation_failed_exits_1(tmp_path: Path):
+    """A plugin that fails every market leaves nothing to score: each failure is listed, then
+    one line says so, exit 1, and no report is printed."""
     env = {"BATCH_EVALUATOR": "failing_evaluator:evaluate_market", "PYTHONPATH": str(TESTS),
            "BATCH_RETRY_ATTEMPTS": "0", "BATCH_WORKERS": "1"}
     result = run_alone(tmp_path, *REPLAY, "--json", env=env)
-    report = _json(result)
-    assert report["failed"] == 5 and report["markets"] == 0
-    assert report["brier"] is None and report["selected"] == 0
+    assert result.returncode == 1 and result.stdout == ""
     assert "failed: p-yes: RuntimeError: no strategy for p-yes" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: nothing scored: all 5 evaluations failed "
+        "(first: p-yes: RuntimeError: no strategy for p-yes)"
+    )
+
+
+_MARKET = ('{"id": "%s", "question": "?", "category": "sports", "price": 99, "price_7d": 20, '
+           '"liquidity": 5000, "closes_at": "2026-03-10T00:00:00Z", "outcome": "YES"}\n')
+
+
+@pytest.mark.parametrize(("markets", "signals", "message"), [
+    ("", "", "no market to replay: m.jsonl holds no record"),
+    ('{"id": "a", "price": 50}\n{"id": ""}\n', "",
+     "no usable market: all 2 records of m.jsonl were refused (first: m.jsonl line 1: question"),
+    (_MARKET.replace(', "outcome": "YES"', "") % "a"
+     + _MARKET.replace('"closes_at": "2026-03-10T00:00:00Z", ', "") % "b"
+     + _MARKET.replace(', "price_7d": 20', "") % "c" + '{"id": 1}\n', "",
+     "nothing to score: none of the 3 market records of m.jsonl can be replayed (1 without "
+     "closes_at, 1 unresolved (no outcome), 1 without a price at the horizon, 1 refused)"),
+    (_MARKET % "a", '{"market_id": "a"}\n{"market_id": "a", "type": "rumour"}\n',
+     "no usable signal: all 2 records of s.jsonl were refused (first: s.jsonl line 1: "),
+])
+def test_a_replay_with_nothing_to_score_exits_1(tmp_path: Path, markets: str, signals: str,
+                                                message: str):
+    """An empty file, every record refused, no replayable market, or a signals file none of
+    whose lines is usable: exit 1 with one line saying why, before any evaluation, and no
+    report."""
+    (tmp_path / "m.jsonl").write_text(markets)
+    (tmp_path / "s.jsonl").write_text(signals)
+    args = ["replay", "--markets", "m.jsonl", "--as-of-days-before", "7", "--json"]
+    if signals:
+        args += ["--signals", "s.jsonl"]
+    result = run_alone(tmp_path, *args, env=IN_PROCESS)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1].startswith(f"Error: {message}")
+    assert "Traceback" not in result.stderr
 
 
 def test_horizon_prices_pick_price_nd_and_skip_records_without_it():

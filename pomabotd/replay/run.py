@@ -25,11 +25,13 @@ from pomabotd.domain.research import (
 )
 from pomabotd.domain.selection import select
 from pomabotd.engine.runtime import Runtime
+from pomabotd.errors import CycleError
 from pomabotd.replay.source import ResolvedInput
 from pomabotd.replay.timeline import ReplayInput, prepare_input
 from pomabotd.wire import Rejected
 
-__all__ = ["ReplayReport", "ReplayResult", "replay", "report_json"]
+__all__ = ["ReplayReport", "ReplayResult", "nothing_scored", "replay", "report_json",
+           "require_scorable"]
 
 #: The replay is one cycle of one portfolio.
 _CYCLE: Final = 1
@@ -115,6 +117,49 @@ async def replay(
         positions=closed,
     )
     return ReplayResult(report=report, rejected=rejected, failures=tuple(result.failures))
+
+
+def require_scorable(resolved: ResolvedInput) -> None:
+    """CycleError, saying why, when `resolved` leaves a replay nothing to score (no record, every
+    record refused or skipped) or when its signals file holds no usable line: such an input is
+    surely wrong, and a report of nothing would hide it (`run-once` refuses the same)."""
+    source = resolved.markets_source
+    refused = resolved.markets_rejected
+    if not resolved.markets:
+        if not resolved.records and not refused:
+            raise CycleError(f"no market to replay: {source} holds no record")
+        if not resolved.records:
+            raise CycleError(
+                f"no usable market: all {len(refused)} records of {source} were refused "
+                f"(first: {refused[0]})"
+            )
+        reasons = [
+            f"{count} {why}" for count, why in (
+                (resolved.no_closes_at, "without closes_at"),
+                (resolved.unresolved, "unresolved (no outcome)"),
+                (resolved.no_horizon_price, "without a price at the horizon"),
+                (len(refused), "refused"),
+            ) if count
+        ]
+        raise CycleError(
+            f"nothing to score: none of the {resolved.records} market records of {source} can "
+            f"be replayed ({', '.join(reasons)})"
+        )
+    bad_signals = resolved.signals_rejected
+    if bad_signals and not resolved.signal_records:
+        raise CycleError(
+            f"no usable signal: all {len(bad_signals)} records of {resolved.signals_source} "
+            f"were refused (first: {bad_signals[0]})"
+        )
+
+
+def nothing_scored(result: ReplayResult) -> str | None:
+    """Why a finished replay scored no market (every evaluation failed), or None."""
+    report = result.report
+    if report.markets or not report.failed:
+        return None
+    first = f" (first: {': '.join(result.failures[0])})" if result.failures else ""
+    return f"nothing scored: all {report.failed} evaluations failed{first}"
 
 
 def report_json(report: ReplayReport) -> bytes:
