@@ -48,7 +48,7 @@ from pomabotd.replay.run import (
 )
 from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
-from pomabotd.report import read_run
+from pomabotd.report import read_run, run_warnings
 from pomabotd.resume import request_resume
 from pomabotd.sources import SourceStats, open_sources
 from pomabotd.sources.synthetic import NAME as SYNTHETIC
@@ -697,6 +697,8 @@ def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> Non
     with _stop_on_signal("the report was abandoned; no plot is left half-written"):
         with _errors_as_exit_codes(input_is_usage=True):
             run = read_run(source)
+        for warning in run_warnings(run):
+            click.echo(f"warning: {warning}", err=True)
         for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
             click.echo(f"plot written to {path}")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from pomabotd.domain.research import CategoryScorecard
 from pomabotd.errors import MissingExtraError
 from pomabotd.replay.run import ReplayReport
-from pomabotd.report import RunFiles, realized_by_cycle, starting_equity
+from pomabotd.report import RunFiles, realized_by_cycle, realized_steps, starting_equity
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -165,7 +165,7 @@ def equity_figure(run: RunFiles) -> Figure:
     curve.set(ylabel="equity (USD)")
     curve.set_title(f"Equity curve: realized P&L ${realized[-1]:,.2f} after {len(ids)} cycles")
     curve.legend(loc="best")
-    steps = [r - p for r, p in zip(realized, [0.0, *realized[:-1]], strict=True)]
+    steps = realized_steps(run)
     pnl.bar(ids, steps, width=0.6, color=[_GAIN if s >= 0 else _LOSS for s in steps])
     pnl.axhline(0, color=_MUTED, linewidth=0.8)
     pnl.set(xlabel="cycle (id)", ylabel="realized P&L per cycle (USD)")

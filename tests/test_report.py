@@ -25,7 +25,14 @@ from pomabotd.plots import (
 )
 from pomabotd.replay.run import ReplayReport, replay
 from pomabotd.replay.source import load_resolved
-from pomabotd.report import RunFiles, read_run, realized_by_cycle, starting_equity
+from pomabotd.report import (
+    RunFiles,
+    read_run,
+    realized_by_cycle,
+    realized_steps,
+    run_warnings,
+    starting_equity,
+)
 
 DATA = TESTS / "data"
 CYCLE_MARKETS = DATA / "cycle_markets.jsonl"
@@ -138,6 +145,52 @@ def test_read_run_sees_finished_cycles_only(tmp_path: Path):
     assert len(run.events) == 4 and max(e.cycle_id for e in run.events) == 3
     assert realized_by_cycle(run) == [0.0, 10.0, 6.0]
     assert starting_equity(run) == 10000.0
+
+
+def test_a_rotated_run_starts_its_curve_at_what_was_realized_before(tmp_path: Path):
+    """After a rotation metrics.jsonl starts at cycle 5 with 100 USD realized (10 of it closed
+    in cycle 5) and positions.jsonl still holds a close of cycle 2, already in that figure:
+    the curve is 100, 110, 104 (not 10, 20, 14), each cycle's own closes 10, 10, -6, and the
+    files agree, so nothing is said."""
+    (tmp_path / "metrics.jsonl").write_bytes(
+        _metrics_line(5, 100.0) + _metrics_line(6, 110.0) + _metrics_line(7, 104.0)
+    )
+    (tmp_path / "positions.jsonl").write_bytes(
+        _open_line(1, "z") + _close_line(2, "1-z", 90.0)
+        + _open_line(4, "a") + _open_line(4, "b") + _open_line(4, "c")
+        + _close_line(5, "4-a", 10.0) + _close_line(6, "4-b", 10.0) + _close_line(7, "4-c", -6.0)
+    )
+    run = read_run(tmp_path)
+    assert realized_by_cycle(run) == [100.0, 110.0, 104.0]
+    assert realized_steps(run) == [10.0, 10.0, -6.0]
+    assert starting_equity(run) == 10000.0
+    assert run_warnings(run) == []
+
+
+def test_positions_missing_or_rotated_apart_are_named(tmp_path: Path):
+    """positions.jsonl starting after metrics.jsonl (cycle 2's +10 close gone) is named with
+    the cycle where the two part; without positions.jsonl the curve is the metrics' own
+    realized P&L and that is said too; `report` prints both on stderr as warnings."""
+    (tmp_path / "metrics.jsonl").write_bytes(
+        _metrics_line(1, 0.0) + _metrics_line(2, 10.0) + _metrics_line(3, 6.0)
+    )
+    (tmp_path / "positions.jsonl").write_bytes(_open_line(1, "b") + _close_line(3, "1-b", -4.0))
+    run = read_run(tmp_path)
+    assert realized_by_cycle(run) == [0.0, 0.0, -4.0]
+    [warning] = run_warnings(run)
+    assert "the closes in positions.jsonl add up to 0.00 USD of realized P&L by cycle 2, " \
+        "where metrics.jsonl says 10.00: positions.jsonl starts after metrics.jsonl" in warning
+
+    (tmp_path / "positions.jsonl").unlink()
+    run = read_run(tmp_path)
+    assert realized_by_cycle(run) == [0.0, 10.0, 6.0]
+    assert run_warnings(run) == [f"{tmp_path} has no positions.jsonl: the equity curve follows "
+                                 "the realized_pnl_usd of metrics.jsonl, without the positions' "
+                                 "detail"]
+    result = run_alone(tmp_path, "report", "--from", str(tmp_path), "--out", "plots")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"warning: {run_warnings(run)[0]}"]
+    assert_png(tmp_path / "plots" / "equity.png")
 
 
 def test_read_run_names_a_bad_line(tmp_path: Path):
