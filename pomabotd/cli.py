@@ -37,6 +37,7 @@ from pomabotd.errors import (
     PomabotdError,
 )
 from pomabotd.log import configure_logging, logger
+from pomabotd.money import usd
 from pomabotd.output import output_dir_problem
 from pomabotd.plots import replay_plots, require_matplotlib, run_plots
 from pomabotd.replay.run import (
@@ -428,14 +429,14 @@ def _summary(report: CycleReport) -> str:
         f"{m.markets_rejected} rejected; {m.throughput_per_s:,.0f} markets/s)",
         f"  {m.opportunities} opportunities, {m.selected} opened, {m.closed} closed, "
         f"{m.open_positions} open; portfolio risk {m.portfolio_risk_pct:.2f}% of equity",
-        f"  equity ${m.equity_usd:,.2f}, realized P&L ${m.realized_pnl_usd:,.2f}",
+        f"  equity {usd(m.equity_usd)}, realized P&L {usd(m.realized_pnl_usd)}",
     ]
     lines += [
-        f"  open  {p.side:<3} {p.market_id} edge {p.edge:.1f} size ${p.size_usd:,.2f}: {p.question}"
+        f"  open  {p.side:<3} {p.market_id} edge {p.edge:.1f} size {usd(p.size_usd)}: {p.question}"
         for p in report.opened
     ]
     lines += [
-        f"  close {c.market_id} {c.exit_reason} P&L ${c.pnl_usd:,.2f}" for c in report.closed
+        f"  close {c.market_id} {c.exit_reason} P&L {usd(c.pnl_usd)}" for c in report.closed
     ]
     lines += _halt_summary(report)
     lines.append(f"  lines appended to {report.output_dir}/positions.jsonl and metrics.jsonl")
@@ -632,10 +633,6 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
-def _usd(value: float) -> str:
-    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
-
-
 def _fixed(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -658,9 +655,9 @@ def _replay_summary(report: ReplayReport) -> str:
         f"(expected {_share(r.expected_coverage)})",
         f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "
         f"{_fixed(r.mean_edge, 1)} points, P&L per unit stake {_fixed(r.pnl_per_unit, 3)}",
-        f"  selected {r.selected} positions: realized P&L {_usd(r.realized_pnl_usd)}, "
+        f"  selected {r.selected} positions: realized P&L {usd(r.realized_pnl_usd)}, "
         f"return on equity {r.return_on_equity_pct:.2f}%"
-        + (f", worst {r.worst_position.market_id} {_usd(r.worst_position.pnl_usd)}"
+        + (f", worst {r.worst_position.market_id} {usd(r.worst_position.pnl_usd)}"
            if r.worst_position is not None else ""),
         "  confidence  markets   Brier  coverage  expected  tradeable  hit rate",
     ]
@@ -675,7 +672,7 @@ def _replay_summary(report: ReplayReport) -> str:
     lines += [
         f"  {name:<13} {f.markets:>8,} {_fixed(f.brier, 4):>7} {_share(f.coverage):>9} "
         f"{f.tradeable:>10,} {_share(f.hit_rate):>9} {_fixed(f.pnl_per_unit, 3):>9} "
-        f"{f.selected:>9} {_usd(f.realized_pnl_usd):>13} {f.return_on_equity_pct:>+7.2f}%"
+        f"{f.selected:>9} {usd(f.realized_pnl_usd):>13} {f.return_on_equity_pct:>+7.2f}%"
         for name, f in r.by_category.items()
     ]
     lines.append(f"  {_NO_PROMISE}")

@@ -20,6 +20,7 @@ from pomabotd.config import Config
 from pomabotd.cycle import CycleReport, Portfolio
 from pomabotd.domain.portfolio import equity
 from pomabotd.domain.selection import portfolio_risk_pct
+from pomabotd.money import usd
 from pomabotd.resume import RESUME_FILE
 from pomabotd.sources import SourceStats
 
@@ -174,7 +175,7 @@ class DaemonState:
         line = (
             f"cycle {m.cycle_id}: {m.markets_total} markets, {m.opportunities} opportunities, "
             f"{m.selected} opened, {m.closed} closed in {m.processing_time_ms / 1000:.2f} s; "
-            f"{m.open_positions} open, equity ${m.equity_usd:,.2f}"
+            f"{m.open_positions} open, equity {usd(m.equity_usd)}"
         )
         halt = self.portfolio.halt
         if halt.halted:
