@@ -637,6 +637,21 @@ def _fixed(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _settings_summary(report: ReplayReport) -> list[str]:
+    """What decided: the evaluator (with its prior and kernel when built in) and the limits."""
+    settings = report.settings
+    evaluator = (
+        f"{settings.evaluator} (built-in: {settings.prior} prior, {settings.kernel} kernel)"
+        if settings.builtin
+        else f"{settings.evaluator} (a plugin: strategy.prior and batch.kernel do not apply)"
+    )
+    limits = ", ".join(
+        f"{name} {str(value).lower() if isinstance(value, bool) else format(value, 'g')}"
+        for name, value in msgspec.structs.asdict(settings.risk).items()
+    )
+    return [f"  decided by {evaluator}", f"  risk: {limits}"]
+
+
 def _replay_summary(report: ReplayReport) -> str:
     r = report
     field = f"price_{r.as_of_days_before}d"
@@ -651,6 +666,7 @@ def _replay_summary(report: ReplayReport) -> str:
         f"{r.rejected_markets} rejected)",
         f"  {r.signal_records:,} signal records ({r.rejected_signals} rejected): "
         f"{r.signals:,} used, {r.signals_after_evaluation:,} stamped too late",
+        *_settings_summary(r),
         f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
         f"(expected {_share(r.expected_coverage)})",
         f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "

@@ -30,9 +30,11 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from research_helpers import TESTS, assert_png, finish_alone, run_alone, start_alone
 
+from pomabotd.domain.models import RiskLimits
 from pomabotd.replay.source import load_resolved
 from pomabotd.replay.timeline import prepare_input
 
@@ -60,6 +62,10 @@ def test_replay_json_gives_the_hand_computed_figures(replayed):
     report = _json(result)
 
     assert report["markets"] == 5 and report["records"] == 7
+    assert report["settings"] == {
+        "evaluator": "pomabotd:evaluate_market", "builtin": True, "kernel": "columnar",
+        "prior": "fixed", "risk": msgspec.to_builtins(RiskLimits()),
+    }
     assert report["skipped_no_closes_at"] == 1 and report["skipped_unresolved"] == 1
     assert report["rejected_markets"] == 2 and report["failed"] == 0
     assert report["signal_records"] == 8 and report["rejected_signals"] == 0
@@ -123,6 +129,8 @@ def test_replay_prints_a_readable_summary_with_its_caveat(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith("replay of 5 resolved markets as of 7 days before closing")
+    assert "decided by pomabotd:evaluate_market (built-in: fixed prior, columnar kernel)" in out
+    assert "risk: min_edge 15, max_portfolio_risk 20, require_diversification true, " in out
     assert "Brier 0.2474" in out and "range coverage 60.0% (expected 68.4%)" in out
     assert "hit rate 66.7%" in out and "realized P&L $2,666.67" in out
     assert "politics" in out and "promise nothing" in out
@@ -161,6 +169,7 @@ def test_the_configuration_sets_the_risk_rules_and_the_signals(tmp_path: Path):
         "--config", str(config), env=IN_PROCESS,
     ))
     assert report["signals"] == 7 and report["tradeable"] == 3
+    assert report["settings"]["risk"]["max_positions_per_category"] == 1
     assert [p["market_id"] for p in report["positions"]] == ["c-yes", "p-no"]
     assert report["realized_pnl_usd"] == 1500.0
 
@@ -173,7 +182,12 @@ def test_the_evaluator_sees_neither_the_outcome_nor_later_news(tmp_path: Path, r
     env = {"BATCH_EVALUATOR": "recording_evaluator:evaluate", "BATCH_WORKERS": "2",
            "PYTHONPATH": str(TESTS), "POMABOTD_TEST_RECORD": str(record)}
     with_plugin = _json(run_alone(tmp_path, *REPLAY, "--json", env=env))
-    assert with_plugin == _json(replayed)
+    built_in = _json(replayed)
+    assert with_plugin.pop("settings") == {
+        "evaluator": "recording_evaluator:evaluate", "builtin": False, "kernel": None,
+        "prior": None, "risk": built_in.pop("settings")["risk"],
+    }
+    assert with_plugin == built_in
 
     seen = {r["market"]["id"]: r for r in map(json.loads, record.read_text().splitlines())}
     assert set(seen) == {"p-yes", "p-no", "c-yes", "s-flat", "w-one"}

@@ -182,6 +182,7 @@ def test_the_readme_comparison_of_the_two_priors_holds(tmp_path: Path, prior: st
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {key: report[key] for key in expected} == expected
+    assert report["settings"]["prior"] == prior
 
 
 def _floats(value: Any) -> list[float]:

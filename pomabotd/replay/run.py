@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from pomabotd.config import is_builtin_evaluator
 from pomabotd.domain.models import CloseEvent, Position, RiskLimits
 from pomabotd.domain.portfolio import close_position, close_reason, open_position
 from pomabotd.domain.research import (
@@ -30,8 +31,15 @@ from pomabotd.replay.source import ResolvedInput
 from pomabotd.replay.timeline import ReplayInput, prepare_input
 from pomabotd.wire import Rejected
 
-__all__ = ["ReplayReport", "ReplayResult", "nothing_scored", "replay", "report_json",
-           "require_scorable"]
+__all__ = [
+    "ReplayReport",
+    "ReplayResult",
+    "ReplaySettings",
+    "nothing_scored",
+    "replay",
+    "report_json",
+    "require_scorable",
+]
 
 #: The replay is one cycle of one portfolio.
 _CYCLE: Final = 1
@@ -39,10 +47,27 @@ _CYCLE: Final = 1
 _DIGITS: Final = 6
 
 
+class ReplaySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What made a replay's decisions, so that its figures say what produced them.
+
+    `evaluator` is `batch.evaluator`; `kernel` and `prior` (`batch.kernel`, `strategy.prior`)
+    apply to the built-in evaluator only and are None for a strategy plugin, which receives
+    `evaluate_market`'s arguments and decides its own prior. `risk` holds the `risk.*` limits
+    selection ran under.
+    """
+
+    evaluator: str
+    builtin: bool
+    kernel: str | None
+    prior: str | None
+    risk: RiskLimits
+
+
 class ReplayReport(Scorecard, frozen=True, kw_only=True):
     """Everything a replay measured; `--json` prints exactly this.
 
-    Beyond the scorecard: the horizon; the market records read (`records`) and why some were
+    Beyond the scorecard: the horizon; the settings that made the decisions; the market
+    records read (`records`) and why some were
     not replayed (`skipped_no_closes_at`, `skipped_unresolved`, `skipped_no_horizon_price`
     for resolved records without a price at the horizon, `rejected_markets` invalid records,
     `failed` evaluations), and `price_fallbacks`, those evaluated at their `price` instead
@@ -52,6 +77,7 @@ class ReplayReport(Scorecard, frozen=True, kw_only=True):
     """
 
     as_of_days_before: int
+    settings: ReplaySettings
     records: int
     skipped_no_closes_at: int
     skipped_unresolved: int
@@ -100,9 +126,18 @@ async def replay(
     engine_signals = [r for r in result.rejected if r.source != resolved.markets_source]
     rejected = (*resolved.markets_rejected, *engine_markets,
                 *resolved.signals_rejected, *engine_signals)
+    batch = runtime.settings
+    builtin = is_builtin_evaluator(batch.evaluator)
     report = ReplayReport(
         **msgspec.structs.asdict(card),
         as_of_days_before=days,
+        settings=ReplaySettings(
+            evaluator=batch.evaluator,
+            builtin=builtin,
+            kernel=batch.kernel if builtin else None,
+            prior=batch.prior if builtin else None,
+            risk=limits,
+        ),
         records=resolved.records,
         skipped_no_closes_at=resolved.no_closes_at,
         skipped_unresolved=resolved.unresolved,
