@@ -35,12 +35,14 @@ from pomabotd.domain.portfolio import ExitReason, HistoryError, held_price
 __all__ = [
     "CALIBRATION_WIDTH",
     "CONFIDENCE_BUCKETS",
+    "BucketRate",
     "CalibrationBucket",
     "CategoryScorecard",
     "ClosedPosition",
     "ConfidenceBucket",
     "Figures",
     "Graded",
+    "HaltFigures",
     "HaltRule",
     "HaltRules",
     "HaltVerdict",
@@ -48,6 +50,8 @@ __all__ = [
     "brier_score",
     "closed_positions",
     "covers",
+    "describe_halt_figures",
+    "halt_figures",
     "halt_verdict",
     "implied_coverage",
     "is_tradeable",
@@ -282,6 +286,34 @@ class HaltRules(Struct, frozen=True, kw_only=True):
     invalidation_streak: int = 3
 
 
+class BucketRate(Struct, frozen=True, kw_only=True):
+    """How many resolved positions a confidence bucket holds, and the share of them that won
+    (None when empty)."""
+
+    count: int
+    hit_rate: float | None
+
+
+class HaltFigures(Struct, frozen=True, kw_only=True):
+    """The figures the halt rules judge, as they stand now, so that they can be watched
+    before a rule trips.
+
+    Over the resolved positions (`resolved` of them): `coverage_observed` and
+    `coverage_expected` (shares, 0-1) and their distance in points; the positions opened at a
+    confidence of at least the rules' `high_confidence` (`high_confidence`) and below it
+    (`low_confidence`). `invalidation_streak` is the run of invalidated exits at the end of
+    the sequence (0 when the last close was another exit). A figure of nothing is None.
+    """
+
+    resolved: int
+    coverage_observed: float | None
+    coverage_expected: float | None
+    coverage_deviation_points: float | None
+    high_confidence: BucketRate
+    low_confidence: BucketRate
+    invalidation_streak: int
+
+
 class HaltVerdict(Struct, frozen=True, kw_only=True):
     """Whether to stop opening positions; `reason` names the rule and its figures."""
 
@@ -301,22 +333,76 @@ def halt_verdict(
     Only the sequence given is judged: a caller that lets a user resume after a halt passes
     the closes since then, and one that keeps figures across restarts passes them all.
     """
-    for rule in (_coverage_rule, _confidence_rule, _invalidation_rule):
-        verdict = rule(closed, rules)
+    figures = halt_figures(closed, rules)
+    for verdict in (
+        _coverage_rule(figures, rules),
+        _confidence_rule(figures, rules),
+        _invalidation_rule(closed, rules),
+    ):
         if verdict is not None:
             return verdict
     return HaltVerdict(halted=False)
 
 
-def _coverage_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVerdict | None:
+def halt_figures(
+    closed: Sequence[ClosedPosition], rules: HaltRules = _DEFAULT_RULES
+) -> HaltFigures:
+    """The figures `halt_verdict` judges `closed` by, with `rules` splitting the confidence
+    buckets."""
     resolved = [(c, c.outcome) for c in closed if c.outcome is not None]
-    if not resolved or len(resolved) < rules.min_resolved:
-        return None
-    observed = sum(covers(c.belief_low, c.belief_high, o) for c, o in resolved) / len(resolved)
-    expected = math.fsum(implied_coverage(c.belief_low, c.belief_high) for c, _ in resolved)
-    expected /= len(resolved)
-    deviation = abs(observed - expected) * 100.0
-    if deviation <= rules.coverage_tolerance:
+    observed = expected = deviation = None
+    if resolved:
+        observed = sum(covers(c.belief_low, c.belief_high, o) for c, o in resolved) / len(resolved)
+        expected = math.fsum(implied_coverage(c.belief_low, c.belief_high) for c, _ in resolved)
+        expected /= len(resolved)
+        deviation = abs(observed - expected) * 100.0
+    threshold = rules.high_confidence
+    high = [c.outcome == c.side for c, _ in resolved if c.confidence >= threshold]
+    low = [c.outcome == c.side for c, _ in resolved if c.confidence < threshold]
+    streak = 0
+    for close in reversed(closed):
+        if close.exit_reason != "invalidated":
+            break
+        streak += 1
+    return HaltFigures(
+        resolved=len(resolved),
+        coverage_observed=observed,
+        coverage_expected=expected,
+        coverage_deviation_points=deviation,
+        high_confidence=BucketRate(count=len(high), hit_rate=_share(high)),
+        low_confidence=BucketRate(count=len(low), hit_rate=_share(low)),
+        invalidation_streak=streak,
+    )
+
+
+def describe_halt_figures(figures: HaltFigures, rules: HaltRules = _DEFAULT_RULES) -> str:
+    """The figures in one line, each with the limit its rule holds it to."""
+    if figures.coverage_observed is None or figures.coverage_expected is None:
+        coverage = f"0 resolved (coverage judged after {rules.min_resolved})"
+    else:
+        coverage = (
+            f"{figures.resolved} resolved, coverage {figures.coverage_observed * 100:.1f}% "
+            f"against {figures.coverage_expected * 100:.1f}% expected (limit "
+            f"{rules.coverage_tolerance:g} points after {rules.min_resolved})"
+        )
+    high, low = figures.high_confidence, figures.low_confidence
+    return (
+        f"{coverage}; confidence >= {rules.high_confidence:g} won {_percent(high.hit_rate)} of "
+        f"{high.count}, below it {_percent(low.hit_rate)} of {low.count} (judged at "
+        f"{rules.min_per_bucket} each); {figures.invalidation_streak} invalidated in a row "
+        f"(limit {rules.invalidation_streak})"
+    )
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.1f}%"
+
+
+def _coverage_rule(figures: HaltFigures, rules: HaltRules) -> HaltVerdict | None:
+    observed, expected = figures.coverage_observed, figures.coverage_expected
+    deviation = figures.coverage_deviation_points
+    if (observed is None or expected is None or deviation is None
+            or figures.resolved < rules.min_resolved or deviation <= rules.coverage_tolerance):
         return None
     return HaltVerdict(
         halted=True,
@@ -324,29 +410,26 @@ def _coverage_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVe
         reason=(
             f"coverage_deviation: observed range coverage {observed * 100:.1f}% differs from "
             f"the expected {expected * 100:.1f}% by {deviation:.1f} points over "
-            f"{len(resolved)} resolved positions (limit {rules.coverage_tolerance:g} points "
+            f"{figures.resolved} resolved positions (limit {rules.coverage_tolerance:g} points "
             f"after {rules.min_resolved})"
         ),
     )
 
 
-def _confidence_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVerdict | None:
+def _confidence_rule(figures: HaltFigures, rules: HaltRules) -> HaltVerdict | None:
     threshold = rules.high_confidence
-    resolved = [c for c in closed if c.outcome is not None]
-    high = [c.outcome == c.side for c in resolved if c.confidence >= threshold]
-    low = [c.outcome == c.side for c in resolved if c.confidence < threshold]
-    if not high or not low or min(len(high), len(low)) < rules.min_per_bucket:
-        return None
-    high_rate, low_rate = sum(high) / len(high), sum(low) / len(low)
-    if high_rate >= low_rate:
+    high, low = figures.high_confidence, figures.low_confidence
+    if (high.hit_rate is None or low.hit_rate is None
+            or min(high.count, low.count) < rules.min_per_bucket
+            or high.hit_rate >= low.hit_rate):
         return None
     return HaltVerdict(
         halted=True,
         rule="confidence_inversion",
         reason=(
             f"confidence_inversion: resolved positions with confidence >= {threshold:g} won "
-            f"{high_rate * 100:.1f}% of {len(high)}, less than the {low_rate * 100:.1f}% of "
-            f"{len(low)} below {threshold:g}"
+            f"{high.hit_rate * 100:.1f}% of {high.count}, less than the "
+            f"{low.hit_rate * 100:.1f}% of {low.count} below {threshold:g}"
         ),
     )
 
@@ -354,6 +437,7 @@ def _confidence_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> Halt
 def _invalidation_rule(
     closed: Sequence[ClosedPosition], rules: HaltRules
 ) -> HaltVerdict | None:
+    """Any run of invalidated exits as long as the limit, anywhere in `closed`."""
     run: list[str] = []
     for close in closed:
         if close.exit_reason != "invalidated":

@@ -55,6 +55,7 @@ __all__ = [
     "price_points",
     "question_category",
     "read_snapshot",
+    "record_id",
     "refused_reason",
     "write_snapshot",
 ]
@@ -239,6 +240,16 @@ def map_market(raw: bytes | msgspec.Raw, *, source: str = "gamma", position: int
         return _market(record, market_id)
     except _Refusal as refusal:
         return Rejected(source, position, refusal.field, refusal.message, record=market_id)
+
+
+def record_id(raw: bytes | msgspec.Raw) -> str | None:
+    """The id of a Gamma object as the mapping reads it, or None when it has none (or is not an
+    object at all)."""
+    try:
+        found = _ID_DECODER.decode(bytes(raw)).id
+    except msgspec.DecodeError:
+        return None
+    return None if found is None else str(found).strip() or None
 
 
 def map_records(
