@@ -1,7 +1,9 @@
-"""A strategy plugin that never returns, so a test can signal a command mid-evaluation.
+"""A strategy plugin that holds every evaluation until the test lets it go, so that a test can
+act on a command or daemon whose cycle is known to be in flight.
 
-Its first call in a process creates the file named by `$POMABOTD_TEST_STARTED` (the test waits
-for it), then every call sleeps until the worker running it is ended.
+Each call creates the file named by `$POMABOTD_TEST_STARTED` (the test waits for it), then
+waits until the file named by `$POMABOTD_TEST_RELEASE` exists and decides as the built-in
+evaluator does; without that variable it never finishes, until its worker is ended.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from pomabotd import Evaluation, Market, Signal
+from pomabotd import Evaluation, Market, Signal, evaluate_market
 
 
 def evaluate(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
-    """Say evaluation has started, then never finish."""
+    """Say evaluation has started, wait for the release, then decide like the built-in."""
     Path(os.environ["POMABOTD_TEST_STARTED"]).touch()
-    while True:
-        time.sleep(1)
+    release = os.environ.get("POMABOTD_TEST_RELEASE")
+    while release is None or not os.path.exists(release):
+        time.sleep(0.02)
+    return evaluate_market(market, signals, as_of)
