@@ -377,20 +377,18 @@ def halt_figures(
 
 def describe_halt_figures(figures: HaltFigures, rules: HaltRules = _DEFAULT_RULES) -> str:
     """The figures in one line, each with the limit its rule holds it to."""
+    streak = (
+        f"{figures.invalidation_streak} invalidated in a row (limit {rules.invalidation_streak})"
+    )
     if figures.coverage_observed is None or figures.coverage_expected is None:
-        coverage = f"0 resolved (coverage judged after {rules.min_resolved})"
-    else:
-        coverage = (
-            f"{figures.resolved} resolved, coverage {figures.coverage_observed * 100:.1f}% "
-            f"against {figures.coverage_expected * 100:.1f}% expected (limit "
-            f"{rules.coverage_tolerance:g} points after {rules.min_resolved})"
-        )
+        return f"no resolved position yet; {streak}"
     high, low = figures.high_confidence, figures.low_confidence
     return (
-        f"{coverage}; confidence >= {rules.high_confidence:g} won {_percent(high.hit_rate)} of "
-        f"{high.count}, below it {_percent(low.hit_rate)} of {low.count} (judged at "
-        f"{rules.min_per_bucket} each); {figures.invalidation_streak} invalidated in a row "
-        f"(limit {rules.invalidation_streak})"
+        f"{figures.resolved} resolved, coverage {figures.coverage_observed * 100:.1f}% against "
+        f"{figures.coverage_expected * 100:.1f}% expected (limit {rules.coverage_tolerance:g} "
+        f"points after {rules.min_resolved}); confidence >= {rules.high_confidence:g} won "
+        f"{_percent(high.hit_rate)} of {high.count}, below it {_percent(low.hit_rate)} of "
+        f"{low.count} (judged at {rules.min_per_bucket} each); {streak}"
     )
 
 

@@ -347,6 +347,9 @@ def test_the_halt_figures_show_what_the_rules_judge_before_any_trips():
     empty = halt_figures([])
     assert (empty.resolved, empty.coverage_observed, empty.high_confidence.hit_rate) == (
         0, None, None)
+    assert describe_halt_figures(halt_figures(closes[4:])) == (
+        "no resolved position yet; 2 invalidated in a row (limit 3)"
+    )
 
 
 _graded_values = st.builds(
