@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import click
 import httpx
@@ -29,14 +29,27 @@ from pomabotd.cycle import (
 from pomabotd.daemon.loop import Daemon
 from pomabotd.daemon.signals import STOP_SIGNALS
 from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import ConfigError, InputError, MissingExtraError, PomabotdError
+from pomabotd.errors import (
+    ConfigError,
+    CycleError,
+    InputError,
+    MissingExtraError,
+    PomabotdError,
+)
 from pomabotd.log import configure_logging, logger
+from pomabotd.money import usd
 from pomabotd.output import output_dir_problem
 from pomabotd.plots import replay_plots, require_matplotlib, run_plots
-from pomabotd.replay.run import ReplayReport, report_json
+from pomabotd.replay.run import (
+    ReplayReport,
+    ReplayResult,
+    nothing_scored,
+    report_json,
+    require_scorable,
+)
 from pomabotd.replay.run import replay as run_replay
 from pomabotd.replay.source import load_resolved
-from pomabotd.report import read_run
+from pomabotd.report import read_run, run_warnings
 from pomabotd.resume import request_resume
 from pomabotd.sources import SourceStats, open_sources
 from pomabotd.stress import PRESETS, StressReport, Synthetic, run_stress
@@ -159,9 +172,39 @@ def _until_signal(
     except asyncio.CancelledError:
         if not received:
             raise
-        name = signal.Signals(received[0]).name
-        click.echo(f"stopped by {name}: {abandoned}", err=True)
-        raise SystemExit(128 + received[0]) from None
+        _exit_stopped(received[0], abandoned)
+
+
+class _Stopped(Exception):
+    """A stop signal arrived during synchronous work guarded by `_stop_on_signal`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_on_signal(abandoned: str) -> Iterator[None]:
+    """`_until_signal` for synchronous work (reading input files, drawing plots): SIGTERM or
+    SIGINT raises inside the work, whose own clean-up runs (no half-written file stays), and
+    the command exits with 128 + the signal's number, saying what was `abandoned`."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except _Stopped as stopped:
+        _exit_stopped(stopped.signum, abandoned)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _exit_stopped(signum: int, abandoned: str) -> NoReturn:
+    click.echo(f"stopped by {signal.Signals(signum).name}: {abandoned}", err=True)
+    raise SystemExit(128 + signum) from None
 
 
 def _report_rejected(rejected: tuple[Rejected, ...] | list[Rejected]) -> None:
@@ -385,14 +428,14 @@ def _summary(report: CycleReport) -> str:
         f"{m.markets_rejected} rejected; {m.throughput_per_s:,.0f} markets/s)",
         f"  {m.opportunities} opportunities, {m.selected} opened, {m.closed} closed, "
         f"{m.open_positions} open; portfolio risk {m.portfolio_risk_pct:.2f}% of equity",
-        f"  equity ${m.equity_usd:,.2f}, realized P&L ${m.realized_pnl_usd:,.2f}",
+        f"  equity {usd(m.equity_usd)}, realized P&L {usd(m.realized_pnl_usd)}",
     ]
     lines += [
-        f"  open  {p.side:<3} {p.market_id} edge {p.edge:.1f} size ${p.size_usd:,.2f}: {p.question}"
+        f"  open  {p.side:<3} {p.market_id} edge {p.edge:.1f} size {usd(p.size_usd)}: {p.question}"
         for p in report.opened
     ]
     lines += [
-        f"  close {c.market_id} {c.exit_reason} P&L ${c.pnl_usd:,.2f}" for c in report.closed
+        f"  close {c.market_id} {c.exit_reason} P&L {usd(c.pnl_usd)}" for c in report.closed
     ]
     lines += _halt_summary(report)
     lines.append(f"  lines appended to {report.output_dir}/positions.jsonl and metrics.jsonl")
@@ -533,31 +576,55 @@ def _write_plots(directory: Path, draw: Callable[[], list[Path]]) -> list[Path]:
 
 @main.command()
 @click.option("--markets", required=True, metavar="RESOLVED",
-              help="Resolved markets: a JSON-lines file of markets with outcome and closes_at, "
-                   "or gamma:PATH (a saved Gamma JSON array whose closed markets priced 1/0 "
-                   "carry price_<D>d).")
+              help="Resolved markets with their price D days before closing (price_<D>d): a "
+                   "JSON-lines file of markets with outcome and closes_at, or gamma:PATH (a "
+                   "saved Gamma JSON array whose closed markets are priced 1/0).")
 @click.option("--signals", help="Signals: a JSON-lines file (default: sources.signals).")
 @click.option("--as-of-days-before", "days", required=True, type=click.IntRange(1, 3650),
               metavar="D", help="Evaluate each market D whole days before its closes_at.")
+@click.option("--price-fallback", "price_fallback", is_flag=True,
+              help="Evaluate a JSON-lines record without price_<D>d at its price: only when "
+                   "the file's prices were recorded D days before closing, not at resolution.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", "plot_dir", type=click.Path(path_type=Path),
               help="Also write calibration and P&L-by-category PNGs to this directory.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML configuration file (default: none, or $POMABOTD_CONFIG).")
-def replay(markets: str, signals: str | None, days: int, as_json: bool, plot_dir: Path | None,
-           config_path: Path | None) -> None:
+def replay(markets: str, signals: str | None, days: int, price_fallback: bool, as_json: bool,
+           plot_dir: Path | None, config_path: Path | None) -> None:
     """Evaluate resolved markets as they stood D days before closing, and score the decisions."""
     config = _load_config(config_path, {"sources.markets": markets, "sources.signals": signals})
     _plot_directory("--plot", plot_dir)
-    with _errors_as_exit_codes(input_is_usage=True):
-        resolved = load_resolved(config.sources.markets, config.sources.signals, days)
+    abandoned = "the replay was abandoned, nothing printed"
+    with _errors_as_exit_codes(input_is_usage=True), _stop_on_signal(abandoned):
+        resolved = load_resolved(config.sources.markets, config.sources.signals, days,
+                                 price_fallback=price_fallback)
+    for warning in resolved.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    with _errors_as_exit_codes():
+        try:
+            require_scorable(resolved)
+        except CycleError:
+            _report_rejected(resolved.rejected)
+            raise
+
+    async def replayed() -> ReplayResult:
         with Runtime(batch_settings(config)) as runtime:
-            result = asyncio.run(run_replay(runtime, resolved, days, config.risk_limits()))
+            return await run_replay(runtime, resolved, days, config.risk_limits())
+
+    with _errors_as_exit_codes(input_is_usage=True):
+        result = _until_signal(replayed, abandoned)
     _report_rejected(result.rejected)
     for market_id, error in result.failures[:_REJECTED_SHOWN]:
         click.echo(f"failed: {market_id}: {error}", err=True)
-    plots = _write_plots(plot_dir, lambda: replay_plots(result.report, plot_dir)) \
-        if plot_dir is not None else []
+    failure = nothing_scored(result)
+    if failure is not None:
+        raise CycleFailure(failure)
+    plots: list[Path] = []
+    if plot_dir is not None:
+        with _stop_on_signal("the plots were abandoned (none is left half-written), nothing "
+                             "printed"):
+            plots = _write_plots(plot_dir, lambda: replay_plots(result.report, plot_dir))
     if as_json:
         click.echo(report_json(result.report).decode())
         return
@@ -570,32 +637,47 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
-def _usd(value: float) -> str:
-    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
-
-
 def _fixed(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _settings_summary(report: ReplayReport) -> list[str]:
+    """What decided: the evaluator (with its prior and kernel when built in) and the limits."""
+    settings = report.settings
+    evaluator = (
+        f"{settings.evaluator} (built-in: {settings.prior} prior, {settings.kernel} kernel)"
+        if settings.builtin
+        else f"{settings.evaluator} (a plugin: strategy.prior and batch.kernel do not apply)"
+    )
+    limits = ", ".join(
+        f"{name} {str(value).lower() if isinstance(value, bool) else format(value, 'g')}"
+        for name, value in msgspec.structs.asdict(settings.risk).items()
+    )
+    return [f"  decided by {evaluator}", f"  risk: {limits}"]
+
+
 def _replay_summary(report: ReplayReport) -> str:
     r = report
-    no_price = (
-        f"{r.skipped_no_horizon_price} without price_{r.as_of_days_before}d, "
+    field = f"price_{r.as_of_days_before}d"
+    no_price = f"{r.skipped_no_horizon_price} without {field}, " \
         if r.skipped_no_horizon_price else ""
-    )
+    no_price += f"{r.price_fallbacks} at their price for want of {field}, " \
+        if r.price_fallbacks else ""
     lines = [
         f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
-        f"closing ({r.records:,} records: {r.skipped_no_closes_at} without closes_at, "
-        f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; {r.rejected} rejected; "
-        f"{r.signals:,} signals used, {r.signals_after_evaluation:,} stamped too late)",
+        f"closing ({r.records:,} market records: {r.skipped_no_closes_at} without closes_at, "
+        f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; "
+        f"{r.rejected_markets} rejected)",
+        f"  {r.signal_records:,} signal records ({r.rejected_signals} rejected): "
+        f"{r.signals:,} used, {r.signals_after_evaluation:,} stamped too late",
+        *_settings_summary(r),
         f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
         f"(expected {_share(r.expected_coverage)})",
         f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "
         f"{_fixed(r.mean_edge, 1)} points, P&L per unit stake {_fixed(r.pnl_per_unit, 3)}",
-        f"  selected {r.selected} positions: realized P&L {_usd(r.realized_pnl_usd)}, "
+        f"  selected {r.selected} positions: realized P&L {usd(r.realized_pnl_usd)}, "
         f"return on equity {r.return_on_equity_pct:.2f}%"
-        + (f", worst {r.worst_position.market_id} {_usd(r.worst_position.pnl_usd)}"
+        + (f", worst {r.worst_position.market_id} {usd(r.worst_position.pnl_usd)}"
            if r.worst_position is not None else ""),
         "  confidence  markets   Brier  coverage  expected  tradeable  hit rate",
     ]
@@ -606,11 +688,11 @@ def _replay_summary(report: ReplayReport) -> str:
         for b in r.confidence_buckets
     ]
     lines.append("  category       markets   Brier  coverage  tradeable  hit rate  P&L/unit"
-                 "  selected  realized P&L")
+                 "  selected  realized P&L   return")
     lines += [
         f"  {name:<13} {f.markets:>8,} {_fixed(f.brier, 4):>7} {_share(f.coverage):>9} "
         f"{f.tradeable:>10,} {_share(f.hit_rate):>9} {_fixed(f.pnl_per_unit, 3):>9} "
-        f"{f.selected:>9} {_usd(f.realized_pnl_usd):>13}"
+        f"{f.selected:>9} {usd(f.realized_pnl_usd):>13} {f.return_on_equity_pct:>+7.2f}%"
         for name, f in r.by_category.items()
     ]
     lines.append(f"  {_NO_PROMISE}")
@@ -629,10 +711,13 @@ def report(out_dir: Path, run_dir: Path | None, config_path: Path | None) -> Non
     config = _load_config(config_path, {})
     _plot_directory("--out", out_dir)
     source = run_dir if run_dir is not None else Path(config.daemon.output_dir)
-    with _errors_as_exit_codes(input_is_usage=True):
-        run = read_run(source)
-    for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
-        click.echo(f"plot written to {path}")
+    with _stop_on_signal("the report was abandoned; no plot is left half-written"):
+        with _errors_as_exit_codes(input_is_usage=True):
+            run = read_run(source)
+        for warning in run_warnings(run):
+            click.echo(f"warning: {warning}", err=True)
+        for path in _write_plots(out_dir, lambda: run_plots(run, out_dir)):
+            click.echo(f"plot written to {path}")
 
 
 # --- Halt rules: resume ------------------------------------------------------------------------

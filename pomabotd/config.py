@@ -45,6 +45,7 @@ __all__ = [
     "StrategyConfig",
     "default_config_path",
     "environ_for_reload",
+    "is_builtin_evaluator",
     "keys",
     "load",
     "resolve_evaluator",
@@ -178,11 +179,18 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     def decision_settings(self) -> dict[str, str | int | float | bool]:
         """The keys that make the decisions (`[risk]`, `[strategy]` and `batch.evaluator`)
-        with their values: a change of any of them lifts a halt (`pomabotd.domain.halt`)."""
+        with their values: a change of any of them lifts a halt (`pomabotd.domain.halt`).
+
+        `[strategy]` shapes the built-in evaluator's beliefs only: a strategy plugin gets
+        `evaluate_market`'s arguments and decides its own prior, so with a plugin a change of
+        `strategy.prior` changes no decision and is left out.
+        """
+        builtin = is_builtin_evaluator(self.batch.evaluator)
         return {
             key: self.value(key)
             for key in _KEYS
-            if key.split(".", 1)[0] in _DECISION_SECTIONS or key == "batch.evaluator"
+            if (key.split(".", 1)[0] in _DECISION_SECTIONS or key == "batch.evaluator")
+            and (builtin or not key.startswith(_BUILTIN_ONLY))
         }
 
 
@@ -370,6 +378,8 @@ _KEYS: Final[dict[str, _Key]] = {
 }
 #: Sections whose keys make the decisions; see `Config.decision_settings`.
 _DECISION_SECTIONS: Final = ("risk", "strategy")
+#: Keys only the built-in evaluator reads: a plugin decides without them.
+_BUILTIN_ONLY: Final = "strategy."
 
 _ENV_TO_KEY: Final = {spec.env: key for key, spec in _KEYS.items() if spec.env}
 _SECTIONS: Final = tuple(dict.fromkeys(key.split(".", 1)[0] for key in _KEYS))
@@ -468,6 +478,18 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None
     env = os.environ if environ is None else environ
     value = env.get(CONFIG_ENV_VAR, "").strip()
     return Path(value) if value else None
+
+
+def is_builtin_evaluator(spec: str) -> bool:
+    """Whether `spec` names pomabotd's own evaluator, under any import path (`pomabotd:
+    evaluate_market`, `pomabotd.domain.evaluate:evaluate_market`): only it reads
+    `strategy.prior` and `batch.kernel`. A spec that cannot be imported is no built-in."""
+    from pomabotd.domain.evaluate import evaluate_market
+
+    try:
+        return resolve_evaluator(spec) is evaluate_market
+    except ConfigError:
+        return False
 
 
 def resolve_evaluator(spec: str) -> Callable[..., Any]:

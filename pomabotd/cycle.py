@@ -36,7 +36,12 @@ from pomabotd.domain.portfolio import (
     mark_positions,
     open_position,
 )
-from pomabotd.domain.research import HaltRules, closed_positions
+from pomabotd.domain.research import (
+    HaltRules,
+    closed_positions,
+    describe_halt_figures,
+    halt_figures,
+)
 from pomabotd.domain.selection import Selection, Skip, portfolio_risk_pct, select
 from pomabotd.engine.meter import Meter
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
@@ -58,6 +63,9 @@ __all__ = [
     "halt_policy",
     "run_cycle",
 ]
+
+#: How many market ids a log line names before it counts the rest.
+_NAMED = 10
 
 
 def batch_settings(config: Config) -> BatchSettings:
@@ -94,8 +102,8 @@ class InputLoader(Protocol):
     `pomabotd.sources.Sources` is the real one.
     """
 
-    async def load(self, as_of: datetime) -> CycleInput:
-        """One cycle's input, as of `as_of`."""
+    async def load(self, as_of: datetime, *, held: frozenset[str] = frozenset()) -> CycleInput:
+        """One cycle's input, as of `as_of`, with the `held` markets (of open positions)."""
         ...
 
     async def aclose(self) -> None:
@@ -109,8 +117,8 @@ class PreparedInput:
     def __init__(self, cycle_input: CycleInput) -> None:
         self._input = cycle_input
 
-    async def load(self, as_of: datetime) -> CycleInput:
-        """The prepared input, whatever `as_of` is."""
+    async def load(self, as_of: datetime, *, held: frozenset[str] = frozenset()) -> CycleInput:
+        """The prepared input, whatever `as_of` and `held` are."""
         return self._input
 
     async def aclose(self) -> None:
@@ -140,6 +148,9 @@ class Portfolio:
         self.last_cycle_id: int = state.last_cycle_id
         self.halt: HaltState = HaltState() if halt is None else halt
         self.last_metrics: CycleMetrics | None = None
+        #: Held markets missing from the last cycle's input -> the cycle they went missing
+        #: in (counted since this process read the portfolio).
+        self.missing_since: dict[str, int] = {}
 
     @classmethod
     def recover(cls, ledger: Ledger) -> Portfolio:
@@ -260,10 +271,10 @@ async def run_cycle(
     cycle_id = portfolio.last_cycle_id + 1
     started_at = clock()
     when = started_at if as_of is None else as_of
-    held = {position.market_id for position in portfolio.open_positions}
+    held = frozenset(position.market_id for position in portfolio.open_positions)
     # Every line logged while the cycle runs (its sources' included) carries its cycle_id.
     with Meter(runtime.process_ids) as meter, logger.contextualize(cycle_id=cycle_id):
-        cycle_input = await inputs.load(when)
+        cycle_input = await inputs.load(when, held=held)
         result = await runtime.evaluate(
             cycle_input.markets,
             cycle_input.markets_source,
@@ -281,6 +292,8 @@ async def run_cycle(
         still_open, closes = mark_positions(
             portfolio.open_positions, result.markets, result.kept, cycle_id, when
         )
+        missing = {market_id: portfolio.missing_since.get(market_id, cycle_id)
+                   for market_id in sorted(held - result.markets.keys())}
         realized = round(portfolio.realized_pnl_usd + sum(c.pnl_usd for c in closes), 2)
         current_equity = equity(limits.portfolio_value, realized)
         resume = pending_resume(writer.directory)
@@ -315,6 +328,7 @@ async def run_cycle(
         ),
         halted=step.state.halted,
         halt_reason=step.state.reason,
+        held_missing=len(missing),
     )
     writer.append_cycle((*closes, *opened), metrics)
     portfolio.open_positions = open_now
@@ -322,6 +336,8 @@ async def run_cycle(
     portfolio.last_cycle_id = cycle_id
     portfolio.last_metrics = metrics
     portfolio.halt = step.state
+    newly_missing = [m for m, since in missing.items() if since == cycle_id]
+    portfolio.missing_since = missing
     try:
         writer.save_state(portfolio.state(), step.state)
     except LedgerError as exc:
@@ -332,6 +348,8 @@ async def run_cycle(
         with contextlib.suppress(LedgerError):
             clear_resume(writer.directory, resume)
     _log_halt(step, cycle_id, writer.directory)
+    _log_missing(newly_missing, missing, cycle_id, cycle_input.markets_source)
+    figures = halt_figures(step.state.window, policy.rules)
     logger.bind(
         event="cycle",
         cycle_id=cycle_id,
@@ -343,11 +361,15 @@ async def run_cycle(
         throughput_per_s=metrics.throughput_per_s,
         peak_rss_mb=metrics.rss_mb,
         halted=metrics.halted,
+        held_missing=len(missing),
+        halt_figures=msgspec.to_builtins(figures),
     ).info(
         "cycle {} done: {} markets, {} opportunities, {} opened, {} closed in {:.3f} s "
-        "({:,.0f} markets/s, peak {:.1f} MB)",
+        "({:,.0f} markets/s, peak {:.1f} MB){}; halt rules: {}",
         cycle_id, metrics.markets_total, metrics.opportunities, len(opened), len(closes),
         metrics.processing_time_ms / 1000.0, metrics.throughput_per_s, metrics.rss_mb,
+        f"; {len(missing)} held markets missing from the input" if missing else "",
+        describe_halt_figures(figures, policy.rules),
     )
     return CycleReport(
         metrics=metrics,
@@ -359,6 +381,20 @@ async def run_cycle(
         failures=tuple(result.failures),
         output_dir=str(writer.directory),
         halt=step,
+    )
+
+
+def _log_missing(newly: list[str], missing: dict[str, int], cycle_id: int, source: str) -> None:
+    """One WARNING when held markets go missing from the input (the cycle line counts them
+    every cycle while they stay missing)."""
+    if not newly:
+        return
+    logger.bind(event="held_missing", cycle_id=cycle_id, markets=newly,
+                held_missing=len(missing)).warning(
+        "cycle {}: {} held markets are missing from {} ({}): their positions stay open, "
+        "unmarked, until it delivers them again",
+        cycle_id, len(newly), source, ", ".join(newly[:_NAMED]) + (
+            f" and {len(newly) - _NAMED} more" if len(newly) > _NAMED else ""),
     )
 
 

@@ -67,7 +67,9 @@ class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
     several of them counts once in total. `sources` holds what loading the input ran into
     (failed fetches per source, refused records, feeds, news); lines written before it existed
     decode with empty counts. `halted` says the halt rules kept the cycle from opening
-    positions, `halt_reason` why; older lines decode as not halted.
+    positions, `halt_reason` why; older lines decode as not halted. `held_missing` counts the
+    markets of open positions that the cycle's input lacked (those positions stay open,
+    unmarked); older lines decode as 0.
     """
 
     cycle_id: int
@@ -96,6 +98,7 @@ class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
     sources: SourceStats = msgspec.field(default_factory=SourceStats)
     halted: bool = False
     halt_reason: str | None = None
+    held_missing: int = 0
 
 
 class _StateFile(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,7 +4,8 @@
 when recorded, so their prices are real crowd prices but their outcomes are unknown. The
 fixture resolves those 25 by one fixed rule:
 
-- `price_7d` is the YES price they were recorded at, in points: the price 7 days before close;
+- `price_7d` is the YES price they were recorded at, `outcomePrices[0]` as Gamma wrote it (0-1,
+  a numeric string): the price 7 days before close;
 - the outcome is drawn with that price as the chance of YES (`random.Random(SEED)`, in file
   order), so the fixture's crowd is calibrated by construction;
 - `closed` becomes true and `outcomePrices` the settlement, `["1", "0"]` or `["0", "1"]`.
@@ -42,9 +43,9 @@ def build() -> tuple[str, str]:
     for record in json.loads(SAMPLE.read_text()):
         if record.get("closed"):
             continue
-        price = round(float(json.loads(record["outcomePrices"])[0]) * 100.0, 6)
-        yes = rng.random() * 100.0 < price
-        resolved = dict(record, closed=True, price_7d=price,
+        recorded = json.loads(record["outcomePrices"])[0]
+        yes = rng.random() * 100.0 < round(float(recorded) * 100.0, 6)
+        resolved = dict(record, closed=True, price_7d=recorded,
                         outcomePrices=json.dumps(["1", "0"] if yes else ["0", "1"]))
         records.append(resolved)
         closes = datetime.fromisoformat(record["endDate"].replace("Z", "+00:00"))

@@ -6,41 +6,62 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 
-__all__ = ["TESTS", "assert_png", "run_alone"]
+__all__ = ["TESTS", "assert_png", "finish_alone", "run_alone", "start_alone"]
 
 TESTS = Path(__file__).parent
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def run_alone(
+def start_alone(
     cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m pomabotd ARGS` as the leader of a new session, and assert that no process
-    of that session (workers, the fork server) outlives it."""
+) -> subprocess.Popen[str]:
+    """Start `python -m pomabotd ARGS` as the leader of a new session, without the test
+    process's pomabotd settings; end it with `finish_alone`."""
     environ = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("BATCH_") and key != "POMABOTD_CONFIG"
     }
     environ.update(env or {})
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "pomabotd", *args],
         cwd=cwd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
+
+
+def finish_alone(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    """Wait for a `start_alone` process (killing it after 90 s), and assert that no process of
+    its session (workers, the fork server) outlives it."""
     try:
         stdout, stderr = process.communicate(timeout=90)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    leftovers = [p for p in psutil.process_iter(["pid"]) if _session(p.pid) == process.pid]
+    deadline = time.monotonic() + 2.0  # a worker may take a moment to be reaped
+    while True:
+        leftovers = [p for p in psutil.process_iter(["pid", "status"])
+                     if _session(p.pid) == process.pid
+                     and p.info["status"] != psutil.STATUS_ZOMBIE]
+        if not leftovers or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert leftovers == [], f"left behind: {leftovers}"
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_alone(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pomabotd ARGS` as the leader of a new session to its end, and assert
+    that no process of that session outlives it."""
+    return finish_alone(start_alone(cwd, *args, env=env))
 
 
 def assert_png(path: Path) -> None:

@@ -111,6 +111,21 @@ def test_run_once_closes_a_position_at_its_profit_target(run_cli: RunCli, tmp_pa
     assert close["pnl_usd"] == 66.67 and close["cycle_id"] == 2
 
 
+def test_the_summary_writes_a_loss_as_minus_dollars(run_cli: RunCli, tmp_path: Path):
+    """A later cycle whose price falls to 20 closes m-yes at its stop (-$166.67): the summary
+    says `-$166.67`, never `$-166.67`, for the close and the realized P&L."""
+    out = tmp_path / "out"
+    assert _run_once(run_cli, out).returncode == 0
+    fallen = tmp_path / "fallen.jsonl"
+    fallen.write_text((DATA / "cycle_markets.jsonl").read_text().replace('"price": 30',
+                                                                         '"price": 20'))
+    result = _run_once(run_cli, out, str(fallen))
+    assert result.returncode == 0, result.stderr
+    assert "equity $9,833.33, realized P&L -$166.67" in result.stdout
+    assert "close m-yes stop_loss P&L -$166.67" in result.stdout
+    assert "$-" not in result.stdout
+
+
 def test_run_once_without_arguments_uses_the_embedded_synthetic_default(
     run_cli: RunCli, tmp_path: Path
 ):

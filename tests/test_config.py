@@ -14,6 +14,7 @@ from pomabotd.config import (
     CONFIG_ENV_VAR,
     Config,
     default_config_path,
+    is_builtin_evaluator,
     keys,
     load,
     resolve_evaluator,
@@ -476,3 +477,19 @@ def test_renamed_keys_say_what_replaced_them(tmp_path: Path) -> None:
     message = refusal(path)
     assert "'output.dir' in" in message and "is now 'daemon.output_dir'" in message
     assert "is now 'daemon.status_addr'" in message
+
+
+def test_the_prior_is_a_decision_setting_of_the_built_in_evaluator_only(tmp_path: Path) -> None:
+    """`strategy.prior` counts among the settings whose change lifts a halt while the built-in
+    evaluator decides (under either of its names), and not for a strategy plugin, which reads
+    no prior; `batch.evaluator` and the `[risk]` keys count for both."""
+    builtin = load(None, {}, {}).decision_settings()
+    assert builtin["strategy.prior"] == "fixed" and "risk.min_edge" in builtin
+    by_module = load(None, {"BATCH_EVALUATOR": "pomabotd.domain.evaluate:evaluate_market"},
+                     {}).decision_settings()
+    assert "strategy.prior" in by_module
+    plugin = load(None, {"BATCH_EVALUATOR": "json:dumps"}, {}).decision_settings()
+    assert "strategy.prior" not in plugin
+    assert plugin["batch.evaluator"] == "json:dumps" and "risk.min_edge" in plugin
+    assert is_builtin_evaluator("pomabotd:evaluate_market")
+    assert not is_builtin_evaluator("json:dumps")

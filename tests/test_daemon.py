@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -67,6 +68,10 @@ class NotifySocket:
     def fields(self) -> list[str]:
         time.sleep(0.1)
         return [field for message in list(self.messages) for field in message]
+
+    def seen(self, field: str) -> bool:
+        """Whether a message carrying `field` has arrived yet."""
+        return any(field in message for message in list(self.messages))
 
     def close(self) -> None:
         self._stop.set()
@@ -212,25 +217,45 @@ def test_sigterm_mid_cycle_lets_it_finish_and_a_second_signal_abandons_it(
     daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
     """SIGTERM mid-cycle: the cycle finishes and is written, exit 0. SIGTERM then SIGINT: the
-    cycle in flight is abandoned at once, nothing of it written, exit 0. No process is left."""
-    config = tmp_path / "big.toml"
-    config.write_text("[sources]\nsynthetic_markets = 20000\n[daemon]\ninterval_s = 0.05\n")
+    cycle in flight is abandoned at once, nothing of it written, exit 0. No process is left.
+
+    The cycle is held in flight by its evaluator in the pool's workers (a plugin that waits for
+    the test's word), not by its size, so that a slow machine cannot end it before a signal
+    lands: the stop is acted on mid-cycle (systemd hears STOPPING=1), and only then is the
+    first cycle let go; the second never is."""
+    config = tmp_path / "held.toml"
+    config.write_text(
+        '[sources]\nsynthetic_markets = 200\n[daemon]\ninterval_s = 0.05\nstop_timeout_s = 60\n'
+        '[batch]\nworkers = 2\ntimeout_ms = 600000\nevaluator = "blocking_evaluator:evaluate"\n'
+    )
     for second_signal, out in ((None, "finish"), (signal.SIGINT, "abandon")):
-        daemon = _start(daemons, tmp_path, "--config", str(config), "--out", out)
-        daemon.wait_mid_cycle()
-        daemon.remember_descendants()
-        daemon.signal(signal.SIGTERM)
-        if second_signal is not None:
-            time.sleep(0.05)
-            daemon.signal(second_signal)
-        assert daemon.wait_exit() == 0
-        assert daemon.leftovers() == []
+        started, release = tmp_path / f"{out}.started", tmp_path / f"{out}.release"
+        notify = NotifySocket(str(tmp_path / f"{out}.sock"))
+        try:
+            env = {"PYTHONPATH": str(Path(__file__).parent), "NOTIFY_SOCKET": notify.address,
+                   "POMABOTD_TEST_STARTED": str(started)}
+            if second_signal is None:
+                env["POMABOTD_TEST_RELEASE"] = str(release)
+            daemon = _start(daemons, tmp_path, "--config", str(config), "--out", out, env=env)
+            wait_for("an evaluation in flight", started.exists)
+            daemon.remember_descendants()
+            daemon.signal(signal.SIGTERM)
+            wait_for("the stop seen mid-cycle", partial(notify.seen, "STOPPING=1"))
+            assert not jsonl(tmp_path / out / "metrics.jsonl")  # still in flight
+            if second_signal is None:
+                release.touch()
+            else:
+                daemon.signal(second_signal)
+            assert daemon.wait_exit() == 0
+            assert daemon.leftovers() == []
+        finally:
+            notify.close()
         metrics, _ = _check_ledger(tmp_path / out)
         abandoned = daemon.log_with(event="cycle_abandoned")
         if second_signal is None:
-            assert abandoned is None and len(metrics) >= 1
+            assert abandoned is None and len(metrics) == 1
         else:
-            assert abandoned is not None and abandoned["cycle_id"] == len(metrics) + 1
+            assert abandoned is not None and abandoned["cycle_id"] == 1 and metrics == []
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from daemon_process import DaemonProcess, jsonl, wait_for
-from research_helpers import run_alone
+from research_helpers import TESTS, run_alone
 
 from pomabotd.cycle import Portfolio
 from pomabotd.resume import RESUME_FILE
@@ -155,6 +155,36 @@ def test_a_changed_configuration_lifts_the_halt_and_the_same_one_does_not(
     assert [(line["lifted_by"], line["changed"]) for line in lifted] == [
         ("configuration", ["risk.min_edge"])
     ]
+
+
+@pytest.mark.slow
+def test_a_prior_change_does_not_lift_the_halt_of_a_strategy_plugin(tmp_path: Path):
+    """The same halting sequence run by a strategy plugin (it decides like the built-in one and
+    reads no prior): a cycle with `strategy.prior = "market"` stays halted, since the plugin
+    decides exactly as before; a change of `[risk]` still lifts it."""
+    _write_inputs(tmp_path / "inputs")
+    record = tmp_path / "seen.jsonl"
+    plugin = {**IN_PROCESS, "BATCH_EVALUATOR": "recording_evaluator:evaluate",
+              "PYTHONPATH": str(TESTS), "POMABOTD_TEST_RECORD": str(record)}
+
+    def cycle(n: int, hour: int, *extra: str) -> dict:
+        result = run_alone(tmp_path, "run-once", "--markets", f"inputs/m{min(n, 3)}.jsonl",
+                           "--signals", f"inputs/s{min(n, 3)}.jsonl", "--as-of",
+                           f"2026-06-01T{hour:02d}:00:00Z", "--out", "out", "--json", *extra,
+                           env=plugin)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert cycle(1, 12)["selected"] == 3
+    assert cycle(2, 13)["halt_reason"] == REASON
+    market_prior = tmp_path / "market.toml"
+    market_prior.write_text('[strategy]\nprior = "market"\n')
+    third = cycle(3, 14, "--config", str(market_prior))
+    assert third["halted"] is True and third["selected"] == 0
+    stricter = tmp_path / "stricter.toml"
+    stricter.write_text('[strategy]\nprior = "market"\n[risk]\nmin_edge = 16.0\n')
+    fourth = cycle(4, 15, "--config", str(stricter))
+    assert fourth["halted"] is False and fourth["selected"] == 1
 
 
 def test_the_halt_is_rebuilt_from_the_files_when_state_json_lags_behind(halted: Path,

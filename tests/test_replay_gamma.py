@@ -3,9 +3,9 @@ Gamma mapping, with figures worked out by hand here.
 
 The snapshot is built from the real objects of `data/gamma/markets_sample_50.json`: five open
 markets are marked closed and resolved (`outcomePrices` 1/0 or 0/1) and keep the price they were
-recorded at as `price_7d`. Each gets two neutral authoritative signals an hour before its
-evaluation time, so every belief stays at the fixed prior 45-55 (midpoint 50) with confidence
-69.98:
+recorded at as `price_7d`, in Gamma's 0-1 like `outcomePrices` (shown here in points). Each
+gets two neutral authoritative signals an hour before its evaluation time, so every belief stays
+at the fixed prior 45-55 (midpoint 50) with confidence 69.98:
 
 | id | category | price_7d | decision | outcome |
 |---|---|---|---|---|
@@ -36,11 +36,11 @@ IN_PROCESS = {"BATCH_WORKERS": "0"}
 def _resolved(by_id: dict[str, dict[str, Any]], market_id: str, outcome: str,
               price_7d: Any = "recorded") -> dict[str, Any]:
     record = dict(by_id[market_id])
-    recorded = float(json.loads(record["outcomePrices"])[0]) * 100
+    recorded = json.loads(record["outcomePrices"])[0]  # Gamma's own string, 0-1
     record["closed"] = True
     record["outcomePrices"] = json.dumps(["1", "0"] if outcome == "YES" else ["0", "1"])
     if price_7d is not None:
-        record["price_7d"] = round(recorded, 6) if price_7d == "recorded" else price_7d
+        record["price_7d"] = recorded if price_7d == "recorded" else price_7d
     return record
 
 
@@ -60,7 +60,7 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("gamma")
     by_id = {str(record["id"]): record for record in json.loads(SAMPLE.read_text())}
     traded = [_resolved(by_id, "947275", "NO"), _resolved(by_id, "1345775", "YES"),
-              _resolved(by_id, "1341702", "YES"), _resolved(by_id, "1346576", "NO"),
+              _resolved(by_id, "1341702", "YES"), _resolved(by_id, "1346576", "NO", 0.5),
               _resolved(by_id, "1087528", "NO")]
     refused = dict(by_id["941132"], outcomePrices='["NaN", "1"]')
     records = [
@@ -68,7 +68,7 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         _resolved(by_id, "1303407", "NO", price_7d=None),  # resolved, no price before it
         by_id["951217"],  # still open: unresolved
         by_id["613101"],  # closed for real at 0/1, no price_7d
-        _resolved(by_id, "1340516", "NO", price_7d=150),  # a horizon price out of range
+        _resolved(by_id, "1340516", "NO", price_7d=62),  # in points, not Gamma's 0-1
         refused,  # the mapping refuses it
     ]
     path = directory / "resolved.json"
@@ -90,8 +90,9 @@ def test_a_gamma_snapshot_replays_through_the_sources_mapping(snapshot, tmp_path
 
     assert report["markets"] == 5 and report["records"] == 8
     assert report["skipped_unresolved"] == 1 and report["skipped_no_horizon_price"] == 2
-    assert report["skipped_no_closes_at"] == 0 and report["rejected"] == 2
-    assert f"{path} record 9 (id 1340516): price_7d: expected a number from 0 to 100, got 150" \
+    assert report["skipped_no_closes_at"] == 0 and report["rejected_markets"] == 2
+    assert (f"{path} record 9 (id 1340516): price_7d: price 62 is outside 0-1: a Gamma "
+            "object's prices are 0-1, as in its outcomePrices (62 points is 0.62)") \
         in result.stderr
     assert f"{path} record 10 (id 941132): outcomePrices: price 'NaN' is not a finite number" \
         in result.stderr
@@ -167,7 +168,7 @@ def test_the_readme_comparison_of_the_two_priors_holds(tmp_path: Path, prior: st
     if expected["brier"] == "by hand":
         misses = []
         for record in json.loads(FIXTURE.read_text()):
-            price = record["price_7d"]
+            price = float(record["price_7d"]) * 100  # Gamma's 0-1, in points
             midpoint = (max(0.0, price - 5) + min(100.0, price + 5)) / 200
             outcome = 1.0 if json.loads(record["outcomePrices"])[0] == "1" else 0.0
             misses.append((midpoint - outcome) ** 2)
@@ -181,3 +182,29 @@ def test_the_readme_comparison_of_the_two_priors_holds(tmp_path: Path, prior: st
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {key: report[key] for key in expected} == expected
+    assert report["settings"]["prior"] == prior
+
+
+def _floats(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [number for item in value for number in _floats(item)]
+    return []
+
+
+def test_every_number_of_the_json_is_rounded_to_six_decimals(tmp_path: Path):
+    """On the Gamma fixture, whose confidence buckets and positions (tuples in the report)
+    carry float noise before rounding, every float `--json` prints has at most six decimals."""
+    from gamma_fixture import FIXTURE, SIGNALS
+
+    result = run_alone(tmp_path, "replay", "--markets", f"gamma:{FIXTURE}", "--signals",
+                       str(SIGNALS), "--as-of-days-before", "7", "--json", env=IN_PROCESS)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    floats = _floats(report)
+    assert len(floats) > 100
+    assert [f for f in floats if round(f, 6) != f] == []
+    assert report["confidence_buckets"][2]["hit_rate"] == 0.166667  # 3 won of 18

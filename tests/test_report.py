@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import signal
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
-from research_helpers import TESTS, assert_png, run_alone
+from research_helpers import TESTS, assert_png, finish_alone, run_alone, start_alone
 
-from pomabotd.domain.models import RiskLimits
+from pomabotd.domain.models import CATEGORIES, RiskLimits
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.errors import InputError
 from pomabotd.plots import (
@@ -22,7 +26,14 @@ from pomabotd.plots import (
 )
 from pomabotd.replay.run import ReplayReport, replay
 from pomabotd.replay.source import load_resolved
-from pomabotd.report import RunFiles, read_run, realized_by_cycle, starting_equity
+from pomabotd.report import (
+    RunFiles,
+    read_run,
+    realized_by_cycle,
+    realized_steps,
+    run_warnings,
+    starting_equity,
+)
 
 DATA = TESTS / "data"
 CYCLE_MARKETS = DATA / "cycle_markets.jsonl"
@@ -137,6 +148,52 @@ def test_read_run_sees_finished_cycles_only(tmp_path: Path):
     assert starting_equity(run) == 10000.0
 
 
+def test_a_rotated_run_starts_its_curve_at_what_was_realized_before(tmp_path: Path):
+    """After a rotation metrics.jsonl starts at cycle 5 with 100 USD realized (10 of it closed
+    in cycle 5) and positions.jsonl still holds a close of cycle 2, already in that figure:
+    the curve is 100, 110, 104 (not 10, 20, 14), each cycle's own closes 10, 10, -6, and the
+    files agree, so nothing is said."""
+    (tmp_path / "metrics.jsonl").write_bytes(
+        _metrics_line(5, 100.0) + _metrics_line(6, 110.0) + _metrics_line(7, 104.0)
+    )
+    (tmp_path / "positions.jsonl").write_bytes(
+        _open_line(1, "z") + _close_line(2, "1-z", 90.0)
+        + _open_line(4, "a") + _open_line(4, "b") + _open_line(4, "c")
+        + _close_line(5, "4-a", 10.0) + _close_line(6, "4-b", 10.0) + _close_line(7, "4-c", -6.0)
+    )
+    run = read_run(tmp_path)
+    assert realized_by_cycle(run) == [100.0, 110.0, 104.0]
+    assert realized_steps(run) == [10.0, 10.0, -6.0]
+    assert starting_equity(run) == 10000.0
+    assert run_warnings(run) == []
+
+
+def test_positions_missing_or_rotated_apart_are_named(tmp_path: Path):
+    """positions.jsonl starting after metrics.jsonl (cycle 2's +10 close gone) is named with
+    the cycle where the two part; without positions.jsonl the curve is the metrics' own
+    realized P&L and that is said too; `report` prints both on stderr as warnings."""
+    (tmp_path / "metrics.jsonl").write_bytes(
+        _metrics_line(1, 0.0) + _metrics_line(2, 10.0) + _metrics_line(3, 6.0)
+    )
+    (tmp_path / "positions.jsonl").write_bytes(_open_line(1, "b") + _close_line(3, "1-b", -4.0))
+    run = read_run(tmp_path)
+    assert realized_by_cycle(run) == [0.0, 0.0, -4.0]
+    [warning] = run_warnings(run)
+    assert "the closes in positions.jsonl add up to 0.00 USD of realized P&L by cycle 2, " \
+        "where metrics.jsonl says 10.00: positions.jsonl starts after metrics.jsonl" in warning
+
+    (tmp_path / "positions.jsonl").unlink()
+    run = read_run(tmp_path)
+    assert realized_by_cycle(run) == [0.0, 10.0, 6.0]
+    assert run_warnings(run) == [f"{tmp_path} has no positions.jsonl: the equity curve follows "
+                                 "the realized_pnl_usd of metrics.jsonl, without the positions' "
+                                 "detail"]
+    result = run_alone(tmp_path, "report", "--from", str(tmp_path), "--out", "plots")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"warning: {run_warnings(run)[0]}"]
+    assert_png(tmp_path / "plots" / "equity.png")
+
+
 def test_read_run_names_a_bad_line(tmp_path: Path):
     """A complete line that is not a metrics record is an input error naming file and line."""
     (tmp_path / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0) + b'{"cycle_id": "x"}\n')
@@ -144,9 +201,9 @@ def test_read_run_names_a_bad_line(tmp_path: Path):
         read_run(tmp_path)
 
 
-def _replay_report() -> ReplayReport:
-    resolved = load_resolved(str(DATA / "replay_markets.jsonl"),
-                             str(DATA / "replay_signals.jsonl"), 7)
+def _replay_report(markets: Path = DATA / "replay_markets.jsonl",
+                   signals: Path = DATA / "replay_signals.jsonl") -> ReplayReport:
+    resolved = load_resolved(str(markets), str(signals), 7)
     settings = BatchSettings(workers=0, batch_size=100, max_concurrency=4, timeout_ms=5000,
                              retry_attempts=0)
     with Runtime(settings) as runtime:
@@ -154,7 +211,8 @@ def _replay_report() -> ReplayReport:
 
 
 def test_every_axis_names_its_unit(tmp_path: Path):
-    """Each plot's value axes end in a unit, and each figure's bottom axis says what x is."""
+    """Each plot's value axes end in a unit, any other axis says what it holds, and each
+    figure's bottom axis says what x is."""
     (tmp_path / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0) + _metrics_line(2, 10.0))
     (tmp_path / "positions.jsonl").write_bytes(_open_line(1, "a") + _close_line(2, "1-a", 10.0))
     run: RunFiles = read_run(tmp_path)
@@ -163,6 +221,131 @@ def test_every_axis_names_its_unit(tmp_path: Path):
                positions_figure(run), equity_figure(run)]
     for figure in figures:
         axes = figure.get_axes()
-        assert all(_UNIT.search(ax.get_ylabel()) for ax in axes), [a.get_ylabel() for a in axes]
+        for ax in axes:
+            labels = [label for label in (ax.get_xlabel(), ax.get_ylabel()) if label]
+            assert any(_UNIT.search(label) for label in labels), labels
+            assert all(_UNIT.search(label) or label == "category" for label in labels), labels
         assert axes[-1].get_xlabel()
     assert _UNIT.search(figures[0].get_axes()[0].get_xlabel())
+
+
+def _nine_categories(directory: Path) -> tuple[Path, Path]:
+    """One tradeable market per category (YES at 20 against a belief of 57-67), winning and
+    losing in turn, plus three untradeable markets at the prior that all resolved NO (a
+    calibration bucket observed at 0%)."""
+    markets, signals = [], []
+    for index, category in enumerate(CATEGORIES):
+        markets.append({"id": f"{category}-{index}", "question": "?", "category": category,
+                        "price": 1, "price_7d": 20, "liquidity": 5000,
+                        "closes_at": "2026-03-10T00:00:00Z",
+                        "outcome": "YES" if index % 2 else "NO"})
+        signals += [{"market_id": f"{category}-{index}", "type": "authoritative",
+                     "direction": "up", "strength": 5, "timestamp": f"2026-03-02T2{hour}:00:00Z"}
+                    for hour in (2, 3)]
+    markets += [{"id": f"flat-{n}", "question": "?", "category": "other", "price": 1,
+                 "price_7d": 50, "liquidity": 5000, "closes_at": "2026-03-10T00:00:00Z",
+                 "outcome": "NO"} for n in range(3)]
+    paths = directory / "markets.jsonl", directory / "signals.jsonl"
+    for path, records in zip(paths, (markets, signals), strict=True):
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return paths
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_plots_read_with_nine_categories_and_losses(tmp_path: Path):
+    """With all nine categories, losses and an empty-looking bucket: every category name is
+    shown whole and none overlaps another; every count or note sits inside its plot, clear of
+    the titles and of the tick labels; losses read -$500.00, never $-500.00; count axes
+    carry whole numbers only."""
+    report = _replay_report(*_nine_categories(tmp_path))
+    assert report.tradeable == 9
+    assert min(f.realized_pnl_usd for f in report.by_category.values()) == -500.0
+    by_category, calibration = pnl_by_category_figure(report), calibration_figure(report)
+    texts: list[str] = []
+    for figure in (by_category, calibration):
+        renderer = figure.canvas.get_renderer()
+        figure.canvas.draw()
+        titles = [ax.title.get_window_extent(renderer) for ax in figure.get_axes()]
+        if figure.get_suptitle():
+            titles.append(figure._suptitle.get_window_extent(renderer))
+        for ax in figure.get_axes():
+            frame = ax.get_window_extent(renderer)
+            ticks = [t.get_window_extent(renderer) for t in ax.get_xticklabels()
+                     + ax.get_yticklabels() if t.get_visible() and t.get_text()]
+            for note in ax.texts:
+                box = note.get_window_extent(renderer)
+                texts.append(note.get_text())
+                assert frame.x0 <= box.x0 and box.x1 <= frame.x1, note.get_text()
+                assert frame.y0 <= box.y0 and box.y1 <= frame.y1, note.get_text()
+                assert not any(_overlap(box, other) for other in titles + ticks), note.get_text()
+    names = [t.get_text() for t in by_category.get_axes()[0].get_yticklabels()]
+    assert names == list(CATEGORIES)
+    renderer = by_category.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in by_category.get_axes()[0].get_yticklabels()]
+    assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert "$-" not in by_category.get_suptitle()
+    assert "-$500.00, 1 pos." in texts and not any("$-" in text for text in texts)
+    assert "n=3" in texts  # the flat markets' bucket, observed at 0%
+    counts_axis = calibration.get_axes()[1]
+    assert all(float(tick).is_integer() for tick in counts_axis.get_yticks())
+
+
+def test_halted_cycles_are_marked_on_the_run_plots(tmp_path: Path):
+    """Cycles 2-3 written as halted are one shaded band, named in the legend, on each of the
+    three run plots; cycle ids and position counts are whole numbers; the equity curve names
+    its losses -$..."""
+    lines = b"".join(_metrics_line(n, -250.0 * n) for n in range(1, 5))
+    halted = [msgspec.json.decode(line) for line in lines.splitlines()]
+    for record in halted[1:3]:
+        record.update(halted=True, halt_reason="invalidation_streak: 3 invalidated exits")
+    (tmp_path / "metrics.jsonl").write_bytes(
+        b"".join(msgspec.json.encode(record) + b"\n" for record in halted)
+    )
+    run = read_run(tmp_path)
+    for figure in (cycles_figure(run), positions_figure(run), equity_figure(run)):
+        figure.canvas.draw()
+        legend = figure.get_axes()[0].get_legend()
+        assert "halted: no position opened" in [t.get_text() for t in legend.get_texts()]
+        for ax in figure.get_axes():
+            bands = [patch for patch in ax.patches if patch.get_x() == 1.5]
+            assert len(bands) == 1 and bands[0].get_width() == 2.0  # cycles 2 and 3
+            assert all(float(tick).is_integer() for tick in ax.get_xticks())
+    positions = positions_figure(run).get_axes()[0]
+    assert all(float(tick).is_integer() for tick in positions.get_yticks())
+    assert equity_figure(run).get_axes()[0].get_title() == \
+        "Equity curve: realized P&L -$1,000.00 after 4 cycles"
+
+
+def test_a_signal_stops_a_report_with_128_plus_its_number(tmp_path: Path):
+    """SIGTERM while report reads its input (positions.jsonl is a FIFO that never ends, as a
+    stalled network file system would hold it): exit 143, one line saying so, no plot
+    directory."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0))
+    fifo = run / "positions.jsonl"
+    os.mkfifo(fifo)
+    process = start_alone(tmp_path, "report", "--from", "run", "--out", "plots")
+    writer = -1
+    try:
+        deadline = time.monotonic() + 60
+        while writer < 0:  # opening the write end succeeds once report opened the read end
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.02)
+        time.sleep(0.1)  # report is now blocked reading
+        os.kill(process.pid, signal.SIGTERM)
+    finally:
+        result = finish_alone(process)
+        if writer >= 0:
+            os.close(writer)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.splitlines() == [
+        "stopped by SIGTERM: the report was abandoned; no plot is left half-written"
+    ]
+    assert not (tmp_path / "plots").exists()

@@ -19,7 +19,9 @@ from pomabotd._version import __version__
 from pomabotd.config import Config
 from pomabotd.cycle import CycleReport, Portfolio
 from pomabotd.domain.portfolio import equity
+from pomabotd.domain.research import HaltFigures, halt_figures
 from pomabotd.domain.selection import portfolio_risk_pct
+from pomabotd.money import usd
 from pomabotd.resume import RESUME_FILE
 from pomabotd.sources import SourceStats
 
@@ -148,7 +150,9 @@ class DaemonState:
         return healthy, body
 
     def halt_fields(self) -> dict[str, Any]:
-        """The halt rules' state for `/healthz`."""
+        """The halt rules' state for `/healthz`: whether they halted, and the figures they
+        judge as they stand (visible before a rule trips); the held markets the last cycle's
+        input lacked."""
         halt = self.portfolio.halt
         return {
             "halted": halt.halted,
@@ -157,7 +161,13 @@ class DaemonState:
             "halted_since_cycle": halt.since_cycle,
             "halt_judging_since_cycle": halt.judging_since,
             "resume_pending": (Path(self.config.daemon.output_dir) / RESUME_FILE).exists(),
+            "halt_figures": msgspec.to_builtins(self.halt_figures()),
+            "held_missing": len(self.portfolio.missing_since),
         }
+
+    def halt_figures(self) -> HaltFigures:
+        """The figures the halt rules judge now, over the closes since they last started."""
+        return halt_figures(self.portfolio.halt.window, self.config.halt)
 
     def summary(self) -> str:
         """One line on the last cycle, for systemd's `STATUS=` and for `pomabotd status`."""
@@ -174,7 +184,7 @@ class DaemonState:
         line = (
             f"cycle {m.cycle_id}: {m.markets_total} markets, {m.opportunities} opportunities, "
             f"{m.selected} opened, {m.closed} closed in {m.processing_time_ms / 1000:.2f} s; "
-            f"{m.open_positions} open, equity ${m.equity_usd:,.2f}"
+            f"{m.open_positions} open, equity {usd(m.equity_usd)}"
         )
         halt = self.portfolio.halt
         if halt.halted:

@@ -1,9 +1,11 @@
 """The status endpoint, served on the daemon's own event loop (aiohttp).
 
     GET /healthz           200 with a JSON body while healthy, 503 with the reason otherwise;
-                           the body says whether the halt rules stopped new positions, and why
+                           the body says whether the halt rules stopped new positions, and why,
+                           and the figures they judge as they stand
     GET /api/batch/config  the effective configuration, each key with its value and source
-    GET /api/positions     open positions, equity, realized P&L, portfolio risk
+    GET /api/positions     open positions, equity, realized P&L, portfolio risk, and the
+                           held markets missing from the last cycle's input (id -> since cycle)
     GET /metrics           Prometheus text exposition (prometheus-client, private registry)
 
 The Prometheus figures are collected from `DaemonState` at scrape time, so each count lives in
@@ -13,6 +15,7 @@ feed reads, news) come from each finished cycle's `sources` counts and refused r
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Iterator
 from typing import Any, Final
@@ -54,6 +57,13 @@ METRIC_NAMES: Final = (
     "pomabotd_realized_pnl_usd",
     "pomabotd_portfolio_risk_percent",
     "pomabotd_halted",
+    "pomabotd_held_markets_missing",
+    "pomabotd_halt_resolved_positions",
+    "pomabotd_halt_coverage_observed_ratio",
+    "pomabotd_halt_coverage_expected_ratio",
+    "pomabotd_halt_confidence_positions",
+    "pomabotd_halt_confidence_hit_ratio",
+    "pomabotd_halt_invalidation_streak",
 )
 #: Counters labelled by source name, exposed once a source has something to count.
 PER_SOURCE_METRIC_NAMES: Final = (
@@ -166,9 +176,45 @@ class _StateCollector(Collector):
             ("pomabotd_halted",
              "1 while the halt rules keep the daemon from opening positions, else 0.",
              1.0 if state.portfolio.halt.halted else 0.0),
+            ("pomabotd_held_markets_missing",
+             "Markets of open positions the last cycle's input lacked (left open, unmarked).",
+             float(len(state.portfolio.missing_since))),
+        ]
+        figures = state.halt_figures()
+        gauges += [
+            ("pomabotd_halt_resolved_positions",
+             "Resolved positions the halt rules judge (since they last started).",
+             float(figures.resolved)),
+            ("pomabotd_halt_coverage_observed_ratio",
+             "Share of the judged resolved positions whose belief range covered the outcome "
+             "(NaN before the first).", _ratio(figures.coverage_observed)),
+            ("pomabotd_halt_coverage_expected_ratio",
+             "Mean implied coverage of those positions' belief ranges (NaN before the first).",
+             _ratio(figures.coverage_expected)),
+            ("pomabotd_halt_invalidation_streak",
+             "Invalidated exits in a row at the end of the judged closes.",
+             float(figures.invalidation_streak)),
         ]
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=value)
+        buckets = {"high": figures.high_confidence, "low": figures.low_confidence}
+        threshold = f"{state.config.halt.high_confidence:g}"
+        positions = GaugeMetricFamily(
+            "pomabotd_halt_confidence_positions",
+            f"Judged resolved positions opened at confidence >= {threshold} (high) or below.",
+            labels=["bucket"],
+        )
+        hits = GaugeMetricFamily(
+            "pomabotd_halt_confidence_hit_ratio",
+            f"Share of them that won, by confidence bucket (>= {threshold}: high); NaN when "
+            "empty.",
+            labels=["bucket"],
+        )
+        for bucket, rate in buckets.items():
+            positions.add_metric([bucket], float(rate.count))
+            hits.add_metric([bucket], _ratio(rate.hit_rate))
+        yield positions
+        yield hits
 
 
 class StatusServer:
@@ -217,11 +263,17 @@ class StatusServer:
             "equity_usd": state.equity_usd(),
             "realized_pnl_usd": portfolio.realized_pnl_usd,
             "portfolio_risk_pct": round(state.risk_pct(), 4),
+            "missing_markets": portfolio.missing_since,
         })
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _ratio(share: float | None) -> float:
+    """A share for a gauge; NaN (Prometheus's "no value") when there is nothing to share."""
+    return math.nan if share is None else share
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

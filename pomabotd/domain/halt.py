@@ -15,7 +15,9 @@ one cycle:
 
 The window keeps only what the rules can still use (`compact_window`): every close with a known
 outcome (the coverage and confidence rules) and the trailing run of invalidated exits (the
-streak rule), so it grows with resolved positions only.
+streak rule), so it grows with resolved positions only. A cycle's own closes are judged before
+they are compacted, so a streak among them counts even when a later close of the same cycle
+ends it.
 
 `recover` rebuilds the state after a crash cut `state.json` short of the last finished cycles,
 from their position lines and the `halted` flag their metrics lines carry.
@@ -113,8 +115,11 @@ def advance(
             state = HaltState(judging_since=cycle_id)
     if state.halted:
         return HaltStep(state=state)
-    window = compact_window((*state.window, *closed))
-    verdict = halt_verdict(window, rules)
+    # The cycle's closes are judged whole: a run of invalidations inside them that another
+    # close ends is no trailing run, and compacting first would drop it unjudged.
+    judged = (*state.window, *closed)
+    window = compact_window(judged)
+    verdict = halt_verdict(judged, rules)
     if not verdict.halted:
         return HaltStep(
             state=structs.replace(state, window=window), lifted=lifted, changed=changed

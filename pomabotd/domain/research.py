@@ -27,7 +27,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal, NamedTuple
 
-from msgspec import Struct
+from msgspec import Struct, structs
 
 from pomabotd.domain.models import CATEGORIES, CloseEvent, Evaluation, Position, Side
 from pomabotd.domain.portfolio import ExitReason, HistoryError, held_price
@@ -35,11 +35,14 @@ from pomabotd.domain.portfolio import ExitReason, HistoryError, held_price
 __all__ = [
     "CALIBRATION_WIDTH",
     "CONFIDENCE_BUCKETS",
+    "BucketRate",
     "CalibrationBucket",
+    "CategoryScorecard",
     "ClosedPosition",
     "ConfidenceBucket",
     "Figures",
     "Graded",
+    "HaltFigures",
     "HaltRule",
     "HaltRules",
     "HaltVerdict",
@@ -47,6 +50,8 @@ __all__ = [
     "brier_score",
     "closed_positions",
     "covers",
+    "describe_halt_figures",
+    "halt_figures",
     "halt_verdict",
     "implied_coverage",
     "is_tradeable",
@@ -140,13 +145,24 @@ class ConfidenceBucket(Struct, frozen=True, kw_only=True):
     hit_rate: float | None
 
 
-class Scorecard(Figures, frozen=True, kw_only=True):
-    """Every figure of a set of resolved markets and the positions taken on them."""
+class CategoryScorecard(Figures, frozen=True, kw_only=True):
+    """Every figure of one set of markets and the positions taken on them, breakdowns by
+    calibration and confidence bucket included.
+
+    `return_on_equity_pct` is the set's realized P&L against the whole portfolio's starting
+    value, so the categories' figures add up to the portfolio's.
+    """
 
     return_on_equity_pct: float
     calibration: tuple[CalibrationBucket, ...]
     confidence_buckets: tuple[ConfidenceBucket, ...]
-    by_category: dict[str, Figures]
+
+
+class Scorecard(CategoryScorecard, frozen=True, kw_only=True):
+    """Every figure of a set of resolved markets and the positions taken on them, and the same
+    for each category."""
+
+    by_category: dict[str, CategoryScorecard]
 
 
 def is_tradeable(evaluation: Evaluation) -> bool:
@@ -196,7 +212,6 @@ def scorecard(
     `portfolio_value` is the starting equity the return on equity is measured against.
     """
     rows = [_row(g) for g in graded]
-    overall = _figures(rows, closed)
     rows_of: dict[str, list[_Row]] = {}
     for row in rows:
         rows_of.setdefault(row.category, []).append(row)
@@ -204,28 +219,12 @@ def scorecard(
     for close in closed:
         closed_of.setdefault(close.category, []).append(close)
     by_category = {
-        category: _figures(rows_of.get(category, []), closed_of.get(category, []))
+        category: _scores(rows_of.get(category, []), closed_of.get(category, []),
+                          portfolio_value)
         for category in _category_order(set(rows_of) | set(closed_of))
     }
-    return Scorecard(
-        markets=overall.markets,
-        brier=overall.brier,
-        coverage=overall.coverage,
-        expected_coverage=overall.expected_coverage,
-        tradeable=overall.tradeable,
-        hit_rate=overall.hit_rate,
-        mean_edge=overall.mean_edge,
-        pnl_per_unit=overall.pnl_per_unit,
-        selected=overall.selected,
-        realized_pnl_usd=overall.realized_pnl_usd,
-        worst_position=overall.worst_position,
-        return_on_equity_pct=(
-            overall.realized_pnl_usd / portfolio_value * 100.0 if portfolio_value > 0 else 0.0
-        ),
-        calibration=_calibration(rows),
-        confidence_buckets=_confidence_buckets(rows),
-        by_category=by_category,
-    )
+    overall = _scores(rows, closed, portfolio_value)
+    return Scorecard(**structs.asdict(overall), by_category=by_category)
 
 
 def closed_positions(events: Iterable[Position | CloseEvent]) -> tuple[ClosedPosition, ...]:
@@ -287,6 +286,34 @@ class HaltRules(Struct, frozen=True, kw_only=True):
     invalidation_streak: int = 3
 
 
+class BucketRate(Struct, frozen=True, kw_only=True):
+    """How many resolved positions a confidence bucket holds, and the share of them that won
+    (None when empty)."""
+
+    count: int
+    hit_rate: float | None
+
+
+class HaltFigures(Struct, frozen=True, kw_only=True):
+    """The figures the halt rules judge, as they stand now, so that they can be watched
+    before a rule trips.
+
+    Over the resolved positions (`resolved` of them): `coverage_observed` and
+    `coverage_expected` (shares, 0-1) and their distance in points; the positions opened at a
+    confidence of at least the rules' `high_confidence` (`high_confidence`) and below it
+    (`low_confidence`). `invalidation_streak` is the run of invalidated exits at the end of
+    the sequence (0 when the last close was another exit). A figure of nothing is None.
+    """
+
+    resolved: int
+    coverage_observed: float | None
+    coverage_expected: float | None
+    coverage_deviation_points: float | None
+    high_confidence: BucketRate
+    low_confidence: BucketRate
+    invalidation_streak: int
+
+
 class HaltVerdict(Struct, frozen=True, kw_only=True):
     """Whether to stop opening positions; `reason` names the rule and its figures."""
 
@@ -306,22 +333,74 @@ def halt_verdict(
     Only the sequence given is judged: a caller that lets a user resume after a halt passes
     the closes since then, and one that keeps figures across restarts passes them all.
     """
-    for rule in (_coverage_rule, _confidence_rule, _invalidation_rule):
-        verdict = rule(closed, rules)
+    figures = halt_figures(closed, rules)
+    for verdict in (
+        _coverage_rule(figures, rules),
+        _confidence_rule(figures, rules),
+        _invalidation_rule(closed, rules),
+    ):
         if verdict is not None:
             return verdict
     return HaltVerdict(halted=False)
 
 
-def _coverage_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVerdict | None:
+def halt_figures(
+    closed: Sequence[ClosedPosition], rules: HaltRules = _DEFAULT_RULES
+) -> HaltFigures:
+    """The figures `halt_verdict` judges `closed` by, with `rules` splitting the confidence
+    buckets."""
     resolved = [(c, c.outcome) for c in closed if c.outcome is not None]
-    if not resolved or len(resolved) < rules.min_resolved:
-        return None
-    observed = sum(covers(c.belief_low, c.belief_high, o) for c, o in resolved) / len(resolved)
-    expected = math.fsum(implied_coverage(c.belief_low, c.belief_high) for c, _ in resolved)
-    expected /= len(resolved)
-    deviation = abs(observed - expected) * 100.0
-    if deviation <= rules.coverage_tolerance:
+    observed = expected = deviation = None
+    if resolved:
+        observed = sum(covers(c.belief_low, c.belief_high, o) for c, o in resolved) / len(resolved)
+        expected = math.fsum(implied_coverage(c.belief_low, c.belief_high) for c, _ in resolved)
+        expected /= len(resolved)
+        deviation = abs(observed - expected) * 100.0
+    threshold = rules.high_confidence
+    high = [c.outcome == c.side for c, _ in resolved if c.confidence >= threshold]
+    low = [c.outcome == c.side for c, _ in resolved if c.confidence < threshold]
+    streak = 0
+    for close in reversed(closed):
+        if close.exit_reason != "invalidated":
+            break
+        streak += 1
+    return HaltFigures(
+        resolved=len(resolved),
+        coverage_observed=observed,
+        coverage_expected=expected,
+        coverage_deviation_points=deviation,
+        high_confidence=BucketRate(count=len(high), hit_rate=_share(high)),
+        low_confidence=BucketRate(count=len(low), hit_rate=_share(low)),
+        invalidation_streak=streak,
+    )
+
+
+def describe_halt_figures(figures: HaltFigures, rules: HaltRules = _DEFAULT_RULES) -> str:
+    """The figures in one line, each with the limit its rule holds it to."""
+    streak = (
+        f"{figures.invalidation_streak} invalidated in a row (limit {rules.invalidation_streak})"
+    )
+    if figures.coverage_observed is None or figures.coverage_expected is None:
+        return f"no resolved position yet; {streak}"
+    high, low = figures.high_confidence, figures.low_confidence
+    return (
+        f"{figures.resolved} resolved, coverage {figures.coverage_observed * 100:.1f}% against "
+        f"{figures.coverage_expected * 100:.1f}% expected (limit {rules.coverage_tolerance:g} "
+        f"points after {rules.min_resolved}); confidence >= {rules.high_confidence:g} won "
+        f"{_percent(high.hit_rate)} of {high.count}, below it {_percent(low.hit_rate)} of "
+        f"{low.count} (judged at {rules.min_per_bucket} each); {streak}"
+    )
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.1f}%"
+
+
+def _coverage_rule(figures: HaltFigures, rules: HaltRules) -> HaltVerdict | None:
+    observed, expected = figures.coverage_observed, figures.coverage_expected
+    deviation = figures.coverage_deviation_points
+    if (observed is None or expected is None or deviation is None
+            or figures.resolved < rules.min_resolved or deviation <= rules.coverage_tolerance):
         return None
     return HaltVerdict(
         halted=True,
@@ -329,29 +408,26 @@ def _coverage_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVe
         reason=(
             f"coverage_deviation: observed range coverage {observed * 100:.1f}% differs from "
             f"the expected {expected * 100:.1f}% by {deviation:.1f} points over "
-            f"{len(resolved)} resolved positions (limit {rules.coverage_tolerance:g} points "
+            f"{figures.resolved} resolved positions (limit {rules.coverage_tolerance:g} points "
             f"after {rules.min_resolved})"
         ),
     )
 
 
-def _confidence_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> HaltVerdict | None:
+def _confidence_rule(figures: HaltFigures, rules: HaltRules) -> HaltVerdict | None:
     threshold = rules.high_confidence
-    resolved = [c for c in closed if c.outcome is not None]
-    high = [c.outcome == c.side for c in resolved if c.confidence >= threshold]
-    low = [c.outcome == c.side for c in resolved if c.confidence < threshold]
-    if not high or not low or min(len(high), len(low)) < rules.min_per_bucket:
-        return None
-    high_rate, low_rate = sum(high) / len(high), sum(low) / len(low)
-    if high_rate >= low_rate:
+    high, low = figures.high_confidence, figures.low_confidence
+    if (high.hit_rate is None or low.hit_rate is None
+            or min(high.count, low.count) < rules.min_per_bucket
+            or high.hit_rate >= low.hit_rate):
         return None
     return HaltVerdict(
         halted=True,
         rule="confidence_inversion",
         reason=(
             f"confidence_inversion: resolved positions with confidence >= {threshold:g} won "
-            f"{high_rate * 100:.1f}% of {len(high)}, less than the {low_rate * 100:.1f}% of "
-            f"{len(low)} below {threshold:g}"
+            f"{high.hit_rate * 100:.1f}% of {high.count}, less than the "
+            f"{low.hit_rate * 100:.1f}% of {low.count} below {threshold:g}"
         ),
     )
 
@@ -359,6 +435,7 @@ def _confidence_rule(closed: Sequence[ClosedPosition], rules: HaltRules) -> Halt
 def _invalidation_rule(
     closed: Sequence[ClosedPosition], rules: HaltRules
 ) -> HaltVerdict | None:
+    """Any run of invalidated exits as long as the limit, anywhere in `closed`."""
     run: list[str] = []
     for close in closed:
         if close.exit_reason != "invalidated":
@@ -421,10 +498,13 @@ def _brier_term(predicted: float, outcome: Side) -> float:
     return (predicted - (1.0 if outcome == "YES" else 0.0)) ** 2
 
 
-def _figures(rows: Sequence[_Row], closed: Sequence[ClosedPosition]) -> Figures:
+def _scores(
+    rows: Sequence[_Row], closed: Sequence[ClosedPosition], portfolio_value: float
+) -> CategoryScorecard:
     tradeable = [r for r in rows if r.tradeable]
     worst = min(closed, key=lambda c: (c.pnl_usd, c.market_id), default=None)
-    return Figures(
+    realized = round(math.fsum(c.pnl_usd for c in closed), 2)
+    return CategoryScorecard(
         markets=len(rows),
         brier=_mean([r.brier for r in rows]),
         coverage=_share([r.covered for r in rows]),
@@ -434,8 +514,11 @@ def _figures(rows: Sequence[_Row], closed: Sequence[ClosedPosition]) -> Figures:
         mean_edge=_mean([r.edge for r in tradeable]),
         pnl_per_unit=_mean([r.unit_pnl for r in tradeable]),
         selected=len(closed),
-        realized_pnl_usd=round(math.fsum(c.pnl_usd for c in closed), 2),
+        realized_pnl_usd=realized,
         worst_position=worst,
+        return_on_equity_pct=realized / portfolio_value * 100.0 if portfolio_value > 0 else 0.0,
+        calibration=_calibration(rows),
+        confidence_buckets=_confidence_buckets(rows),
     )
 
 

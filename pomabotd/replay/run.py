@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from pomabotd.config import is_builtin_evaluator
 from pomabotd.domain.models import CloseEvent, Position, RiskLimits
 from pomabotd.domain.portfolio import close_position, close_reason, open_position
 from pomabotd.domain.research import (
@@ -25,11 +26,20 @@ from pomabotd.domain.research import (
 )
 from pomabotd.domain.selection import select
 from pomabotd.engine.runtime import Runtime
+from pomabotd.errors import CycleError
 from pomabotd.replay.source import ResolvedInput
 from pomabotd.replay.timeline import ReplayInput, prepare_input
 from pomabotd.wire import Rejected
 
-__all__ = ["ReplayReport", "ReplayResult", "replay", "report_json"]
+__all__ = [
+    "ReplayReport",
+    "ReplayResult",
+    "ReplaySettings",
+    "nothing_scored",
+    "replay",
+    "report_json",
+    "require_scorable",
+]
 
 #: The replay is one cycle of one portfolio.
 _CYCLE: Final = 1
@@ -37,23 +47,46 @@ _CYCLE: Final = 1
 _DIGITS: Final = 6
 
 
+class ReplaySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What made a replay's decisions, so that its figures say what produced them.
+
+    `evaluator` is `batch.evaluator`; `kernel` and `prior` (`batch.kernel`, `strategy.prior`)
+    apply to the built-in evaluator only and are None for a strategy plugin, which receives
+    `evaluate_market`'s arguments and decides its own prior. `risk` holds the `risk.*` limits
+    selection ran under.
+    """
+
+    evaluator: str
+    builtin: bool
+    kernel: str | None
+    prior: str | None
+    risk: RiskLimits
+
+
 class ReplayReport(Scorecard, frozen=True, kw_only=True):
     """Everything a replay measured; `--json` prints exactly this.
 
-    Beyond the scorecard: the horizon, the records read and why some were not replayed
-    (`skipped_no_closes_at`, `skipped_unresolved`, `skipped_no_horizon_price` for resolved
-    Gamma records without a price at the horizon, `rejected` records, `failed` evaluations),
-    the signals used and those dropped as stamped after their market's evaluation time, and
-    the settled positions.
+    Beyond the scorecard: the horizon; the settings that made the decisions; the market
+    records read (`records`) and why some were
+    not replayed (`skipped_no_closes_at`, `skipped_unresolved`, `skipped_no_horizon_price`
+    for resolved records without a price at the horizon, `rejected_markets` invalid records,
+    `failed` evaluations), and `price_fallbacks`, those evaluated at their `price` instead
+    (`--price-fallback`); the signal records read (`signal_records`), refused
+    (`rejected_signals`), used (`signals`) and dropped as stamped after their market's
+    evaluation time (`signals_after_evaluation`); and the settled positions.
     """
 
     as_of_days_before: int
+    settings: ReplaySettings
     records: int
     skipped_no_closes_at: int
     skipped_unresolved: int
     skipped_no_horizon_price: int
-    rejected: int
+    price_fallbacks: int
+    rejected_markets: int
     failed: int
+    signal_records: int
+    rejected_signals: int
     signals: int
     signals_after_evaluation: int
     positions: tuple[ClosedPosition, ...]
@@ -87,21 +120,81 @@ async def replay(
     ]
     closed = _settle(graded, prepared, limits)
     card = scorecard(graded, closed, limits.portfolio_value)
-    rejected = (*resolved.rejected, *result.rejected)
+    # The engine sees only records the replay encoded itself, so it should refuse none; any
+    # it does refuse still counts, by the source it came from.
+    engine_markets = [r for r in result.rejected if r.source == resolved.markets_source]
+    engine_signals = [r for r in result.rejected if r.source != resolved.markets_source]
+    rejected = (*resolved.markets_rejected, *engine_markets,
+                *resolved.signals_rejected, *engine_signals)
+    batch = runtime.settings
+    builtin = is_builtin_evaluator(batch.evaluator)
     report = ReplayReport(
         **msgspec.structs.asdict(card),
         as_of_days_before=days,
+        settings=ReplaySettings(
+            evaluator=batch.evaluator,
+            builtin=builtin,
+            kernel=batch.kernel if builtin else None,
+            prior=batch.prior if builtin else None,
+            risk=limits,
+        ),
         records=resolved.records,
         skipped_no_closes_at=resolved.no_closes_at,
         skipped_unresolved=resolved.unresolved,
         skipped_no_horizon_price=resolved.no_horizon_price,
-        rejected=len(rejected),
+        price_fallbacks=resolved.price_fallbacks,
+        rejected_markets=len(resolved.markets_rejected) + len(engine_markets),
         failed=result.markets_failed,
+        signal_records=resolved.signal_records,
+        rejected_signals=len(resolved.signals_rejected) + len(engine_signals),
         signals=prepared.signals_used,
         signals_after_evaluation=prepared.signals_late,
         positions=closed,
     )
     return ReplayResult(report=report, rejected=rejected, failures=tuple(result.failures))
+
+
+def require_scorable(resolved: ResolvedInput) -> None:
+    """CycleError, saying why, when `resolved` leaves a replay nothing to score (no record, every
+    record refused or skipped) or when its signals file holds no usable line: such an input is
+    surely wrong, and a report of nothing would hide it (`run-once` refuses the same)."""
+    source = resolved.markets_source
+    refused = resolved.markets_rejected
+    if not resolved.markets:
+        if not resolved.records and not refused:
+            raise CycleError(f"no market to replay: {source} holds no record")
+        if not resolved.records:
+            raise CycleError(
+                f"no usable market: all {len(refused)} records of {source} were refused "
+                f"(first: {refused[0]})"
+            )
+        reasons = [
+            f"{count} {why}" for count, why in (
+                (resolved.no_closes_at, "without closes_at"),
+                (resolved.unresolved, "unresolved (no outcome)"),
+                (resolved.no_horizon_price, "without a price at the horizon"),
+                (len(refused), "refused"),
+            ) if count
+        ]
+        raise CycleError(
+            f"nothing to score: none of the {resolved.records} market records of {source} can "
+            f"be replayed ({', '.join(reasons)})"
+        )
+    bad_signals = resolved.signals_rejected
+    if bad_signals and not resolved.signal_records:
+        raise CycleError(
+            f"no usable signal: all {len(bad_signals)} records of {resolved.signals_source} "
+            f"were refused (first: {bad_signals[0]})"
+        )
+
+
+def nothing_scored(result: ReplayResult) -> str | None:
+    """Why a finished replay scored no market (every evaluation failed), or None."""
+    report = result.report
+    if report.markets or not report.failed:
+        return None
+    first = f" (first: {': '.join(result.failures[0])})" if result.failures else ""
+    return f"nothing scored: all {report.failed} evaluations failed{first}"
 
 
 def report_json(report: ReplayReport) -> bytes:
@@ -128,10 +221,12 @@ def _settle(
 
 
 def _rounded(value: Any) -> Any:
+    """Every float in `value` (builtins: dicts, lists, and the tuples `to_builtins` keeps)
+    rounded to `_DIGITS` places, so that each figure prints one way."""
     if isinstance(value, float):
         return round(value, _DIGITS)
     if isinstance(value, dict):
         return {key: _rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_rounded(item) for item in value]
     return value

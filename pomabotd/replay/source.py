@@ -7,12 +7,19 @@
   (`pomabotd.sources.gamma.map_records`): a closed market priced 1/0 resolved YES, 0/1 NO, and
   a record the mapping refuses is listed like any rejected record.
 
-A record may carry one price per horizon, `price_<N>d` (points, 0-100): the YES price `N` whole
-days before `closes_at`, e.g. `price_1d`, `price_3d`, `price_7d`. A replay `D` days before
-closing uses `price_<D>d` when the record has it. Otherwise a JSON-lines record falls back to
-its `price`; a resolved Gamma record does not, because its `outcomePrices` are the settlement
-(1/0 or 0/1): evaluating at that price would hand the evaluator the outcome. Such a record is
-skipped and counted (`no_horizon_price`).
+A record may carry one price per horizon, `price_<N>d`: the YES price `N` whole days before
+`closes_at`, e.g. `price_1d`, `price_3d`, `price_7d`. Each source states it in its own unit, as
+it states `price`: a JSON-lines record in points (0-100, like its `price`), a Gamma object in
+Gamma's 0-1 (a number or a numeric string, like its `outcomePrices`), mapped to points the same
+way (`pomabotd.sources.gamma.price_points`); a Gamma value above 1 is refused, named as the
+points it surely is. A replay `D` days before closing uses `price_<D>d` when the record has
+it. A resolved record without it is skipped and counted (`no_horizon_price`), from either
+source: a resolved record's `price` is usually its last one, at or near the settlement (a
+Gamma object's `outcomePrices` are the settlement, 1/0 or 0/1), and evaluating at it would
+hand the evaluator the outcome. Only `price_fallback` (`replay --price-fallback`), the user's
+word that a JSON-lines file's `price` was recorded before resolution, lets such a record be
+evaluated at its `price`; it is refused for Gamma snapshots, whose prices cannot be that.
+Either way the count comes with a warning.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import msgspec
 from pomabotd.domain.models import Market, Side, Signal
 from pomabotd.errors import InputError
 from pomabotd.sources.gamma import SCHEME as GAMMA_PREFIX
-from pomabotd.sources.gamma import map_records, read_snapshot
+from pomabotd.sources.gamma import map_records, price_points, read_snapshot
 from pomabotd.sources.jsonl import read_bytes
 from pomabotd.wire import Rejected, decode_markets, decode_signals
 
@@ -35,6 +42,8 @@ __all__ = ["GAMMA_PREFIX", "ResolvedInput", "ResolvedMarket", "horizon_field", "
 
 #: Sources of open markets, which cannot be replayed.
 _NOT_RESOLVED: Final = ("synthetic", "polymarket")
+#: A YES price at or above this (or a NO price at or below 100 minus it) is a settled price.
+_SETTLED_YES: Final = 99.0
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -54,20 +63,33 @@ class ResolvedMarket(msgspec.Struct, frozen=True, kw_only=True):
 class ResolvedInput(msgspec.Struct, frozen=True, kw_only=True):
     """What a replay reads: the markets it can score, their signals, and what it left out.
 
-    `records` counts valid market records; of those, `no_closes_at` lack `closes_at` (so they
-    have no evaluation time), `unresolved` lack an `outcome`, and `no_horizon_price` are
-    resolved Gamma records without a price at the horizon; none of them is replayed.
+    Markets and signals are counted apart. `records` counts valid market records; of those,
+    `no_closes_at` lack `closes_at` (so they have no evaluation time), `unresolved` lack an
+    `outcome`, and `no_horizon_price` are resolved records without a price at the horizon;
+    none of them is replayed. `price_fallbacks` are those replayed at their `price` instead,
+    as `price_fallback` allows. `markets_rejected` are the market records refused (invalid);
+    `signal_records` counts the valid signal lines and `signals_rejected` lists the refused
+    ones. `warnings` say, one line each, what the user should know before trusting figures.
     """
 
     markets: tuple[ResolvedMarket, ...]
     signals: tuple[Signal, ...]
     markets_source: str
     signals_source: str
-    rejected: tuple[Rejected, ...]
+    markets_rejected: tuple[Rejected, ...]
     records: int
     no_closes_at: int
     unresolved: int
     no_horizon_price: int = 0
+    signals_rejected: tuple[Rejected, ...] = ()
+    signal_records: int = 0
+    price_fallbacks: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def rejected(self) -> tuple[Rejected, ...]:
+        """Every refused record, the markets' first, each list in file order."""
+        return (*self.markets_rejected, *self.signals_rejected)
 
 
 class _Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,11 +105,15 @@ def horizon_field(days: int) -> str:
     return f"price_{days}d"
 
 
-def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
+def load_resolved(
+    markets: str, signals: str, days: int, *, price_fallback: bool = False
+) -> ResolvedInput:
     """Read the markets named by `markets` and the signals file `signals` (may be empty).
 
-    Raises InputError when the source cannot be replayed at all (missing file, a source with
-    no outcomes); a single bad record is a `Rejected` value and the rest still replays.
+    `price_fallback` evaluates a JSON-lines record without `price_<days>d` at its `price`
+    (module docstring). Raises InputError when the source cannot be replayed at all (missing
+    file, a source with no outcomes, a fallback asked of a Gamma snapshot); a single bad
+    record is a `Rejected` value and the rest still replays.
     """
     if markets in _NOT_RESOLVED:
         raise InputError(
@@ -95,6 +121,11 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
             f"closes_at, or gamma:PATH, not the {markets} source"
         )
     gamma = markets.startswith(GAMMA_PREFIX)
+    if gamma and price_fallback:
+        raise InputError(
+            f"--price-fallback cannot apply to {markets}: a resolved Gamma object's prices are "
+            f"its settlement (1/0 or 0/1); give each record {horizon_field(days)} instead"
+        )
     if gamma:
         markets_source = markets.removeprefix(GAMMA_PREFIX)
         rows, rejected = _gamma_rows(Path(markets_source), days)
@@ -103,7 +134,7 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
         rows, rejected = _jsonl_rows(markets, days)
     back = timedelta(days=days)
     kept: list[ResolvedMarket] = []
-    records = no_closes_at = unresolved = no_horizon_price = 0
+    records = no_closes_at = unresolved = no_horizon_price = fallbacks = settled = 0
     for row in rows:
         market, line, price = row.market, row.line, row.horizon_price
         closes_at, outcome = market.closes_at, market.outcome
@@ -111,9 +142,12 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
             no_closes_at += 1
         elif outcome is None:
             unresolved += 1
-        elif gamma and price is None:
+        elif price is None and not price_fallback:
             no_horizon_price += 1
         else:
+            if price is None:
+                fallbacks += 1
+                settled += _at_settlement(market.price, outcome)
             try:
                 evaluated_at = closes_at - back
             except OverflowError:
@@ -129,21 +163,63 @@ def load_resolved(markets: str, signals: str, days: int) -> ResolvedInput:
         records += 1
     rejected.sort(key=lambda r: r.line)
     signal_records: list[Signal] = []
+    signal_rejected: list[Rejected] = []
     signals_source = signals or "no signals"
     if signals:
         signal_records, signal_rejected = decode_signals(read_bytes(Path(signals)), signals)
-        rejected.extend(signal_rejected)
     return ResolvedInput(
         markets=tuple(kept),
         signals=tuple(signal_records),
         markets_source=markets_source,
         signals_source=signals_source,
-        rejected=tuple(rejected),
+        markets_rejected=tuple(rejected),
         records=records,
         no_closes_at=no_closes_at,
         unresolved=unresolved,
         no_horizon_price=no_horizon_price,
+        signals_rejected=tuple(signal_rejected),
+        signal_records=len(signal_records),
+        price_fallbacks=fallbacks,
+        warnings=_horizon_warnings(
+            markets_source, gamma, days, no_horizon_price, fallbacks, settled
+        ),
     )
+
+
+def _at_settlement(price: float, outcome: Side) -> bool:
+    """Whether a YES price sits where the market settled: 99 or more for YES, 1 or less for
+    NO; such a `price` was surely recorded at or after resolution."""
+    return price >= _SETTLED_YES if outcome == "YES" else price <= 100.0 - _SETTLED_YES
+
+
+def _horizon_warnings(
+    source: str, gamma: bool, days: int, missing: int, fallbacks: int, settled: int
+) -> tuple[str, ...]:
+    """What to say about records without a price at the horizon (module docstring)."""
+    field = horizon_field(days)
+    warnings: list[str] = []
+    if missing:
+        why = (
+            "a resolved Gamma object's prices are its settlement" if gamma
+            else "a resolved record's price is usually its last one, near the settlement"
+        )
+        remedy = "" if gamma else (
+            f", or --price-fallback if the file's price was recorded {days} days before closing"
+        )
+        warnings.append(
+            f"{source}: {missing} resolved records without {field} skipped ({why}); give them "
+            f"{field}{remedy}"
+        )
+    if fallbacks:
+        suspicious = (
+            f"; {settled} of them sit at the settled price (99 or more on the side that won), "
+            "which hands the outcome to the evaluator" if settled else ""
+        )
+        warnings.append(
+            f"{source}: {fallbacks} resolved records without {field} evaluated at their price "
+            f"(--price-fallback){suspicious}"
+        )
+    return tuple(warnings)
 
 
 def _jsonl_rows(markets: str, days: int) -> tuple[list[_Row], list[Rejected]]:
@@ -185,15 +261,24 @@ def _gamma_rows(path: Path, days: int) -> tuple[list[_Row], list[Rejected]]:
         position, value = found[market.id]
         price: float | None = None
         if value is not None:
-            if not _is_points(value):
+            try:
+                price = price_points(value)
+            except ValueError as exc:
                 rejected.append(Rejected(
-                    source, position, field, f"expected a number from 0 to 100, got {value!r}",
+                    source, position, field, _gamma_scale_hint(str(exc), value),
                     record=market.id,
                 ))
                 continue
-            price = float(value)
         rows.append(_Row(market=market, line=position, horizon_price=price))
     return rows, rejected
+
+
+def _gamma_scale_hint(message: str, value: object) -> str:
+    """The refusal of a Gamma horizon price; one that reads as points gets the 0-1 value."""
+    if _is_points(value) and value > 1.0:
+        return (f"{message}: a Gamma object's prices are 0-1, as in its outcomePrices "
+                f"({value:g} points is {value / 100:g})")
+    return message
 
 
 def _horizon_prices(

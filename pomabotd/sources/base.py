@@ -59,14 +59,19 @@ class SourceBatch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FetchContext(msgspec.Struct, frozen=True, kw_only=True):
-    """What a source may need to know: the cycle's time and the market lines loaded so far.
+    """What a source may need to know: the cycle's time, the markets the paper portfolio holds,
+    and the market lines loaded so far.
 
     Market sources run first and see no markets; signal sources that match news to markets
-    read `markets`.
+    read `markets`. `held` are the ids of the markets of open positions: a market source must
+    deliver them too, whatever else it filters out (a market that closed is how a position
+    learns it resolved); a live source fetches those its listing lacks, while a file source
+    holds what its user put in it.
     """
 
     as_of: datetime
     markets: Lines = b""
+    held: frozenset[str] = frozenset()
 
 
 class CycleInput(msgspec.Struct, frozen=True, kw_only=True):

@@ -52,8 +52,10 @@ __all__ = [
     "encode_markets",
     "map_market",
     "map_records",
+    "price_points",
     "question_category",
     "read_snapshot",
+    "record_id",
     "refused_reason",
     "write_snapshot",
 ]
@@ -240,6 +242,16 @@ def map_market(raw: bytes | msgspec.Raw, *, source: str = "gamma", position: int
         return Rejected(source, position, refusal.field, refusal.message, record=market_id)
 
 
+def record_id(raw: bytes | msgspec.Raw) -> str | None:
+    """The id of a Gamma object as the mapping reads it, or None when it has none (or is not an
+    object at all)."""
+    try:
+        found = _ID_DECODER.decode(bytes(raw)).id
+    except msgspec.DecodeError:
+        return None
+    return None if found is None else str(found).strip() or None
+
+
 def map_records(
     raws: Iterable[bytes | msgspec.Raw], source: str
 ) -> tuple[list[Market], list[Rejected]]:
@@ -372,7 +384,7 @@ def _market(record: GammaMarket, market_id: str) -> Market:
         id=market_id,
         question=question,
         category=category_of(record),
-        price=round(prices[0] * 100.0, 6),
+        price=_points(prices[0]),
         liquidity=_liquidity(record),
         volume_24h=_non_negative(record.volume_24hr, "volume24hr"),
         closes_at=_end_date(record.end_date),
@@ -403,6 +415,31 @@ def _string_list(value: str | list[str] | None, field: str) -> list[str]:
     return [str(item) for item in items]
 
 
+def price_points(value: object) -> float:
+    """A Gamma price, 0-1 as a number or a numeric string (as `outcomePrices` holds them), in
+    points: x 100, rounded as the mapping rounds `price`. ValueError says what is wrong."""
+    return _points(_unit_price(value))
+
+
+def _points(price: float) -> float:
+    return round(price * 100.0, 6)
+
+
+def _unit_price(item: object) -> float:
+    """A Gamma price as a float from 0 to 1; ValueError says why it is not one."""
+    if isinstance(item, bool) or not isinstance(item, str | int | float):
+        raise ValueError(f"price {item!r} is not a number")
+    try:
+        price = float(item)
+    except ValueError:
+        raise ValueError(f"price {item!r} is not a number") from None
+    if not math.isfinite(price):
+        raise ValueError(f"price {item!r} is not a finite number")
+    if not 0.0 <= price <= 1.0:
+        raise ValueError(f"price {item!r} is outside 0-1")
+    return price
+
+
 def _prices(value: str | list[str | float] | None) -> list[float]:
     if value is None:
         raise _Refusal("outcomePrices", "missing")
@@ -416,14 +453,9 @@ def _prices(value: str | list[str | float] | None) -> list[float]:
     prices: list[float] = []
     for item in items:
         try:
-            price = float(item)
-        except ValueError:
-            raise _Refusal("outcomePrices", f"price {item!r} is not a number") from None
-        if not math.isfinite(price):
-            raise _Refusal("outcomePrices", f"price {item!r} is not a finite number")
-        if not 0.0 <= price <= 1.0:
-            raise _Refusal("outcomePrices", f"price {item!r} is outside 0-1")
-        prices.append(price)
+            prices.append(_unit_price(item))
+        except ValueError as exc:
+            raise _Refusal("outcomePrices", str(exc)) from None
     return prices
 
 

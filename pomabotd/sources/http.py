@@ -25,7 +25,7 @@ import email.utils
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeAlias
 
 import httpx
 import msgspec
@@ -35,13 +35,15 @@ from pomabotd._version import __version__
 from pomabotd.errors import FetchError
 from pomabotd.log import logger
 
-__all__ = ["USER_AGENT", "Fetched", "HttpLimits", "TransientBody", "get", "new_client"]
+__all__ = ["USER_AGENT", "Fetched", "HttpLimits", "Params", "TransientBody", "get", "new_client"]
 
 USER_AGENT: Final = f"pomabotd/{__version__} (+paper trading research)"
 _CONNECT_TIMEOUT_S: Final = 10.0
 _BACKOFF_INITIAL_S: Final = 0.5
 
 Sleep = Callable[[float], Awaitable[None]]
+#: Query parameters: a mapping, or httpx's own when a name repeats (`id=1&id=2`).
+Params: TypeAlias = Mapping[str, str | int | float] | httpx.QueryParams
 
 
 class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,7 +92,7 @@ async def get(
     url: str,
     limits: HttpLimits,
     *,
-    params: Mapping[str, str | int | float] | None = None,
+    params: Params | None = None,
     headers: Mapping[str, str] | None = None,
     what: str,
     sleep: Sleep = asyncio.sleep,
@@ -134,7 +136,7 @@ async def _attempt(
     client: httpx.AsyncClient,
     url: str,
     limits: HttpLimits,
-    params: Mapping[str, str | int | float] | None,
+    params: Params | None,
     headers: Mapping[str, str] | None,
     check: Callable[[bytes], None] | None,
 ) -> Fetched:

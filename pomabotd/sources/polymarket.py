@@ -10,6 +10,13 @@ stops at the last page, at `sources.polymarket_max_markets`, or when a cursor re
 A page that cannot be fetched (after retries) or decoded ends the paging: the markets already
 fetched still run and the failure is logged and counted. Only when nothing usable arrived does
 the source raise `SourceError`, which fails the cycle.
+
+Held markets (`FetchContext.held`, those of open positions) that the listing lacks are fetched
+by id, `/markets?id=A&id=B...` without the open-market filters, a page of ids at a time: a held
+market that closed is no longer listed, and only its closed object, priced 1/0 or 0/1, tells
+the cycle that the position resolved. An id the server does not return stays missing (the
+cycle counts it); a failed request is logged and counted like a failed page, and the listing
+still runs.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from pomabotd.errors import FetchError, InputError, SourceError
 from pomabotd.log import logger
 from pomabotd.sources import gamma
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
-from pomabotd.sources.http import HttpLimits, Sleep, TransientBody, get, new_client
-from pomabotd.sources.offload import off_loop
+from pomabotd.sources.http import HttpLimits, Params, Sleep, TransientBody, get, new_client
+from pomabotd.sources.offload import checked, off_loop
 
 __all__ = ["NAME", "PolymarketSource"]
 
@@ -111,12 +118,19 @@ class PolymarketSource(Source):
         )
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """This cycle's open markets as wire lines, with the refused records."""
+        """This cycle's open markets, and the held ones the listing lacks, as wire lines, with
+        the refused records."""
         raws, failure = await self._listing()
         fetch_errors = {NAME: 1} if failure is not None else {}
         if failure is not None and not raws:
             raise SourceError(f"{NAME}: no markets fetched: {failure}", source=NAME,
                               stats=SourceStats(fetch_errors=fetch_errors))
+        if context.held:
+            assert self._client is not None
+            listed = await off_loop(_listed_ids, raws)
+            unlisted = sorted(context.held - listed)
+            if unlisted and not await self._held(self._client, unlisted, raws):
+                fetch_errors[NAME] = fetch_errors.get(NAME, 0) + 1
         if self._snapshot is not None:
             try:
                 gamma.write_snapshot(self._snapshot, raws)
@@ -177,6 +191,38 @@ class PolymarketSource(Source):
             return raws, str(exc)
         return raws, None
 
+    async def _held(
+        self, client: httpx.AsyncClient, ids: list[str], raws: list[msgspec.Raw]
+    ) -> bool:
+        """Append the objects of the held markets `ids` (not in the listing) to `raws`, a page
+        of ids per request; False when a request failed (logged)."""
+        url = f"{self._base}/markets"
+        wanted = set(ids)
+        found = 0
+        for start in range(0, len(ids), self._page_size):
+            chunk = ids[start : start + self._page_size]
+            params = httpx.QueryParams([("limit", len(chunk)), *(("id", i) for i in chunk)])
+            try:
+                number = start // self._page_size + 1
+                page = await self._page(client, url, params, _OFFSET_PAGE, number, start)
+            except FetchError as exc:
+                logger.bind(event="held_fetch_failed", source=NAME, held=len(ids)).warning(
+                    "{}: the held markets missing from the listing could not be fetched by "
+                    "id; their positions stay open this cycle: {}", NAME, exc,
+                )
+                return False
+            for raw in page:  # only what was asked for, once, whatever the server adds
+                market_id = gamma.record_id(raw)
+                if market_id in wanted:
+                    wanted.discard(market_id)
+                    raws.append(raw)
+                    found += 1
+        logger.bind(event="held_fetched", source=NAME, asked=len(ids), found=found).info(
+            "{}: fetched {} of {} held markets missing from the open listing by id",
+            NAME, found, len(ids),
+        )
+        return True
+
     def _filters(self) -> dict[str, str | int | float]:
         params: dict[str, str | int | float] = {
             "limit": self._page_size,
@@ -233,7 +279,7 @@ class PolymarketSource(Source):
         self,
         client: httpx.AsyncClient,
         url: str,
-        params: dict[str, str | int | float],
+        params: Params,
         decoder: msgspec.json.Decoder[_T],
         number: int,
         offset: int,
@@ -283,6 +329,11 @@ class _Listed:
                 "{}: the server sent {} market objects again; each is kept once",
                 NAME, self.repeats,
             )
+
+
+def _listed_ids(raws: list[msgspec.Raw]) -> set[str | None]:
+    """The ids of a listing's objects (work for `off_loop`: it stops when cancelled)."""
+    return {gamma.record_id(raw) for raw in checked(raws)}
 
 
 def _as_listing(

@@ -133,13 +133,14 @@ class Sources:
         #: to the message of an input that cannot be read.
         self._origins = dict(origins or {})
 
-    async def load(self, as_of: datetime) -> CycleInput:
+    async def load(self, as_of: datetime, *, held: frozenset[str] = frozenset()) -> CycleInput:
         """Markets first, then every signal source (they may match news to those markets).
 
-        A source that yields nothing usable raises `SourceError`; `InputError` means a
-        configured file cannot be read at all.
+        `held` are the ids of the markets the portfolio holds, which the market source must
+        deliver too (`FetchContext.held`). A source that yields nothing usable raises
+        `SourceError`; `InputError` means a configured file cannot be read at all.
         """
-        market_batch = await self._fetch(self.markets, FetchContext(as_of=as_of))
+        market_batch = await self._fetch(self.markets, FetchContext(as_of=as_of, held=held))
         context = FetchContext(as_of=as_of, markets=market_batch.markets)
         try:
             signal_batches = await asyncio.gather(

@@ -55,6 +55,16 @@ def test_a_streak_across_cycles_trips_once_and_the_halt_latches():
     assert later.state == state and not later.tripped and later.lifted is None
 
 
+def test_a_streak_inside_one_cycle_trips_though_a_later_close_of_it_ends_the_run():
+    """Three invalidations then a resolved close, all in one cycle: the streak happened, so the
+    cycle trips, although the compacted window keeps only the resolved close."""
+    step = _step(HaltState(), 2, [_closed("a"), _closed("b"), _closed("c"),
+                                  _closed("d", "resolved", "YES")])
+    assert step.tripped and step.state.rule == "invalidation_streak"
+    assert "a, b, c" in (step.state.reason or "")
+    assert [c.market_id for c in step.state.window] == ["d"]
+
+
 def test_a_resume_lifts_the_halt_and_the_old_closes_are_not_judged_again():
     """After a resume at cycle 5 the window starts empty there: one more invalidation is not a
     streak, two more are not either; the closes of cycle 5 itself are judged."""

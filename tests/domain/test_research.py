@@ -12,12 +12,15 @@ from hypothesis import strategies as st
 from pomabotd.domain.models import CATEGORIES, CloseEvent, Evaluation, Position, Side
 from pomabotd.domain.portfolio import HistoryError
 from pomabotd.domain.research import (
+    BucketRate,
     ClosedPosition,
     Graded,
     HaltRules,
     brier_score,
     closed_positions,
     covers,
+    describe_halt_figures,
+    halt_figures,
     halt_verdict,
     implied_coverage,
     scorecard,
@@ -315,6 +318,38 @@ def test_three_invalidations_in_a_row_halt_and_any_other_exit_breaks_the_run():
     assert verdict.reason is not None and "d, e, f" in verdict.reason
     assert not halt_verdict([*broken, close("f", "invalidated")],
                             HaltRules(invalidation_streak=4)).halted
+
+
+def test_the_halt_figures_show_what_the_rules_judge_before_any_trips():
+    """Three won and one lost on 57-67 (one of them at confidence 85), a stop-loss, then two
+    invalidations: 4 resolved, coverage 75% against 62% expected (13 points, under 15), the
+    high bucket 1 of 1 won, the low one 2 of 3, a streak of 2; no rule trips, and the line
+    names each figure with its limit."""
+    closes = [_closed("a", outcome="YES", confidence=85.0), _closed("b", outcome="YES"),
+              _closed("c", outcome="YES"), _closed("d", outcome="NO"),
+              _closed("e", outcome=None, exit_reason="stop_loss"),
+              _closed("f", outcome=None, exit_reason="invalidated"),
+              _closed("g", outcome=None, exit_reason="invalidated")]
+    figures = halt_figures(closes)
+    assert figures.resolved == 4 and figures.invalidation_streak == 2
+    assert figures.coverage_observed == 0.75
+    assert figures.coverage_expected == pytest.approx(0.62)
+    assert figures.coverage_deviation_points == pytest.approx(13.0)
+    assert figures.high_confidence == BucketRate(count=1, hit_rate=1.0)
+    assert figures.low_confidence.count == 3
+    assert figures.low_confidence.hit_rate == pytest.approx(2 / 3)
+    assert not halt_verdict(closes).halted
+    assert describe_halt_figures(figures) == (
+        "4 resolved, coverage 75.0% against 62.0% expected (limit 15 points after 20); "
+        "confidence >= 80 won 100.0% of 1, below it 66.7% of 3 (judged at 10 each); "
+        "2 invalidated in a row (limit 3)"
+    )
+    empty = halt_figures([])
+    assert (empty.resolved, empty.coverage_observed, empty.high_confidence.hit_rate) == (
+        0, None, None)
+    assert describe_halt_figures(halt_figures(closes[4:])) == (
+        "no resolved position yet; 2 invalidated in a row (limit 3)"
+    )
 
 
 _graded_values = st.builds(

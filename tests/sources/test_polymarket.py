@@ -427,3 +427,64 @@ def test_a_page_sent_again_is_not_a_refusal(httpserver: HTTPServer, log_lines):
     assert _ids(batch) == OPEN_IDS[:20]
     assert batch.rejected == () and batch.stats.records_refused == 0
     assert any("sent 20 market objects again" in line for line in log_lines)
+
+
+def _by_id(objects: list[dict], extra: list[dict] | None = None) -> Callable[[Request], Response]:
+    """`/markets?id=...`: the objects asked for that the server knows, plus `extra` ones (a
+    server ignoring the filter), in one page."""
+    known = {str(o["id"]): o for o in objects}
+
+    def handler(request: Request) -> Response:
+        asked = request.args.getlist("id")
+        return _json([known[i] for i in asked if i in known] + (extra or []))
+
+    return handler
+
+
+def test_held_markets_missing_from_the_listing_are_fetched_by_id(httpserver: HTTPServer):
+    """The listing has only open markets; the held markets it lacks are asked for by id in one
+    request without the open-market filters: a closed one comes back resolved, an unknown one
+    stays missing, and what the server adds unasked is left out."""
+    objects = gamma_objects()
+    open_ = [o for o in objects if not o["closed"]]
+    httpserver.expect_request("/markets/keyset").respond_with_handler(_keyset(open_, page=100))
+    httpserver.expect_request("/markets").respond_with_handler(_by_id(objects, [objects[0]]))
+    source = PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=100)
+    held = frozenset({"613101", "947275", "no-such-market"})  # closed NO, listed, unknown
+
+    async def run() -> SourceBatch:
+        try:
+            return await source.fetch(FetchContext(as_of=AS_OF, held=held))
+        finally:
+            await source.aclose()
+
+    batch = asyncio.run(run())
+    markets, rejected = decode_markets(batch.markets, "test")
+    assert rejected == [] and batch.stats.fetch_errors == {}
+    by_id = {m.id: m for m in markets}
+    assert len(markets) == len(open_) + 1 and objects[0]["id"] not in by_id
+    assert by_id["613101"].outcome == "NO" and by_id["947275"].outcome is None
+    requests = [request for request, _ in httpserver.log if request.path == "/markets"]
+    assert len(requests) == 1
+    assert requests[0].args.getlist("id") == ["613101", "no-such-market"]
+    assert "closed" not in requests[0].args and "active" not in requests[0].args
+
+
+def test_a_failed_fetch_of_held_markets_keeps_the_listing(httpserver: HTTPServer, log_lines):
+    """When the by-id request fails after its retries, the open markets still run; the failure
+    is counted and logged, and no held market is made up."""
+    open_ = [o for o in gamma_objects() if not o["closed"]]
+    httpserver.expect_request("/markets/keyset").respond_with_handler(_keyset(open_, page=100))
+    httpserver.expect_request("/markets").respond_with_data("down", status=503)
+    source = PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=100)
+
+    async def run() -> SourceBatch:
+        try:
+            return await source.fetch(FetchContext(as_of=AS_OF, held=frozenset({"613101"})))
+        finally:
+            await source.aclose()
+
+    batch = asyncio.run(run())
+    assert len(_ids(batch)) == len(open_) and "613101" not in _ids(batch)
+    assert batch.stats.fetch_errors == {"polymarket": 1}
+    assert any("could not be fetched by id" in line for line in log_lines)
