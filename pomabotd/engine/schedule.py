@@ -16,7 +16,6 @@ or a small cycle with the built-in evaluator), and results go to a `Sink` as the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Collection
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, Literal
@@ -256,8 +255,9 @@ class Schedule:
                 progress()
         finally:
             watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            # Waited for, not awaited: its CancelledError must not pass through this frame,
+            # whose traceback would then keep every result of the cycle alive after it.
+            await asyncio.wait({watching})
             for future in pending:
                 future.cancel()
 
