@@ -8,6 +8,7 @@ itself. Each task's lines are read from the cycle's inputs by byte range (`input
   validation) in one kernel pass; `Evaluation`s are built only for candidates, held markets and,
   when lines are wanted, every market. The pass is timed like one market: if it raises or runs
   past `timeout_ms`, its tasks are evaluated market by market instead.
+- A stray task (signal lines no piece claimed) only counts its lines and takes their market ids.
 - Every other task (a refused line, a plugin, `batch.kernel = "scalar"`) runs market by
   market (`kernels/scalar.py`): each market is timed (`watchdog`), a failure is retried with a
   named policy, then
@@ -29,9 +30,17 @@ from pomabotd.engine.kernels import BatchEvaluator, batch_form
 from pomabotd.engine.kernels.columnar import PASSED, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
 from pomabotd.engine.kernels.scalar import evaluate_scalar
-from pomabotd.engine.pieces import Misrouted, Piece, decode_bulk, load_piece
+from pomabotd.engine.pieces import (
+    Misrouted,
+    Piece,
+    decode_bulk,
+    id_hashes,
+    line_count,
+    load_piece,
+)
 from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.engine.watchdog import WorkerState
+from pomabotd.engine.workload import unrouted_signals
 
 __all__ = ["evaluate_tasks"]
 
@@ -65,6 +74,10 @@ def evaluate_tasks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
         outs: list[ChunkOut | None] = []
         loaded: list[_Lines | None] = []
         for task in tasks:
+            if task.stray:
+                loaded.append(None)
+                outs.append(_stray(task, job))
+                continue
             lines = _read(task, job)
             loaded.append(lines)
             outs.append(ChunkOut(index=task.index, misrouted=True) if lines is None else None)
@@ -98,6 +111,16 @@ def _read(task: Task, job: Job) -> _Lines | None:
         signals.join(task.signals) if task.signals else b"",
         None,
     )
+
+
+def _stray(task: Task, job: Job) -> ChunkOut:
+    """Signal lines no piece claimed: counted, refused when they name no market, and the
+    hashes of the market ids they name, for pomabotd to check that none is in the input."""
+    (start, end), = task.signals
+    data = reader(job.signals).read(start, end)
+    count, keys, rejected = unrouted_signals(data, job.signals.name)
+    return ChunkOut(index=task.index, signal_rejected=rejected, signals=count,
+                    signal_lines=line_count(data), run=(start, end), keys=id_hashes(keys))
 
 
 def _finish(out: ChunkOut, piece: Piece | None) -> ChunkOut:

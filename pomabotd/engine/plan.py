@@ -4,11 +4,13 @@ pomabotd only finds a line start near each cut (one small read per piece) and gi
 a window of the signals input, the same share of it as the piece's share of the markets; the
 worker finds the run of signal lines about its markets in and around that window
 (`pieces.py`). Planning a million markets thus costs pomabotd a few dozen reads, and it does no
-work per market. `check_runs` then proves, from what the workers report, that the runs tile the
-signals input and that no market id repeats: every signal line reached the one piece holding its
-market, exactly as the line-by-line plan (`workload.py`) would have routed it. Runs that leave a
-gap only because a piece's guess missed its lines are looked for again, in the gap; anything
-else sends the whole input to the line-by-line plan.
+work per market. `check_runs` then proves, from what the workers report, that the runs do not
+overlap and that no market id repeats. Gaps between the runs are looked for again by the
+pieces around them that found nothing (a guess that missed); what is still unclaimed then goes
+to stray tasks, which count its lines, refuse those that name no market, and report the ids
+they name: when none of those is a market of the input, every signal line reached the one
+piece holding its market (or none), exactly as the line-by-line plan (`workload.py`) would
+have routed it. Anything else sends the whole input to the line-by-line plan.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import numpy as np
 from pomabotd.engine.inputs import Reader
 from pomabotd.engine.protocol import ChunkOut, Span, Task
 
-__all__ = ["MAX_PIECE_BYTES", "Gap", "check_runs", "plan_pieces", "retry_gaps"]
+__all__ = [
+    "MAX_PIECE_BYTES",
+    "Gap",
+    "check_runs",
+    "plan_pieces",
+    "retry_gaps",
+    "stray_tasks",
+    "strays_are_strangers",
+]
 
 #: The most market bytes one piece holds (about 16,000 compact markets).
 MAX_PIECE_BYTES: Final = 4 << 20
@@ -87,9 +97,10 @@ def plan_pieces(
 
 
 def check_runs(outs: Sequence[ChunkOut], signals: Reader) -> list[Gap] | None:
-    """The gaps left between the pieces' runs (none: the runs tile the signals input), or
-    None when the runs cannot be right (they overlap, a gap has no piece that could fill it,
-    or a market id repeats) and the input must be planned line by line."""
+    """The gaps left between the pieces' runs (none: the runs tile the signals input), each
+    with the pieces between the runs around it that found no run (none may: a gap can hold
+    lines about markets not in the input); or None when the runs cannot be right (they
+    overlap, or a market id repeats) and the input must be planned line by line."""
     ordered = sorted(outs, key=lambda out: out.index)
     if _repeated_ids(ordered):
         return None
@@ -104,14 +115,10 @@ def check_runs(outs: Sequence[ChunkOut], signals: Reader) -> list[Gap] | None:
         if low < cursor:
             return None
         if low > cursor:
-            if not waiting:
-                return None
             gaps.append(Gap(cursor, low, waiting))
         waiting = []
         cursor = high
     if cursor < signals.size:
-        if not waiting:
-            return None
         gaps.append(Gap(cursor, signals.size, waiting))
     return gaps
 
@@ -127,6 +134,30 @@ def retry_gaps(gaps: list[Gap], tasks: Sequence[Task]) -> list[Task]:
             again.append(Task(index=index, markets=task.markets, signals=[window],
                               keep=task.keep, search=True))
     return again
+
+
+def stray_tasks(gaps: list[Gap], signals: Reader, first: int) -> list[Task]:
+    """Tasks (numbered from `first`) that take the lines of the gaps no piece filled, at most
+    `MAX_PIECE_BYTES` each, cut at line starts."""
+    tasks: list[Task] = []
+    for gap in gaps:
+        low = gap.start
+        while low < gap.end:
+            high = min(gap.end, signals.line_start(low + MAX_PIECE_BYTES))
+            tasks.append(Task(index=first + len(tasks), markets=[], signals=[(low, high)],
+                              stray=True))
+            low = high
+    return tasks
+
+
+def strays_are_strangers(pieces: Sequence[ChunkOut], strays: Sequence[ChunkOut]) -> bool:
+    """True if no line of the stray tasks names a market of the pieces (compared by hash: a
+    collision only sends the input to the line-by-line plan)."""
+    stray = np.frombuffer(b"".join(out.keys for out in strays), np.uint64)
+    if not len(stray):
+        return True
+    known = np.frombuffer(b"".join(out.keys for out in pieces), np.uint64)
+    return not bool(np.isin(stray, known).any())
 
 
 def _repeated_ids(outs: Sequence[ChunkOut]) -> bool:

@@ -58,6 +58,8 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     finds the run of lines about its markets itself (reading past the window as far as the
     run goes) and reports where it lies. `only` >= 0 evaluates just that market of the task and
     reports no refused lines; the supervisor uses it to find which market kills its worker.
+    A `stray` task has no markets: its `signals` range holds signal lines no piece claimed,
+    which it counts, refuses when they name no market, and reports the market ids of (`keys`).
     """
 
     index: int
@@ -66,6 +68,7 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     keep: frozenset[str] = frozenset()
     search: bool = False
     only: int = -1
+    stray: bool = False
 
 
 class ChunkOut(msgspec.Struct, kw_only=True):
@@ -79,6 +82,7 @@ class ChunkOut(msgspec.Struct, kw_only=True):
     market range and of its signal run, `run` is that run's byte range (None when no line of
     the window was about its markets) and `keys` holds a 64-bit hash of each market id of its
     range, so that ids repeated across tasks can be found without anyone mapping every id.
+    A `stray` task's `run` is its range, `keys` the hashes of the market ids its lines name.
     """
 
     index: int

@@ -57,16 +57,19 @@ class LineNumbers(Protocol):
 
 
 class PieceLines:
-    """Line numbers of pieces that tile both inputs: each piece's lines follow those of the
-    pieces before it."""
+    """Line numbers of pieces (and stray tasks) that tile both inputs: each piece's market lines
+    follow those of the pieces before it, each run of signal lines those of the runs before it
+    in the input."""
 
     def __init__(self, outs: Iterable[ChunkOut]) -> None:
         ordered = sorted(outs, key=lambda out: out.index)
         self._markets = dict(zip((o.index for o in ordered),
                                  accumulate((o.market_lines for o in ordered), initial=0),
                                  strict=False))
-        self._signals = dict(zip((o.index for o in ordered),
-                                 accumulate((o.signal_lines for o in ordered), initial=0),
+        runs = sorted((o for o in ordered if o.run is not None),
+                      key=lambda out: out.run[0] if out.run is not None else 0)
+        self._signals = dict(zip((o.index for o in runs),
+                                 accumulate((o.signal_lines for o in runs), initial=0),
                                  strict=False))
 
     def market_line(self, index: int, position: int) -> int:
@@ -75,7 +78,7 @@ class PieceLines:
 
     def signal_line(self, index: int, position: int) -> int:
         """The source line of the `position`-th line of piece `index`'s signal run."""
-        return self._signals[index] + position
+        return self._signals.get(index, 0) + position
 
 
 class Sink:

@@ -27,7 +27,14 @@ from pomabotd.domain.belief import Prior
 from pomabotd.engine import worker
 from pomabotd.engine.chunk import evaluate_tasks
 from pomabotd.engine.inputs import Inputs, reader
-from pomabotd.engine.plan import MAX_PIECE_BYTES, check_runs, plan_pieces, retry_gaps
+from pomabotd.engine.plan import (
+    MAX_PIECE_BYTES,
+    check_runs,
+    plan_pieces,
+    retry_gaps,
+    stray_tasks,
+    strays_are_strangers,
+)
 from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.engine.results import PieceLines, Sink
@@ -134,11 +141,14 @@ class Schedule:
 
         def take(out: ChunkOut) -> None:
             if out.index not in sink._counted:
-                bytes_done[0] += sizes[out.index]
+                bytes_done[0] += sizes.get(out.index, 0)
             sink.add(out, out.market_lines)
 
         batch = tasks
-        for _ in range(2):
+        strays: list[Task] = []
+        for attempt in range(3):
+            for task in batch:
+                sizes.setdefault(task.index, 0)
             try:
                 groups = (_groups(batch, sizes, self.settings.max_concurrency) if fn is not None
                           else [[task] for task in batch])
@@ -149,14 +159,21 @@ class Schedule:
             outs = sink.outs
             if any(out.misrouted for out in outs):
                 return None
-            gaps = check_runs(outs, signals)
+            pieces = [out for out in outs if out.index < len(tasks)]
+            if strays:
+                if not strays_are_strangers(pieces, [o for o in outs if o.index >= len(tasks)]):
+                    return None  # a stray line names a market of the input: out of order
+                break
+            gaps = check_runs(pieces, signals)
             if gaps is None:
                 return None
             if not gaps:
                 break
-            batch = retry_gaps(gaps, tasks)  # a piece's guess missed its lines: look again
-        else:
-            return None
+            missed = [gap for gap in gaps if gap.pieces]
+            if attempt == 0 and missed:
+                batch = retry_gaps(missed, tasks)  # a piece's guess missed its lines: again
+            else:  # lines about markets not in the input, or not found: check their ids
+                batch = strays = stray_tasks(gaps, signals, len(tasks))
         sink.progress()
         outs = sink.outs
         total = sum(out.evaluated + out.failed + len(out.market_rejected) for out in outs)
@@ -269,7 +286,7 @@ def _groups(tasks: list[Task], sizes: dict[int, int], most: int) -> list[list[Ta
     held = MAX_PIECE_BYTES
     for task in tasks:
         size = sizes[task.index]
-        if held + size > MAX_PIECE_BYTES or len(groups[-1]) >= most:
+        if not groups or held + size > MAX_PIECE_BYTES or len(groups[-1]) >= most:
             groups.append([])
             held = 0
         groups[-1].append(task)

@@ -28,7 +28,7 @@ from pomabotd.wire import (
     signal_key,
 )
 
-__all__ = ["Piece", "Workload", "plan_workload"]
+__all__ = ["Piece", "Workload", "plan_workload", "unrouted_signals"]
 
 Piece = tuple[int, int, int, int]
 """`(start, end, first_line, line_count)`: source bytes `[start, end)`, lines numbered from 1."""
@@ -301,15 +301,34 @@ def _route_signal_lines(
     for number, begin, text, key in lines:
         work.signals_total += 1
         if key is None:
-            _, rejected = decode_signals(text, work.signals_source, first_line=number)
-            work.rejected.extend(
-                rejected
-                or [Rejected(work.signals_source, number, "market_id", "missing or not a string")]
-            )
+            work.rejected.extend(_keyless_signal(text, work.signals_source, number))
             continue
         chunk = chunk_of_key(key)
         if chunk is not None:
             _add(pieces[chunk], (begin, begin + len(text), number, 1))
+
+
+def unrouted_signals(data: bytes, source: str) -> tuple[int, list[bytes], list[Rejected]]:
+    """Signal lines no market of the input claims, taken as this plan takes them: the count of
+    non-blank lines, the market id of each line that names one (such a line goes to no market,
+    unvalidated), and the refusals of the others, numbered from 1 within `data`."""
+    count = 0
+    keys: list[bytes] = []
+    rejected: list[Rejected] = []
+    for number, _, text, key in _keyed_lines(data, 0, len(data), 1, _SIGNAL_PATTERN.first,
+                                             _signal_key):
+        count += 1
+        if key is None:
+            rejected.extend(_keyless_signal(text, source, number))
+        else:
+            keys.append(key)
+    return count, keys, rejected
+
+
+def _keyless_signal(text: bytes, source: str, number: int) -> list[Rejected]:
+    """Why a signal line without a usable market id is refused."""
+    _, rejected = decode_signals(text, source, first_line=number)
+    return rejected or [Rejected(source, number, "market_id", "missing or not a string")]
 
 
 def _keyed_lines(

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psutil
@@ -213,4 +214,67 @@ def test_nothing_of_a_pooled_cycle_outlives_it(tmp_path: Path) -> None:
         left, candidates = asyncio.run(blocks_left_by_a_cycle(runtime))
     assert candidates > 1000
     assert left < 2 * candidates, left
+    assert psutil.Process().children(recursive=True) == []
+
+
+@pytest.mark.slow
+def test_signals_about_markets_not_in_the_input_stay_off_the_line_by_line_plan(
+    tmp_path: Path, parent: _Parent
+) -> None:
+    """Market-ordered signals of a wider universe than the markets (the first 6,000 of 12,000
+    markets, every signal kept, a keyless line and blank lines among the strangers): the pieces
+    take their runs and stray tasks the rest, pomabotd never plans the input line by line nor
+    reads more than a sliver of it, and results, counts and refusals (with their line numbers)
+    equal a line-by-line run's."""
+    markets, signals = generate_jsonl(12_000, 13, AS_OF)
+    lines = signals.split(b"\n")
+    middle = len(lines) * 3 // 4
+    lines[middle:middle] = [b"", b'{"type":"speculative"}', b"  "]
+    signals = b"\n".join(lines)
+    mine = b"".join(markets.splitlines(keepends=True)[:6_000])
+    market_file, signal_file = _files(tmp_path, mine, signals)
+    with Runtime(_settings(2)) as runtime:
+        pieces = runtime.evaluate_sync(market_file, "m", signal_file, "s", AS_OF)
+        parent_bytes = sum(parent.read)
+        parent.allow_lines()
+        by_lines = runtime.evaluate_sync(market_file, "m", signal_file, "s", AS_OF,
+                                         on_lines=lambda _: None)
+    assert parent_bytes < (len(mine) + len(signals)) / 40  # samples and line starts
+    assert _digest(pieces) == _digest(by_lines)
+    assert [(r.line, r.field) for r in pieces.rejected] == [(middle + 2, "market_id")]
+    assert pieces.markets_evaluated == 6_000
+    assert pieces.signals_total == sum(1 for line in lines if line.strip())
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_a_stray_signal_about_a_market_of_the_input_sends_it_line_by_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal about one of the input's markets, far from that market's run among signals
+    about other markets, is found out by the stray tasks' ids: the cycle is planned line by
+    line, and its results equal a line-by-line run's."""
+    planned: list[int] = []
+    plan = schedule_module.plan_workload
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        planned.append(1)
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(schedule_module, "plan_workload", counted)
+    markets, signals = generate_jsonl(4_000, 17, AS_OF)
+    mine = b"".join(markets.splitlines(keepends=True)[:2_000])
+    lost = _ENCODER.encode(Signal(market_id="syn-0000005", type="authoritative",
+                                  direction="up", strength=5, conflicts_with_existing=False,
+                                  timestamp=AS_OF - timedelta(hours=1), source="wire",
+                                  description="late"))
+    signals = signals + lost + b"\n"
+    market_file, signal_file = _files(tmp_path, mine, signals)
+    with Runtime(_settings(2)) as runtime:
+        pieces = runtime.evaluate_sync(market_file, "m", signal_file, "s", AS_OF,
+                                       keep=("syn-0000005",))
+        fell_back = len(planned)
+        by_lines = runtime.evaluate_sync(market_file, "m", signal_file, "s", AS_OF,
+                                         keep=("syn-0000005",), on_lines=lambda _: None)
+    assert fell_back == 1
+    assert _digest(pieces) == _digest(by_lines)
     assert psutil.Process().children(recursive=True) == []
