@@ -42,6 +42,8 @@ _FNV_PRIME: Final = np.uint64(0x100000001B3)
 _GROW: Final = 1 << 16
 #: Bytes read around the middle of the window for a first signal line of the piece.
 _PROBE: Final = 1 << 12
+#: A window searched whole is read in blocks of about this size.
+_SCAN_BLOCK: Final = 1 << 20
 #: Binary search stops at a range this small and reads its keys.
 _NARROW: Final = 1 << 12
 _NEUTRAL: Final = b""
@@ -204,16 +206,24 @@ def _find_run(reader: Reader, low: int, high: int, own: set[bytes]) -> Span | No
 
 def _anchor(reader: Reader, low: int, high: int, own: set[bytes]) -> int | None:
     """The start of some line about `own` markets in the window: looked for in the middle
-    first, then in the whole window."""
+    first, then through the whole window, a block at a time (a window may be most of a big
+    input when it holds lines about markets not in it)."""
     middle = reader.line_start((low + high) // 2)
-    for start, end in ((middle, min(high, middle + _PROBE)), (low, high)):
-        data = reader.read(start, end)
-        keys = _keys(data, _SIGNAL_KEYS, signal_key)
-        for number, key in enumerate(keys):
-            if key in own:
-                if number == 0:
-                    return start
-                return start + _nth_line(data, number)
+    found = _first_own(reader, middle, min(high, middle + _PROBE), own)
+    start = low
+    while found is None and start < high:
+        end = min(high, reader.line_start(start + _SCAN_BLOCK))
+        found = _first_own(reader, start, end, own)
+        start = end
+    return found
+
+
+def _first_own(reader: Reader, start: int, end: int, own: set[bytes]) -> int | None:
+    """The start of the first line of `[start, end)` about `own` markets, if any."""
+    data = reader.read(start, end)
+    for number, key in enumerate(_keys(data, _SIGNAL_KEYS, signal_key)):
+        if key in own:
+            return start if number == 0 else start + _nth_line(data, number)
     return None
 
 
