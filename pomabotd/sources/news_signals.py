@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
+from operator import itemgetter
 from typing import Final
 
 import msgspec
@@ -378,8 +379,12 @@ def match_items(index: MarketIndex, items: Iterable[NewsItem]) -> list[tuple[New
 def signals_from_news(
     index: MarketIndex, items: Iterable[NewsItem], as_of: datetime
 ) -> list[Signal]:
-    """The signals a cycle's news items give its markets; items after `as_of` are not known yet."""
-    signals: list[Signal] = []
+    """The signals a cycle's news items give its markets; items after `as_of` are not known yet.
+
+    They come in the markets' order (the index's), each market's in the items' order: a
+    market-ordered input is what the engine splits between its workers without reading it.
+    """
+    found_for: list[tuple[int, Signal]] = []
     ids = index.ids
     for item in items:
         if item.timestamp > as_of:
@@ -402,5 +407,6 @@ def signals_from_news(
                     market_id="", type=kind, direction=way, strength=level,
                     timestamp=item.timestamp, source=item.feed, description=item.title,
                 )
-            signals.append(replace(model, market_id=ids[position]))
-    return signals
+            found_for.append((position, replace(model, market_id=ids[position])))
+    found_for.sort(key=itemgetter(0))  # stable: each market's signals keep their order
+    return [signal for _, signal in found_for]

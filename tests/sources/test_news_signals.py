@@ -198,3 +198,26 @@ def test_an_index_reusing_the_last_cycles_keywords_matches_the_same():
     assert later.match(title, body) == MarketIndex(
         [markets[0], ("c", "Will the infrastructure bill be signed?")]).match(title, body)
     assert set(later.keywords_of) == {markets[0][1], "Will the infrastructure bill be signed?"}
+
+
+def test_signals_come_in_the_markets_order_each_markets_in_the_items_order():
+    """Signals follow the order of the markets (so the engine can split a market-ordered
+    input between its workers unread), and one market's keep the order of their items."""
+    index = MarketIndex([
+        ("fed", "Will the Federal Reserve raise rates in September?"),
+        ("btc", "Will Bitcoin close above 100k dollars this month?"),
+        ("oil", "Will crude oil prices exceed 120 dollars per barrel?"),
+    ])
+    items = [
+        _item("Crude oil prices surge past 120 dollars per barrel", hours=1),
+        _item("Bitcoin dollars rally: close above 100k this month likely", hours=2),
+        _item("Federal Reserve signals rates raise in September", hours=3),
+        _item("Crude oil barrel prices fall", hours=4),
+        _item("Federal Reserve holds rates; September raise doubted", hours=5),
+    ]
+    signals = signals_from_news(index, items, AS_OF)
+    assert [s.market_id for s in signals] == ["fed", "fed", "btc", "oil", "oil"]
+    assert [s.description for s in signals if s.market_id == "oil"] == [
+        items[0].title, items[3].title]
+    assert [s.description for s in signals if s.market_id == "fed"] == [
+        items[2].title, items[4].title]
