@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from pomabotd.domain.models import Evaluation, Market, Signal
-from pomabotd.engine.inputs import reader
+from pomabotd.engine.inputs import reader, release_readers
 from pomabotd.engine.kernels import BatchEvaluator, batch_form
 from pomabotd.engine.kernels.columnar import PASSED, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
@@ -90,6 +90,7 @@ def evaluate_tasks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
         ]
         return _PACK.encode(done)
     finally:
+        release_readers()
         state.busy.clear()
         if enabled:
             gc.enable()

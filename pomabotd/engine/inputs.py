@@ -22,7 +22,7 @@ from pomabotd.engine.protocol import InputRef, Span
 from pomabotd.errors import InputError
 from pomabotd.wire import Lines, LinesFile
 
-__all__ = ["Inputs", "Reader", "memory_file_bytes", "reader"]
+__all__ = ["Inputs", "Reader", "memory_file_bytes", "reader", "release_readers"]
 
 _BOM: Final = b"\xef\xbb\xbf"
 #: Open inputs a worker keeps between tasks (a cycle has two).
@@ -44,11 +44,12 @@ def memory_file_bytes() -> int:
 class Reader:
     """Reads byte ranges of one input."""
 
-    __slots__ = ("_data", "_fd", "_map", "size", "start")
+    __slots__ = ("_data", "_fd", "_map", "name", "size", "start")
 
-    def __init__(self, data: bytes | None, fd: int, size: int) -> None:
+    def __init__(self, data: bytes | None, fd: int, size: int, name: str = "input") -> None:
         self._data = data
         self._fd = fd
+        self.name = name
         self._map: mmap.mmap | None = None
         self.size = size
         head = data[:3] if data is not None else os.pread(fd, 3, 0)
@@ -56,7 +57,8 @@ class Reader:
         self.start = len(_BOM) if head == _BOM else 0
 
     def read(self, start: int, end: int) -> bytes:
-        """Bytes `[start, end)` (clipped to the input)."""
+        """Bytes `[start, end)` (clipped to the input as planned). InputError if the file
+        has become shorter than that: a cycle never runs on part of what it planned."""
         end = min(end, self.size)
         if end <= start:
             return b""
@@ -66,7 +68,8 @@ class Reader:
         while start < end:
             part = os.pread(self._fd, end - start, start)
             if not part:
-                break
+                raise InputError(f"{self.name}: changed while the cycle was reading it (cut "
+                                 f"short at byte {start:,} of {self.size:,})")
             parts.append(part)
             start += len(part)
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -116,13 +119,13 @@ _OPEN: OrderedDict[tuple[str, int, int, int], Reader] = OrderedDict()
 
 def reader(ref: InputRef) -> Reader:
     """A reader of `ref`: the process's own copy if it opened it, else the file it names,
-    opened once and kept for the next tasks. A file that is not the one planned (another
-    device or inode) is an `InputError`."""
+    opened once and kept for the next tasks until `release_readers`. A file that is not the
+    one planned (another device or inode, or shorter) is an `InputError`."""
     local = _LOCAL.get(ref.path)
     if local is not None:
         if isinstance(local, bytes):
-            return Reader(local, -1, ref.size)
-        return Reader(None, local, ref.size)
+            return Reader(local, -1, ref.size, ref.name)
+        return Reader(None, local, ref.size, ref.name)
     key = (ref.path, ref.dev, ref.ino, ref.size)
     found = _OPEN.get(key)
     if found is not None:
@@ -136,12 +139,21 @@ def reader(ref: InputRef) -> Reader:
     if (status.st_dev, status.st_ino) != (ref.dev, ref.ino) or status.st_size < ref.size:
         os.close(fd)
         raise InputError(f"{ref.name}: changed while the cycle was reading it")
-    opened = _OPEN[key] = Reader(None, fd, ref.size)
+    opened = _OPEN[key] = Reader(None, fd, ref.size, ref.name)
     while len(_OPEN) > _KEPT:
         _, old = _OPEN.popitem(last=False)
         old.close()
         os.close(old._fd)
     return opened
+
+
+def release_readers() -> None:
+    """Close every input `reader` opened: a worker holds no cycle's input (a memory file
+    pomabotd dropped would stay alive, uncounted, for as long as a worker held it open)."""
+    while _OPEN:
+        _, old = _OPEN.popitem()
+        old.close()
+        os.close(old._fd)
 
 
 class Inputs:

@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import psutil
@@ -15,8 +16,9 @@ import pytest
 
 from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
-from pomabotd.errors import PoolCrashLoopError
+from pomabotd.errors import PomabotdError, PoolCrashLoopError
 from pomabotd.sources.synthetic import generate_jsonl
+from pomabotd.wire import LinesFile
 
 from .plugins import faults
 
@@ -623,3 +625,38 @@ def test_a_kernel_pass_that_raises_reruns_its_chunks_market_by_market() -> None:
     assert columnar_lines == scalar_lines and _digest(columnar) == _digest(scalar)
     assert 0 < columnar.markets_columnar < len(MARKETS)
     assert columnar_lines[0].signals_applied == 1 and columnar_lines[0].confidence == 30.0
+
+
+def test_a_markets_file_cut_short_mid_cycle_fails_the_cycle_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A markets file truncated in place while the workers read it fails the run with an
+    error naming the file, instead of a run on the part that was left."""
+    path = tmp_path / "markets.jsonl"
+    path.write_bytes(MARKET_LINES)
+    (tmp_path / "signals.jsonl").write_bytes(SIGNAL_LINES)
+    monkeypatch.setenv("POMABOTD_TEST_TRUNCATE", str(path))
+    settings = _settings(2, evaluator=_plugin("truncate_markets"), retry_attempts=0)
+    with Runtime(settings) as runtime, pytest.raises(PomabotdError) as failed:
+        runtime.evaluate_sync(LinesFile(str(path)), "markets.jsonl",
+                              LinesFile(str(tmp_path / "signals.jsonl")), "signals.jsonl", AS_OF)
+    assert "markets.jsonl: changed while the cycle was reading it" in str(failed.value)
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_workers_hold_no_input_open_after_a_run(tmp_path: Path) -> None:
+    """Once a run is over, no worker keeps its input files open: a file or memory file
+    pomabotd let go of is not kept alive, unseen, by the pool."""
+    path = tmp_path / "markets.jsonl"
+    path.write_bytes(MARKET_LINES)
+    (tmp_path / "signals.jsonl").write_bytes(SIGNAL_LINES)
+    with Runtime(_settings(2)) as runtime:
+        result = runtime.evaluate_sync(LinesFile(str(path)), "markets.jsonl",
+                                       LinesFile(str(tmp_path / "signals.jsonl")),
+                                       "signals.jsonl", AS_OF)
+        workers = psutil.Process().children(recursive=True)
+        held = [f.path for proc in workers for f in proc.open_files()
+                if f.path.startswith(str(tmp_path))]
+    assert result.markets_evaluated == len(MARKETS)
+    assert held == []
+    assert psutil.Process().children(recursive=True) == []

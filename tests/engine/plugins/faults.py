@@ -100,3 +100,13 @@ def kill_on_five(market: Market, signals: Sequence[Signal], as_of: datetime) -> 
     if market.id in {"m0003", "m0004", "m0005", "m0006", "m0007"}:
         os.kill(os.getpid(), signal.SIGKILL)
     return evaluate_market(market, signals, as_of)
+
+
+def truncate_markets(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """On a target market, cut the markets file named by `POMABOTD_TEST_TRUNCATE` to its
+    first 100 bytes, as a careless writer truncating it in place mid-cycle would."""
+    if market.id in TARGETS:
+        path = os.environ["POMABOTD_TEST_TRUNCATE"]
+        if os.path.getsize(path) > 100:
+            os.truncate(path, 100)
+    return evaluate_market(market, signals, as_of)
