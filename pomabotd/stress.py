@@ -84,6 +84,7 @@ class StressReport(msgspec.Struct, frozen=True, kw_only=True):
     checks: list[StressCheck]
     passed: bool
     #: `wall_s` is the median of `repeats` cycles on the same warm pool; the least of them.
+    #: `peak_rss_mb` is the highest of those cycles' peaks.
     wall_s_median: float
     wall_s_min: float
     repeats: int
@@ -132,9 +133,13 @@ def _throughput(markets: int, wall_s: float) -> float:
     return markets / wall_s if wall_s > 0 else 0.0
 
 
-def stress_checks(report: CycleReport, wall_s: float, limits: RiskLimits) -> list[StressCheck]:
-    """Judge one stress cycle against the SPEC's validation checks."""
+def stress_checks(
+    report: CycleReport, wall_s: float, limits: RiskLimits, peak_rss_mb: float | None = None
+) -> list[StressCheck]:
+    """Judge a stress cycle against the SPEC's validation checks; `peak_rss_mb` is the peak of
+    every cycle of the run when it ran several (the cycle's own by default)."""
     m = report.metrics
+    peak = m.rss_mb if peak_rss_mb is None else peak_rss_mb
     throughput = _throughput(m.markets_total, wall_s)
     per_category = Counter(p.category for p in report.opened)
     worst_category = max(per_category.values(), default=0)
@@ -153,8 +158,8 @@ def stress_checks(report: CycleReport, wall_s: float, limits: RiskLimits) -> lis
         ),
         StressCheck(
             "memory",
-            m.rss_mb < _MAX_RSS_MB,
-            f"peak RSS {m.rss_mb:,.1f} MB (limit {_MAX_RSS_MB:,.0f} MB)",
+            peak < _MAX_RSS_MB,
+            f"peak RSS {peak:,.1f} MB (limit {_MAX_RSS_MB:,.0f} MB)",
         ),
         StressCheck(
             "portfolio_risk",
@@ -206,6 +211,7 @@ async def run_stress(
         loader = await _workload(runtime, inputs, as_of, Path(scratch))
         generate_s = time.perf_counter() - started
         walls: list[float] = []
+        peak_mb = 0.0
         for number in range(max(1, repeat)):
             ledger_dir = Path(scratch) / f"ledger-{number}"
             with Ledger(ledger_dir) as ledger:
@@ -216,14 +222,15 @@ async def run_stress(
                     as_of=as_of, clock=clock, on_progress=on_progress,
                 )
                 walls.append(time.perf_counter() - started)
+                peak_mb = max(peak_mb, report.metrics.rss_mb)
     wall_s = statistics.median(walls)
     m = report.metrics
-    checks = stress_checks(report, wall_s, limits)
+    checks = stress_checks(report, wall_s, limits, peak_mb)
     return StressReport(
         markets=m.markets_total,
         wall_s=round(wall_s, 4),
         throughput_per_s=round(_throughput(m.markets_total, wall_s), 1),
-        peak_rss_mb=m.rss_mb,
+        peak_rss_mb=peak_mb,
         cpu_percent=m.cpu_percent,
         avg_eval_us=m.avg_eval_us,
         opportunities=m.opportunities,

@@ -256,6 +256,26 @@ def test_stress_small_passes_its_checks(run_cli: RunCli):
     assert "%|" not in result.stderr  # no progress bar when stderr is not a terminal
 
 
+def test_stress_repeat_runs_cycles_on_one_pool_and_reports_their_median(run_cli: RunCli):
+    """stress --repeat 5 runs five full cycles on the same warm pool (each into a fresh
+    ledger, so each opens the same positions) and reports the median wall time, the least,
+    the throughput of the median and the highest peak."""
+    result = run_cli("stress", "--markets", "3000", "--repeat", "5", "--json",
+                     env={"BATCH_WORKERS": "2"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["repeats"] == 5 and report["passed"] is True
+    assert 0 < report["wall_s_min"] <= report["wall_s_median"] == report["wall_s"]
+    assert report["throughput_per_s"] == pytest.approx(3000 / report["wall_s"], rel=1e-3)
+    assert report["markets_evaluated"] == 3000 and report["selected"] > 0
+    cycles = [json.loads(line) for line in result.stderr.splitlines()
+              if line.startswith("{") and '"event":"cycle"' in line]
+    assert len(cycles) == 5
+    assert {(c["opened"], c["opportunities"]) for c in cycles} == {
+        (report["selected"], report["opportunities"])}
+    assert report["peak_rss_mb"] == max(c["peak_rss_mb"] for c in cycles)
+
+
 def test_stress_draws_a_progress_bar_on_a_terminal(tmp_path: Path):
     """With stderr on a terminal, stress draws a progress bar there."""
     controller, terminal = os.openpty()
