@@ -287,6 +287,7 @@ async def run_cycle(
         )
         rejected = (*cycle_input.rejected, *result.rejected)
         _warn_refused(cycle_input, result, rejected)
+        _warn_kernel(result.kernel_errors)
         _require_usable(cycle_input, result, rejected)
         writer = ledger if isinstance(ledger, Ledger) else ledger.open_for(portfolio)
         still_open, closes = mark_positions(
@@ -382,6 +383,16 @@ async def run_cycle(
         output_dir=str(writer.directory),
         halt=step,
     )
+
+
+def _warn_kernel(errors: list[str]) -> None:
+    """One WARNING when the columnar kernel failed on some pieces: they ran market by market,
+    with the same results, at a fraction of the speed."""
+    if errors:
+        logger.bind(event="kernel_failed", pieces=len(errors), error=errors[0]).warning(
+            "the columnar kernel failed on {} pieces ({}); they were evaluated market by "
+            "market instead", len(errors), errors[0],
+        )
 
 
 def _log_missing(newly: list[str], missing: dict[str, int], cycle_id: int, source: str) -> None:

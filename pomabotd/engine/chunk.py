@@ -6,8 +6,9 @@ itself. Each task's lines are read from the cycle's inputs by byte range (`input
 - The built-in evaluator with `batch.kernel = "columnar"` takes every task of a submission whose
   lines all decode (with the very decoders of the scalar readers, so they passed the same
   validation) in one kernel pass; `Evaluation`s are built only for candidates, held markets and,
-  when lines are wanted, every market. The pass is timed like one market: if it raises or runs
-  past `timeout_ms`, its tasks are evaluated market by market instead.
+  when lines are wanted, every market. The pass is timed like one market per 1,000 it
+  evaluates: if it raises or runs past that many times `timeout_ms`, its tasks are evaluated
+  market by market instead, and their results say why (`kernel_error`).
 - A stray task (signal lines no piece claimed) only counts its lines and takes their market ids.
 - Every other task (a refused line, a plugin, `batch.kernel = "scalar"`) runs market by
   market (`kernels/scalar.py`): each market is timed (`watchdog`), a failure is retried with a
@@ -39,7 +40,7 @@ from pomabotd.engine.pieces import (
     load_piece,
 )
 from pomabotd.engine.protocol import ChunkOut, Job, Task
-from pomabotd.engine.watchdog import WorkerState
+from pomabotd.engine.watchdog import MarketTimeout, WorkerState
 from pomabotd.engine.workload import unrouted_signals
 
 __all__ = ["evaluate_tasks"]
@@ -49,18 +50,22 @@ _SIGNAL: Final = msgspec.json.Decoder(Signal)
 _LINES: Final = msgspec.json.Encoder()
 _PACK: Final = msgspec.msgpack.Encoder()
 _perf_ns: Final = time.perf_counter_ns
+#: A columnar pass may take `batch.timeout_ms` per this many markets it evaluates.
+_PASS_MARKETS: Final = 1000
 
 
 class _Lines:
-    """One task's lines, read; `piece` is set for a search task."""
+    """One task's lines, read; `piece` is set for a search task. `kernel_error` says why the
+    columnar pass that took it failed."""
 
-    __slots__ = ("markets", "piece", "signals", "task")
+    __slots__ = ("kernel_error", "markets", "piece", "signals", "task")
 
     def __init__(self, task: Task, markets: bytes, signals: bytes, piece: Piece | None) -> None:
         self.task = task
         self.markets = markets
         self.signals = signals
         self.piece = piece
+        self.kernel_error = ""
 
 
 def evaluate_tasks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
@@ -170,7 +175,10 @@ def _columnar(
     slots, slot = state.slots, state.slot
     try:
         started = _perf_ns()
-        slots[slot] = started  # the pass is timed like one market
+        # The pass is timed like one market per `_PASS_MARKETS` markets it evaluates: its
+        # slot shows a start moved later by the extra time it is given.
+        extra_passes = (len(markets) - 1) // _PASS_MARKETS
+        slots[slot] = started + extra_passes * job.timeout_ms * 1_000_000
         columns = market_columns(markets)
         verdicts = batch(columns, signal_columns(signals, rows), job.as_of, job.prior)
         per_market_us = (_perf_ns() - started) / 1000.0 / len(markets)
@@ -179,8 +187,12 @@ def _columnar(
             for _, lines, own, count, index in taken
         ]
         slots[slot] = 0
-    except BaseException:  # the scalar path is the reference: it evaluates what this cannot
+    except BaseException as exc:  # the scalar path is the reference: it evaluates what this cannot
         slots[slot] = 0
+        reason = ("ran past its time" if isinstance(exc, MarketTimeout)
+                  else f"{type(exc).__name__}: {exc}")
+        for _, lines, *_ in taken:
+            lines.kernel_error = reason
         return
     for (position, lines, *_), out in zip(taken, built, strict=True):
         outs[position] = _finish(out, lines.piece)
@@ -235,5 +247,6 @@ def _columnar_out(
 
 
 def _scalar(lines: _Lines, job: Job, state: WorkerState) -> ChunkOut:
-    return _finish(evaluate_scalar(lines.task, lines.markets, lines.signals, job, state),
-                   lines.piece)
+    out = evaluate_scalar(lines.task, lines.markets, lines.signals, job, state)
+    out.kernel_error = lines.kernel_error
+    return _finish(out, lines.piece)

@@ -83,6 +83,8 @@ class ChunkOut(msgspec.Struct, kw_only=True):
     the window was about its markets) and `keys` holds a 64-bit hash of each market id of its
     range, so that ids repeated across tasks can be found without anyone mapping every id.
     A `stray` task's `run` is its range, `keys` the hashes of the market ids its lines name.
+    `kernel_error` says why the columnar kernel's pass over the task failed (it then ran market
+    by market).
     """
 
     index: int
@@ -105,3 +107,4 @@ class ChunkOut(msgspec.Struct, kw_only=True):
     signal_lines: int = 0
     run: Span | None = None
     keys: bytes = b""
+    kernel_error: str = ""

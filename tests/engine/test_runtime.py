@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from pomabotd.domain.models import Evaluation, Market, Signal
+from pomabotd.engine import chunk as chunk_module
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import PomabotdError, PoolCrashLoopError
 from pomabotd.sources.synthetic import generate_jsonl
@@ -660,3 +661,26 @@ def test_workers_hold_no_input_open_after_a_run(tmp_path: Path) -> None:
     assert result.markets_evaluated == len(MARKETS)
     assert held == []
     assert psutil.Process().children(recursive=True) == []
+
+
+def test_a_failing_kernel_pass_runs_market_by_market_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the columnar kernel's pass raises, its markets are evaluated market by market with
+    the same results, and the run says the kernel failed and why."""
+    with Runtime(_settings(0)) as runtime:
+        fine = runtime.evaluate_sync(MARKET_LINES, "markets.jsonl", SIGNAL_LINES,
+                                     "signals.jsonl", AS_OF)
+
+        def broken(*args: object) -> None:
+            raise MemoryError("no room for the columns")
+
+        monkeypatch.setattr(chunk_module, "market_columns", broken)
+        failed = runtime.evaluate_sync(MARKET_LINES, "markets.jsonl", SIGNAL_LINES,
+                                       "signals.jsonl", AS_OF)
+    assert fine.markets_columnar == len(MARKETS) and fine.kernel_errors == []
+    assert failed.markets_columnar == 0
+    assert failed.kernel_errors and set(failed.kernel_errors) == {
+        "MemoryError: no room for the columns"}
+    assert _timeless(failed.candidates) == _timeless(fine.candidates)
+    assert failed.markets_evaluated == fine.markets_evaluated == len(MARKETS)
