@@ -2,8 +2,12 @@
 
 Every path that judges a market reads `GATE`: the scalar evaluator and the screen for markets a
 cycle drops unseen call each check's `passes` on one market, the columnar kernel calls its
-`passes_all` on whole columns, and the reason text is its `sentence`. Adding a check is adding
-one entry here; its position is its place in the order, and the first failure is reported.
+`passes_all` on whole columns, and the reason text is its `sentence`. Adding a check on fields
+the kernel already has as columns (`Columns`) is adding one entry here; its position is its
+place in the order, and the first failure is reported. A check on another market field also
+needs that field as a column: in `Columns` here, `MarketColumns` and `market_columns`
+(`engine/kernels/columns.py`) and `_GateColumns` (`engine/kernels/columnar.py`); until it has
+one, the kernel's pass fails and every piece runs market by market (`kernel_failed`).
 
 The vectorised tests use only operators (`< <= > >= & | ~` and arithmetic), so they work on the
 numpy arrays the kernel passes in while the domain stays free of numpy. Sentences take their
@@ -83,7 +87,7 @@ class Columns(Protocol):
     min_edge: Any
 
 
-class Check(Struct, frozen=True):
+class Check(Struct, frozen=True, kw_only=True):
     """One gate check: its SPEC name, its test on one market (`passes`), the same test over
     columns (`passes_all`, true where a market passes) and the sentence saying why a market
     failed it. `needs_belief` is false for checks that read only the market and `as_of`."""
@@ -211,69 +215,75 @@ def _no_exit_plan(row: Row) -> str:
 #: SPEC section 4, in order.
 GATE: Final[tuple[Check, ...]] = (
     Check(
-        "market_open",
-        False,
-        _is_open,
-        lambda c: ~c.resolved & (c.closes_at > c.as_of),
-        _closed,
+        name="market_open",
+        needs_belief=False,
+        passes=_is_open,
+        passes_all=lambda c: ~c.resolved & (c.closes_at > c.as_of),
+        sentence=_closed,
     ),
     Check(
-        "resolution_authority",
-        False,
-        lambda r: r.market.authority_is_clear,
-        lambda c: c.authority_is_clear,
-        lambda r: "no clear authority decides how the market resolves",
+        name="resolution_authority",
+        needs_belief=False,
+        passes=lambda r: r.market.authority_is_clear,
+        passes_all=lambda c: c.authority_is_clear,
+        sentence=lambda r: "no clear authority decides how the market resolves",
     ),
     Check(
-        "objective_outcome",
-        False,
-        lambda r: r.market.outcome_is_objective,
-        lambda c: c.outcome_is_objective,
-        lambda r: "the outcome is not objectively verifiable",
+        name="objective_outcome",
+        needs_belief=False,
+        passes=lambda r: r.market.outcome_is_objective,
+        passes_all=lambda c: c.outcome_is_objective,
+        sentence=lambda r: "the outcome is not objectively verifiable",
     ),
     Check(
-        "liquidity",
-        False,
-        lambda r: r.market.liquidity >= MIN_LIQUIDITY,
-        lambda c: c.liquidity >= MIN_LIQUIDITY,
-        lambda r: (
+        name="liquidity",
+        needs_belief=False,
+        passes=lambda r: r.market.liquidity >= MIN_LIQUIDITY,
+        passes_all=lambda c: c.liquidity >= MIN_LIQUIDITY,
+        sentence=lambda r: (
             f"liquidity ${_money(r.market.liquidity)} is below the "
             f"${_money(MIN_LIQUIDITY)} minimum"
         ),
     ),
     Check(
-        "belief_width",
-        True,
-        lambda r: _at_most(r.high - r.low, MAX_BELIEF_WIDTH),
-        lambda c: c.width <= MAX_BELIEF_WIDTH,
-        _too_wide,
+        name="belief_width",
+        needs_belief=True,
+        passes=lambda r: _at_most(r.high - r.low, MAX_BELIEF_WIDTH),
+        passes_all=lambda c: c.width <= MAX_BELIEF_WIDTH,
+        sentence=_too_wide,
     ),
     Check(
-        "confidence",
-        True,
-        lambda r: r.confidence >= MIN_CONFIDENCE,
-        lambda c: c.confidence >= MIN_CONFIDENCE,
-        lambda r: (
+        name="confidence",
+        needs_belief=True,
+        passes=lambda r: r.confidence >= MIN_CONFIDENCE,
+        passes_all=lambda c: c.confidence >= MIN_CONFIDENCE,
+        sentence=lambda r: (
             f"confidence {_pts(r.confidence)} is below the {_pts(MIN_CONFIDENCE)} minimum"
         ),
     ),
     Check(
-        "price_outside_range",
-        True,
-        lambda r: r.market.price < r.low or r.market.price > r.high,
-        lambda c: (c.price < c.low) | (c.price > c.high),
-        lambda r: (
+        name="price_outside_range",
+        needs_belief=True,
+        passes=lambda r: r.market.price < r.low or r.market.price > r.high,
+        passes_all=lambda c: (c.price < c.low) | (c.price > c.high),
+        sentence=lambda r: (
             f"price {_pts(r.market.price)} is inside the belief range {_span(r.low, r.high)}"
         ),
     ),
     Check(
-        "edge",
-        True,
-        lambda r: r.edge >= min_edge(r.market.category),
-        lambda c: c.edge >= c.min_edge,
-        _small_edge,
+        name="edge",
+        needs_belief=True,
+        passes=lambda r: r.edge >= min_edge(r.market.category),
+        passes_all=lambda c: c.edge >= c.min_edge,
+        sentence=_small_edge,
     ),
-    Check("exit_plan", True, _has_exit_plan, _exit_plans, _no_exit_plan),
+    Check(
+        name="exit_plan",
+        needs_belief=True,
+        passes=_has_exit_plan,
+        passes_all=_exit_plans,
+        sentence=_no_exit_plan,
+    ),
 )
 
 #: The check names in gate order (SPEC section 4).
