@@ -57,7 +57,7 @@ def read_lines(lines: Lines) -> bytes:
         return file.read()
 
 
-class Rejected(msgspec.Struct, frozen=True):
+class Rejected(msgspec.Struct, frozen=True, kw_only=True):
     """One input record that failed validation; the rest of the input still runs.
 
     `line` is 1-based: the line of a JSON-lines file, or the position of a record in a JSON array
@@ -171,7 +171,7 @@ def _rejected(source: str, line: int, exc: msgspec.DecodeError) -> Rejected:
     """Turn msgspec's message (`Expected ... - at `$.price``) into a field and a sentence."""
     text = str(exc)
     if not isinstance(exc, msgspec.ValidationError):
-        return Rejected(source, line, None, text)
+        return Rejected(source=source, line=line, field=None, message=text)
     path = "$"
     at = text.rfind(_AT)
     if at >= 0:
@@ -182,7 +182,7 @@ def _rejected(source: str, line: int, exc: msgspec.DecodeError) -> Rejected:
         path = missing if path == "$" else f"{path}.{missing}"
         text = "missing required field"
     field = path[2:] if path.startswith("$.") else path
-    return Rejected(source, line, field, text.replace("`", ""))
+    return Rejected(source=source, line=line, field=field, message=text.replace("`", ""))
 
 
 def _drop_duplicates(
@@ -198,7 +198,8 @@ def _drop_duplicates(
             kept.append(market)
         else:
             rejected.append(
-                Rejected(source, line, "id", f"duplicate id {market.id!r} (first on line {first})")
+                Rejected(source=source, line=line, field="id",
+                         message=f"duplicate id {market.id!r} (first on line {first})")
             )
     rejected.sort(key=lambda r: r.line)
     return kept, rejected

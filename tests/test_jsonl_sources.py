@@ -76,7 +76,7 @@ def test_rejected_reads_as_a_sentence() -> None:
 
 def test_rejected_is_plain_data() -> None:
     """A rejection survives a msgspec round trip, so it can cross a process boundary."""
-    rejected = Rejected("m.jsonl", 4, "price", "Expected float <= 100.0")
+    rejected = Rejected(source="m.jsonl", line=4, field="price", message="Expected float <= 100.0")
     encoded = msgspec.msgpack.encode(rejected)
     assert msgspec.msgpack.decode(encoded, type=Rejected) == rejected
 

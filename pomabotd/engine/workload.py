@@ -234,10 +234,11 @@ def _chunk_market_lines(
         if key in chunk_of:
             work.rejected.append(
                 Rejected(
-                    work.markets_source,
-                    number,
-                    "id",
-                    f"duplicate id {key.decode(errors='replace')!r} (an earlier line has it)",
+                    source=work.markets_source,
+                    line=number,
+                    field="id",
+                    message=(f"duplicate id {key.decode(errors='replace')!r} "
+                             "(an earlier line has it)"),
                 )
             )
             continue
@@ -255,7 +256,7 @@ def _refused_market(text: bytes, source: str, number: int) -> Rejected:
     _, rejected = decode_markets(text, source, first_line=number)
     if rejected:
         return rejected[0]
-    return Rejected(source, number, "id", "missing or not a string")
+    return Rejected(source=source, line=number, field="id", message="missing or not a string")
 
 
 def _route_signals(work: Workload, chunk_of: dict[bytes, int]) -> None:
@@ -328,7 +329,8 @@ def unrouted_signals(data: bytes, source: str) -> tuple[int, list[bytes], list[R
 def _keyless_signal(text: bytes, source: str, number: int) -> list[Rejected]:
     """Why a signal line without a usable market id is refused."""
     _, rejected = decode_signals(text, source, first_line=number)
-    return rejected or [Rejected(source, number, "market_id", "missing or not a string")]
+    return rejected or [Rejected(source=source, line=number, field="market_id",
+                                 message="missing or not a string")]
 
 
 def _keyed_lines(

@@ -152,8 +152,8 @@ def load_resolved(
                 evaluated_at = closes_at - back
             except OverflowError:
                 rejected.append(Rejected(
-                    markets, line, "closes_at",
-                    f"{closes_at.isoformat()} is too early to go back {days} days",
+                    source=markets, line=line, field="closes_at",
+                    message=f"{closes_at.isoformat()} is too early to go back {days} days",
                 ))
                 continue
             kept.append(ResolvedMarket(
@@ -265,8 +265,8 @@ def _gamma_rows(path: Path, days: int) -> tuple[list[_Row], list[Rejected]]:
                 price = price_points(value)
             except ValueError as exc:
                 rejected.append(Rejected(
-                    source, position, field, _gamma_scale_hint(str(exc), value),
-                    record=market.id,
+                    source=source, line=position, field=field,
+                    message=_gamma_scale_hint(str(exc), value), record=market.id,
                 ))
                 continue
         rows.append(_Row(market=market, line=position, horizon_price=price))
@@ -308,7 +308,8 @@ def _horizon_prices(
         value = getattr(record, field)
         if value is not None and not _is_points(value):
             refused.append(
-                Rejected(source, number, field, f"expected a number from 0 to 100, got {value!r}")
+                Rejected(source=source, line=number, field=field,
+                         message=f"expected a number from 0 to 100, got {value!r}")
             )
         found.append((number, None if value is None else float(value)))
     return found, refused

@@ -235,11 +235,12 @@ def map_market(raw: bytes | msgspec.Raw, *, source: str = "gamma", position: int
         return _refused_undecodable(data, source, position, exc)
     market_id = str(record.id).strip()
     if not market_id:
-        return Rejected(source, position, "id", "empty id")
+        return Rejected(source=source, line=position, field="id", message="empty id")
     try:
         return _market(record, market_id)
     except _Refusal as refusal:
-        return Rejected(source, position, refusal.field, refusal.message, record=market_id)
+        return Rejected(source=source, line=position, field=refusal.field,
+                        message=refusal.message, record=market_id)
 
 
 def record_id(raw: bytes | msgspec.Raw) -> str | None:
@@ -265,7 +266,8 @@ def map_records(
             rejected.append(mapped)
         elif mapped.id in seen:
             rejected.append(
-                Rejected(source, position, "id", "duplicate id, listed before", record=mapped.id)
+                Rejected(source=source, line=position, field="id",
+                         message="duplicate id, listed before", record=mapped.id)
             )
         else:
             seen.add(mapped.id)
@@ -505,7 +507,7 @@ def _refused_undecodable(
     elif isinstance(exc, msgspec.ValidationError):
         field = "$"
     return Rejected(
-        source, position, field, text.replace("`", ""),
+        source=source, line=position, field=field, message=text.replace("`", ""),
         record=None if found is None else str(found),
     )
 
