@@ -48,6 +48,15 @@ class ConfigError(PomabotdError):
 class InputError(PomabotdError):
     """An input source cannot be used at all."""
 
+    @classmethod
+    def unreadable(cls, path: object, exc: OSError) -> InputError:
+        """Why the file at `path` could not be opened or read, in words naming it."""
+        if isinstance(exc, FileNotFoundError):
+            return cls(f"{path}: no such file")
+        if isinstance(exc, IsADirectoryError):
+            return cls(f"{path}: is a directory, expected a file")
+        return cls(f"{path}: cannot be read ({exc.strerror})")
+
 
 class LedgerError(PomabotdError):
     """The output directory holds files pomabotd cannot continue safely."""

@@ -214,12 +214,8 @@ class Inputs:
         if isinstance(lines, LinesFile):
             try:
                 fd = os.open(lines.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise InputError(f"{lines.path}: no such file") from None
-            except IsADirectoryError:
-                raise InputError(f"{lines.path}: is a directory, expected a file") from None
             except OSError as exc:
-                raise InputError(f"{lines.path}: cannot be read ({exc.strerror})") from None
+                raise InputError.unreadable(lines.path, exc) from None
             return self._register(fd, name)
         if not shared:
             path = f"memory:{os.getpid()}:{next(_numbers)}"

@@ -43,12 +43,8 @@ def read_bytes(path: Path) -> bytes:
     """Read a whole input file, turning OS errors into a message that names the path."""
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise InputError.unreadable(path, exc) from None
 
 
 def check_readable(path: Path) -> LinesFile:
@@ -56,10 +52,8 @@ def check_readable(path: Path) -> LinesFile:
     names the path."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise InputError.unreadable(path, exc) from None
     try:
         mode = os.fstat(fd).st_mode
     finally:
