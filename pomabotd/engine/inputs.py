@@ -14,7 +14,6 @@ import itertools
 import mmap
 import os
 import stat
-from collections import OrderedDict
 from types import TracebackType
 from typing import Final
 
@@ -25,8 +24,6 @@ from pomabotd.wire import Lines, LinesFile
 __all__ = ["Inputs", "Reader", "memory_file_bytes", "reader", "release_readers"]
 
 _BOM: Final = b"\xef\xbb\xbf"
-#: Open inputs a worker keeps between tasks (a cycle has two).
-_KEPT: Final = 4
 #: Up to this many ranges are read one system call each; more are sliced from a map.
 _FEW_SPANS: Final = 8
 _numbers = itertools.count()
@@ -114,7 +111,8 @@ def _strip(data: bytes) -> bytes:
     return data[:-1] if data.endswith(b"\n") else data
 
 
-_OPEN: OrderedDict[tuple[str, int, int, int], Reader] = OrderedDict()
+#: Inputs this process opened by path for the submission it runs (`release_readers`).
+_OPEN: dict[tuple[str, int, int, int], Reader] = {}
 
 
 def reader(ref: InputRef) -> Reader:
@@ -129,7 +127,6 @@ def reader(ref: InputRef) -> Reader:
     key = (ref.path, ref.dev, ref.ino, ref.size)
     found = _OPEN.get(key)
     if found is not None:
-        _OPEN.move_to_end(key)
         return found
     try:
         fd = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -140,10 +137,6 @@ def reader(ref: InputRef) -> Reader:
         os.close(fd)
         raise InputError(f"{ref.name}: changed while the cycle was reading it")
     opened = _OPEN[key] = Reader(None, fd, ref.size, ref.name)
-    while len(_OPEN) > _KEPT:
-        _, old = _OPEN.popitem(last=False)
-        old.close()
-        os.close(old._fd)
     return opened
 
 
