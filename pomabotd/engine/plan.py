@@ -20,6 +20,7 @@ from itertools import pairwise
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from pomabotd.engine.inputs import Reader
 from pomabotd.engine.protocol import ChunkOut, Span, Task
@@ -153,18 +154,20 @@ def stray_tasks(gaps: list[Gap], signals: Reader, first: int) -> list[Task]:
 def strays_are_strangers(pieces: Sequence[ChunkOut], strays: Sequence[ChunkOut]) -> bool:
     """True if no line of the stray tasks names a market of the pieces (compared by hash: a
     collision only sends the input to the line-by-line plan)."""
-    stray = np.frombuffer(b"".join(out.keys for out in strays), np.uint64)
-    if not len(stray):
-        return True
-    known = np.frombuffer(b"".join(out.keys for out in pieces), np.uint64)
-    return not bool(np.isin(stray, known).any())
+    stray = _hashes(strays)
+    return not len(stray) or not bool(np.isin(stray, _hashes(pieces)).any())
 
 
 def _repeated_ids(outs: Sequence[ChunkOut]) -> bool:
     """True if any two market ids of the pieces share a hash (a repeat, or a collision that
     is sent to the line-by-line plan all the same)."""
-    hashes = np.frombuffer(b"".join(out.keys for out in outs), np.uint64)
+    hashes = _hashes(outs)
     if len(hashes) < 2:
         return False
     ordered = np.sort(hashes)
     return bool((ordered[1:] == ordered[:-1]).any())
+
+
+def _hashes(outs: Sequence[ChunkOut]) -> npt.NDArray[np.uint64]:
+    """The market id hashes the tasks reported (`ChunkOut.keys`), in one array."""
+    return np.frombuffer(b"".join(out.keys for out in outs), np.uint64)
