@@ -523,13 +523,17 @@ def load(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    *,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Config:
     """Build the effective configuration from the four layers, or raise ConfigError.
 
     `path` is the `--config` value; without it `$POMABOTD_CONFIG` (read from `environ`) names
     the file, and without either there is no file. `environ` is the process environment (pass
     `os.environ`; None means empty). `flags` maps dotted keys to command-line values; None values
-    were not given. Every problem found is reported at once.
+    were not given; `flag_names` spells a flag as the command gave it where it differs from
+    the usual spelling (`status --addr` sets `daemon.status_addr`). Every problem found is
+    reported at once.
     """
     env: Mapping[str, str] = {} if environ is None else environ
     errors: list[str] = []
@@ -584,7 +588,7 @@ def load(
         if key not in _KEYS:
             errors.append(f"unknown configuration key {key!r} given as a flag")
             continue
-        source = f"flag:{_FLAG_NAMES.get(key, key)}"
+        source = f"flag:{(flag_names or {}).get(key) or _FLAG_NAMES.get(key, key)}"
         _apply(key, raw, isinstance(raw, str), source, values, provenance, errors)
 
     if not any(e.startswith("batch.evaluator ") for e in errors):

@@ -4,7 +4,8 @@ This is the imperative shell around the pure domain: it owns the order of the st
 portfolio carried from one cycle to the next, and nothing else. Loading inputs is the sources'
 job (`pomabotd.sources.open_sources`, kept across cycles, behind the small `InputLoader`
 seam), evaluating markets the runtime's, writing lines the ledger's. `run-once`, `stress` and
-the daemon all await `run_cycle`; nothing in here starts an event loop.
+the daemon all await `run_cycle`; nothing in here starts an event loop or reads the
+configuration: the parts a cycle runs on are built by the composition root (`pomabotd.app`).
 
 The halt rules (`pomabotd.domain.halt`) run inside the cycle, after marking and before opening:
 a pending `pomabotd resume` request or a change of the decision settings lifts a halt, the
@@ -27,7 +28,6 @@ from typing import Protocol
 
 import msgspec
 
-from pomabotd.config import Config
 from pomabotd.domain.halt import HaltState, HaltStep, Settings, advance
 from pomabotd.domain.models import CloseEvent, Market, Position, RiskLimits
 from pomabotd.domain.portfolio import (
@@ -44,7 +44,7 @@ from pomabotd.domain.research import (
 )
 from pomabotd.domain.selection import Selection, Skip, portfolio_risk_pct, select
 from pomabotd.engine.meter import Meter
-from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
+from pomabotd.engine.runtime import RunResult, Runtime
 from pomabotd.errors import CycleError, LedgerError
 from pomabotd.log import logger
 from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
@@ -59,28 +59,11 @@ __all__ = [
     "LedgerOnDemand",
     "Portfolio",
     "PreparedInput",
-    "batch_settings",
-    "halt_policy",
     "run_cycle",
 ]
 
 #: How many market ids a log line names before it counts the rest.
 _NAMED = 10
-
-
-def batch_settings(config: Config) -> BatchSettings:
-    """The runtime's settings from the `batch.*` section and the strategy's prior."""
-    batch = config.batch
-    return BatchSettings(
-        workers=batch.workers,
-        batch_size=batch.batch_size,
-        max_concurrency=batch.max_concurrency,
-        timeout_ms=batch.timeout_ms,
-        retry_attempts=batch.retry_attempts,
-        evaluator=batch.evaluator,
-        kernel=batch.kernel,
-        prior=config.strategy.prior,
-    )
 
 
 class HaltPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,11 +72,6 @@ class HaltPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     rules: HaltRules = msgspec.field(default_factory=HaltRules)
     settings: Settings | None = None
-
-
-def halt_policy(config: Config) -> HaltPolicy:
-    """The `[halt]` thresholds and `Config.decision_settings`."""
-    return HaltPolicy(rules=config.halt, settings=config.decision_settings())
 
 
 class InputLoader(Protocol):

@@ -28,23 +28,19 @@ import msgspec
 
 from pomabotd.cycle import CycleReport, InputLoader, Portfolio, run_cycle
 from pomabotd.domain.models import RiskLimits
-from pomabotd.engine.runtime import BatchSettings, Runtime
+from pomabotd.engine.runtime import Runtime
 from pomabotd.output import Ledger
 from pomabotd.sources.jsonl import JsonlMarkets, JsonlSignals
 from pomabotd.sources.registry import Sources
 from pomabotd.sources.synthetic import generate_files
 
 __all__ = [
-    "PRESETS",
     "StressCheck",
     "StressReport",
     "Synthetic",
     "run_stress",
     "stress_checks",
 ]
-
-#: SPEC section 9: the named sizes, in markets.
-PRESETS: Final[dict[str, int]] = {"small": 100, "medium": 500, "large": 1000, "extreme": 5000}
 
 _SCRATCH_PREFIX: Final = "pomabotd-stress-"
 #: Held (flock) for the life of a stress run's scratch directory: a directory whose lock
@@ -191,7 +187,7 @@ class Synthetic(msgspec.Struct, frozen=True):
 
 
 async def run_stress(
-    settings: BatchSettings,
+    runtime: Runtime,
     limits: RiskLimits,
     inputs: InputLoader | Synthetic,
     as_of: datetime,
@@ -200,12 +196,13 @@ async def run_stress(
     on_progress: Callable[[int, int], None] | None = None,
     repeat: int = 1,
 ) -> StressReport:
-    """Start the pool, write (or load) the workload, run `repeat` measured cycles."""
+    """Start `runtime` (timed apart), write (or load) the workload, run `repeat` measured
+    cycles, close the runtime."""
     with contextlib.ExitStack() as stack:
         # Made first, removed last: the pool's workers write the workload's blocks into it.
         scratch = stack.enter_context(_scratch_directory())
         started = time.perf_counter()
-        runtime = stack.enter_context(Runtime(settings))
+        stack.enter_context(runtime)
         pool_start_s = time.perf_counter() - started
         started = time.perf_counter()
         loader = await _workload(runtime, inputs, as_of, Path(scratch))
@@ -238,7 +235,7 @@ async def run_stress(
         markets_evaluated=m.markets_evaluated,
         markets_failed=m.markets_failed,
         markets_rejected=m.markets_rejected,
-        workers=settings.workers,
+        workers=runtime.settings.workers,
         generate_s=round(generate_s, 4),
         pool_start_s=round(pool_start_s, 4),
         portfolio_risk_pct=m.portfolio_risk_pct,

@@ -3,7 +3,7 @@
 A cycle starts every `daemon.interval_s` seconds; one that runs longer delays the next, which
 then starts as soon as it ends, so cycles never overlap. Between cycles the loop sleeps on an
 event (signals and timers wake it; nothing polls), so an idle daemon costs no CPU. The sources
-(`pomabotd.sources.open_sources`) are built once too and keep their feed cache, ETags and news
+(`pomabotd.app.sources`) are built once too and keep their feed cache, ETags and news
 memory from cycle to cycle; a source that yields nothing usable fails that cycle only (one
 error line, `/healthz` unhealthy with the reason), and the next interval tries again.
 
@@ -33,21 +33,20 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Final
 
+from pomabotd import app
 from pomabotd._version import __version__
 from pomabotd.config import Config
-from pomabotd.cycle import Portfolio, batch_settings, halt_policy, run_cycle
+from pomabotd.cycle import Portfolio, run_cycle
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
 from pomabotd.daemon.status import StatusServer, bind_status
-from pomabotd.engine.runtime import Runtime
-from pomabotd.errors import ConfigError, LedgerError, PomabotdError, SourceError
+from pomabotd.errors import ConfigError, PomabotdError, SourceError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger
-from pomabotd.sources import Sources, open_sources
+from pomabotd.sources import Sources
 
 __all__ = ["Daemon", "stuck_after_s"]
 
@@ -68,21 +67,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _open_ledger(config: Config) -> Ledger:
-    """The ledger of `daemon.output_dir`; LedgerError names the key and where it came from."""
-    try:
-        return Ledger(Path(config.daemon.output_dir))
-    except LedgerError as exc:
-        raise LedgerError(_output_dir_problem(config, exc)) from None
-
-
-def _reopen_ledger(ledger: Ledger, config: Config) -> None:
-    try:
-        ledger.reopen()
-    except LedgerError as exc:
-        raise LedgerError(_output_dir_problem(config, exc)) from None
-
-
 def _bind_status(config: Config) -> socket.socket | None:
     """The status endpoint's listening socket (None when switched off); ConfigError names
     `daemon.status_addr`, where it came from and why the address cannot be served."""
@@ -97,11 +81,6 @@ def _bind_status(config: Config) -> socket.socket | None:
             f"{config.source_phrase('daemon.status_addr')}) cannot be served: "
             f"{exc.strerror or exc}"
         ) from None
-
-
-def _output_dir_problem(config: Config, exc: LedgerError) -> str:
-    return (f"daemon.output_dir {config.daemon.output_dir!r} (from "
-            f"{config.source_phrase('daemon.output_dir')}): {exc}")
 
 
 class Daemon:
@@ -126,7 +105,7 @@ class Daemon:
         self._notifier = Notifier.from_environ(env)
         self._watchdog_s = watchdog_period(env)
         self._flags = SignalFlags()
-        self._runtime = Runtime(batch_settings(config))
+        self._runtime = app.runtime(config)
         self._ledger: Ledger | None = None
         self._sources: Sources | None = None
         self._status: StatusServer | None = None
@@ -140,7 +119,7 @@ class Daemon:
         try:
             config = self._config
             # What a bad setting can refuse is refused before anything starts or is created.
-            self._sources = open_sources(config)
+            self._sources = app.sources(config)
             sock = _bind_status(config)
             try:
                 await asyncio.to_thread(self._runtime.start)  # warm before data is loaded
@@ -148,7 +127,7 @@ class Daemon:
                 if sock is not None:
                     sock.close()
                 raise
-            self._ledger = _open_ledger(config)
+            self._ledger = app.ledger(config)
             portfolio = Portfolio.recover(self._ledger)
             state = self._state = DaemonState(config, portfolio)
             await self._start_status(state, sock)
@@ -203,7 +182,7 @@ class Daemon:
         cycle_id = state.portfolio.last_cycle_id + 1
         task = asyncio.create_task(run_cycle(
             self._runtime, self._sources, state.portfolio, self._ledger, config.risk_limits(),
-            as_of=self._as_of, clock=_now, halt=halt_policy(config),
+            as_of=self._as_of, clock=_now, halt=app.halt_policy(config),
         ))
         state.cycle_started = time.monotonic()
         try:
@@ -298,16 +277,16 @@ class Daemon:
             ledger = current
             portfolio = state.portfolio
             if new.daemon.output_dir != old.daemon.output_dir or not current.intact():
-                ledger = _open_ledger(new)
+                ledger = app.ledger(new)
                 undo.append(ledger.close)
                 portfolio = Portfolio.recover(ledger)
             else:
-                _reopen_ledger(current, new)
+                app.reopen_ledger(current, new)
             if new.daemon.status_addr != old.daemon.status_addr:
                 status = await self._serve(state, _bind_status(new))
             if new.sources != old.sources:
-                sources = open_sources(new)  # keeps the old cache when [sources] is unchanged
-            await asyncio.to_thread(self._runtime.reconfigure, batch_settings(new))
+                sources = app.sources(new)  # keeps the old cache when [sources] is unchanged
+            await asyncio.to_thread(app.reconfigure_runtime, self._runtime, new)
         except BaseException:
             for step in reversed(undo):
                 step()

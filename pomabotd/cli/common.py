@@ -1,0 +1,126 @@
+"""What every command shares: the exit statuses, reading the configuration, `--as-of`, and
+listing refused records.
+
+Exit statuses: 0 success, 1 a failed cycle or check (`CycleFailure`), 2 bad usage or
+configuration (`UsageFailure`), 128 + N when signal N stopped the command
+(`pomabotd.cli.signals`). Only click is imported at module level (see `pomabotd.cli.base`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from pomabotd.config import Config
+    from pomabotd.wire import Rejected
+
+__all__ = [
+    "REJECTED_SHOWN",
+    "CycleFailure",
+    "UsageFailure",
+    "errors_as_exit_codes",
+    "load_config",
+    "now",
+    "parse_as_of",
+    "report_rejected",
+]
+
+#: `--as-of` years pomabotd accepts: far enough from datetime's limits for day arithmetic.
+_EARLIEST_AS_OF = 1970
+_LATEST_AS_OF = 9000
+#: How many rejected records are listed one by one before the rest are only counted.
+REJECTED_SHOWN = 20
+
+
+class UsageFailure(click.ClickException):
+    """Bad usage or configuration: exit status 2."""
+
+    exit_code = 2
+
+
+class CycleFailure(click.ClickException):
+    """A cycle or a check failed: exit status 1."""
+
+    exit_code = 1
+
+
+def now() -> datetime:
+    """The current UTC time (the clock cycles run on)."""
+    return datetime.now(UTC)
+
+
+def parse_as_of(value: str | None) -> datetime | None:
+    """The `--as-of` time, or None to let each cycle run as of its own start."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageFailure(
+            f"--as-of {value!r} is not an ISO 8601 time, e.g. 2026-06-01T12:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        suggestion = parsed.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        raise UsageFailure(f"--as-of {value!r} needs a UTC offset, e.g. {suggestion}")
+    if not _EARLIEST_AS_OF <= parsed.year <= _LATEST_AS_OF:
+        raise UsageFailure(
+            f"--as-of {value!r} is outside the years {_EARLIEST_AS_OF}-{_LATEST_AS_OF}"
+        )
+    return parsed.astimezone(UTC)
+
+
+@contextmanager
+def errors_as_exit_codes(*, input_is_usage: bool = False) -> Iterator[None]:
+    """Turn pomabotd's typed errors into one-line messages with their exit statuses.
+
+    An input that cannot be read fails a cycle (exit 1); for `replay` and `report`, whose
+    input is the file the command line names, it is bad usage (exit 2).
+    """
+    from pomabotd.errors import ConfigError, InputError, PomabotdError
+
+    try:
+        yield
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    except InputError as exc:
+        if input_is_usage:
+            raise UsageFailure(str(exc)) from None
+        raise CycleFailure(str(exc)) from None
+    except PomabotdError as exc:
+        raise CycleFailure(str(exc)) from None
+
+
+def load_config(
+    config_path: Path | None,
+    flags: Mapping[str, Any],
+    *,
+    flag_names: Mapping[str, str] | None = None,
+) -> Config:
+    """The effective configuration (file, environment, these `flags`), with logging set up
+    from it and its warnings logged; exit 2 naming the key when it is bad. `flag_names` spells
+    a flag as this command does where it differs from the usual (`status --addr`)."""
+    from pomabotd.config import load
+    from pomabotd.log import configure_logging, logger
+
+    with errors_as_exit_codes():
+        config = load(config_path, os.environ, flags, flag_names=flag_names)
+        configure_logging(config.log.level, config.log.format, config.log.file,
+                          origin=config.source_phrase("log.file"))
+    for warning in config.warnings:
+        logger.bind(event="config_warning").warning("{}", warning)
+    return config
+
+
+def report_rejected(rejected: Sequence[Rejected]) -> None:
+    """List refused records on stderr, the first `REJECTED_SHOWN` one by one."""
+    for record in rejected[:REJECTED_SHOWN]:
+        click.echo(f"rejected: {record}", err=True)
+    if len(rejected) > REJECTED_SHOWN:
+        click.echo(f"rejected: ... and {len(rejected) - REJECTED_SHOWN} more records", err=True)
