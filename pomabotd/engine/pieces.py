@@ -47,6 +47,8 @@ _SCAN_BLOCK: Final = 1 << 20
 #: Binary search stops at a range this small and reads its keys.
 _NARROW: Final = 1 << 12
 _NEUTRAL: Final = b""
+#: What JSON counts as whitespace, but for the newline that ends a line.
+_JSON_SPACE: Final = b" \t\r"
 _T = TypeVar("_T", Market, Signal)
 
 
@@ -84,27 +86,55 @@ def decode_bulk(
     data: bytes, decoder: msgspec.json.Decoder[_T], lines: int | None = None
 ) -> list[_T] | None:
     """Lines decoded in one call, or None if any line is refused or the lines are not one
-    record each (blank lines, two records on a line). `lines` is their count, if known."""
+    record each (blank lines, two records on a line, a record over two lines). `lines` is
+    their count, if known.
+
+    `decode_lines` reads records separated by any whitespace, newlines or not, so counting
+    as many records as lines is not enough: a record split over two lines beside two records
+    on one line has the count right. `_one_per_line` settles it."""
     try:
         records = decoder.decode_lines(data)
     except msgspec.DecodeError:
         return None
-    if len(records) != (line_count(data) if lines is None else lines):
+    count = line_count(data) if lines is None else lines
+    if len(records) != count or not _one_per_line(data, count):
         return None
     return records
 
 
+def _one_per_line(data: bytes, lines: int) -> bool:
+    """True if every line of `data` (which decoded) opens with `{` and closes with `}`, JSON
+    whitespace aside.
+
+    Inside a record a `}` is followed by `,`, `}` or `]`, never by `{`: so when each line
+    closes with `}` and the next opens with `{`, no record runs over a line's end, every line
+    holds at least one record, and as many records as lines means one each. Compact lines are
+    checked by counting the newlines between a `}` and a `{`; others line by line."""
+    ends = data.endswith((b"}", b"}\n"))
+    if ends and data.startswith(b"{") and data.count(b"}\n{") == lines - 1:
+        return True
+    return all(
+        stripped.startswith(b"{") and stripped.endswith(b"}")
+        for stripped in (line.strip(_JSON_SPACE) for line in data.split(b"\n")[:lines])
+    )
+
+
 def id_hashes(keys: list[bytes]) -> bytes:
-    """A 64-bit FNV-1a hash of each id, as the bytes of a uint64 array (the same in every
-    process, unlike `hash`); two ids that collide only cost a plan line by line."""
+    """A 64-bit FNV-1a hash of each id's bytes, as the bytes of a uint64 array (the same in
+    every process, unlike `hash`, and whatever other ids it is hashed with); two ids that
+    collide only cost a plan line by line.
+
+    The ids are laid out as rows of a table as wide as the longest; each row's hash steps
+    only over its own bytes, not the padding."""
     if not keys:
         return b""
     table = np.array(keys, dtype=np.bytes_)
     columns = table.view(np.uint8).reshape(len(keys), -1)
+    lengths = np.fromiter(map(len, keys), np.int64, len(keys))
     hashes = np.full(len(keys), _FNV_OFFSET, np.uint64)
-    for column in columns.T:
-        hashes ^= column
-        hashes *= _FNV_PRIME
+    for at, column in enumerate(columns.T):
+        step = (hashes ^ column) * _FNV_PRIME
+        np.copyto(hashes, step, where=lengths > at)
     return hashes.tobytes()
 
 

@@ -684,3 +684,63 @@ def test_a_failing_kernel_pass_runs_market_by_market_and_says_why(
         "MemoryError: no room for the columns"}
     assert _timeless(failed.candidates) == _timeless(fine.candidates)
     assert failed.markets_evaluated == fine.markets_evaluated == len(MARKETS)
+
+
+def _lines_merged_and_split(lines: list[bytes], at: int) -> list[bytes]:
+    """Lines `at` and `at + 1` on one line, then line `at + 2` split after its first comma:
+    as many records as lines, but not one per line."""
+    comma = lines[at + 2].index(b",") + 1
+    return [*lines[:at], lines[at] + lines[at + 1], lines[at + 2][:comma],
+            lines[at + 2][comma:], *lines[at + 3 :]]
+
+
+@pytest.mark.parametrize("kernel", ["columnar", "scalar"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_record_over_two_lines_beside_two_on_one_line_is_refused(
+    kernel: str, workers: int
+) -> None:
+    """Two records on one line next to a record split over two lines (as many records as
+    lines): the three lines are refused by number, as the line-by-line readers refuse them,
+    and every other market is evaluated."""
+    markets = b"\n".join(_lines_merged_and_split(MARKET_LINES.splitlines(), 40)) + b"\n"
+    signals = b"\n".join(_lines_merged_and_split(SIGNAL_LINES.splitlines(), 70)) + b"\n"
+    with Runtime(_settings(workers, batch_size=30, kernel=kernel)) as runtime:
+        result = runtime.evaluate_sync(markets, "m", signals, "s", AS_OF)
+    assert [(r.source, r.line) for r in result.rejected] == [
+        ("m", 41), ("m", 42), ("m", 43), ("s", 71), ("s", 72), ("s", 73)]
+    assert result.markets_evaluated == len(MARKETS) - 3
+
+
+def test_a_time_whose_utc_is_past_year_9999_stays_in_the_kernel() -> None:
+    """A close and a news time whose offset carries them past 9999 in UTC
+    (`9999-12-31T23:59:59-01:00`) are evaluated by the kernel with the rest of their chunk,
+    with the scalar kernel's results."""
+    late = datetime.fromisoformat("9999-12-31T23:59:59-01:00")
+    market = _ENCODER.encode(msgspec.structs.replace(MARKETS[0], id="late", closes_at=late))
+    news = _signal_line("late", timestamp=late) + b"\n" + _signal_line(
+        "late", timestamp=AS_OF - timedelta(hours=2))
+    runs = {}
+    for kernel in ("columnar", "scalar"):
+        with Runtime(_settings(0, batch_size=500, kernel=kernel)) as runtime:
+            runs[kernel] = _run(runtime, market + b"\n" + MARKET_LINES,
+                                news + b"\n" + SIGNAL_LINES)
+    (columnar, columnar_lines), (scalar, scalar_lines) = runs["columnar"], runs["scalar"]
+    assert _timeless(columnar_lines) == _timeless(scalar_lines)
+    assert _digest(columnar) == _digest(scalar)
+    assert columnar.markets_columnar == len(MARKETS) + 1 and columnar.kernel_errors == []
+    assert columnar_lines[0].signals_applied == 1 and columnar_lines[0].signals_rejected == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_repeated_id_is_found_whatever_the_longest_id_of_each_piece(workers: int) -> None:
+    """A repeated id is refused even when the piece holding its first line has a longer id
+    than the piece holding the repeat (each id's hash covers its own bytes only)."""
+    markets, signals = _workload(9000, seed=11)
+    markets[0] = msgspec.structs.replace(markets[0], id="m0000-repeated")
+    markets[1] = msgspec.structs.replace(markets[1], id="m0001-longer-than-the-repeated-one")
+    signals = [s for s in signals if s.market_id not in ("m0000", "m0001")]
+    market_lines = _jsonl(markets) + _ENCODER.encode(markets[0]) + b"\n"
+    with Runtime(_settings(workers, batch_size=500)) as runtime:
+        result = runtime.evaluate_sync(market_lines, "m", _jsonl(signals), "s", AS_OF)
+    assert [(r.line, r.field) for r in result.rejected] == [(9001, "id")]
+    assert result.markets_total == 9001 and result.markets_evaluated == 9000

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final
@@ -40,6 +40,8 @@ B1 = npt.NDArray[np.bool_]
 #: of the type in `SIGNAL_TYPES`.
 DIRECTIONS: Final = ("up", "down", "neutral")
 _NEVER: Final = np.iinfo(np.int64).max
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
 _STAMPS: Final = msgspec.msgpack.Encoder()
 #: msgpack's timestamp layouts by size in bytes, with the marker bytes each starts with.
 _LAYOUTS: Final = {
@@ -96,7 +98,13 @@ def micros(values: Sequence[datetime | None], *, optional: bool = True) -> I8:
         present = [values[row] for row in rows]
     if not present:
         return result
-    stamps = _stamps(_STAMPS.encode(present), len(present))
+    stamps: I8 | None
+    try:
+        encoded = _STAMPS.encode(present)
+    except OverflowError:  # a time whose UTC is before year 1 or after 9999
+        stamps = np.fromiter(map(_exact_micros, present), np.int64, len(present))
+    else:
+        stamps = _stamps(encoded, len(present))
     if stamps is None:  # layouts mixed (some whole seconds, some not): one at a time
         parts = list(map(_STAMPS.encode, present))
         stamps = np.empty(len(parts), np.int64)
@@ -111,6 +119,14 @@ def micros(values: Sequence[datetime | None], *, optional: bool = True) -> I8:
         return stamps
     result[rows] = stamps
     return result
+
+
+def _exact_micros(value: datetime | None) -> int:
+    """Microseconds since the epoch of one aware datetime, by exact arithmetic: the way for a
+    time its offset carries out of years 1-9999 in UTC (`9999-12-31T23:59:59-01:00`), which
+    the msgpack encoder refuses to convert."""
+    assert value is not None
+    return (value - _EPOCH) // _MICROSECOND
 
 
 def _stamps(data: bytes, count: int) -> I8 | None:
