@@ -46,6 +46,7 @@ __all__ = [
     "default_config_path",
     "environ_for_reload",
     "is_builtin_evaluator",
+    "key_table",
     "keys",
     "load",
     "resolve_evaluator",
@@ -417,6 +418,13 @@ _FALSE: Final = frozenset({"false", "0", "no", "off"})
 def keys() -> dict[str, str | None]:
     """Every dotted key with its environment variable (None when it has none)."""
     return {key: spec.env for key, spec in _KEYS.items()}
+
+
+def key_table() -> dict[str, _Key]:
+    """Every dotted key's `kind`, `default`, `env` and `requirement`, in documentation order:
+    the configuration reference is generated from it. A default that is no plain value (not a
+    bool, number, string or tuple) is computed when the configuration loads."""
+    return dict(_KEYS)
 
 
 def _read_env_file(

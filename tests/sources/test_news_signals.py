@@ -172,16 +172,16 @@ def test_index_finds_exactly_what_a_scan_of_every_market_finds(seed: int):
         assert [m.relevance for m in got] == pytest.approx([score for _, score in expected])
 
 
-def test_readme_lists_the_word_lists_the_module_uses():
-    """Docs match code: each README word list is exactly the module's constant."""
+def test_the_docs_list_the_word_lists_the_module_uses():
+    """Docs match code: each word list of the sources page is exactly the module's constant."""
     from pathlib import Path
 
     from pomabotd.sources import news_signals
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    page = (Path(__file__).parents[2] / "docs" / "sources.md").read_text(encoding="utf-8")
     for name in ("STOP_WORDS", "AUTHORITATIVE_WORDS", "PROCEDURAL_WORDS", "QUANTITATIVE_WORDS",
                  "INTERPRETIVE_WORDS", "POSITIVE_WORDS", "NEGATIVE_WORDS"):
-        line = next(line for line in readme.splitlines() if line.startswith(f"- `{name}` ("))
+        line = next(line for line in page.splitlines() if line.startswith(f"- `{name}` ("))
         listed = line.split("): ", 1)[1].split()
         assert frozenset(listed) == getattr(news_signals, name), name
 
