@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from pomabotd.engine.meter import pss_bytes
+from pomabotd.engine.executor.meter import pss_bytes
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
 

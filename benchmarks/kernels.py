@@ -42,6 +42,7 @@ import numpy as np
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Market, Signal
 from pomabotd.engine.chunk import evaluate_tasks
+from pomabotd.engine.executor.shared import HERE
 from pomabotd.engine.inputs import Inputs, reader
 from pomabotd.engine.kernels.columnar import PASSED, evaluate_columns, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
@@ -75,7 +76,7 @@ class _Pieces:
 
     def __init__(self, size: int, workers: int) -> None:
         markets, signals = generate_jsonl(size, 7, AS_OF)
-        self.inputs = Inputs(markets, "m", signals, "s", shared=False)
+        self.inputs = Inputs(markets, "m", signals, "s", sharing=HERE)
         self.tasks = plan_pieces(reader(self.inputs.markets), reader(self.inputs.signals),
                                  workers=workers, batch_size=100)
         chunk_job = self.job("columnar")

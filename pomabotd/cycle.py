@@ -43,7 +43,7 @@ from pomabotd.domain.research import (
     halt_figures,
 )
 from pomabotd.domain.selection import Selection, Skip, portfolio_risk_pct, select
-from pomabotd.engine.meter import Meter
+from pomabotd.engine.executor import Gauge
 from pomabotd.engine.runtime import RunResult, Runtime
 from pomabotd.errors import CycleError, LedgerError
 from pomabotd.log import logger
@@ -251,7 +251,7 @@ async def run_cycle(
     when = started_at if as_of is None else as_of
     held = frozenset(position.market_id for position in portfolio.open_positions)
     # Every line logged while the cycle runs (its sources' included) carries its cycle_id.
-    with Meter(runtime.process_ids) as meter, logger.contextualize(cycle_id=cycle_id):
+    with runtime.gauge() as meter, logger.contextualize(cycle_id=cycle_id):
         cycle_input = await inputs.load(when, held=held)
         result = await runtime.evaluate(
             cycle_input.markets,
@@ -481,7 +481,7 @@ def _metrics(
     current_equity: float,
     realized: float,
     cycle_input: CycleInput,
-    meter: Meter,
+    meter: Gauge,
 ) -> CycleMetrics:
     elapsed_s = max((finished_at - started_at).total_seconds(), 1e-9)
     rejected_before_run = len(cycle_input.rejected)

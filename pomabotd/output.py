@@ -201,7 +201,7 @@ def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
 def output_dir_problem(directory: Path) -> str | None:
     """Why `directory` cannot be an output directory, or None: it, or an ancestor, is not a
     directory; it is on a read-only file system or not writable; or it does not exist and
-    cannot be created where it would be (`/proc/x`).
+    cannot be created where it would be (`/sys/x`).
 
     Nothing is left behind: a missing directory is probed by creating and removing a
     uniquely named empty directory beside where it would be, never the directory itself.

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from conftest import clean_environ
 
-from pomabotd.engine.meter import Meter, pss_bytes
+from pomabotd.engine.executor.meter import Meter, pss_bytes
 
 
 def test_pss_of_this_process_is_read_and_below_its_rss() -> None:

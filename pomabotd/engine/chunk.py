@@ -32,8 +32,8 @@ from pomabotd.engine.kernels.columnar import PASSED, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
 from pomabotd.engine.kernels.scalar import evaluate_scalar
 from pomabotd.engine.pieces import (
+    LoadedPiece,
     Misrouted,
-    Piece,
     decode_bulk,
     id_hashes,
     line_count,
@@ -60,7 +60,9 @@ class _Lines:
 
     __slots__ = ("kernel_error", "markets", "piece", "signals", "task")
 
-    def __init__(self, task: Task, markets: bytes, signals: bytes, piece: Piece | None) -> None:
+    def __init__(
+        self, task: Task, markets: bytes, signals: bytes, piece: LoadedPiece | None
+    ) -> None:
         self.task = task
         self.markets = markets
         self.signals = signals
@@ -129,7 +131,7 @@ def _stray(task: Task, job: Job) -> ChunkOut:
                     signal_lines=line_count(data), run=(start, end), keys=id_hashes(keys))
 
 
-def _finish(out: ChunkOut, piece: Piece | None) -> ChunkOut:
+def _finish(out: ChunkOut, piece: LoadedPiece | None) -> ChunkOut:
     """A search task's result carries where its lines were."""
     if piece is not None:
         out.market_lines = piece.market_lines

@@ -1,11 +1,11 @@
 """A cycle's inputs, held open by pomabotd and read by byte range wherever the work runs.
 
-pomabotd opens each input once per run (`Inputs`): a file source's file, or, for lines a
-source made in memory, a memory file (`memfd`) they are copied into when a pool will read them.
-Workers open the very same file through `/proc/PID/fd/N` (a file renamed over while the cycle
-runs does not change what they read) and `pread` the ranges of their tasks, so pomabotd never
-sends the input through a pipe, and no process ever holds more of it than its task. Work done
-in pomabotd's own process reads the bytes or the descriptor it already has.
+pomabotd opens each input once per run (`Inputs`): a file source's file, or the lines a source
+made in memory. How the executor's workers reach them is the executor's `Sharing`: they may
+open a path to the very same file and read the ranges of their tasks themselves (pomabotd
+never sends such an input through a pipe, and no process holds more of it than its task), or
+the executor carries the bytes to them. Work done in pomabotd's own process reads the bytes or
+the descriptor it already has.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import stat
 from types import TracebackType
 from typing import Final
 
+from pomabotd.engine.executor.base import Sharing
 from pomabotd.engine.protocol import InputRef, Span
 from pomabotd.errors import InputError
 from pomabotd.wire import Lines, LinesFile
 
-__all__ = ["Inputs", "Reader", "memory_file_bytes", "reader", "release_readers"]
+__all__ = ["Inputs", "Reader", "reader", "release_readers"]
 
 _BOM: Final = b"\xef\xbb\xbf"
 #: Up to this many ranges are read one system call each; more are sliced from a map.
@@ -29,13 +30,6 @@ _FEW_SPANS: Final = 8
 _numbers = itertools.count()
 #: Inputs this process opened, by `InputRef.path`: their bytes, or their descriptor.
 _LOCAL: dict[str, bytes | int] = {}
-#: Bytes of the memory files open now, by descriptor.
-_MEMORY_FILES: dict[int, int] = {}
-
-
-def memory_file_bytes() -> int:
-    """Memory held in memory files for the workers: no process maps it, so no PSS shows it."""
-    return sum(_MEMORY_FILES.values())
 
 
 class Reader:
@@ -118,7 +112,8 @@ _OPEN: dict[tuple[str, int, int, int], Reader] = {}
 def reader(ref: InputRef) -> Reader:
     """A reader of `ref`: the process's own copy if it opened it, else the file it names,
     opened once and kept for the next tasks until `release_readers`. A file that is not the
-    one planned (another device or inode, or shorter) is an `InputError`."""
+    one planned (another inode or, where it can be compared, device; or shorter) is an
+    `InputError`."""
     local = _LOCAL.get(ref.path)
     if local is not None:
         if isinstance(local, bytes):
@@ -133,7 +128,8 @@ def reader(ref: InputRef) -> Reader:
     except OSError as exc:
         raise InputError(f"{ref.name}: cannot be read by a worker ({exc.strerror})") from None
     status = os.fstat(fd)
-    if (status.st_dev, status.st_ino) != (ref.dev, ref.ino) or status.st_size < ref.size:
+    same = status.st_ino == ref.ino and (not ref.dev or status.st_dev == ref.dev)
+    if not same or status.st_size < ref.size:
         os.close(fd)
         raise InputError(f"{ref.name}: changed while the cycle was reading it")
     opened = _OPEN[key] = Reader(None, fd, ref.size, ref.name)
@@ -141,8 +137,8 @@ def reader(ref: InputRef) -> Reader:
 
 
 def release_readers() -> None:
-    """Close every input `reader` opened: a worker holds no cycle's input (a memory file
-    pomabotd dropped would stay alive, uncounted, for as long as a worker held it open)."""
+    """Close every input `reader` opened: a worker holds no cycle's input (a copy pomabotd
+    dropped would stay alive, uncounted, for as long as a worker held it open)."""
     while _OPEN:
         _, old = _OPEN.popitem()
         old.close()
@@ -150,10 +146,8 @@ def release_readers() -> None:
 
 
 class Inputs:
-    """One run's markets and signals, open for as long as the run lasts.
-
-    `shared` makes lines held in memory readable by other processes (a pool will read them).
-    """
+    """One run's markets and signals, open for as long as the run lasts, shared with the
+    workers as `sharing` says."""
 
     def __init__(
         self,
@@ -162,14 +156,16 @@ class Inputs:
         signals: Lines,
         signals_source: str,
         *,
-        shared: bool,
+        sharing: Sharing,
     ) -> None:
+        self._sharing = sharing
         self._fds: list[int] = []
+        self._held: list[int] = []
         self._paths: list[str] = []
         self._bytes: dict[str, bytes] = {}
         try:
-            self.markets = self._open(markets, markets_source, shared)
-            self.signals = self._open(signals, signals_source, shared)
+            self.markets = self._open(markets, markets_source)
+            self.signals = self._open(signals, signals_source)
         except BaseException:
             self.close()
             raise
@@ -197,43 +193,43 @@ class Inputs:
         for path in self._paths:
             _LOCAL.pop(path, None)
         for fd in self._fds:
-            _MEMORY_FILES.pop(fd, None)
             os.close(fd)
+        for fd in self._held:
+            self._sharing.drop(fd)
         self._fds.clear()
+        self._held.clear()
         self._paths.clear()
         self._bytes.clear()
 
-    def _open(self, lines: Lines, name: str, shared: bool) -> InputRef:
+    def _open(self, lines: Lines, name: str) -> InputRef:
         if isinstance(lines, LinesFile):
             try:
                 fd = os.open(lines.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 raise InputError.unreadable(lines.path, exc) from None
-            return self._register(fd, name)
-        if not shared:
+            self._fds.append(fd)
+            return self._register(fd, name, lines.path)
+        held = self._sharing.hold(lines)
+        if held is None:
             path = f"memory:{os.getpid()}:{next(_numbers)}"
             _LOCAL[path] = lines
             self._paths.append(path)
             self._bytes[path] = lines
             return InputRef(name=name, path=path, size=len(lines))
-        fd = os.memfd_create("pomabotd-input", os.MFD_CLOEXEC)
-        view = memoryview(lines)
-        written = 0
-        while written < len(lines):
-            written += os.write(fd, view[written:])
-        ref = self._register(fd, name)
-        _MEMORY_FILES[fd] = len(lines)
+        self._held.append(held)
+        ref = self._register(held, name, None)
         self._bytes[ref.path] = lines
         return ref
 
-    def _register(self, fd: int, name: str) -> InputRef:
-        self._fds.append(fd)
+    def _register(self, fd: int, name: str, opened: str | None) -> InputRef:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise InputError(f"{name}: is not a regular file")
-        path = f"/proc/{os.getpid()}/fd/{fd}"
+        path = self._sharing.file_path(fd, opened) or f"file:{os.getpid()}:{next(_numbers)}"
         _LOCAL[path] = fd
         self._paths.append(path)
+        same = self._sharing.same_file()
         return InputRef(
-            name=name, path=path, size=status.st_size, dev=status.st_dev, ino=status.st_ino
+            name=name, path=path, size=status.st_size,
+            dev=status.st_dev if same else 0, ino=status.st_ino,
         )

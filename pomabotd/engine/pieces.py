@@ -29,7 +29,7 @@ from pomabotd.engine.inputs import Reader
 from pomabotd.engine.protocol import Span, Task
 from pomabotd.wire import market_key, signal_key
 
-__all__ = ["Misrouted", "Piece", "decode_bulk", "id_hashes", "line_count", "load_piece"]
+__all__ = ["LoadedPiece", "Misrouted", "decode_bulk", "id_hashes", "line_count", "load_piece"]
 
 _MARKET_KEYS: Final = re.compile(rb'\n\{"id":"([^"\\\n]*)"')
 _SIGNAL_KEYS: Final = re.compile(rb'\n\{"market_id":"([^"\\\n]*)"')
@@ -56,7 +56,7 @@ class Misrouted(Exception):
     """The input is not in market order (or an id repeats): plan it line by line."""
 
 
-class Piece:
+class LoadedPiece:
     """A search task's lines, ready to evaluate. `markets` and `signals` are whole lines;
     `decoded_markets` and `decoded_signals` are their records when every line decoded in one
     call (None when some line is refused, for the scalar path to name it)."""
@@ -138,11 +138,11 @@ def id_hashes(keys: list[bytes]) -> bytes:
     return hashes.tobytes()
 
 
-def load_piece(task: Task, markets: Reader, signals: Reader) -> Piece:
+def load_piece(task: Task, markets: Reader, signals: Reader) -> LoadedPiece:
     """Read and decode a search task's market lines; find, read and decode its signal run."""
     (start, end), = task.markets
     data = markets.read(start, end)
-    piece = Piece(data, line_count(data))
+    piece = LoadedPiece(data, line_count(data))
     decoded = decode_bulk(data, _MARKET, piece.market_lines)
     if decoded is not None:
         names = [market.id for market in decoded]

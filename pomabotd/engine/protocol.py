@@ -1,9 +1,10 @@
 """The records that cross between pomabotd and its workers, built by keyword.
 
-A cycle's input never travels through these: workers read it themselves, by byte range, from the
-file or memory file an `InputRef` names. What goes to a worker is a `Task` (which bytes to read,
-which markets are held) and the cycle's `Job`; what comes back is a `ChunkOut`, carrying only
-what selection and the outputs need: candidates, held markets, refusals and counts.
+A cycle's input does not travel inside these: workers read it by byte range from where an
+`InputRef` says (the executor's `Sharing` decides where that is). What goes to a worker is a
+`Task` (which bytes to read, which markets are held) and the cycle's `Job`; what comes back is a
+`ChunkOut`, carrying only what selection and the outputs need: candidates, held markets,
+refusals and counts.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ Span = tuple[int, int]
 
 
 class InputRef(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a worker reads one input: `path` is a file, or `/proc/PID/fd/N` of a file or
-    memory file pomabotd holds open for the cycle (so a file renamed over meanwhile is still
-    the one planned). `dev` and `ino` identify it; `size` is its length when planned; `name`
-    is the source named in refusals."""
+    """Where a worker reads one input: `path` is what a worker opens (the executor's
+    `Sharing` names it, so that a file renamed over meanwhile is still the one planned where
+    it can), or a name only pomabotd's own process knows. `ino` and, when not 0, `dev`
+    identify the file; `size` is its length when planned; `name` is the source named in
+    refusals."""
 
     name: str
     path: str

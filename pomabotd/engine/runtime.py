@@ -1,50 +1,56 @@
-"""The evaluation runtime every cycle goes through: it owns the worker pool and schedules; it
+"""The evaluation runtime every cycle goes through: it owns the executor and schedules; it
 does nothing per market.
 
-A run opens its inputs (`inputs.py`: pomabotd holds them open, workers read their byte ranges
-themselves), plans and schedules them (`schedule.py`, `plan.py`, `workload.py`), and feeds the
-tasks to a supervised process pool (`pool.py`, `supervisor.py`); workers read, decode, evaluate
-and return only what selection and the outputs need (`worker.py`, `chunk.py`, `kernels/`), and
-the results are assembled as they arrive (`results.py`). What it cost is read from the OS
-(`meter.py`).
+A run opens its inputs (`inputs.py`: pomabotd holds them open; the executor's workers reach them
+as it says), plans and schedules them (`schedule.py`, `plan.py`, `workload.py`), and feeds the
+tasks to the executor (`engine/executor/`: in this process, a local pool, or a cluster) under
+the fault policy (`supervisor.py`); workers read, decode, evaluate and return only what
+selection and the outputs need (`chunk.py`, `kernels/`), and the results are assembled as they
+arrive (`results.py`). What it cost is measured by the executor's gauge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pomabotd.engine import worker
+from msgspec import Struct
+
+from pomabotd.engine.executor import Executor, Gauge, backend_name, open_executor
+from pomabotd.engine.executor.inline import InlineExecutor
 from pomabotd.engine.inputs import Inputs
-from pomabotd.engine.meter import Meter, descendant_pids
-from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.protocol import Job
 from pomabotd.engine.results import RunResult
 from pomabotd.engine.schedule import BatchSettings, Schedule
-from pomabotd.engine.watchdog import Evaluator
 from pomabotd.wire import Lines
 
-__all__ = ["BatchSettings", "RunResult", "Runtime"]
+__all__ = ["BatchSettings", "ExecutorInfo", "RunResult", "Runtime"]
 
 _R = TypeVar("_R")
+_BUILTIN = "pomabotd:evaluate_market"
+
+
+class ExecutorInfo(Struct, frozen=True, kw_only=True):
+    """What runs the cycles, as status and logs name it."""
+
+    #: The backend (`inline`, `local`, `dask`).
+    name: str
+    #: Its workers now (0 in this process).
+    workers: int
 
 
 class Runtime:
-    """Owns the worker pool across cycles; `start` it before loading a cycle's data."""
+    """Owns the executor across cycles; `start` it before loading a cycle's data."""
 
     def __init__(self, settings: BatchSettings) -> None:
         self._settings = settings
-        self._pool: WorkerPool | None = None
-        self._inline: Evaluator | None = None
-        self._started = False
-        self._pids: list[int] = []
-        self._pids_of: tuple[int, int] | None = None
+        self._executor: Executor | None = None
+        self._here: Executor | None = None
 
     def __enter__(self) -> Runtime:
         self.start()
@@ -63,81 +69,71 @@ class Runtime:
         """The settings in force."""
         return self._settings
 
+    @property
+    def executor(self) -> Executor:
+        """The executor, started."""
+        self.start()
+        assert self._executor is not None
+        return self._executor
+
+    def info(self) -> ExecutorInfo:
+        """The backend in use and how many workers it has now (without starting it)."""
+        executor = self._executor
+        if executor is None:
+            return ExecutorInfo(name=backend_name(self._settings),
+                                workers=self._settings.workers)
+        return ExecutorInfo(name=executor.name, workers=executor.workers)
+
     def start(self) -> None:
-        """Start the pool (every worker, evaluator imported), or import the evaluator here."""
-        if self._started:
-            return
-        from pomabotd.config import resolve_evaluator
+        """Start the executor (every worker, evaluator imported)."""
+        if self._executor is None:
+            self._executor = _started(self._settings)
 
-        if self._settings.workers > 0:
-            pool = WorkerPool(self._settings.workers, self._settings.evaluator)
-            try:
-                pool.start()
-            except BaseException:
-                pool.close()
-                raise
-            self._pool = pool
-            self._inline = None
-        else:
-            self._inline = resolve_evaluator(self._settings.evaluator)
-        self._started = True
-
-    def process_ids(self) -> list[int]:
-        """This process and every process its pool runs on (fork server, resource tracker,
-        workers): what a cycle's memory and CPU are measured over.
-
-        Looked up once per pool generation rather than per call: walking /proc for
-        descendants costs milliseconds.
-        """
-        pool = self._pool
-        key = (id(pool), pool.generation) if pool is not None else (0, -1)
-        if key != self._pids_of or not self._pids:
-            me = os.getpid()
-            self._pids = [me, *([] if pool is None else descendant_pids(me))]
-            self._pids_of = key
-        return self._pids
+    def gauge(self) -> Gauge:
+        """A new, unstarted measure of this process and the executor's workers."""
+        return self.executor.gauge()
 
     def close(self) -> None:
         """Stop the workers; no child process is left behind."""
-        pool, self._pool = self._pool, None
-        self._inline = None
-        self._started = False
-        if pool is not None:
-            pool.close()
+        executor, self._executor = self._executor, None
+        self._here = None
+        if executor is not None:
+            executor.close()
 
     def reconfigure(self, settings: BatchSettings) -> None:
-        """Take new settings; the pool is rebuilt only if `workers` or `evaluator` changed."""
+        """Take new settings; the executor is replaced only if what it runs on changed
+        (`workers`, `evaluator`, `executor`): the new one is started first, and the old one
+        kept if it cannot start."""
         old = self._settings
-        self._settings = settings
-        if not self._started or (
-            old.workers == settings.workers and old.evaluator == settings.evaluator
-        ):
+        running = self._executor
+        if running is None or _same_executor(old, settings):
+            self._settings = settings
             return
-        replaced, inline = self._pool, self._inline
-        self._pool = None
-        self._started = False
-        try:
-            self.start()
-        except BaseException:
-            self._settings = old
-            self._pool, self._inline = replaced, inline
-            self._started = True
-            raise
-        if replaced is not None:
-            replaced.close()
+        replacement = _started(settings)
+        self._settings = settings
+        self._executor = replacement
+        self._here = None
+        running.close()
 
     async def map(self, fn: Callable[..., _R], calls: Sequence[tuple[Any, ...]]) -> list[_R]:
-        """`fn(*args)` for each of `calls`, spread over the pool (here without one), in order.
+        """`fn(*args)` for each of `calls`, spread over the workers (here if they cannot
+        share this machine's files), in order.
 
         For work other than evaluating, such as generating a synthetic input by blocks; `fn`
         must be importable by name in a worker.
         """
-        self.start()
-        pool = self._pool
-        if pool is None:
-            return [worker.run_call(fn, *args) for args in calls]
-        futures = [asyncio.wrap_future(pool.submit(worker.run_call, fn, *args)) for args in calls]
-        return list(await asyncio.gather(*futures))
+        executor = self.executor
+        if not executor.capabilities.shares_files:
+            executor = self._in_process()
+        return await executor.map(fn, calls)
+
+    def _in_process(self) -> Executor:
+        """The built-in evaluator in this process, for small cycles and local work."""
+        if self._here is None:
+            here = InlineExecutor(_BUILTIN)
+            here.start()
+            self._here = here
+        return self._here
 
     def evaluate_sync(
         self,
@@ -179,7 +175,7 @@ class Runtime:
         keep: Collection[str] = (),
         on_lines: Callable[[bytes], None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
-        meter: Meter | None = None,
+        meter: Gauge | None = None,
     ) -> RunResult:
         """Evaluate every market of the JSON-lines `markets` with its `signals`.
 
@@ -192,19 +188,18 @@ class Runtime:
         `meter`, if given, is a running meter of a longer span (a whole cycle) whose figures
         the result reports; otherwise the run is measured on its own.
         """
-        self.start()
+        executor = self.executor
         started = time.perf_counter()
-        pool = self._pool
         own_meter = meter is None
         if meter is None:
-            meter = Meter(self.process_ids)
+            meter = executor.gauge()
             meter.start()
-        restarts_before = pool.restarts if pool is not None else 0
+        restarts_before = executor.restarts
         enabled = gc.isenabled()
         gc.disable()  # millions of short-lived objects, no cycles: the collector only costs
         try:
             with Inputs(markets, markets_source, signals, signals_source,
-                        shared=pool is not None) as inputs:
+                        sharing=executor.sharing()) as inputs:
                 job = Job(
                     as_of=as_of,
                     markets=inputs.markets,
@@ -215,7 +210,8 @@ class Runtime:
                     kernel=self._settings.kernel,
                     prior=self._settings.prior,
                 )
-                run = Schedule(self._settings, pool, self._inline, job, keep, on_progress)
+                run = Schedule(self._settings, executor, self._in_process, job, keep,
+                               on_progress)
                 outcome = None if on_lines is not None else await run.by_pieces()
                 if outcome is None:
                     outcome = await run.by_lines(inputs, on_lines)
@@ -224,16 +220,32 @@ class Runtime:
                 gc.enable()
             if own_meter:
                 meter.stop()
-        sink, numbers, markets_total, signals_total, supervisor = outcome
-        return sink.result(
-            numbers,
+        return outcome.sink.result(
+            outcome.numbers,
             markets_source=markets_source,
-            markets_total=markets_total,
-            signals_total=signals_total,
-            retries=supervisor[0],
-            timeouts=supervisor[1],
-            restarts=(pool.restarts - restarts_before) if pool is not None else 0,
+            markets_total=outcome.markets_total,
+            signals_total=outcome.signals_total,
+            retries=outcome.retries,
+            timeouts=outcome.timeouts,
+            restarts=executor.restarts - restarts_before,
             peak_rss_mb=meter.peak_mb,
             cpu_percent=meter.cpu_percent(),
             wall_s=time.perf_counter() - started,
         )
+
+
+def _same_executor(old: BatchSettings, new: BatchSettings) -> bool:
+    """True if the settings run on the same workers (only the scheduling changed)."""
+    return (backend_name(old), old.workers, old.evaluator) == (
+        backend_name(new), new.workers, new.evaluator)
+
+
+def _started(settings: BatchSettings) -> Executor:
+    """A new executor of `settings`, started (closed again if it cannot start)."""
+    executor = open_executor(settings)
+    try:
+        executor.start()
+    except BaseException:
+        executor.close()
+        raise
+    return executor

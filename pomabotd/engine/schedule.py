@@ -9,23 +9,23 @@
   into chunks of `batch_size` markets (`workload.py`), grouped into submissions of about a
   thousand markets, and any crash is cornered by the supervisor (`supervisor.py`).
 
-Either way tasks go to the pool from an asyncio front loop, or run here in order (`workers = 0`,
-or a small cycle with the built-in evaluator), and results go to a `Sink` as they arrive.
+Either way tasks go to the executor (`engine/executor/`) from an asyncio front loop, a couple
+per worker in flight, or run here in order (`workers = 0`, or a small cycle with the built-in
+evaluator), and results go to a `Sink` as they arrive. What happens when a worker is lost is the
+supervisor's business, by what the executor can do.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 from msgspec import Struct
 
 from pomabotd.domain.belief import Prior
-from pomabotd.engine import worker
-from pomabotd.engine.chunk import evaluate_tasks
+from pomabotd.engine.executor import Executor, WorkerLost
 from pomabotd.engine.inputs import Inputs, reader
 from pomabotd.engine.plan import (
     MAX_PIECE_BYTES,
@@ -35,17 +35,15 @@ from pomabotd.engine.plan import (
     stray_tasks,
     strays_are_strangers,
 )
-from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.protocol import ChunkOut, Job, Task
-from pomabotd.engine.results import PieceLines, Sink
+from pomabotd.engine.results import LineNumbers, PieceLines, Sink
 from pomabotd.engine.supervisor import Supervisor
-from pomabotd.engine.watchdog import Evaluator, inline_state
 from pomabotd.engine.workload import Workload, plan_workload
 from pomabotd.errors import CycleError
 
 __all__ = ["BatchSettings", "Outcome", "Schedule"]
 
-#: Markets per pool submission of line-by-line chunks: enough to make its cost negligible.
+#: Markets per submission of line-by-line chunks: enough to make its cost negligible.
 _SUBMISSION_MARKETS: Final = 1024
 #: Submissions queued per worker, so a worker never waits for the parent.
 _QUEUED_PER_WORKER: Final = 2
@@ -69,52 +67,58 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
     kernel: Literal["columnar", "scalar"] = "columnar"
     #: Where the built-in evaluator's beliefs start (`strategy.prior`).
     prior: Prior = "fixed"
+    #: What runs the tasks when `workers` > 0 (`batch.executor`; `engine/executor/`).
+    executor: str = "local"
     #: With the built-in evaluator, a cycle of fewer markets runs in this process: below about
-    #: this size the pool's round trips cost more than the work they share out.
+    #: this size the workers' round trips cost more than the work they share out.
     inline_below: int = _INLINE_BELOW
 
 
 class _Broken(Exception):
-    """The pool broke while running pieces: the run goes line by line, with isolation."""
+    """A worker was lost while running pieces: the run goes line by line, with isolation."""
 
 
-Outcome = tuple[Sink, Any, int, "int | None", tuple[int, int]]
-"""The sink, its line numbering, the markets and signals counted, and the supervisor's retries
-and timeouts."""
+class Outcome(Struct, kw_only=True):
+    """What a run's scheduling produced, for its result to be assembled."""
+
+    sink: Sink
+    #: How task-relative line numbers map to the source's.
+    numbers: LineNumbers
+    markets_total: int
+    #: None: the tasks' own counts are the total.
+    signals_total: int | None
+    #: The supervisor's replays and kills.
+    retries: int = 0
+    timeouts: int = 0
 
 
 class Schedule:
-    """One run's scheduling on `pool` (None: everything runs here, with `inline`)."""
+    """One run's scheduling on `executor`; `here` gives the in-process executor of the
+    built-in evaluator, for cycles too small to be worth the workers."""
 
     def __init__(
         self,
         settings: BatchSettings,
-        pool: WorkerPool | None,
-        inline: Evaluator | None,
+        executor: Executor,
+        here: Callable[[], Executor],
         job: Job,
         keep: Collection[str],
         on_progress: Callable[[int, int], None] | None,
     ) -> None:
         self.settings = settings
-        self.pool = pool
-        self.inline = inline
+        self.executor = executor
+        self.here = here
         self.job = job
         self.keep = keep
         self.on_progress = on_progress
 
-    def _inline_fn(self, markets: int | None) -> Evaluator | None:
-        """The evaluator to run here, or None to use the pool."""
-        if self.pool is None:
-            if self.inline is None:
-                raise CycleError("the runtime is not started")
-            return self.inline
-        if self.settings.evaluator == _BUILTIN and markets is not None and (
-            markets < self.settings.inline_below
+    def _executor_for(self, markets: int | None) -> Executor:
+        """The workers, or this process for a small cycle of the built-in evaluator."""
+        if self.executor.workers and self.settings.evaluator == _BUILTIN and (
+            markets is not None and markets < self.settings.inline_below
         ):
-            from pomabotd.domain.evaluate import evaluate_market
-
-            return evaluate_market
-        return None
+            return self.here()
+        return self.executor
 
     async def by_pieces(self) -> Outcome | None:
         """Evaluate market-ordered input by pieces; None if the input turns out otherwise
@@ -123,9 +127,8 @@ class Schedule:
         counted = None
         if markets.size <= _COUNTED_BYTES:
             counted = markets.read(markets.start, markets.size).count(b"\n") + 1
-        fn = self._inline_fn(counted)
-        pool = self.pool
-        workers = 0 if fn is not None or pool is None else pool.workers
+        executor = self._executor_for(counted)
+        workers = executor.workers
         tasks = plan_pieces(markets, signals, workers=workers,
                             batch_size=self.settings.batch_size, keep=self.keep)
         bytes_done = [0]
@@ -150,9 +153,9 @@ class Schedule:
             for task in batch:
                 sizes.setdefault(task.index, 0)
             try:
-                groups = (_groups(batch, sizes, self.settings.max_concurrency) if fn is not None
+                groups = (_groups(batch, sizes, self.settings.max_concurrency) if not workers
                           else [[task] for task in batch])
-                await self._execute(groups, fn, take, sink.progress,
+                await self._execute(groups, executor, take, sink.progress,
                                     in_flight=_in_flight(self.settings, workers))
             except _Broken:
                 return None
@@ -177,7 +180,8 @@ class Schedule:
         sink.progress()
         outs = sink.outs
         total = sum(out.evaluated + out.failed + len(out.market_rejected) for out in outs)
-        return sink, PieceLines(outs), total, None, (0, 0)
+        return Outcome(sink=sink, numbers=PieceLines(outs), markets_total=total,
+                       signals_total=None)
 
     async def by_lines(
         self, inputs: Inputs, on_lines: Callable[[bytes], None] | None
@@ -188,31 +192,29 @@ class Schedule:
             inputs.data(job.markets), job.markets.name, inputs.data(job.signals),
             job.signals.name, self.settings.batch_size, self.keep,
         )
-        fn = self._inline_fn(work.markets_total)
+        executor = self._executor_for(work.markets_total)
         sink = Sink(
             on_lines, self.on_progress, lambda: work.markets_total,
             rejected=work.rejected, done_before=work.markets_total - sum(work.chunk_sizes()),
         )
-        pool = self.pool
-        workers = 1 if fn is not None or pool is None else pool.workers
-        per, in_flight = _grouping(self.settings, workers, work.chunk_count)
+        per, in_flight = _grouping(self.settings, max(1, executor.workers), work.chunk_count)
         indexes = range(work.chunk_count)
         groups = [[work.task(i) for i in indexes[first : first + per]]
                   for first in range(0, work.chunk_count, per)]
-        supervisor = None
-        if fn is None and pool is not None:
-            supervisor = Supervisor(pool, job, work.markets_total)
-        await self._execute(groups, fn, lambda out: sink.add(out, work.chunk_size(out.index)),
+        supervisor = Supervisor(executor, job, work.markets_total, self.settings.evaluator)
+        await self._execute(groups, executor,
+                            lambda out: sink.add(out, work.chunk_size(out.index)),
                             sink.progress, in_flight=in_flight, supervisor=supervisor,
                             work=work)
         sink.progress()
-        counts = (supervisor.retries, supervisor.timeouts) if supervisor else (0, 0)
-        return sink, work, work.markets_total, work.signals_total, counts
+        return Outcome(sink=sink, numbers=work, markets_total=work.markets_total,
+                       signals_total=work.signals_total, retries=supervisor.retries,
+                       timeouts=supervisor.timeouts)
 
     async def _execute(
         self,
         groups: list[list[Task]],
-        fn: Evaluator | None,
+        executor: Executor,
         take: Callable[[ChunkOut], None],
         progress: Callable[[], None],
         *,
@@ -220,18 +222,12 @@ class Schedule:
         supervisor: Supervisor | None = None,
         work: Workload | None = None,
     ) -> None:
-        """Evaluate each group of tasks (one submission each), here or in the pool. Without a
-        `supervisor`, a broken pool raises `_Broken` (after a rebuild)."""
-        if fn is not None:
-            with inline_state(fn) as state:
-                for tasks in groups:
-                    for out in _OUTS.decode(evaluate_tasks(tasks, self.job, state)):
-                        take(out)
-                    progress()
-            return
-        pool = self.pool
-        assert pool is not None
-        watcher = supervisor or Supervisor(pool, self.job, 0)
+        """Evaluate each group of tasks (one submission each) on `executor`, `in_flight` at
+        a time (one at a time in this process). Without a `supervisor`, a lost worker raises
+        `_Broken` (after the executor recovered)."""
+        if not executor.workers:
+            in_flight = 1
+        watcher = supervisor or Supervisor(executor, self.job, 0, self.settings.evaluator)
         pending: dict[asyncio.Future[bytes], list[Task]] = {}
         lost: list[int] = []
         following = 0
@@ -239,7 +235,7 @@ class Schedule:
         try:
             while following < len(groups) or pending or lost:
                 if lost and not pending:
-                    pool.rebuild()
+                    await executor.recover()
                     if supervisor is None or work is None:
                         raise _Broken
                     for out in await supervisor.isolate(lost, work.task):
@@ -251,11 +247,11 @@ class Schedule:
                     tasks = groups[following]
                     following += 1
                     try:
-                        submitted = pool.submit(worker.run_submission, tasks, self.job)
-                    except BrokenProcessPool:
+                        submitted = executor.submit(tasks, self.job)
+                    except WorkerLost:
                         lost.extend(task.index for task in tasks)
                         break
-                    pending[asyncio.wrap_future(submitted)] = tasks
+                    pending[submitted] = tasks
                 if not pending:
                     continue
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -265,7 +261,7 @@ class Schedule:
                     if error is None:
                         for out in _OUTS.decode(finished.result()):
                             take(out)
-                    elif isinstance(error, BrokenProcessPool):
+                    elif isinstance(error, WorkerLost):
                         lost.extend(task.index for task in tasks)
                     else:
                         raise CycleError(f"a worker failed: {error!r}") from error

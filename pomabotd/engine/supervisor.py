@@ -1,17 +1,21 @@
-"""Fault policy: kill a stuck worker, rebuild a broken pool, corner the market that broke it.
+"""Fault policy: kill a stuck worker, corner the market that killed its worker.
 
 Inside a worker, a market that raises, returns garbage or runs past `timeout_ms` is retried and
-then reported with `error` set (`chunk.py`). What a worker cannot survive is handled here:
+then reported with `error` set (`chunk.py`). What a worker cannot survive is handled here, over
+whatever executor runs the tasks (`engine/executor/`), by what it can do:
 
-- `watch` kills a worker whose current market (or kernel pass) runs past its timeout plus a
-  grace, in code the interpreter cannot interrupt; the pool then breaks like after a crash.
-- `isolate` replays the chunks a dead worker took with it, one at a time, on a rebuilt pool; a
-  chunk that breaks the pool again is evaluated one market per submission, so that only the
-  culprit ends with `worker crashed` (or `timeout`, when it had to be killed).
+- `watch`, on an executor that `kills`, kills a worker whose current market (or kernel pass)
+  runs past its timeout plus a grace, in code the interpreter cannot interrupt; its submission
+  then fails like after a crash (`WorkerLost`).
+- `isolate` replays the chunks a dead worker took with it, one at a time, once the executor
+  has recovered; a chunk that loses its worker again is evaluated one market per submission,
+  so that only the culprit ends with `worker crashed` (or `timeout`, when it had to be
+  killed).
 - A cycle in which more markets than `_CRASHED_MARKETS` (or one in `_CRASH_LOOP_SHARE` of its
   markets) kill their worker when evaluated alone is failed with `PoolCrashLoopError`: the
-  evaluator crashes on everything, and each crash costs a pool rebuild. It is counted over the
-  whole cycle, so the verdict depends only on which markets crash, never on the chunking.
+  evaluator crashes on everything, and each crash costs a recovery (a new local pool). It is
+  counted over the whole cycle, so the verdict depends only on which markets crash, never on
+  the chunking.
 """
 
 from __future__ import annotations
@@ -19,17 +23,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from typing import Final
 
 import msgspec
 import tenacity
 
 from pomabotd.domain.models import Market
-from pomabotd.engine import worker
+from pomabotd.engine.executor import Executor, WorkerLost
 from pomabotd.engine.inputs import reader
 from pomabotd.engine.kernels.scalar import failed_evaluation
-from pomabotd.engine.pool import WorkerPool
 from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.errors import PoolCrashLoopError
 from pomabotd.wire import decode_markets, decode_signals
@@ -54,10 +56,12 @@ class _Lost(Exception):
 
 
 class Supervisor:
-    """The fault policy of one run on `pool`, with its counts."""
+    """The fault policy of one run on `executor`, with its counts; `evaluator` is named when
+    it crashes on everything."""
 
-    def __init__(self, pool: WorkerPool, job: Job, markets_total: int) -> None:
-        self.pool = pool
+    def __init__(self, executor: Executor, job: Job, markets_total: int, evaluator: str) -> None:
+        self.executor = executor
+        self.evaluator = evaluator
         self.job = job
         self.timeouts = 0
         self.retries = 0
@@ -65,16 +69,19 @@ class Supervisor:
         self._crash_cap = max(_CRASHED_MARKETS, -(-markets_total // _CRASH_LOOP_SHARE))
 
     async def watch(self) -> None:
-        """Kill a worker stuck past its market's timeout plus a grace (until cancelled)."""
-        pool = self.pool
+        """Kill a worker stuck past its market's timeout plus a grace (until cancelled), on
+        an executor that can."""
+        executor = self.executor
+        if not executor.capabilities.kills:
+            return
         timeout_ns = self.job.timeout_ms * 1_000_000
         deadline_ns = timeout_ns + max(timeout_ns, _MIN_KILL_GRACE_NS)
         period = min(max(timeout_ns / 4e9, 0.005), _SUPERVISE_EVERY_S)
         while True:
             await asyncio.sleep(period)
             now = time.monotonic_ns()
-            for pid, started in pool.busy():
-                if now - started > deadline_ns and pool.kill(pid):
+            for worker, started in executor.busy():
+                if now - started > deadline_ns and executor.kill(worker):
                     self.timeouts += 1
 
     async def isolate(
@@ -82,7 +89,7 @@ class Supervisor:
     ) -> list[ChunkOut]:
         """Replay chunks a dead worker took with it, one at a time, to corner the culprit;
         `task_of(index, only)` gives the task of chunk `index` (all its markets when `only` is
-        -1). The pool must have been rebuilt."""
+        -1). The executor must have recovered."""
         outs: list[ChunkOut] = []
         for index in sorted(lost):
             if len(lost) > 1:
@@ -133,7 +140,7 @@ class Supervisor:
                 if self.crashed > self._crash_cap:
                     raise PoolCrashLoopError(
                         f"{self.crashed} markets killed their worker process in this cycle: "
-                        f"evaluator {self.pool.evaluator!r} seems to crash on every market"
+                        f"evaluator {self.evaluator!r} seems to crash on every market"
                     ) from lost
                 out = _failed_out(index, market, lost.error, task.keep, job.want_lines)
             else:
@@ -152,15 +159,13 @@ class Supervisor:
         return total
 
     async def _alone(self, task: Task) -> bytes:
-        """Run one task with nothing else in flight; a dead worker means rebuild and `_Lost`."""
+        """Run one task with nothing else in flight; a lost worker means recover and `_Lost`."""
         timeouts_before = self.timeouts
         try:
-            return await asyncio.wrap_future(
-                self.pool.submit(worker.run_submission, [task], self.job)
-            )
-        except BrokenProcessPool:
+            return await self.executor.submit([task], self.job)
+        except WorkerLost:
             killed = self.timeouts > timeouts_before
-            self.pool.rebuild()
+            await self.executor.recover()
             raise _Lost("timeout" if killed else "worker crashed") from None
 
 

@@ -1,12 +1,13 @@
 """Per-market timeouts inside the process that evaluates.
 
-Before each evaluator call the evaluating thread stores the call's start time in its slot of a
-small shared array (one store per market). A watchdog thread interrupts the evaluating thread
-with SIGALRM once that start is older than the limit; the handler raises `MarketTimeout` only if
-the same call is still running outside the runtime's own frames (`own_code`), so a late signal
-can never hit the runtime's own code or the next market. Code that never returns to the
-interpreter (a C loop holding the GIL, a blocked SIGALRM) cannot be interrupted: the parent reads
-the same slots and kills that worker.
+Before each evaluator call the evaluating thread stores the call's start time in its slot (one
+store per market; where the executor can, its slots are visible to pomabotd). A watchdog thread
+interrupts the evaluating thread with SIGALRM once that start is older than the limit; the
+handler raises `MarketTimeout` only if the same call is still running outside the runtime's own
+frames (`own_code`), so a late signal can never hit the runtime's own code or the next market.
+Code that never returns to the interpreter (a C loop holding the GIL, a blocked SIGALRM) cannot
+be interrupted: an executor that can kill its workers reads the same slots and kills that
+worker (`engine/supervisor.py`).
 """
 
 from __future__ import annotations

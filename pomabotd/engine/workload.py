@@ -1,12 +1,12 @@
 """Plan an input line by line: the way for input out of market order, and for per-market output.
 
 pomabotd reads the input whole (the one case where it does), finds each record's key (`id` of a
-market, `market_id` of a signal) and records byte ranges: a chunk is a list of `(start, end,
-first_line, line_count)` pieces of the source, at most `batch_size` markets with every signal
-about them, which the workers read and decode themselves. For the usual compact lines
-(`{"id":"...` first, as msgspec and most writers emit them) one regular-expression pass per
-megabyte finds every key; any other block falls back to decoding the key line by line. Signals
-grouped by market in market order are routed as whole ranges; any other order line by line.
+market, `market_id` of a signal) and records byte ranges: a chunk is a list of `LineRun`s of
+the source (bytes and line numbers), at most `batch_size` markets with every signal about them,
+which the workers read and decode themselves. For the usual compact lines (`{"id":"...` first,
+as msgspec and most writers emit them) one regular-expression pass per megabyte finds every
+key; any other block falls back to decoding the key line by line. Signals grouped by market in
+market order are routed as whole ranges; any other order line by line.
 Market-ordered input without per-market output is not planned here at all (`plan.py`).
 """
 
@@ -19,6 +19,8 @@ from itertools import islice, repeat
 from operator import le
 from typing import Final, cast
 
+import msgspec
+
 from pomabotd.engine.protocol import Task
 from pomabotd.wire import (
     Rejected,
@@ -28,10 +30,17 @@ from pomabotd.wire import (
     signal_key,
 )
 
-__all__ = ["Piece", "Workload", "plan_workload", "unrouted_signals"]
+__all__ = ["LineRun", "Workload", "plan_workload", "unrouted_signals"]
 
-Piece = tuple[int, int, int, int]
-"""`(start, end, first_line, line_count)`: source bytes `[start, end)`, lines numbered from 1."""
+
+class LineRun(msgspec.Struct, frozen=True, gc=False):
+    """Consecutive whole lines of one input: its bytes `[start, end)`, holding `count` lines
+    of which the first is line `first_line` of the source (numbered from 1)."""
+
+    start: int
+    end: int
+    first_line: int
+    count: int
 
 _BLOCK: Final = 1 << 20
 _BOM: Final = b"\xef\xbb\xbf"
@@ -80,8 +89,8 @@ class Workload:
         self.markets_source = markets_source
         self.signals = signals
         self.signals_source = signals_source
-        self.market_pieces: list[list[Piece]] = []
-        self.signal_pieces: list[list[Piece]] = []
+        self.market_runs: list[list[LineRun]] = []
+        self.signal_runs: list[list[LineRun]] = []
         self.keep: dict[int, frozenset[str]] = {}
         self.rejected: list[Rejected] = []
         self.markets_total = 0
@@ -90,33 +99,33 @@ class Workload:
     @property
     def chunk_count(self) -> int:
         """How many chunks the markets were cut into."""
-        return len(self.market_pieces)
+        return len(self.market_runs)
 
     def chunk_size(self, index: int) -> int:
         """How many market lines chunk `index` holds."""
-        return sum(piece[3] for piece in self.market_pieces[index])
+        return sum(run.count for run in self.market_runs[index])
 
     def chunk_sizes(self) -> Iterator[int]:
         """How many market lines each chunk holds, in chunk order."""
-        return (sum(piece[3] for piece in pieces) for pieces in self.market_pieces)
+        return (sum(run.count for run in runs) for runs in self.market_runs)
 
     def task(self, index: int, only: int = -1) -> Task:
         """The byte ranges a worker reads for chunk `index`."""
         return Task(
             index=index,
-            markets=[(start, end) for start, end, _, _ in self.market_pieces[index]],
-            signals=[(start, end) for start, end, _, _ in self.signal_pieces[index]],
+            markets=[(run.start, run.end) for run in self.market_runs[index]],
+            signals=[(run.start, run.end) for run in self.signal_runs[index]],
             keep=self.keep.get(index, frozenset()),
             only=only,
         )
 
     def market_line(self, index: int, position: int) -> int:
         """The source line of the `position`-th line (1-based) of chunk `index`'s markets."""
-        return _line(self.market_pieces[index], position)
+        return _line(self.market_runs[index], position)
 
     def signal_line(self, index: int, position: int) -> int:
         """The source line of the `position`-th line (1-based) of chunk `index`'s signals."""
-        return _line(self.signal_pieces[index], position)
+        return _line(self.signal_runs[index], position)
 
 
 def plan_workload(
@@ -135,7 +144,7 @@ def plan_workload(
     work = Workload(markets, markets_source, signals, signals_source)
     chunk_of: dict[bytes, int] = {}
     _chunk_markets(work, chunk_of, max(1, batch_size))
-    work.signal_pieces = [[] for _ in work.market_pieces]
+    work.signal_runs = [[] for _ in work.market_runs]
     _route_signals(work, chunk_of)
     keep_by_chunk: dict[int, set[str]] = {}
     for market_id in keep:
@@ -167,7 +176,7 @@ def _chunk_markets(work: Workload, chunk_of: dict[bytes, int], batch_size: int) 
     checked by the size of `chunk_of`), else again with duplicates looked for block by block."""
     if _chunk_market_blocks(work, chunk_of, batch_size, trust=True):
         return
-    work.market_pieces.clear()
+    work.market_runs.clear()
     work.rejected.clear()
     work.markets_total = 0
     chunk_of.clear()
@@ -179,7 +188,7 @@ def _chunk_market_blocks(
 ) -> bool:
     """One pass over the blocks; with `trust`, False as soon as an id turns out to repeat."""
     data = work.markets
-    pieces = work.market_pieces
+    runs = work.market_runs
     filled = batch_size  # the current chunk is full: the first market opens a new one
     line = 1
     for start, end, lines in _blocks(data):
@@ -193,7 +202,7 @@ def _chunk_market_blocks(
             at = start
             while done < lines:
                 if filled == batch_size:
-                    pieces.append([])
+                    runs.append([])
                     filled = 0
                 take = min(batch_size - filled, lines - done)
                 stop = (
@@ -201,8 +210,8 @@ def _chunk_market_blocks(
                     if done + take == lines
                     else (_MARKET_PATTERN.line_start(data, keys[done + take], at) - 1)
                 )
-                _add(pieces[-1], (at, stop, line + done, take))
-                chunk_of.update(zip(keys[done : done + take], repeat(len(pieces) - 1)))
+                _add(runs[-1], at, stop, line + done, take)
+                chunk_of.update(zip(keys[done : done + take], repeat(len(runs) - 1)))
                 filled += take
                 done += take
                 at = stop + 1
@@ -224,7 +233,7 @@ def _chunk_market_lines(
     filled: int,
 ) -> int:
     """The slow path: one market line at a time; returns how full the current chunk is."""
-    pieces = work.market_pieces
+    runs = work.market_runs
     lines = _keyed_lines(work.markets, start, end, line, _MARKET_PATTERN.first, _market_key)
     for number, begin, text, key in lines:
         work.markets_total += 1
@@ -243,10 +252,10 @@ def _chunk_market_lines(
             )
             continue
         if filled == batch_size:
-            pieces.append([])
+            runs.append([])
             filled = 0
-        chunk_of[key] = len(pieces) - 1
-        _add(pieces[-1], (begin, begin + len(text), number, 1))
+        chunk_of[key] = len(runs) - 1
+        _add(runs[-1], begin, begin + len(text), number, 1)
         filled += 1
     return filled
 
@@ -261,7 +270,7 @@ def _refused_market(text: bytes, source: str, number: int) -> Rejected:
 
 def _route_signals(work: Workload, chunk_of: dict[bytes, int]) -> None:
     data = work.signals
-    pieces = work.signal_pieces
+    runs = work.signal_runs
     get = chunk_of.get
     line = 1
     for start, end, lines in _blocks(data):
@@ -278,7 +287,7 @@ def _route_signals(work: Workload, chunk_of: dict[bytes, int]) -> None:
                 stop = (
                     end if upto == lines else (_SIGNAL_PATTERN.line_start(data, keys[upto], at) - 1)
                 )
-                _add(pieces[chunk], (at, stop, line + done, upto - done))
+                _add(runs[chunk], at, stop, line + done, upto - done)
                 done = upto
                 at = stop + 1
         else:
@@ -297,7 +306,7 @@ def _route_signal_lines(
     work: Workload, chunk_of_key: Callable[[bytes], int | None], start: int, end: int, line: int
 ) -> None:
     """The slow path: one signal line at a time."""
-    pieces = work.signal_pieces
+    runs = work.signal_runs
     lines = _keyed_lines(work.signals, start, end, line, _SIGNAL_PATTERN.first, _signal_key)
     for number, begin, text, key in lines:
         work.signals_total += 1
@@ -306,7 +315,7 @@ def _route_signal_lines(
             continue
         chunk = chunk_of_key(key)
         if chunk is not None:
-            _add(pieces[chunk], (begin, begin + len(text), number, 1))
+            _add(runs[chunk], begin, begin + len(text), number, 1)
 
 
 def unrouted_signals(data: bytes, source: str) -> tuple[int, list[bytes], list[Rejected]]:
@@ -364,19 +373,20 @@ def _signal_key(text: bytes) -> bytes | None:
     return None if key is None else key.encode()
 
 
-def _add(pieces: list[Piece], piece: Piece) -> None:
-    """Append a piece, merging it with the previous one when the lines follow on."""
-    if pieces:
-        start, end, first, count = pieces[-1]
-        if end + 1 == piece[0] and first + count == piece[2]:
-            pieces[-1] = (start, piece[1], first, count + piece[3])
+def _add(runs: list[LineRun], start: int, end: int, first_line: int, count: int) -> None:
+    """Append a run of lines, merging it with the previous one when the lines follow on."""
+    if runs:
+        last = runs[-1]
+        if last.end + 1 == start and last.first_line + last.count == first_line:
+            runs[-1] = LineRun(start=last.start, end=end, first_line=last.first_line,
+                               count=last.count + count)
             return
-    pieces.append(piece)
+    runs.append(LineRun(start=start, end=end, first_line=first_line, count=count))
 
 
-def _line(pieces: list[Piece], position: int) -> int:
-    for _, _, first, count in pieces:
-        if position <= count:
-            return first + position - 1
-        position -= count
+def _line(runs: list[LineRun], position: int) -> int:
+    for run in runs:
+        if position <= run.count:
+            return run.first_line + position - 1
+        position -= run.count
     return 0

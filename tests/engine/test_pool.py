@@ -11,8 +11,8 @@ from typing import Final
 import msgspec
 import psutil
 
-from pomabotd.engine import worker
-from pomabotd.engine.pool import WorkerPool, busy_slots
+from pomabotd.engine.executor import worker
+from pomabotd.engine.executor.pool import WorkerPool, busy_slots
 from pomabotd.engine.protocol import ChunkOut, InputRef, Job, Task
 from pomabotd.sources.synthetic import generate_jsonl
 

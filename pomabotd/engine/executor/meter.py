@@ -2,7 +2,7 @@
 
 Memory is the sum of the proportional set sizes (PSS, `/proc/PID/smaps_rollup`) of pomabotd and
 every process it started (fork server, resource tracker, workers), plus the memory files holding
-inputs for the workers (`inputs.memory_file_bytes`), which no process maps and PSS would miss.
+inputs for the workers (`shared.memory_file_bytes`), which no process maps and PSS would miss.
 PSS splits each page among the processes that map it, so a page shared by the fork server and
 its workers counts once in the total, which is what the machine really spends; resident set
 sizes would count it in each.
@@ -35,7 +35,7 @@ from typing import Final
 
 import psutil
 
-from pomabotd.engine.inputs import memory_file_bytes
+from pomabotd.engine.executor.shared import memory_file_bytes
 
 __all__ = ["Meter", "descendant_pids", "pss_bytes", "rss_bytes"]
 
@@ -175,6 +175,9 @@ class Meter:
     `pids` is called at every sample, so processes started or replaced meanwhile (a rebuilt
     pool) are measured too; it must include this process. Usable as a context manager.
     """
+
+    #: Every process that works for the cycle is measured (`Gauge.covers_workers`).
+    covers_workers = True
 
     def __init__(self, pids: Callable[[], Sequence[int]]) -> None:
         self._pids = pids

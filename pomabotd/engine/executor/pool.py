@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import psutil
 
-from pomabotd.engine import worker
+from pomabotd.engine.executor import worker
 from pomabotd.errors import PoolCrashLoopError
 
 __all__ = ["WorkerPool", "busy_slots"]
@@ -36,7 +36,7 @@ __all__ = ["WorkerPool", "busy_slots"]
 _START_ATTEMPTS: Final = 3
 _START_TIMEOUT_S: Final = 60.0
 _EXIT_GRACE_S: Final = 2.0
-_PRELOAD: Final = ["pomabotd.engine.worker", "pomabotd.config", "pomabotd"]
+_PRELOAD: Final = ["pomabotd.engine.executor.worker", "pomabotd.config", "pomabotd"]
 
 _live_lock = threading.Lock()
 _live_pools = 0
