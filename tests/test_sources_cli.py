@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import psutil
 import pytest
 from conftest import DATA, RunCli
 from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
 GAMMA_SAMPLE = DATA / "gamma" / "markets_sample_50.json"
 RSS = DATA / "rss"
@@ -64,6 +66,42 @@ def test_run_once_on_polymarket_with_feeds_reports_failures_and_still_runs(
     assert metrics["markets_total"] == 50
     request = httpserver.log[0][0]
     assert request.path == "/markets/keyset" and request.args["closed"] == "false"
+
+
+def test_feeds_that_loop_or_lie_are_counted_in_the_cycles_metrics(
+    run_cli: RunCli, tmp_path: Path, httpserver: HTTPServer
+):
+    """Next to a good feed, a redirect loop and a body that is not its gzip fail alone: the
+    cycle completes, and metrics.jsonl counts both by URL."""
+    url = _serve_gamma(httpserver)
+    httpserver.expect_request("/fed.xml").respond_with_data(
+        (RSS / "fed_press_all_2026-09.xml").read_bytes(), content_type="application/rss+xml"
+    )
+    httpserver.expect_request("/loop.xml").respond_with_response(
+        Response(status=302, headers={"Location": "/loop.xml"}))
+    httpserver.expect_request("/gzip.xml").respond_with_response(
+        Response(b"<rss/>", headers={"Content-Encoding": "gzip"}))
+    bad = [httpserver.url_for("/loop.xml"), httpserver.url_for("/gzip.xml")]
+    config = _config(tmp_path, markets="polymarket", polymarket_url=url,
+                     feeds=[*bad, httpserver.url_for("/fed.xml")])
+    result = run_cli("run-once", "--config", str(config), "--as-of", "2026-02-07T12:00:00Z",
+                     "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (metrics["sources"]["feeds_ok"], metrics["sources"]["feeds_failed"]) == (1, 2)
+    assert metrics["sources"]["fetch_errors"] == dict.fromkeys(bad, 1)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_file_url_feed_is_bad_usage_saying_what_to_write(run_cli: RunCli, tmp_path: Path):
+    """`feeds = ["file:///..."]`: exit 2, naming the key, the file it came from and the plain
+    path to write instead."""
+    config = _config(tmp_path, feeds=["file:///var/lib/feeds/fed.xml"])
+    result = run_cli("run-once", "--config", str(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "sources.feeds 'file:///var/lib/feeds/fed.xml' is a file:// URL" in result.stderr
+    assert "'/var/lib/feeds/fed.xml'" in result.stderr and f"file {config}" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_save_snapshot_then_replay_it_offline(run_cli: RunCli, tmp_path: Path,
@@ -221,3 +259,14 @@ def test_a_missing_input_file_names_its_setting(run_cli: RunCli, tmp_path: Path)
     assert signals.returncode == 1
     assert "gone.jsonl: no such file (sources.signals, from flag --signals)" in signals.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_input_file_that_is_a_fifo_is_refused_at_once(run_cli: RunCli, tmp_path: Path):
+    """A markets path that is a FIFO nobody writes to fails the cycle at once, saying what it
+    is, instead of waiting for a writer."""
+    fifo = tmp_path / "markets.jsonl"
+    os.mkfifo(fifo)
+    result = run_cli("run-once", "--markets", str(fifo), "--config", str(_config(tmp_path)),
+                     "--out", str(tmp_path / "out"), timeout=30)
+    assert result.returncode == 1
+    assert f"{fifo}: cannot be read (is a FIFO (named pipe), not a regular file)" in result.stderr

@@ -5,7 +5,9 @@ Each cycle the source
 1. reads every feed that is due, at most `feed_concurrency` at once: a URL over HTTP (with the
    deadline, size cap and retries of `pomabotd.sources.http`, and `If-None-Match` /
    `If-Modified-Since` from the last good response, so a 304 costs nothing), a local path from
-   disk (size-capped too). A feed read less than `feed_min_interval_s` ago is not read again;
+   disk: a regular file only (a FIFO or device is refused, never waited on), read off the event
+   loop within the same deadline and size cap. A feed read less than `feed_min_interval_s` ago
+   is not read again;
 2. parses the bytes with defusedxml first, so entity-expansion bombs, external entities and
    malformed XML are refused (and logged with the feed's name) before feedparser sees them;
 3. remembers items across feeds and cycles, keyed by id and link: an item already seen through
@@ -15,13 +17,16 @@ Each cycle the source
    cycles while it lasts.
 
 A feed that fails is logged and counted; the others still run. When every feed fails and
-nothing is remembered from before, the source raises `SourceError`.
+nothing is remembered from before, the source raises `SourceError`. A feed is an http:// or
+https:// URL or a file path; anything else (a `file://` URL among them, which is answered with
+the plain path to write instead) is refused when the source is built, as a configuration error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -29,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 from xml.etree.ElementTree import ParseError
 
 import defusedxml
@@ -39,8 +45,10 @@ import msgspec
 
 from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Signal
-from pomabotd.errors import FetchError, SourceError
+from pomabotd.errors import ConfigError, FetchError, SourceError
+from pomabotd.files import read_regular
 from pomabotd.log import logger
+from pomabotd.redact import redact_url
 from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
 from pomabotd.sources.news_signals import MarketIndex, NewsItem, is_official, signals_from_news
@@ -51,6 +59,8 @@ __all__ = ["NAME", "FeedsSource", "parse_feed"]
 
 NAME: Final = "feeds"
 _KB: Final = 1024
+#: `scheme://` at the start of a feed: a URL, which must be one pomabotd fetches.
+_URL_SCHEME: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class _Question(msgspec.Struct):
@@ -66,7 +76,7 @@ class _FeedState:
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
-        self.name = spec
+        self.name = redact_url(spec)
         self.etag: str | None = None
         self.last_modified: str | None = None
         self.read_at: float | None = None
@@ -83,20 +93,25 @@ def parse_feed(data: bytes, spec: str, first_seen: datetime) -> tuple[str, list[
     `spec` (the configured URL or path) names the feed when it has no title and decides its
     authority with the feed's own link; items without a date take `first_seen`.
     """
+    shown = redact_url(spec)
     try:
         defusedxml.ElementTree.fromstring(data)
     except defusedxml.DefusedXmlException as exc:
-        raise FetchError(f"feed {spec}: refused unsafe XML ({type(exc).__name__}: {exc})") from None
+        raise FetchError(
+            f"feed {shown}: refused unsafe XML ({type(exc).__name__}: {exc})"
+        ) from None
     except ParseError as exc:
-        raise FetchError(f"feed {spec}: malformed XML ({exc})") from None
+        raise FetchError(f"feed {shown}: malformed XML ({exc})") from None
+    except Exception as exc:  # whatever hostile input trips fails this feed alone
+        raise FetchError(f"feed {shown}: cannot be parsed ({type(exc).__name__}: {exc})") from None
     try:
         parsed: Any = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # a parser bug on hostile input must not end the cycle
-        raise FetchError(f"feed {spec}: cannot be parsed ({type(exc).__name__}: {exc})") from None
+        raise FetchError(f"feed {shown}: cannot be parsed ({type(exc).__name__}: {exc})") from None
     if parsed.get("version", "") == "" and not parsed.entries:
-        raise FetchError(f"feed {spec}: not an RSS or Atom feed")
+        raise FetchError(f"feed {shown}: not an RSS or Atom feed")
     feed = parsed.feed
-    name = str(feed.get("title") or "").strip() or spec
+    name = str(feed.get("title") or "").strip() or shown
     official = is_official(urlsplit(spec).hostname or "") or is_official(
         urlsplit(str(feed.get("link") or "")).hostname or ""
     )
@@ -140,6 +155,8 @@ class FeedsSource(Source):
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.name = NAME
+        for spec in feeds:
+            _check_spec(spec)
         self._feeds = [_FeedState(spec) for spec in feeds]
         self._limits = limits
         self._min_interval_s = min_interval_s
@@ -154,7 +171,8 @@ class FeedsSource(Source):
 
     @classmethod
     def from_config(cls, config: SourcesConfig) -> FeedsSource:
-        """The source `sources.feeds` lists."""
+        """The source `sources.feeds` lists; ConfigError for a feed that is neither an
+        http(s) URL nor a path."""
         return cls(
             config.feeds,
             limits=HttpLimits(
@@ -186,7 +204,8 @@ class FeedsSource(Source):
             if isinstance(result, FetchError):
                 failed += 1
                 errors[state.name] = errors.get(state.name, 0) + 1
-                logger.bind(event="feed_failed", source=NAME, feed=state.spec).warning(
+                shown = redact_url(state.spec)
+                logger.bind(event="feed_failed", source=NAME, feed=shown).warning(
                     "feed {} failed: {}", state.name, result
                 )
             elif result is None:
@@ -253,7 +272,7 @@ class FeedsSource(Source):
             state.etag, state.last_modified = fetched.etag, fetched.last_modified
             data = fetched.body
         else:
-            data = _read_file(Path(state.spec), self._limits.max_bytes)
+            data = await _read_file(Path(state.spec), self._limits)
             state.read_at = now
         title, items = await off_loop(parse_feed, data, state.spec, as_of)
         state.name = title
@@ -298,14 +317,39 @@ def _is_url(spec: str) -> bool:
     return spec.lower().startswith(("http://", "https://"))
 
 
-def _read_file(path: Path, max_bytes: int) -> bytes:
+def _check_spec(spec: str) -> None:
+    """Refuse (ConfigError) a feed that is a URL of a scheme other than http(s)."""
+    scheme = _URL_SCHEME.match(spec)
+    if scheme is None or scheme.group(1).lower() in ("http", "https"):
+        return
+    if scheme.group(1).lower() == "file":
+        path = url2pathname(urlsplit(spec).path)
+        raise ConfigError(
+            f"sources.feeds {spec!r} is a file:// URL; a local feed is written as its plain "
+            f"path: {path!r}"
+        )
+    raise ConfigError(
+        f"sources.feeds {redact_url(spec)!r} is neither an http:// or https:// URL nor a file "
+        "path"
+    )
+
+
+async def _read_file(path: Path, limits: HttpLimits) -> bytes:
+    """A local feed, read off the event loop within the fetch deadline and size cap."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+        async with asyncio.timeout(limits.deadline_s):
+            data = await off_loop(read_regular, path, limits.max_bytes)
+    except TimeoutError:
+        raise FetchError(
+            f"feed {path}: not read within the deadline of {limits.deadline_s:g} s (a network "
+            "file system that stopped answering?); abandoned"
+        ) from None
     except OSError as exc:
         raise FetchError(f"feed {path}: cannot be read ({exc.strerror or exc})") from None
-    if len(data) > max_bytes:
-        raise FetchError(f"feed {path}: larger than the cap of {max_bytes:,} bytes; not read")
+    if len(data) > limits.max_bytes:
+        raise FetchError(
+            f"feed {path}: larger than the cap of {limits.max_bytes:,} bytes; not read"
+        )
     return data
 
 

@@ -1,21 +1,33 @@
 """GET over httpx, hardened against what the network can send; the sources' only HTTP code.
 
-Every response is bounded three ways:
+Every fetch of every source goes through `get`, which owns the guards, so a new source gets them
+by using it:
 
 - **Deadline.** Each attempt, from connecting to the last byte, must finish within
   `deadline_s`. A read timeout alone would let a server that sends one byte a second keep the
   connection alive forever; the whole attempt runs under `asyncio.timeout` instead. A deadline
   that fires is not retried: a server that slow will be as slow again.
-- **Size.** A declared `Content-Length` above `max_bytes` is refused before the body is read;
-  otherwise the body is streamed and the attempt aborted as soon as it passes `max_bytes`, so
-  memory stays bounded whatever the server sends (compressed bodies are counted decoded).
-- **Retries.** Connection errors, 5xx and 429 are retried up to `retry_attempts` times with
-  exponential backoff with full jitter; a 429's or 503's `Retry-After` is honoured. Every wait is
-  capped at `retry_max_wait_s` (0 switches waiting off, as tests do).
+- **Size.** A declared `Content-Length` above `max_bytes` is refused before the body is read.
+  Otherwise the body is streamed and counted twice as it arrives: the bytes received and the
+  bytes they decode to (`Content-Encoding`, undone a bounded step at a time by
+  `pomabotd.sources.inflate`). The attempt is aborted as soon as either passes `max_bytes`, so
+  memory stays near the cap whatever the server sends, a compression bomb included.
+- **Redirects.** Followed here, not by httpx (which reads and decodes every redirect's body,
+  uncapped): at most `MAX_REDIRECTS`, to http:// and https:// only, never back to a URL of the
+  same chain. Each redirect's body is left unread.
+- **Failures.** Every exception httpx can raise is mapped, in one table (`_HTTPX_FAILURES`), to
+  words and to whether asking again can help. Connection errors, timeouts, a broken protocol,
+  5xx and 429 are retried up to `retry_attempts` times with exponential backoff with full
+  jitter (a 429's or 503's `Retry-After` is honoured; every wait is capped at
+  `retry_max_wait_s`, 0 switching waiting off, as tests do). What will fail the same way again
+  fails at once: a 4xx, a redirect loop or one to another scheme, a body that is not what its
+  `Content-Encoding` says. A caller may also `check` a 200's body: raising `TransientBody` there
+  (the server says it failed for now) is retried like a 5xx, raising `FetchError` fails at once,
+  and anything else it raises (a decoder's `RecursionError` on JSON nested too deep) fails at
+  once too, as a body that cannot be read.
 
-Anything else (4xx) fails at once. A caller may also `check` a 200's body: raising
-`TransientBody` there (the server says it failed for now) is retried like a 5xx, raising
-`FetchError` fails the request at once. Failures end as a `FetchError` saying what happened.
+Whatever happens, the caller gets a `FetchError` naming the URL (its secrets redacted) and
+saying what went wrong, never a library's exception.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import email.utils
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
 import httpx
 import msgspec
@@ -34,16 +46,57 @@ import tenacity
 from pomabotd._version import __version__
 from pomabotd.errors import FetchError
 from pomabotd.log import logger
+from pomabotd.redact import redact_url
+from pomabotd.sources.inflate import ACCEPT_ENCODING, BodyDecoder, DecodeFailed
 
-__all__ = ["USER_AGENT", "Fetched", "HttpLimits", "Params", "TransientBody", "get", "new_client"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "USER_AGENT",
+    "Fetched",
+    "HttpLimits",
+    "Params",
+    "TransientBody",
+    "get",
+    "new_client",
+]
 
 USER_AGENT: Final = f"pomabotd/{__version__} (+paper trading research)"
+#: Redirects one attempt follows before it gives up.
+MAX_REDIRECTS: Final = 10
 _CONNECT_TIMEOUT_S: Final = 10.0
 _BACKOFF_INITIAL_S: Final = 0.5
+_FOLLOWED_SCHEMES: Final = frozenset({"http", "https"})
 
 Sleep = Callable[[float], Awaitable[None]]
 #: Query parameters: a mapping, or httpx's own when a name repeats (`id=1&id=2`).
 Params: TypeAlias = Mapping[str, str | int | float] | httpx.QueryParams
+
+
+class _Kind(NamedTuple):
+    transient: bool
+    words: str
+
+
+#: Every exception httpx raises for a request (its `_exceptions.py` tree), most specific
+#: first: whether asking again can help, and what it means in words. The last rows catch what
+#: a later httpx adds under the same bases.
+_HTTPX_FAILURES: Final[tuple[tuple[type[Exception], _Kind], ...]] = (
+    (httpx.TooManyRedirects, _Kind(False, "too many redirects")),
+    (httpx.UnsupportedProtocol, _Kind(False, "not an http:// or https:// URL")),
+    (httpx.DecodingError, _Kind(False, "the body is not what its Content-Encoding says")),
+    (httpx.LocalProtocolError, _Kind(False, "no valid HTTP request can be made for it")),
+    (httpx.RemoteProtocolError, _Kind(True, "the server broke the HTTP protocol")),
+    (httpx.ProxyError, _Kind(True, "the proxy failed")),
+    (httpx.ConnectTimeout, _Kind(True, "no connection within the connect timeout")),
+    (httpx.TimeoutException, _Kind(True, "timed out")),
+    (httpx.ConnectError, _Kind(True, "cannot connect")),
+    (httpx.NetworkError, _Kind(True, "the connection failed")),
+    (httpx.TransportError, _Kind(True, "the transport failed")),
+    (httpx.HTTPStatusError, _Kind(False, "an error status")),
+    (httpx.InvalidURL, _Kind(False, "not a valid URL")),
+    (httpx.HTTPError, _Kind(False, "the request failed")),
+)
+_HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL)
 
 
 class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,11 +117,16 @@ class Fetched(msgspec.Struct, frozen=True, kw_only=True):
     last_modified: str | None = None
 
 
-class _Retryable(Exception):
-    """A response worth asking again for (5xx, 429), with the server's `Retry-After`."""
+class _Failed(Exception):
+    """One attempt's failure, in words: retried when `transient`; a 429's or 503's
+    `Retry-After` (seconds) paces the next attempt."""
 
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}")
+    def __init__(
+        self, reason: str, *, transient: bool, status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.transient = transient
         self.status = status
         self.retry_after = retry_after
 
@@ -79,10 +137,11 @@ class TransientBody(Exception):
 
 
 def new_client() -> httpx.AsyncClient:
-    """One connection pool per source, kept across cycles; redirects are followed."""
+    """One connection pool per source, kept across cycles. Redirects are followed by `get`,
+    within its limits, not by httpx."""
     return httpx.AsyncClient(
-        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
-        follow_redirects=True,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+        follow_redirects=False,
         timeout=httpx.Timeout(None, connect=_CONNECT_TIMEOUT_S),
     )
 
@@ -103,31 +162,27 @@ async def get(
     `check`, if given, judges a 200's body within the attempt: `TransientBody` retries it,
     `FetchError` fails at once. Raises FetchError, with the last HTTP status when there was one.
     """
+    shown = redact_url(url)
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(limits.retry_attempts + 1),
         wait=_wait(limits.retry_max_wait_s),
-        retry=tenacity.retry_if_exception_type(
-            (httpx.TransportError, _Retryable, TransientBody)
-        ),
+        retry=tenacity.retry_if_exception(_transient),
         sleep=sleep,
         reraise=True,
-        before_sleep=_log_retry(what, url),
+        before_sleep=_log_retry(what, shown),
     )
     attempts = 0
     try:
         async for attempt in retrying:
             with attempt:
                 attempts += 1
-                return await _attempt(client, url, limits, params, headers, check)
+                return await _attempt(client, url, shown, limits, params, headers, check)
     except TransientBody as exc:
         raise FetchError(f"{what}: {exc} ({_times(attempts)})", status=200) from None
-    except _Retryable as exc:
+    except _Failed as exc:
+        again = "" if exc.transient else " (not retried: it would fail the same way)"
         raise FetchError(
-            f"{what}: GET {url} answered HTTP {exc.status} {_times(attempts)}", status=exc.status
-        ) from None
-    except httpx.TransportError as exc:
-        raise FetchError(
-            f"{what}: GET {url} failed {_times(attempts)}: {_describe(exc)}"
+            f"{what}: GET {shown} failed {_times(attempts)}: {exc}{again}", status=exc.status
         ) from None
     raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
@@ -135,50 +190,128 @@ async def get(
 async def _attempt(
     client: httpx.AsyncClient,
     url: str,
+    shown: str,
     limits: HttpLimits,
     params: Params | None,
     headers: Mapping[str, str] | None,
     check: Callable[[bytes], None] | None,
 ) -> Fetched:
-    received = 0
+    body = _Body(shown, limits.max_bytes)
     try:
-        async with (
-            asyncio.timeout(limits.deadline_s),
-            client.stream("GET", url, params=params, headers=headers) as response,
-        ):
-            status = response.status_code
-            if status == 429 or status >= 500:
-                raise _Retryable(status, _retry_after(response.headers.get("Retry-After")))
-            if status == 304:
-                return _fetched(response, b"")
-            if status != 200:
-                raise FetchError(f"GET {url} answered HTTP {status}", status=status)
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limits.max_bytes:
-                raise FetchError(
-                    f"GET {url}: response of {int(declared):,} bytes is over the cap of "
-                    f"{limits.max_bytes:,} bytes; not read",
-                    status=status,
-                )
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                received = len(body)
-                if received > limits.max_bytes:
-                    raise FetchError(
-                        f"GET {url}: response passed the cap of {limits.max_bytes:,} bytes; "
-                        "aborted",
-                        status=status,
-                    )
-            data = bytes(body)
-            if check is not None:
-                check(data)
-            return _fetched(response, data)
+        async with asyncio.timeout(limits.deadline_s):
+            request = client.build_request("GET", url, params=params, headers=headers)
+            response = await _follow(client, request, shown)
+            try:
+                return await _read(response, shown, limits, body, check)
+            finally:
+                await response.aclose()
     except TimeoutError:
         raise FetchError(
-            f"GET {url}: no complete response within the deadline of {limits.deadline_s:g} s "
-            f"({received:,} bytes received); aborted"
+            f"GET {shown}: no complete response within the deadline of {limits.deadline_s:g} s "
+            f"({body.received:,} bytes received); aborted"
         ) from None
+    except _HTTPX_ERRORS as exc:
+        kind = _kind(exc)
+        raise _Failed(f"{kind.words} ({_describe(exc)})", transient=kind.transient) from None
+    except DecodeFailed as exc:
+        raise _Failed(f"the body cannot be decoded: {exc}", transient=False,
+                      status=body.status) from None
+
+
+async def _follow(
+    client: httpx.AsyncClient, request: httpx.Request, shown: str
+) -> httpx.Response:
+    """The response at the end of `request`'s redirects, streaming and unread; a redirect's
+    own body is never read."""
+    seen = {str(request.url)}
+    response = await client.send(request, stream=True)
+    for _ in range(MAX_REDIRECTS):
+        target = response.next_request
+        if target is None:
+            return response
+        await response.aclose()
+        location = redact_url(response.headers.get("Location", str(target.url)))
+        if target.url.scheme not in _FOLLOWED_SCHEMES:
+            raise _Failed(f"redirected to {location}, which is not an http:// or https:// URL",
+                          transient=False, status=response.status_code)
+        if str(target.url) in seen:
+            raise _Failed(f"its redirects go round in a loop (back to {location})",
+                          transient=False, status=response.status_code)
+        seen.add(str(target.url))
+        response = await client.send(target, stream=True)
+    status = response.status_code
+    await response.aclose()
+    raise _Failed(f"more than {MAX_REDIRECTS} redirects", transient=False, status=status)
+
+
+class _Body:
+    """A body as it streams in: counted as received and as decoded, refused past the cap."""
+
+    def __init__(self, shown: str, cap: int) -> None:
+        self._shown = shown
+        self._cap = cap
+        self.received = 0
+        self.status: int | None = None
+        self.data = bytearray()
+
+    def add_received(self, size: int) -> None:
+        self.received += size
+        if self.received > self._cap:
+            raise self._over("received")
+
+    def add_decoded(self, piece: bytes) -> None:
+        self.data += piece
+        if len(self.data) > self._cap:
+            raise self._over(f"decoded from {self.received:,} bytes received")
+
+    def _over(self, how: str) -> FetchError:
+        return FetchError(
+            f"GET {self._shown}: response passed the cap of {self._cap:,} bytes ({how}); "
+            "aborted",
+            status=self.status,
+        )
+
+
+async def _read(
+    response: httpx.Response,
+    shown: str,
+    limits: HttpLimits,
+    body: _Body,
+    check: Callable[[bytes], None] | None,
+) -> Fetched:
+    status = body.status = response.status_code
+    if status == 429 or status >= 500:
+        raise _Failed(f"answered HTTP {status}", transient=True, status=status,
+                      retry_after=_retry_after(response.headers.get("Retry-After")))
+    if status == 304:
+        return _fetched(response, b"")
+    if status != 200:
+        raise FetchError(f"GET {shown} answered HTTP {status}", status=status)
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise FetchError(
+            f"GET {shown}: response of {int(declared):,} bytes is over the cap of "
+            f"{limits.max_bytes:,} bytes; not read",
+            status=status,
+        )
+    decoder = BodyDecoder(response.headers.get_list("Content-Encoding", split_commas=True))
+    async for chunk in response.aiter_raw():
+        body.add_received(len(chunk))
+        for piece in decoder.feed(chunk):
+            body.add_decoded(piece)
+    for piece in decoder.finish():
+        body.add_decoded(piece)
+    data = bytes(body.data)
+    body.data.clear()
+    if check is not None:
+        try:
+            check(data)
+        except (FetchError, TransientBody):
+            raise
+        except Exception as exc:  # a decoder choking on hostile input: the body is unusable
+            raise _Failed(f"its body cannot be read ({_describe(exc)})", transient=False,
+                          status=status) from None
+    return _fetched(response, data)
 
 
 def _fetched(response: httpx.Response, body: bytes) -> Fetched:
@@ -218,7 +351,7 @@ def _wait(cap_s: float) -> Callable[[tenacity.RetryCallState], float]:
             return 0.0
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
-        if isinstance(error, _Retryable) and error.retry_after is not None:
+        if isinstance(error, _Failed) and error.retry_after is not None:
             return min(error.retry_after, cap_s)
         return min(backoff(state), cap_s)
 
@@ -239,8 +372,16 @@ def _log_retry(what: str, url: str) -> Callable[[tenacity.RetryCallState], None]
     return log
 
 
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, TransientBody) or (isinstance(error, _Failed) and error.transient)
+
+
+def _kind(error: Exception) -> _Kind:
+    return next(kind for cls, kind in _HTTPX_FAILURES if isinstance(error, cls))
+
+
 def _describe(error: BaseException) -> str:
-    if isinstance(error, _Retryable | TransientBody):
+    if isinstance(error, _Failed | TransientBody):
         return str(error)
     text = str(error).strip()
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -9,12 +9,12 @@ missing or unreadable file is reported by its path.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from pomabotd.config import SourcesConfig
 from pomabotd.domain.models import Market, Signal
 from pomabotd.errors import InputError
+from pomabotd.files import open_regular
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
 from pomabotd.sources.offload import off_loop
 from pomabotd.wire import LinesFile, Rejected, decode_markets, decode_signals
@@ -48,20 +48,12 @@ def read_bytes(path: Path) -> bytes:
 
 
 def check_readable(path: Path) -> LinesFile:
-    """The file, once it is known to be a readable regular file; else an `InputError` that
-    names the path."""
+    """The file, once it is known to be a readable regular file (a FIFO is refused without
+    waiting for a writer); else an `InputError` that names the path."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        os.close(open_regular(path))
     except OSError as exc:
         raise InputError.unreadable(path, exc) from None
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if stat.S_ISDIR(mode):
-        raise InputError(f"{path}: is a directory, expected a file")
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{path}: is not a regular file")
     return LinesFile(str(path))
 
 

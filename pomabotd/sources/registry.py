@@ -196,14 +196,18 @@ class Sources:
 def open_sources(config: Config) -> Sources:
     """Build the configured sources once; nothing is read or fetched until `load`.
 
-    ConfigError (naming `sources.markets` and where it came from) when it names no source.
+    ConfigError (naming the key and where it came from) when `sources.markets` names no
+    source or a signal source refuses its setting (a feed that is no http(s) URL or path).
     """
     markets = market_source(config)
     origins = {markets: _origin(config, "sources.markets")}
     signals = []
     for key, (wanted, factory) in SIGNAL_SOURCES.items():
         if wanted(config.sources):
-            source = factory(config.sources)
+            try:
+                source = factory(config.sources)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (from {config.source_phrase(key)})") from None
             origins[source] = _origin(config, key)
             signals.append(source)
     return Sources(markets, signals, origins)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +18,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from pomabotd.domain.models import Signal
-from pomabotd.errors import SourceError
+from pomabotd.errors import ConfigError, SourceError
+from pomabotd.sources import feeds
 from pomabotd.sources.base import FetchContext, SourceBatch
 from pomabotd.sources.feeds import FeedsSource
 
@@ -204,3 +210,98 @@ def test_feed_size_cap_and_deadline(raw_server, tmp_path: Path, httpserver: HTTP
     batch = _cycles(source)[0]
     assert (batch.stats.feeds_ok, batch.stats.feeds_failed) == (1, 3)
     assert set(batch.stats.fetch_errors) == {str(big), httpserver.url_for("/big.xml"), slow.url}
+
+
+def test_feeds_that_redirect_forever_or_lie_about_gzip_fail_alone(
+    httpserver: HTTPServer, log_lines: list[str]
+):
+    """A redirect loop, a redirect to file:// and a body that is not the gzip it claims each
+    fail once (not retried), are counted and logged by URL; the good feed still runs."""
+    httpserver.expect_request("/loop.xml").respond_with_response(
+        Response(status=302, headers={"Location": "/loop.xml"}))
+    httpserver.expect_request("/local.xml").respond_with_response(
+        Response(status=302, headers={"Location": "file:///etc/passwd"}))
+    httpserver.expect_request("/gzip.xml").respond_with_response(
+        Response(CAPTURES[1].read_bytes(), headers={"Content-Encoding": "gzip"}))
+    httpserver.expect_request("/fed.xml").respond_with_handler(lambda r: _xml(CAPTURES[1]))
+    bad = [httpserver.url_for(f"/{name}.xml") for name in ("loop", "local", "gzip")]
+    batch = _cycles(_source([*bad, httpserver.url_for("/fed.xml")]))[0]
+    assert (batch.stats.feeds_ok, batch.stats.feeds_failed) == (1, 3)
+    assert batch.stats.fetch_errors == dict.fromkeys(bad, 1)
+    assert {s.market_id for s in _signals(batch)} == {"fed"}
+    paths = [request.path for request, _ in httpserver.log]
+    assert sorted(paths) == ["/fed.xml", "/gzip.xml", "/local.xml", "/loop.xml"]
+    for url, reason in zip(bad, ("loop", "file:///etc/passwd", "not valid gzip"), strict=True):
+        failed = [line for line in log_lines if line.startswith("WARNING") and url in line]
+        assert len(failed) == 1 and reason in failed[0], failed
+    assert not any("retrying" in line for line in log_lines)
+
+
+def _cycles_within(source: FeedsSource, seconds: float, unblock: Path) -> list[SourceBatch]:
+    """`_cycles`, failing if they do not end within `seconds` (the event loop blocked); a
+    reader stuck on the FIFO `unblock` is released afterwards."""
+    done: list[list[SourceBatch]] = []
+    worker = threading.Thread(target=lambda: done.append(_cycles(source)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    try:
+        assert done, f"the feeds were not read within {seconds} s"
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(os.open(unblock, os.O_WRONLY | os.O_NONBLOCK))
+    return done[0]
+
+
+def test_a_local_feed_that_is_a_fifo_is_refused_without_waiting(
+    tmp_path: Path, log_lines: list[str]
+):
+    """A feed path that is a FIFO nobody writes to fails at once, saying what it is; the
+    other feeds run."""
+    fifo = tmp_path / "feed.xml"
+    os.mkfifo(fifo)
+    batch = _cycles_within(_source([str(fifo), str(CAPTURES[1])]), 10.0, fifo)[0]
+    assert (batch.stats.feeds_ok, batch.stats.feeds_failed) == (1, 1)
+    assert batch.stats.fetch_errors == {str(fifo): 1}
+    assert any(str(fifo) in line and "is a FIFO (named pipe), not a regular file" in line
+               for line in log_lines)
+
+
+def test_a_local_feed_read_that_hangs_is_abandoned_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
+):
+    """A read that never returns (a network mount that stopped answering) fails that feed at
+    the fetch deadline, off the event loop; the other feeds run."""
+    release = threading.Event()
+    real_read = feeds.read_regular
+
+    def read(path: Path, max_bytes: int | None = None) -> bytes:
+        if path.name == "hung.xml":
+            release.wait(30)
+        return real_read(path, max_bytes)
+
+    monkeypatch.setattr(feeds, "read_regular", read)
+    hung = tmp_path / "hung.xml"
+    hung.write_bytes(CAPTURES[1].read_bytes())
+    source = FeedsSource((str(hung), str(CAPTURES[0])), limits=limits(deadline_s=0.5))
+    started = time.monotonic()
+    try:
+        batch = _cycles(source)[0]
+    finally:
+        release.set()
+    assert time.monotonic() - started < 5.0
+    assert (batch.stats.feeds_ok, batch.stats.feeds_failed) == (1, 1)
+    assert any("not read within the deadline of 0.5 s" in line for line in log_lines)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("file:///var/feeds/fed.xml",
+         "a local feed is written as its plain path: '/var/feeds/fed.xml'"),
+        ("ftp://example.org/feed.xml", "is neither an http:// or https:// URL nor a file path"),
+    ],
+)
+def test_a_feed_url_of_another_scheme_is_refused_saying_what_to_write(spec: str, message: str):
+    """A file:// feed is refused with the plain path to write instead; ftp:// is refused."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _source([spec])

@@ -488,3 +488,51 @@ def test_a_failed_fetch_of_held_markets_keeps_the_listing(httpserver: HTTPServer
     assert len(_ids(batch)) == len(open_) and "613101" not in _ids(batch)
     assert batch.stats.fetch_errors == {"polymarket": 1}
     assert any("could not be fetched by id" in line for line in log_lines)
+
+
+def test_json_nested_too_deep_on_page_2_keeps_page_1(httpserver: HTTPServer, log_lines):
+    """Page 2 nested 100,000 arrays deep (a decoder's RecursionError): page 1's markets still
+    run, the page is counted as a failed fetch, logged with its URL, and not asked again."""
+    objects = gamma_objects()
+    deep = '{"markets": [' + "[" * 100_000 + "]" * 100_000 + "]}"
+
+    def handler(request: Request) -> Response:
+        if request.args.get("after_cursor"):
+            return Response(deep, content_type="application/json")
+        return _json({"markets": objects[:20], "next_cursor": "20"})
+
+    httpserver.expect_request("/markets/keyset").respond_with_handler(handler)
+    batch = _fetch(PolymarketSource(httpserver.url_for(""), limits=limits(), page_size=20))
+    assert _ids(batch) == OPEN_IDS[:20]
+    assert batch.stats.fetch_errors == {"polymarket": 1}
+    assert len(httpserver.log) == 2
+    stopped = [line for line in log_lines if "paging stopped after 20 markets" in line]
+    assert len(stopped) == 1
+    assert "RecursionError" in stopped[0] and httpserver.url_for("/markets/keyset") in stopped[0]
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        (Response(status=302, headers={"Location": "/markets/keyset"}), "go round in a loop"),
+        (Response(status=307, headers={"Location": "file:///etc/passwd"}),
+         "redirected to file:///etc/passwd"),
+        (Response(b'{"markets": []}', headers={"Content-Encoding": "gzip"}),
+         "not valid gzip data"),
+    ],
+    ids=["redirect-loop", "redirect-to-file", "bad-gzip"],
+)
+def test_a_market_api_that_loops_or_lies_fails_the_cycle_in_one_line(
+    httpserver: HTTPServer, response: Response, reason: str
+):
+    """A redirect loop, a redirect to file:// or a body that is not its gzip: a SourceError
+    naming the URL and the reason, counted, after one request (never an httpx traceback)."""
+    httpserver.expect_request("/markets/keyset").respond_with_response(response)
+    with pytest.raises(SourceError, match="polymarket: no markets fetched") as raised:
+        _fetch(PolymarketSource(httpserver.url_for(""), limits=limits()))
+    assert reason in str(raised.value)
+    assert httpserver.url_for("/markets/keyset") in str(raised.value)
+    assert raised.value.stats is not None
+    assert raised.value.stats.fetch_errors == {"polymarket": 1}
+    assert len(httpserver.log) <= 2  # one attempt: the page, and the loop's one hop back
+    assert "after 1 attempt" in str(raised.value)
