@@ -131,6 +131,14 @@ class _Failed(Exception):
         self.retry_after = retry_after
 
 
+class _ErrorStatus(_Failed):
+    """A 5xx or 429: the server answered that it cannot answer for now."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"answered HTTP {status}", transient=True, status=status,
+                         retry_after=retry_after)
+
+
 class TransientBody(Exception):
     """A 200 whose body says the server could not answer for now: retried like a 5xx. The
     message says what the body was."""
@@ -179,6 +187,9 @@ async def get(
                 return await _attempt(client, url, shown, limits, params, headers, check)
     except TransientBody as exc:
         raise FetchError(f"{what}: {exc} ({_times(attempts)})", status=200) from None
+    except _ErrorStatus as exc:
+        raise FetchError(f"{what}: GET {shown} {exc} {_times(attempts)}", status=exc.status) \
+            from None
     except _Failed as exc:
         again = "" if exc.transient else " (not retried: it would fail the same way)"
         raise FetchError(
@@ -281,8 +292,7 @@ async def _read(
 ) -> Fetched:
     status = body.status = response.status_code
     if status == 429 or status >= 500:
-        raise _Failed(f"answered HTTP {status}", transient=True, status=status,
-                      retry_after=_retry_after(response.headers.get("Retry-After")))
+        raise _ErrorStatus(status, _retry_after(response.headers.get("Retry-After")))
     if status == 304:
         return _fetched(response, b"")
     if status != 200:
