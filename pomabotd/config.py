@@ -196,11 +196,68 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 
 class _Key(NamedTuple):
+    """One key: its type, default, environment variable, and what it accepts.
+
+    Numbers carry their `bounds`; the requirement that messages and documentation quote is
+    worded from them, so the bounds live here and nowhere else.
+    """
+
     kind: _Kind
     default: Any
     env: str | None
     requirement: str
     check: Callable[[Any], bool] | None = None
+    bounds: _Bounds | None = None
+
+
+class _Bounds(NamedTuple):
+    """The range a number must lie in; `*_open` excludes that end. `high_note` words a bound
+    computed on this machine (`4 x the CPUs this process may use`), so that what is written
+    about it holds on every machine; a refusal adds its value here."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    high_note: str = ""
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int | float):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def phrase(self) -> str:
+        """`from 1 to 100000`, `> 0 and <= 3600`: how a requirement states the range."""
+        low, high = _number(self.low), self.high_note or _number(self.high)
+        if not (self.low_open or self.high_open):
+            return f"from {low} to {high}"
+        return (f"{'>' if self.low_open else '>='} {low} and "
+                f"{'<' if self.high_open else '<='} {high}")
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 100000, 0.5, 1000000000000."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _int(default: Any, env: str | None, low: int, high: int, unit: str = "",
+         high_note: str = "") -> _Key:
+    """An integer key from `low` to `high`, both included."""
+    bounds = _Bounds(low, high, high_note=high_note)
+    return _Key("int", default, env, _requirement("an integer", bounds, unit), None, bounds)
+
+
+def _num(default: float, env: str | None, low: float, high: float, unit: str = "", *,
+         low_open: bool = False, high_open: bool = False) -> _Key:
+    """A number key within `low` and `high` (each excluded when `*_open`)."""
+    bounds = _Bounds(low, high, low_open, high_open)
+    return _Key("float", default, env, _requirement("a number", bounds, unit), None, bounds)
+
+
+def _requirement(noun: str, bounds: _Bounds, unit: str) -> str:
+    return f"{noun} {bounds.phrase()}" + (f" ({unit})" if unit else "")
 
 
 def _default_workers() -> int:
@@ -245,19 +302,31 @@ _AUTO: Final = object()  # a default computed at load time
 #: The longest `daemon.stop_timeout_s`: a stop that takes longer is no stop an operator (or
 #: systemd's TimeoutStopSec=, 90 s by default) waits for.
 _MAX_STOP_TIMEOUT_S: Final = 300.0
+#: Workers per CPU at most: past a few per CPU, more workers only cost memory (tens of MB
+#: each) and start-up time, and do not evaluate faster.
+_WORKERS_PER_CPU: Final = 4
+#: Money figures (USD) at most: far above any paper portfolio, far below where cents stop
+#: being exact in a float.
+_MAX_USD: Final = 1e12
+_DAY_S: Final = 86400.0
+_HOUR_S: Final = 3600.0
+#: Feeds at most: each is fetched every cycle it is due.
+_MAX_FEEDS: Final = 1000
 
 #: Every key, in documentation order. Keys with an `env` read that variable (SPEC section 7).
+#: Every number has both bounds: a value that could exhaust the machine (memory, processes, a
+#: wait of days) or would fail every cycle (a negative seed, a cap or deadline no real response
+#: meets) is refused when the configuration is loaded.
 _KEYS: Final[dict[str, _Key]] = {
     "batch.enabled": _Key("bool", True, "BATCH_MODE_ENABLED", "true or false"),
-    "batch.max_concurrency": _Key(
-        "int", 50, "BATCH_MAX_CONCURRENCY", "an integer >= 1", lambda v: v >= 1
+    "batch.max_concurrency": _int(50, "BATCH_MAX_CONCURRENCY", 1, 1000),
+    "batch.workers": _int(
+        _AUTO, "BATCH_WORKERS", 0, _WORKERS_PER_CPU * _default_workers(),
+        high_note=f"{_WORKERS_PER_CPU} x the CPUs this process may use",
     ),
-    "batch.workers": _Key("int", _AUTO, "BATCH_WORKERS", "an integer >= 0", lambda v: v >= 0),
-    "batch.batch_size": _Key("int", 100, "BATCH_SIZE", "an integer >= 1", lambda v: v >= 1),
-    "batch.timeout_ms": _Key("int", 5000, "BATCH_TIMEOUT_MS", "an integer >= 1", lambda v: v >= 1),
-    "batch.retry_attempts": _Key(
-        "int", 2, "BATCH_RETRY_ATTEMPTS", "an integer >= 0", lambda v: v >= 0
-    ),
+    "batch.batch_size": _int(100, "BATCH_SIZE", 1, 100_000),
+    "batch.timeout_ms": _int(5000, "BATCH_TIMEOUT_MS", 1, 600_000, "milliseconds"),
+    "batch.retry_attempts": _int(2, "BATCH_RETRY_ATTEMPTS", 0, 10),
     "batch.evaluator": _Key(
         "str",
         "pomabotd:evaluate_market",
@@ -272,36 +341,22 @@ _KEYS: Final[dict[str, _Key]] = {
         "'columnar' or 'scalar'",
         lambda v: v in KERNELS,
     ),
-    "risk.min_edge": _Key("float", 15.0, "BATCH_MIN_EDGE", "a number >= 0", lambda v: v >= 0),
-    "risk.max_portfolio_risk": _Key(
-        "float",
-        20.0,
-        "BATCH_MAX_PORTFOLIO_RISK",
-        "a number from 0 to 100",
-        lambda v: 0 <= v <= 100,
-    ),
+    "risk.min_edge": _num(15.0, "BATCH_MIN_EDGE", 0, 100, "points"),
+    "risk.max_portfolio_risk": _num(20.0, "BATCH_MAX_PORTFOLIO_RISK", 0, 100, "% of equity"),
     "risk.require_diversification": _Key(
         "bool", True, "BATCH_REQUIRE_DIVERSIFICATION", "true or false"
     ),
-    "risk.max_positions_per_category": _Key(
-        "int", 2, "BATCH_MAX_POSITIONS_PER_CATEGORY", "an integer >= 1", lambda v: v >= 1
+    "risk.max_positions_per_category": _int(2, "BATCH_MAX_POSITIONS_PER_CATEGORY", 1, 10_000),
+    "risk.stop_loss_percent": _num(
+        5.0, "BATCH_STOP_LOSS_PERCENT", 0, 100, "%", low_open=True, high_open=True
     ),
-    "risk.stop_loss_percent": _Key(
-        "float",
-        5.0,
-        "BATCH_STOP_LOSS_PERCENT",
-        "a number > 0 and < 100",
-        lambda v: 0 < v < 100,
+    "risk.profit_target_percent": _num(
+        10.0, "BATCH_PROFIT_TARGET_PERCENT", 0, 10_000, "%", low_open=True
     ),
-    "risk.profit_target_percent": _Key(
-        "float", 10.0, "BATCH_PROFIT_TARGET_PERCENT", "a number > 0", lambda v: v > 0
-    ),
-    "risk.kelly_fraction": _Key("float", 0.25, None, "a number > 0 and <= 1", lambda v: 0 < v <= 1),
-    "risk.max_position_percent": _Key(
-        "float", 5.0, None, "a number > 0 and <= 100", lambda v: 0 < v <= 100
-    ),
-    "risk.min_position_usd": _Key("float", 1.0, None, "a number >= 0", lambda v: v >= 0),
-    "risk.portfolio_value": _Key("float", 10000.0, None, "a number > 0", lambda v: v > 0),
+    "risk.kelly_fraction": _num(0.25, None, 0, 1, low_open=True),
+    "risk.max_position_percent": _num(5.0, None, 0, 100, "% of equity", low_open=True),
+    "risk.min_position_usd": _num(1.0, None, 0, _MAX_USD, "USD"),
+    "risk.portfolio_value": _num(10000.0, None, 0, _MAX_USD, "USD", low_open=True),
     "strategy.prior": _Key("str", "fixed", None, "'fixed' or 'market'", lambda v: v in PRIORS),
     "sources.markets": _Key(
         "str",
@@ -311,8 +366,8 @@ _KEYS: Final[dict[str, _Key]] = {
         lambda v: bool(v.strip()),
     ),
     "sources.signals": _Key("str", "", None, "a JSONL path or empty"),
-    "sources.synthetic_markets": _Key("int", 1000, None, "an integer >= 1", lambda v: v >= 1),
-    "sources.seed": _Key("int", 7, None, "an integer"),
+    "sources.synthetic_markets": _int(1000, None, 1, 2_000_000),
+    "sources.seed": _int(7, None, 0, 2**32 - 1),
     "sources.polymarket_url": _Key(
         "str",
         "https://gamma-api.polymarket.com",
@@ -320,46 +375,33 @@ _KEYS: Final[dict[str, _Key]] = {
         "an http:// or https:// URL",
         _valid_url,
     ),
-    "sources.polymarket_page_size": _Key(
-        "int", 100, None, "an integer from 1 to 500", lambda v: 1 <= v <= 500
-    ),
-    "sources.polymarket_min_liquidity": _Key(
-        "float", 0.0, None, "a number >= 0 (USD; 0: no filter)", lambda v: v >= 0
-    ),
-    "sources.polymarket_max_markets": _Key(
-        "int", 100000, None, "an integer >= 1", lambda v: v >= 1
-    ),
+    "sources.polymarket_page_size": _int(100, None, 1, 500),
+    "sources.polymarket_min_liquidity": _num(0.0, None, 0, _MAX_USD, "USD; 0: no filter"),
+    "sources.polymarket_max_markets": _int(100000, None, 1, 1_000_000),
     "sources.save_snapshot": _Key("str", "", None, "a file path or empty"),
     "sources.feeds": _Key(
-        "strs", (), None, "a list of feed URLs or file paths", lambda v: all(x.strip() for x in v)
+        "strs", (), None, f"a list of at most {_MAX_FEEDS} feed URLs or file paths",
+        lambda v: len(v) <= _MAX_FEEDS and all(x.strip() for x in v),
     ),
-    "sources.request_deadline_s": _Key(
-        "float", 30.0, None, "a number > 0 (seconds)", lambda v: v > 0
-    ),
-    "sources.max_response_mb": _Key("float", 64.0, None, "a number > 0 (MB)", lambda v: v > 0),
-    "sources.retry_attempts": _Key("int", 4, None, "an integer >= 0", lambda v: v >= 0),
-    "sources.retry_max_wait_s": _Key(
-        "float", 30.0, None, "a number >= 0 (seconds)", lambda v: v >= 0
-    ),
-    "sources.feed_max_kb": _Key("int", 2048, None, "an integer >= 1 (KB)", lambda v: v >= 1),
-    "sources.feed_min_interval_s": _Key(
-        "float", 300.0, None, "a number >= 0 (seconds)", lambda v: v >= 0
-    ),
-    "sources.feed_concurrency": _Key("int", 4, None, "an integer >= 1", lambda v: v >= 1),
-    "sources.news_memory": _Key("int", 10000, None, "an integer >= 1", lambda v: v >= 1),
+    "sources.request_deadline_s": _num(30.0, None, 1, _HOUR_S, "seconds"),
+    "sources.max_response_mb": _num(64.0, None, 1, 1024, "MB"),
+    "sources.retry_attempts": _int(4, None, 0, 10),
+    "sources.retry_max_wait_s": _num(30.0, None, 0, _HOUR_S, "seconds"),
+    "sources.feed_max_kb": _int(2048, None, 16, 65_536, "KB"),
+    "sources.feed_min_interval_s": _num(300.0, None, 0, _DAY_S, "seconds"),
+    "sources.feed_concurrency": _int(4, None, 1, 64),
+    "sources.news_memory": _int(10000, None, 1, 1_000_000),
     "daemon.output_dir": _Key(
         "str", "pomabotd-output", None, "a directory path", lambda v: bool(v)
     ),
-    "daemon.interval_s": _Key("float", 60.0, None, "a number > 0", lambda v: v > 0),
+    "daemon.interval_s": _num(60.0, None, 0, _DAY_S, "seconds", low_open=True),
     "daemon.status_addr": _Key(
         "str", "127.0.0.1:8787", None, "'host:port' or empty", _valid_address
     ),
     "daemon.env_file": _Key("str", "", None, "a file path or empty"),
-    "daemon.stop_timeout_s": _Key(
-        "float", 10.0, None,
-        f"a number > 0 and <= {_MAX_STOP_TIMEOUT_S:g} (seconds; keep it below the unit's "
-        "TimeoutStopSec=)",
-        lambda v: 0 < v <= _MAX_STOP_TIMEOUT_S,
+    "daemon.stop_timeout_s": _num(
+        10.0, None, 0, _MAX_STOP_TIMEOUT_S,
+        "seconds; keep it below the unit's TimeoutStopSec=", low_open=True,
     ),
     "log.level": _Key("str", "INFO", None, "one of " + ", ".join(LOG_LEVELS)),
     "log.format": _Key(
@@ -367,15 +409,11 @@ _KEYS: Final[dict[str, _Key]] = {
         lambda v: v in LOG_FORMATS,
     ),
     "log.file": _Key("str", "", None, "a file path or empty"),
-    "halt.coverage_tolerance": _Key(
-        "float", 15.0, None, "a number from 0 to 100 (points)", lambda v: 0 <= v <= 100
-    ),
-    "halt.min_resolved": _Key("int", 20, None, "an integer >= 1", lambda v: v >= 1),
-    "halt.high_confidence": _Key(
-        "float", 80.0, None, "a number from 0 to 100", lambda v: 0 <= v <= 100
-    ),
-    "halt.min_per_bucket": _Key("int", 10, None, "an integer >= 1", lambda v: v >= 1),
-    "halt.invalidation_streak": _Key("int", 3, None, "an integer >= 1", lambda v: v >= 1),
+    "halt.coverage_tolerance": _num(15.0, None, 0, 100, "points"),
+    "halt.min_resolved": _int(20, None, 1, 1_000_000),
+    "halt.high_confidence": _num(80.0, None, 0, 100),
+    "halt.min_per_bucket": _int(10, None, 1, 1_000_000),
+    "halt.invalidation_streak": _int(3, None, 1, 1_000_000),
 }
 #: Sections whose keys make the decisions; see `Config.decision_settings`.
 _DECISION_SECTIONS: Final = ("risk", "strategy")
@@ -719,10 +757,16 @@ def _apply(
     elif key == "log.format":
         value = value.strip().lower()
         ok = value in LOG_FORMATS
+    elif spec.bounds is not None:
+        ok = value in spec.bounds
     else:
         ok = spec.check is None or spec.check(value)
     if not ok:
-        errors.append(f"{key} must be {spec.requirement}, got {value!r} (from {source_phrase})")
+        here = (f" ({_number(spec.bounds.high)} here)"
+                if spec.bounds is not None and spec.bounds.high_note else "")
+        errors.append(
+            f"{key} must be {spec.requirement}{here}, got {value!r} (from {source_phrase})"
+        )
         return
     values[key] = value
     provenance[key] = source

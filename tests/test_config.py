@@ -15,6 +15,7 @@ from pomabotd.config import (
     Config,
     default_config_path,
     is_builtin_evaluator,
+    key_table,
     keys,
     load,
     resolve_evaluator,
@@ -40,6 +41,11 @@ SPEC_ENV = {
     "risk.stop_loss_percent": "BATCH_STOP_LOSS_PERCENT",
     "risk.profit_target_percent": "BATCH_PROFIT_TARGET_PERCENT",
 }
+
+#: How a refused `batch.workers` words its bounds on this machine.
+WORKERS = "batch.workers must be " + key_table()["batch.workers"].requirement
+#: ... and the bound it has on this machine, which a refusal of a value past it adds.
+HERE = f"{WORKERS} ({key_table()['batch.workers'].bounds.high} here)"
 
 
 def write(tmp_path: Path, text: str, name: str = "pomabotd.toml") -> Path:
@@ -176,14 +182,15 @@ def test_unknown_section_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[batch]\nworkers = -1\n", "batch.workers must be an integer >= 0, got -1"),
-        ("[batch]\nworkers = 2.5\n", "batch.workers must be an integer >= 0, got 2.5"),
-        ("[batch]\nworkers = true\n", "batch.workers must be an integer >= 0, got True"),
+        ("[batch]\nworkers = -1\n", f"{HERE}, got -1"),
+        ("[batch]\nworkers = 2.5\n", f"{WORKERS}, got 2.5"),
+        ("[batch]\nworkers = true\n", f"{WORKERS}, got True"),
         ("[batch]\nenabled = 'yes'\n", "batch.enabled must be true or false, got 'yes'"),
         ("[risk]\nstop_loss_percent = 100\n", "risk.stop_loss_percent must be a number > 0"),
         ("[risk]\nkelly_fraction = 0\n", "risk.kelly_fraction must be a number > 0 and <= 1"),
         ("[risk]\nmax_portfolio_risk = 101\n", "risk.max_portfolio_risk must be a number from"),
-        ("[risk]\nmin_edge = nan\n", "risk.min_edge must be a number >= 0, got nan"),
+        ("[risk]\nmin_edge = nan\n",
+         "risk.min_edge must be a number from 0 to 100 (points), got nan"),
         ("[daemon]\nstatus_addr = 'localhost'\n", "daemon.status_addr must be"),
         ("[daemon]\nstop_timeout_s = 0\n", "daemon.stop_timeout_s must be a number > 0"),
         ("[daemon]\nstop_timeout_s = 301\n",
@@ -205,20 +212,21 @@ def test_bad_file_value_names_key_and_file(tmp_path: Path, text: str, expected: 
 def test_bad_env_value_names_key_and_variable() -> None:
     """A bad environment value names the key and the variable."""
     assert refusal(environ={"BATCH_WORKERS": "-1"}) == (
-        "batch.workers must be an integer >= 0, got -1 (from env BATCH_WORKERS)"
+        f"{HERE}, got -1 (from env BATCH_WORKERS)"
     )
     assert refusal(environ={"BATCH_SIZE": "ten"}) == (
-        "batch.batch_size must be an integer >= 1, got 'ten' (from env BATCH_SIZE)"
+        "batch.batch_size must be an integer from 1 to 100000, got 'ten' (from env BATCH_SIZE)"
     )
     assert refusal(environ={"BATCH_MIN_EDGE": "inf"}) == (
-        "risk.min_edge must be a number >= 0, got 'inf' (from env BATCH_MIN_EDGE)"
+        "risk.min_edge must be a number from 0 to 100 (points), got 'inf' (from env "
+        "BATCH_MIN_EDGE)"
     )
 
 
 def test_bad_flag_value_names_key_and_flag() -> None:
     """A bad flag value names the key and the flag."""
     assert refusal(flags={"batch.workers": -1}) == (
-        "batch.workers must be an integer >= 0, got -1 (from flag batch.workers)"
+        f"{HERE}, got -1 (from flag batch.workers)"
     )
     assert refusal(flags={"daemon.output_dir": ""}) == (
         "daemon.output_dir must be a directory path, got '' (from flag --out)"
@@ -454,7 +462,7 @@ def test_bad_env_file_lines_name_the_file_and_line(tmp_path: Path) -> None:
     assert refusal(path) == f"{env_file} line 2: expected NAME=value, got 'this is not a setting'"
     env_file.write_text("BATCH_SIZE=five\n")
     assert refusal(path) == (
-        f"batch.batch_size must be an integer >= 1, got 'five' "
+        f"batch.batch_size must be an integer from 1 to 100000, got 'five' "
         f"(from env BATCH_SIZE from {env_file} line 1)"
     )
     env_file.write_text("BATCH_SIZ=5\n")

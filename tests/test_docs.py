@@ -42,7 +42,7 @@ def test_the_reference_lists_every_key_with_its_default_and_variable() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "error"),
     [
-        ("# Time limit per market, in milliseconds (>= 1).", "",
+        ("# Time limit per market, in milliseconds (1 to 600000).", "",
          r"batch\.timeout_ms has no description"),
         ("env BATCH_TIMEOUT_MS", "env BATCH_TIMEOUT", r"batch\.timeout_ms: .* env BATCH_TIMEOUT,"),
     ],

@@ -188,9 +188,10 @@ def test_stress_real_runs_the_configured_live_source(run_cli: RunCli, tmp_path: 
     ("table", "message"),
     [
         ('markets = "gamma:"', "sources.markets 'gamma:' needs a path after 'gamma:' (from file"),
-        ('feeds = "one.xml"', "sources.feeds must be a list of feed URLs or file paths"),
+        ('feeds = "one.xml"',
+         "sources.feeds must be a list of at most 1000 feed URLs or file paths"),
         ('polymarket_url = "gamma-api.polymarket.com"', "sources.polymarket_url must be an"),
-        ("feed_concurrency = 0", "sources.feed_concurrency must be an integer >= 1"),
+        ("feed_concurrency = 0", "sources.feed_concurrency must be an integer from 1 to 64"),
     ],
 )
 def test_bad_source_settings_are_refused_naming_key_and_file(
