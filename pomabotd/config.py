@@ -20,6 +20,7 @@ import difflib
 import importlib
 import math
 import os
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "KERNELS",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "SETTLE_S",
     "BatchConfig",
     "Config",
     "DaemonConfig",
@@ -51,6 +53,10 @@ __all__ = [
     "load",
     "resolve_evaluator",
 ]
+
+#: Seconds a configuration file must stand still (the same in two reads this far apart) for
+#: `pomabotd run` to apply it, at start and on every reload.
+SETTLE_S: Final = 0.05
 
 #: Names a config file when `--config` is not given.
 CONFIG_ENV_VAR: Final = "POMABOTD_CONFIG"
@@ -466,18 +472,22 @@ def key_table() -> dict[str, _Key]:
 
 
 def _read_env_file(
-    path: Path, errors: list[str], warnings: list[str]
+    path: Path, errors: list[str], warnings: list[str], settle_s: float = 0.0
 ) -> dict[str, tuple[str, int]]:
     """`NAME=value` lines of the env file, each with its line number.
 
     `#` comments and blank lines are skipped, `export ` and matching quotes around the value
     are accepted as systemd's `EnvironmentFile=` accepts them. A missing file reads as empty
     (the unit marks it optional); any other line is an error naming the file and line.
+    With `settle_s`, a file that changed while it was read is an error (`_read_settled`).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_settled(path, settle_s).decode("utf-8")
     except FileNotFoundError:
         warnings.append(f"env file {path} (daemon.env_file) does not exist; none read")
+        return {}
+    except _ChangedWhileRead:
+        errors.append(f"env file {path} (daemon.env_file) {_CHANGED}")
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         errors.append(f"env file {path} (daemon.env_file) cannot be read: {exc}")
@@ -571,6 +581,7 @@ def load(
     flags: Mapping[str, Any] | None = None,
     *,
     flag_names: Mapping[str, str] | None = None,
+    settle_s: float = 0.0,
 ) -> Config:
     """Build the effective configuration from the four layers, or raise ConfigError.
 
@@ -579,7 +590,9 @@ def load(
     `os.environ`; None means empty). `flags` maps dotted keys to command-line values; None values
     were not given; `flag_names` spells a flag as the command gave it where it differs from
     the usual spelling (`status --addr` sets `daemon.status_addr`). Every problem found is
-    reported at once.
+    reported at once. With `settle_s` (the daemon's `SETTLE_S`), the TOML
+    file and the env file are each read twice that many seconds apart and refused if they
+    changed meanwhile: a file being rewritten in place is never half applied.
     """
     env: Mapping[str, str] = {} if environ is None else environ
     errors: list[str] = []
@@ -591,7 +604,7 @@ def load(
 
     file_path, file_origin = _config_file(path, env)
     if file_path is not None:
-        table = _read_toml(file_path, file_origin)
+        table = _read_toml(file_path, file_origin, settle_s)
         shown = str(file_path)
         for key, raw in _file_items(table, shown, errors):
             _apply(key, raw, False, f"file:{shown}", values, provenance, errors)
@@ -604,7 +617,9 @@ def load(
         _apply("daemon.env_file", given_env_file, True, "flag:--env-file", values, provenance,
                errors)
     env_file = values["daemon.env_file"]
-    from_file = _read_env_file(Path(env_file), errors, warnings) if env_file else {}
+    from_file = (
+        _read_env_file(Path(env_file), errors, warnings, settle_s) if env_file else {}
+    )
     layered: list[tuple[str, str, str]] = [
         (var, raw, f"env:{var}") for var, raw in env.items() if var not in from_file
     ]
@@ -677,16 +692,58 @@ def _config_file(
     return default_config_path(env), f"env {CONFIG_ENV_VAR}"
 
 
-def _read_toml(path: Path, origin: str) -> dict[str, Any]:
+def _read_toml(path: Path, origin: str, settle_s: float = 0.0) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(_read_settled(path, settle_s).decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} not found (from {origin})") from exc
+    except _ChangedWhileRead:
+        raise ConfigError(f"config file {path} (from {origin}) {_CHANGED}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read (from {origin}): {exc}") from exc
+
+
+class _ChangedWhileRead(Exception):
+    """The file was not the same in two reads `settle_s` apart."""
+
+
+_CHANGED: Final = (
+    "changed while it was read, so it may be half-written; nothing of it is used. Replace "
+    "the file atomically (write the new one beside it, then rename it over the old one) "
+    "and reload again"
+)
+
+
+def _read_settled(path: Path, settle_s: float) -> bytes:
+    """The bytes of `path`, once it stood still: read, then after `settle_s` read again; the
+    two reads must agree in content and in the file's identity, size and modification and
+    change times (`_ChangedWhileRead` otherwise). A file rewritten in place passes through
+    truncated states that are often valid TOML with keys missing (their defaults then apply),
+    so a reload must not take whatever one read happens to see. `settle_s` 0 reads once.
+    """
+    first, before = _read_with_stat(path)
+    if settle_s <= 0:
+        return first
+    time.sleep(settle_s)
+    second, after = _read_with_stat(path)
+    if first != second or before != after:
+        raise _ChangedWhileRead(path)
+    return first
+
+
+def _read_with_stat(path: Path) -> tuple[bytes, tuple[int, ...]]:
+    with path.open("rb") as handle:
+        status = os.fstat(handle.fileno())
+        data = handle.read()
+        after = os.fstat(handle.fileno())
+    identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns,
+                status.st_ctime_ns)
+    if identity != (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns,
+                    after.st_ctime_ns) or len(data) != status.st_size:
+        raise _ChangedWhileRead(path)
+    return data, identity
 
 
 def _file_items(table: dict[str, Any], shown: str, errors: list[str]) -> list[tuple[str, Any]]:

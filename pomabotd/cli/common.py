@@ -102,15 +102,17 @@ def load_config(
     flags: Mapping[str, Any],
     *,
     flag_names: Mapping[str, str] | None = None,
+    settle_s: float = 0.0,
 ) -> Config:
     """The effective configuration (file, environment, these `flags`), with logging set up
     from it and its warnings logged; exit 2 naming the key when it is bad. `flag_names` spells
-    a flag as this command does where it differs from the usual (`status --addr`)."""
+    a flag as this command does where it differs from the usual (`status --addr`); `settle_s`
+    is `pomabotd.config.load`'s."""
     from pomabotd.config import load
     from pomabotd.log import configure_logging, logger
 
     with errors_as_exit_codes():
-        config = load(config_path, os.environ, flags, flag_names=flag_names)
+        config = load(config_path, os.environ, flags, flag_names=flag_names, settle_s=settle_s)
         configure_logging(config.log.level, config.log.format, config.log.file,
                           origin=config.source_phrase("log.file"))
     for warning in config.warnings:

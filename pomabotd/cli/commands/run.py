@@ -33,7 +33,7 @@ def run(config_path: Path | None, markets: str | None, signals: str | None,
 
     from pomabotd import app
     from pomabotd.cli.common import CycleFailure, errors_as_exit_codes, load_config, parse_as_of
-    from pomabotd.config import Config, environ_for_reload, load
+    from pomabotd.config import SETTLE_S, Config, environ_for_reload, load
     from pomabotd.daemon.loop import Daemon
 
     when = parse_as_of(as_of)
@@ -47,13 +47,13 @@ def run(config_path: Path | None, markets: str | None, signals: str | None,
         "daemon.status_addr": status_addr,
         "daemon.env_file": env_file,
     }
-    config = load_config(config_path, flags)
+    config = load_config(config_path, flags, settle_s=SETTLE_S)
     with errors_as_exit_codes():
         app.output_dir(config)  # refused (exit 2) before the pool starts or anything is made
     environ = environ_for_reload(config, os.environ)
 
     def reload() -> Config:
-        return load(config_path, environ, flags)
+        return load(config_path, environ, flags, settle_s=SETTLE_S)
 
     daemon = Daemon(config, reload=reload, as_of=when)
     try:
