@@ -4,6 +4,7 @@
     ├── ConfigError          a bad key or value; names the key and its source (exit 2)
     ├── InputError           a bad markets/signals source as a whole (missing file, unreadable)
     ├── LedgerError          positions.jsonl / metrics.jsonl cannot be read back safely
+    │   └── LedgerHistoryError   their history does not add up: refused (exit 2)
     ├── MissingExtraError    an optional feature's extra is not installed (exit 2)
     ├── FetchError           one request to an outside system failed after its retries
     ├── CycleError           a cycle could not complete (exit 1)
@@ -30,6 +31,7 @@ __all__ = [
     "InputError",
     "KernelInputError",
     "LedgerError",
+    "LedgerHistoryError",
     "MissingExtraError",
     "PomabotdError",
     "PoolCrashLoopError",
@@ -60,6 +62,13 @@ class InputError(PomabotdError):
 
 class LedgerError(PomabotdError):
     """The output directory holds files pomabotd cannot continue safely."""
+
+
+class LedgerHistoryError(LedgerError):
+    """The ledger's lines do not add up to a history its single writer could have written (a
+    line that does not decode, one duplicated, deleted or moved, counts that disagree): it is
+    refused, exit status 2, naming the file and line, and nothing is written until it is
+    repaired."""
 
 
 class MissingExtraError(PomabotdError):

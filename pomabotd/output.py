@@ -24,15 +24,27 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Any, Final
 
 import msgspec
+import numpy as np
 
 from pomabotd.domain.halt import HaltState
 from pomabotd.domain.halt import recover as recover_halt
 from pomabotd.domain.models import CloseEvent, Position
 from pomabotd.domain.portfolio import HistoryError, LedgerState, replay_ledger
 from pomabotd.errors import LedgerError
+from pomabotd.history import (
+    EVENT_KEYS,
+    METRICS_KEYS,
+    HistoryCheck,
+    OpenKey,
+    decode_line,
+    decoded_blocks,
+    line_offset,
+    numbers_of,
+    refused,
+)
 from pomabotd.sources.base import SourceStats
 
 __all__ = [
@@ -43,8 +55,10 @@ __all__ = [
     "CycleMetrics",
     "Ledger",
     "LedgerSnapshot",
+    "LedgerVerdict",
     "output_dir_problem",
     "read_ledger",
+    "verify_ledger",
 ]
 
 POSITIONS_FILE: Final = "positions.jsonl"
@@ -54,7 +68,6 @@ LOCK_FILE: Final = ".lock"
 
 _FILE_MODE: Final = 0o644
 
-_T = TypeVar("_T")
 
 
 class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,7 +162,7 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
         try:
             replayed = replay_ledger((*carried, *self.events))
         except HistoryError as exc:
-            raise LedgerError(str(exc)) from None
+            raise refused(str(exc)) from None
         realized = replayed.realized_pnl_usd + (0.0 if base is None else base.realized_pnl_usd)
         return LedgerState(
             open_positions=replayed.open_positions,
@@ -174,7 +187,7 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
         try:
             return recover_halt(start, carried, self.events, self.later_cycles, self.later_halts)
         except HistoryError as exc:
-            raise LedgerError(str(exc)) from None
+            raise refused(str(exc)) from None
 
 
 def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
@@ -185,17 +198,57 @@ def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
     files of a running daemon. `history` also keeps every finished cycle's lines (for
     reports); the daemon never needs them.
     """
-    metrics = _read_if_present(directory / METRICS_FILE)
-    positions = _read_if_present(directory / POSITIONS_FILE)
+    metrics, _ = _whole_lines(_read_if_present(directory / METRICS_FILE))
+    positions, _ = _whole_lines(_read_if_present(directory / POSITIONS_FILE))
     scan = _scan(
-        metrics[: metrics.rfind(b"\n") + 1],
-        positions[: positions.rfind(b"\n") + 1],
+        metrics,
+        positions,
         _read_state(directory / STATE_FILE),
         directory / METRICS_FILE,
         directory / POSITIONS_FILE,
+        directory / STATE_FILE,
         history=history,
     )
     return scan.snapshot
+
+
+class LedgerVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    """What `verify_ledger` found in a sound ledger: the finished cycles and positions lines
+    it checked, the portfolio they leave, and what the next writer will cut (a torn last line,
+    the lines of an unfinished cycle)."""
+
+    directory: str
+    cycles: int
+    first_cycle_id: int | None
+    last_cycle_id: int
+    positions_lines: int
+    open_positions: int
+    unfinished_cycle_id: int | None
+    unfinished_lines: int
+    torn_bytes: int
+
+
+def verify_ledger(directory: Path) -> LedgerVerdict:
+    """Check an output directory's whole history, read-only, as opening it would
+    (`pomabotd verify`): LedgerHistoryError naming the file and line if it does not add up,
+    LedgerError if it cannot be read."""
+    metrics, metrics_torn = _whole_lines(_read_if_present(directory / METRICS_FILE))
+    positions, positions_torn = _whole_lines(_read_if_present(directory / POSITIONS_FILE))
+    scan = _scan(metrics, positions, _read_state(directory / STATE_FILE),
+                 directory / METRICS_FILE, directory / POSITIONS_FILE, directory / STATE_FILE)
+    snapshot = scan.snapshot
+    last = snapshot.last_metrics
+    return LedgerVerdict(
+        directory=str(directory),
+        cycles=scan.metrics_lines,
+        first_cycle_id=None if last is None else last.cycle_id - scan.metrics_lines + 1,
+        last_cycle_id=snapshot.last_cycle_id,
+        positions_lines=scan.positions_lines,
+        open_positions=len(snapshot.portfolio().open_positions),
+        unfinished_cycle_id=snapshot.dropped_cycle_id,
+        unfinished_lines=snapshot.dropped_lines,
+        torn_bytes=metrics_torn + positions_torn,
+    )
 
 
 def output_dir_problem(directory: Path) -> str | None:
@@ -310,20 +363,23 @@ class Ledger:
             )
 
     def recover(self) -> LedgerSnapshot:
-        """Read both files back, cutting off anything after the last finished cycle.
+        """Check both files' history, then cut off anything after the last finished cycle.
 
-        A line that is complete but not a valid record is a `LedgerError` naming the file and
-        line: the user must fix or move the file.
+        A history that does not add up (`pomabotd.history`) is a `LedgerHistoryError` naming
+        the file and line, raised before anything is cut: the user must repair or move the
+        file.
         """
         self._check_open()
-        metrics_data, metrics_cut = self._read_whole_lines(self.metrics_path, self._metrics_fd)
-        positions_data, positions_cut = self._read_whole_lines(
-            self.positions_path, self._positions_fd
-        )
+        metrics_data, metrics_cut = _whole_lines(_read_file(self.metrics_path))
+        positions_data, positions_cut = _whole_lines(_read_file(self.positions_path))
         scan = _scan(
             metrics_data, positions_data, _read_state(self.state_path), self.metrics_path,
-            self.positions_path,
+            self.positions_path, self.state_path,
         )
+        if metrics_cut:
+            _truncate(self._metrics_fd, self.metrics_path, len(metrics_data))
+        if positions_cut:
+            _truncate(self._positions_fd, self.positions_path, len(positions_data))
         if scan.positions_keep < len(positions_data):
             _truncate(self._positions_fd, self.positions_path, scan.positions_keep)
             positions_cut += len(positions_data) - scan.positions_keep
@@ -431,23 +487,13 @@ class Ledger:
         if self._lock_fd < 0:
             raise ValueError(f"the ledger for {self.directory} is closed")
 
-    def _read_whole_lines(self, path: Path, fd: int) -> tuple[bytes, int]:
-        """The file up to its last newline; a torn last line is cut off the file itself."""
-        try:
-            with open(path, "rb") as file:
-                data = file.read()
-        except OSError as exc:
-            raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
-        end = data.rfind(b"\n") + 1
-        if end == len(data):
-            return data, 0
-        _truncate(fd, path, end)
-        return data[:end], len(data) - end
 
 
 class _Scan(msgspec.Struct, frozen=True):
     snapshot: LedgerSnapshot
     positions_keep: int
+    metrics_lines: int = 0
+    positions_lines: int = 0
 
 
 def _scan(
@@ -456,12 +502,17 @@ def _scan(
     state: _StateFile | None,
     metrics_path: Path,
     positions_path: Path,
+    state_path: Path,
     *,
     history: bool = False,
 ) -> _Scan:
-    """Decode whole lines of both files after `state`; find where an unfinished cycle begins.
+    """Check the history of whole lines of both files (`pomabotd.history`) and decode what
+    the portfolio is rebuilt from: the positions lines after `state`, and the last metrics
+    line; find where an unfinished cycle begins. LedgerHistoryError if the history does not
+    add up.
 
-    With `history`, every finished cycle's lines are kept too, those before `state` included.
+    With `history`, every finished cycle's lines are decoded in full and kept too, those
+    before `state` included.
     """
     base = None if state is None else LedgerState(
         open_positions=state.open_positions,
@@ -469,57 +520,91 @@ def _scan(
         last_cycle_id=state.last_cycle_id,
     )
     based = 0 if base is None else base.last_cycle_id
-    last_metrics: CycleMetrics | None = None
+    check = HistoryCheck(metrics_path, positions_path)
     cycles: list[CycleMetrics] = []
     later_cycles: list[int] = []
     later_halts: dict[int, str | None] = {}
-    for number, _, line in _lines(metrics_data):
-        record = _decode_line(_METRICS_DECODER, line, metrics_path, number)
-        if last_metrics is not None and record.cycle_id <= last_metrics.cycle_id:
-            raise LedgerError(
-                f"{metrics_path} line {number}: cycle_id {record.cycle_id} does not "
-                f"follow {last_metrics.cycle_id}; fix or move the file"
-            )
-        last_metrics = record
+    last_number = 0
+    metrics_decoder: msgspec.json.Decoder[Any] = _METRICS_DECODER if history else METRICS_KEYS
+    for numbers, records in decoded_blocks(metrics_decoder, metrics_data, metrics_path):
+        if not records:
+            continue
+        check.metrics_block(numbers, records)
+        last_number = numbers_of(numbers, len(records))[-1]
         if history:
-            cycles.append(record)
-        if record.cycle_id > based:
-            later_cycles.append(record.cycle_id)
-            if record.halted:
-                later_halts[record.cycle_id] = record.halt_reason
+            cycles.extend(records)
+        if records[-1].cycle_id > based:
+            for record in records:
+                if record.cycle_id > based:
+                    later_cycles.append(record.cycle_id)
+                    if record.halted:
+                        later_halts[record.cycle_id] = record.halt_reason
+    last_metrics: CycleMetrics | None = None
+    if cycles:
+        last_metrics = cycles[-1]
+    elif last_number:
+        start = line_offset(metrics_data, last_number)
+        line = metrics_data[start : metrics_data.index(b"\n", start)]
+        last_metrics = decode_line(_METRICS_DECODER, line, metrics_path, last_number)
     last_cycle_id = max(based, 0 if last_metrics is None else last_metrics.cycle_id)
 
-    events: list[Position | CloseEvent] = []
     finished: list[Position | CloseEvent] = []  # with `history`: all of them, in file order
-    keep = len(positions_data)
+    first_later: int | None = None  # the first line of a finished cycle after `state`
+    dropped_first: int | None = None
     dropped_lines = 0
     dropped_cycle_id: int | None = None
-    for number, offset, line in _lines(positions_data):
-        event = _decode_line(_EVENT_DECODER, line, positions_path, number)
-        if event.cycle_id <= based:
-            if history:
-                finished.append(event)
-            continue  # already in state.json
-        if event.cycle_id > last_cycle_id + 1:
-            raise LedgerError(
-                f"{positions_path} line {number}: cycle {event.cycle_id} is ahead of "
-                f"{metrics_path}, which ends at cycle {last_cycle_id}; was "
-                f"{METRICS_FILE} moved without {STATE_FILE}? Keep the files together, or "
-                "start a new output directory"
-            )
-        if event.cycle_id > last_cycle_id:
-            if dropped_cycle_id is None:
-                keep, dropped_cycle_id = offset, event.cycle_id
-            dropped_lines += 1
-        elif dropped_cycle_id is not None:
-            raise LedgerError(
-                f"{positions_path} line {number}: cycle {event.cycle_id} comes after "
-                f"lines of unfinished cycle {dropped_cycle_id}; fix or move the file"
-            )
-        else:
-            events.append(event)
-            if history:
-                finished.append(event)
+    events_decoder: msgspec.json.Decoder[Any] = _EVENT_DECODER if history else EVENT_KEYS
+    open_type = Position if history else OpenKey
+    for numbers, records in decoded_blocks(events_decoder, positions_data, positions_path):
+        if not records:
+            continue
+        lines = numbers_of(numbers, len(records))
+        ids = np.fromiter((r.cycle_id for r in records), dtype=np.int64, count=len(records))
+        ahead = np.flatnonzero(ids > last_cycle_id)
+        end = len(records)
+        if dropped_cycle_id is not None or ahead.size:
+            at = 0 if dropped_cycle_id is not None else int(ahead[0])
+            for index in range(at, len(records)):
+                cycle, number = int(ids[index]), lines[index]
+                if cycle > last_cycle_id + 1:
+                    raise refused(
+                        f"{positions_path} line {number}: cycle {cycle} is ahead of "
+                        f"{metrics_path}, which ends at cycle {last_cycle_id}; was "
+                        f"{METRICS_FILE} moved without {STATE_FILE}? Keep the files together"
+                    )
+                if cycle <= last_cycle_id:
+                    raise refused(
+                        f"{positions_path} line {number}: cycle {cycle} comes after "
+                        f"lines of unfinished cycle {dropped_cycle_id}"
+                    )
+                if dropped_cycle_id is None:
+                    dropped_first, dropped_cycle_id = number, cycle
+                dropped_lines += 1
+            end = at
+        check.positions_block(lines[:end], records[:end], ids[:end], open_type)
+        if history:
+            finished.extend(records[:end])
+        if first_later is None and end and ids[end - 1] > based:
+            first_later = lines[int(np.argmax(ids[:end] > based))]
+    check.finish(
+        None if state is None else state.last_cycle_id,
+        None if state is None else len(state.open_positions),
+        state_path,
+    )
+    keep = len(positions_data) if dropped_first is None else line_offset(
+        positions_data, dropped_first)
+    if history:
+        events = [event for event in finished if event.cycle_id > based]
+    elif first_later is None:
+        events = []
+    else:
+        start = line_offset(positions_data, first_later)
+        events = [
+            decode_line(_EVENT_DECODER, line, positions_path, number)
+            for number, line in enumerate(positions_data[start:keep].split(b"\n")[:-1],
+                                          first_later)
+            if line.strip()
+        ]
     snapshot = LedgerSnapshot(
         events=tuple(events),
         last_cycle_id=last_cycle_id,
@@ -533,7 +618,32 @@ def _scan(
         later_cycles=tuple(later_cycles),
         later_halts=later_halts,
     )
-    return _Scan(snapshot, keep)
+    if (base is not None and events and last_metrics is not None
+            and last_cycle_id == last_metrics.cycle_id):
+        rebuilt = len(snapshot.portfolio().open_positions)
+        if rebuilt != last_metrics.open_positions:
+            raise refused(
+                f"{positions_path}: the positions lines after {STATE_FILE}'s cycle {based} "
+                f"leave {rebuilt} positions open, but {metrics_path} line {last_number} "
+                f"records {last_metrics.open_positions}"
+            )
+    return _Scan(snapshot, keep, check.metrics_lines, check.positions_lines)
+
+
+def _whole_lines(data: bytes) -> tuple[bytes, int]:
+    """`data` up to its last newline, and how many bytes of a torn last line follow it."""
+    if not data or data.endswith(b"\n"):
+        return data, 0
+    end = data.rfind(b"\n") + 1
+    return data[:end], len(data) - end
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _read_if_present(path: Path) -> bytes:
@@ -553,29 +663,7 @@ def _read_state(path: Path) -> _StateFile | None:
     try:
         return _STATE_DECODER.decode(data)
     except msgspec.DecodeError as exc:
-        raise LedgerError(
-            f"{path}: {str(exc).replace('`', '')}; fix or move the file"
-        ) from None
-
-
-def _lines(data: bytes) -> list[tuple[int, int, bytes]]:
-    """Number the complete lines of `data` (1-based) with their byte offsets; skip blank ones."""
-    numbered = []
-    offset = 0
-    for number, line in enumerate(data.split(b"\n")[:-1], 1):
-        if line.strip():
-            numbered.append((number, offset, line))
-        offset += len(line) + 1
-    return numbered
-
-
-def _decode_line(decoder: msgspec.json.Decoder[_T], line: bytes, path: Path, number: int) -> _T:
-    try:
-        return decoder.decode(line)
-    except msgspec.DecodeError as exc:
-        raise LedgerError(
-            f"{path} line {number}: {str(exc).replace('`', '')}; fix or move the file"
-        ) from None
+        raise refused(f"{path}: {str(exc).replace('`', '')}") from None
 
 
 def _lock(directory: Path) -> int:

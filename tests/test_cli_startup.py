@@ -17,6 +17,7 @@ HEAVY = (
 #: Commands whose `COMMAND --help` is checked too (every one the group lists).
 COMMANDS = (
     "config", "evaluate", "replay", "report", "resume", "run", "run-once", "status", "stress",
+    "verify",
 )
 
 

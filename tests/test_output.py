@@ -62,7 +62,14 @@ def _close(cycle_id: int, n: int) -> CloseEvent:
     )
 
 
-def _metrics(cycle_id: int) -> CycleMetrics:
+#: What the cycles these tests write open, close and leave open, so that their metrics lines
+#: add up with their positions lines: cycle 1 opens p1 and p2, cycle 2 closes p1, cycle 3
+#: opens one more.
+_COUNTS = {1: (2, 0, 2), 2: (0, 1, 1), 3: (1, 0, 2)}
+
+
+def _metrics(cycle_id: int, counts: tuple[int, int, int] | None = None) -> CycleMetrics:
+    selected, closed, open_positions = counts or _COUNTS.get(cycle_id, (0, 0, 0))
     return CycleMetrics(
         cycle_id=cycle_id,
         started_at=T0 + timedelta(minutes=cycle_id),
@@ -80,9 +87,9 @@ def _metrics(cycle_id: int) -> CycleMetrics:
         rss_mb=80.5,
         cpu_percent=150.0,
         opportunities=3,
-        selected=1,
-        closed=0,
-        open_positions=1,
+        selected=selected,
+        closed=closed,
+        open_positions=open_positions,
         portfolio_risk_pct=1.25,
         equity_usd=10000.0,
         realized_pnl_usd=0.0,

@@ -99,13 +99,18 @@ def test_plots_without_matplotlib_are_refused_before_any_work(tmp_path: Path):
     assert not (tmp_path / "plots").exists()
 
 
-def _metrics_line(cycle_id: int, realized: float) -> bytes:
+def _metrics_line(
+    cycle_id: int, realized: float, counts: tuple[int, int, int] = (0, 0, 0)
+) -> bytes:
+    """A metrics line; `counts` are the positions it opened, closed and left open."""
+    selected, closed, open_positions = counts
     fields = {
         "cycle_id": cycle_id, "started_at": AS_OF, "finished_at": AS_OF, "markets_total": 5,
         "markets_evaluated": 5, "markets_failed": 0, "markets_rejected": 0, "retries": 0,
         "timeouts": 0, "worker_restarts": 0, "processing_time_ms": 1.0,
         "throughput_per_s": 5000.0, "avg_eval_us": 3.0, "rss_mb": 50.0, "cpu_percent": 90.0,
-        "opportunities": 2, "selected": 1, "closed": 0, "open_positions": 1,
+        "opportunities": 2, "selected": selected, "closed": closed,
+        "open_positions": open_positions,
         "portfolio_risk_pct": 5.0, "equity_usd": 10000.0 + realized,
         "realized_pnl_usd": realized, "success_rate": 1.0,
     }
@@ -134,8 +139,8 @@ def test_read_run_sees_finished_cycles_only(tmp_path: Path):
     """Cycles 1-3 are finished; the positions of cycle 4, which has no metrics line yet, and a
     torn last metrics line are left out. Realized P&L cumulates per cycle: 0, 10, 10 - 4."""
     (tmp_path / "metrics.jsonl").write_bytes(
-        _metrics_line(1, 0.0) + _metrics_line(2, 10.0) + _metrics_line(3, 6.0)
-        + _metrics_line(4, 99.0)[:40]
+        _metrics_line(1, 0.0, (2, 0, 2)) + _metrics_line(2, 10.0, (0, 1, 1))
+        + _metrics_line(3, 6.0, (0, 1, 0)) + _metrics_line(4, 99.0)[:40]
     )
     (tmp_path / "positions.jsonl").write_bytes(
         _open_line(1, "a") + _open_line(1, "b") + _close_line(2, "1-a", 10.0)
@@ -154,7 +159,8 @@ def test_a_rotated_run_starts_its_curve_at_what_was_realized_before(tmp_path: Pa
     the curve is 100, 110, 104 (not 10, 20, 14), each cycle's own closes 10, 10, -6, and the
     files agree, so nothing is said."""
     (tmp_path / "metrics.jsonl").write_bytes(
-        _metrics_line(5, 100.0) + _metrics_line(6, 110.0) + _metrics_line(7, 104.0)
+        _metrics_line(5, 100.0, (0, 1, 2)) + _metrics_line(6, 110.0, (0, 1, 1))
+        + _metrics_line(7, 104.0, (0, 1, 0))
     )
     (tmp_path / "positions.jsonl").write_bytes(
         _open_line(1, "z") + _close_line(2, "1-z", 90.0)
@@ -169,13 +175,15 @@ def test_a_rotated_run_starts_its_curve_at_what_was_realized_before(tmp_path: Pa
 
 
 def test_positions_missing_or_rotated_apart_are_named(tmp_path: Path):
-    """positions.jsonl starting after metrics.jsonl (cycle 2's +10 close gone) is named with
-    the cycle where the two part; without positions.jsonl the curve is the metrics' own
-    realized P&L and that is said too; `report` prints both on stderr as warnings."""
+    """positions.jsonl starting after metrics.jsonl (rotated apart: cycle 2's +10 close gone
+    with the lines before cycle 3) is named with the cycle where the two part; without
+    positions.jsonl the curve is the metrics' own realized P&L and that is said too; `report`
+    prints both on stderr as warnings."""
     (tmp_path / "metrics.jsonl").write_bytes(
-        _metrics_line(1, 0.0) + _metrics_line(2, 10.0) + _metrics_line(3, 6.0)
+        _metrics_line(1, 0.0, (2, 0, 2)) + _metrics_line(2, 10.0, (0, 1, 1))
+        + _metrics_line(3, 6.0, (0, 1, 0))
     )
-    (tmp_path / "positions.jsonl").write_bytes(_open_line(1, "b") + _close_line(3, "1-b", -4.0))
+    (tmp_path / "positions.jsonl").write_bytes(_close_line(3, "1-b", -4.0))
     run = read_run(tmp_path)
     assert realized_by_cycle(run) == [0.0, 0.0, -4.0]
     [warning] = run_warnings(run)
@@ -213,7 +221,8 @@ def _replay_report(markets: Path = DATA / "replay_markets.jsonl",
 def test_every_axis_names_its_unit(tmp_path: Path):
     """Each plot's value axes end in a unit, any other axis says what it holds, and each
     figure's bottom axis says what x is."""
-    (tmp_path / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0) + _metrics_line(2, 10.0))
+    (tmp_path / "metrics.jsonl").write_bytes(
+        _metrics_line(1, 0.0, (1, 0, 1)) + _metrics_line(2, 10.0, (0, 1, 0)))
     (tmp_path / "positions.jsonl").write_bytes(_open_line(1, "a") + _close_line(2, "1-a", 10.0))
     run: RunFiles = read_run(tmp_path)
     report = _replay_report()

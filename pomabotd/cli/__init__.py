@@ -28,6 +28,7 @@ _COMMANDS: Final = {
     "run-once": "pomabotd.cli.commands.run_once:run_once",
     "status": "pomabotd.cli.commands.status:status",
     "stress": "pomabotd.cli.commands.stress:stress",
+    "verify": "pomabotd.cli.commands.verify:verify",
 }
 
 

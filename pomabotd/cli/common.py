@@ -81,13 +81,15 @@ def errors_as_exit_codes(*, input_is_usage: bool = False) -> Iterator[None]:
     """Turn pomabotd's typed errors into one-line messages with their exit statuses.
 
     An input that cannot be read fails a cycle (exit 1); for `replay` and `report`, whose
-    input is the file the command line names, it is bad usage (exit 2).
+    input is the file the command line names, it is bad usage (exit 2). A ledger whose history
+    does not add up is refused (exit 2): retrying cannot help (systemd's
+    `RestartPreventExitStatus=2`).
     """
-    from pomabotd.errors import ConfigError, InputError, PomabotdError
+    from pomabotd.errors import ConfigError, InputError, LedgerHistoryError, PomabotdError
 
     try:
         yield
-    except ConfigError as exc:
+    except (ConfigError, LedgerHistoryError) as exc:
         raise UsageFailure(str(exc)) from None
     except InputError as exc:
         if input_is_usage:

@@ -9,7 +9,8 @@ error line, `/healthz` unhealthy with the reason), and the next interval tries a
 
 - SIGHUP: a whole new configuration is built and checked (TOML, env file, environment, the
   flags given at start, the strategy plugin), the files it names are reopened (rename-based
-  rotation; a new ledger when the output directory changed or was removed), and it is
+  rotation; a new ledger when the output directory changed or was removed; the ledger's
+  history checked as at start), and it is
   swapped in between cycles, the pool rebuilt only when `batch.workers` or
   `batch.evaluator` changed, the sources rebuilt (and the old ones closed) only when the
   `[sources]` section changed. Anything wrong keeps the running configuration and logs one
@@ -45,7 +46,7 @@ from pomabotd.daemon.state import DaemonState
 from pomabotd.daemon.status import StatusServer, bind_status
 from pomabotd.errors import ConfigError, PomabotdError, SourceError
 from pomabotd.log import configure_logging, logger
-from pomabotd.output import Ledger
+from pomabotd.output import Ledger, verify_ledger
 from pomabotd.sources import Sources
 
 __all__ = ["Daemon", "stuck_after_s"]
@@ -263,7 +264,8 @@ class Daemon:
 
         The files are reopened per the new configuration (rename-based rotation): the log file
         by `new`'s `log.file`, the ledger's files by name, or a new ledger when
-        `daemon.output_dir` changed or its directory was removed or replaced meanwhile.
+        `daemon.output_dir` changed or its directory was removed or replaced meanwhile; either
+        way the ledger's history is checked (`pomabotd.history`) as at start.
         """
         undo: list[Callable[[], object]] = []
         status = self._status
@@ -279,9 +281,12 @@ class Daemon:
             if new.daemon.output_dir != old.daemon.output_dir or not current.intact():
                 ledger = app.ledger(new)
                 undo.append(ledger.close)
-                portfolio = Portfolio.recover(ledger)
+                portfolio = await asyncio.to_thread(Portfolio.recover, ledger)
             else:
                 app.reopen_ledger(current, new)
+                # The files may have been edited while they were held: a reload checks their
+                # history as a start would (LedgerHistoryError fails the reload).
+                await asyncio.to_thread(verify_ledger, current.directory)
             if new.daemon.status_addr != old.daemon.status_addr:
                 status = await self._serve(state, _bind_status(new))
             if new.sources != old.sources:

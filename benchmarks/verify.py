@@ -1,0 +1,159 @@
+"""What checking a ledger's history costs, per GB of ledger (target: about 1 s/GB at most).
+
+Run from a checkout with pomabotd installed:
+
+    python benchmarks/verify.py              # a ledger of about 400 MB
+    python benchmarks/verify.py --mb 800     # a bigger one
+
+It writes a sound ledger into a scratch directory, as pomabotd writes one: `--cycles-per-open`
+metrics lines per cycle that opens positions (most cycles open nothing, as a real portfolio at
+its limits does), each opening cycle closing the positions the last one opened and opening
+`--opens` new ones, with `state.json` after the last cycle; the lines are real records with the
+fields and sizes of pomabotd's own (a metrics line is about 0.9 KB, an open 0.35 KB, a close
+0.2 KB). Then, each the median of `--repeat` runs in the same process, so a busy spell of a
+shared machine hits all alike:
+
+1. `read`: reading both files into memory, the floor of any check;
+2. `verify`: `pomabotd.output.verify_ledger`, what `pomabotd verify`, `run-once`, and `run` at
+   start and on reload pay (reading included);
+3. `full decode`: decoding every line into its full record, one line at a time, as recovery
+   did before the history was checked (for the ratio only).
+
+It prints seconds and seconds per GB for each, and verify's ratio to reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+from pomabotd.domain.models import CloseEvent, Position
+from pomabotd.domain.portfolio import LedgerState
+from pomabotd.output import METRICS_FILE, POSITIONS_FILE, CycleMetrics, Ledger, verify_ledger
+from pomabotd.sources.base import SourceStats
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _metrics(cycle: int, selected: int, closed: int, open_positions: int) -> CycleMetrics:
+    at = T0 + timedelta(minutes=cycle)
+    return CycleMetrics(
+        cycle_id=cycle, started_at=at, finished_at=at + timedelta(seconds=0.8123),
+        markets_total=1000, markets_evaluated=1000, markets_failed=0, markets_rejected=0,
+        retries=0, timeouts=0, worker_restarts=0, processing_time_ms=812.345,
+        throughput_per_s=1231.2, avg_eval_us=2.545, rss_mb=170.4, cpu_percent=42.3,
+        opportunities=64, selected=selected, closed=closed, open_positions=open_positions,
+        portfolio_risk_pct=20.0, equity_usd=10000.0, realized_pnl_usd=0.0, success_rate=1.0,
+        sources=SourceStats(), halted=False, halt_reason=None, held_missing=0,
+    )
+
+
+def _open(cycle: int, n: int) -> Position:
+    return Position(
+        cycle_id=cycle, position_id=f"{cycle}-syn-{n:07d}", market_id=f"syn-{n:07d}",
+        question=f"Will summit #{n} end with a signed accord?", category="world", side="YES",
+        entry_price=20.9, size_usd=500.0, risk_usd=500.0, edge=43.3, belief_low=25.8,
+        belief_high=35.8, confidence=69.256944, stop_price=19.855, target_price=22.99,
+        opened_at=T0 + timedelta(minutes=cycle),
+    )
+
+
+def _close(cycle: int, opened: Position) -> CloseEvent:
+    return CloseEvent(
+        cycle_id=cycle, position_id=opened.position_id, market_id=opened.market_id,
+        exit_price=22.99, exit_reason="profit_target", pnl_usd=50.0,
+        closed_at=T0 + timedelta(minutes=cycle),
+    )
+
+
+def write_ledger(directory: Path, target_bytes: int, opens: int, cycles_per_open: int) -> int:
+    """A sound ledger of about `target_bytes`; returns its size in bytes."""
+    encoder = msgspec.json.Encoder()
+    held: list[Position] = []
+    cycle = 0
+    written = 0
+    with (directory / METRICS_FILE).open("wb") as metrics, \
+            (directory / POSITIONS_FILE).open("wb") as positions:
+        while written < target_bytes:
+            cycle += 1
+            if cycle % cycles_per_open == 1 or cycles_per_open == 1:
+                closes = [_close(cycle, position) for position in held]
+                held = [_open(cycle, cycle * opens + k) for k in range(opens)]
+                events: list[Position | CloseEvent] = [*closes, *held]
+                record = _metrics(cycle, len(held), len(closes), len(held))
+            else:
+                events = []
+                record = _metrics(cycle, 0, 0, len(held))
+            lines = b"".join(encoder.encode(event) + b"\n" for event in events)
+            line = encoder.encode(record) + b"\n"
+            positions.write(lines)
+            metrics.write(line)
+            written += len(lines) + len(line)
+    with Ledger(directory) as ledger:
+        ledger.recover()
+        ledger.save_state(LedgerState(tuple(held), 0.0, cycle))
+    return written
+
+
+def _read(directory: Path) -> None:
+    for name in (METRICS_FILE, POSITIONS_FILE):
+        (directory / name).read_bytes()
+
+
+def _full_decode(directory: Path) -> None:
+    metrics = msgspec.json.Decoder(CycleMetrics)
+    events = msgspec.json.Decoder(Position | CloseEvent)
+    for line in (directory / METRICS_FILE).read_bytes().split(b"\n")[:-1]:
+        metrics.decode(line)
+    for line in (directory / POSITIONS_FILE).read_bytes().split(b"\n")[:-1]:
+        events.decode(line)
+
+
+def _median_s(work: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=int, default=400, help="ledger size in MB (default 400)")
+    parser.add_argument("--opens", type=int, default=4, help="positions per opening cycle")
+    parser.add_argument("--cycles-per-open", type=int, default=8,
+                        help="cycles per cycle that opens positions (default 8)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each (median)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pomabotd-verify-") as scratch:
+        directory = Path(scratch)
+        size = write_ledger(directory, args.mb << 20, args.opens, args.cycles_per_open)
+        verdict = verify_ledger(directory)
+        gb = size / 1e9
+        print(f"ledger: {size / 1e6:,.0f} MB, {verdict.cycles:,} metrics lines, "
+              f"{verdict.positions_lines:,} positions lines (load {os.getloadavg()[0]:.2f})")
+        figures = {
+            "read": _median_s(lambda: _read(directory), args.repeat),
+            "verify": _median_s(lambda: verify_ledger(directory), args.repeat),
+            "full decode": _median_s(lambda: _full_decode(directory), args.repeat),
+        }
+        for name, seconds in figures.items():
+            print(f"{name:12} {seconds:7.3f} s  {seconds / gb:6.2f} s/GB")
+        print(f"verify / read {figures['verify'] / figures['read']:.1f}x; "
+              f"verify / full decode {figures['verify'] / figures['full decode']:.2f}x "
+              f"(load {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
