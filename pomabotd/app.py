@@ -14,6 +14,7 @@ where its value came from, before anything is started or created; a builder that
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 from pomabotd.config import Config
 from pomabotd.cycle import HaltPolicy, LedgerOnDemand
@@ -34,14 +35,29 @@ __all__ = [
     "sources",
 ]
 
+#: The settings that choose the sources (rather than being read by one).
+_CHOOSING_SOURCES: Final = frozenset({"sources.markets", "sources.signals"})
+
 
 def sources(config: Config) -> Sources:
     """The configured market and signal sources, built once and kept across cycles; nothing
     is read or fetched until a cycle loads them.
 
-    ConfigError when `sources.markets` names no source.
+    ConfigError when `sources.markets` names no source, or when a flag sets a `sources.*`
+    setting that none of them reads (`--polymarket-url` with the synthetic source): it would
+    do nothing, silently.
     """
-    return open_sources(config)
+    built = open_sources(config)
+    read = frozenset().union(*(source.reads for source in (built.markets, *built.signals)))
+    for key, origin in config.provenance.items():
+        if (origin.startswith("flag:") and key.startswith("sources.")
+                and key not in _CHOOSING_SOURCES and key not in read):
+            raise ConfigError(
+                f"{origin.removeprefix('flag:')} would do nothing: no configured source reads "
+                f"{key} (the market source is {config.sources.markets!r}, from "
+                f"{config.source_phrase('sources.markets')})"
+            )
+    return built
 
 
 def batch_settings(config: Config) -> BatchSettings:

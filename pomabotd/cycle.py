@@ -51,6 +51,7 @@ from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
 from pomabotd.resume import clear_resume, pending_resume
 from pomabotd.sources import CycleInput
 from pomabotd.wire import Rejected
+from pomabotd.words import plural
 
 __all__ = [
     "CycleReport",
@@ -136,7 +137,8 @@ class Portfolio:
         snapshot = ledger.recover()
         if snapshot.truncated_bytes:
             unfinished = (
-                f" ({snapshot.dropped_lines} lines of unfinished cycle {snapshot.dropped_cycle_id})"
+                f" ({plural(snapshot.dropped_lines, 'line')} of unfinished cycle "
+                f"{snapshot.dropped_cycle_id})"
                 if snapshot.dropped_cycle_id is not None
                 else ""
             )
@@ -145,8 +147,8 @@ class Portfolio:
                 truncated_bytes=snapshot.truncated_bytes, dropped_lines=snapshot.dropped_lines,
                 dropped_cycle_id=snapshot.dropped_cycle_id,
             ).warning(
-                "recovered {}: cut {} bytes left by an interrupted cycle{}",
-                str(ledger.directory), snapshot.truncated_bytes, unfinished,
+                "recovered {}: cut {} left by an interrupted cycle{}",
+                str(ledger.directory), plural(snapshot.truncated_bytes, "byte"), unfinished,
             )
         return cls.from_snapshot(snapshot)
 
@@ -303,7 +305,7 @@ async def run_cycle(
     metrics = msgspec.structs.replace(
         _metrics(
             cycle_id, started_at, finished_at, result, selection, closes, open_now,
-            current_equity, realized, cycle_input, meter,
+            current_equity, realized, cycle_input, len(rejected), meter,
         ),
         halted=step.state.halted,
         halt_reason=step.state.reason,
@@ -343,11 +345,12 @@ async def run_cycle(
         held_missing=len(missing),
         halt_figures=msgspec.to_builtins(figures),
     ).info(
-        "cycle {} done: {} markets, {} opportunities, {} opened, {} closed in {:.3f} s "
+        "cycle {} done: {}, {}, {} opened, {} closed in {:.3f} s "
         "({:,.0f} markets/s, peak {:.1f} MB){}; halt rules: {}",
-        cycle_id, metrics.markets_total, metrics.opportunities, len(opened), len(closes),
+        cycle_id, plural(metrics.markets_total, "market"),
+        plural(metrics.opportunities, "opportunity", "opportunities"), len(opened), len(closes),
         metrics.processing_time_ms / 1000.0, metrics.throughput_per_s, metrics.rss_mb,
-        f"; {len(missing)} held markets missing from the input" if missing else "",
+        f"; {plural(len(missing), 'held market')} missing from the input" if missing else "",
         describe_halt_figures(figures, policy.rules),
     )
     return CycleReport(
@@ -368,8 +371,8 @@ def _warn_kernel(errors: list[str]) -> None:
     with the same results, at a fraction of the speed."""
     if errors:
         logger.bind(event="kernel_failed", pieces=len(errors), error=errors[0]).warning(
-            "the columnar kernel failed on {} pieces ({}); they were evaluated market by "
-            "market instead", len(errors), errors[0],
+            "the columnar kernel failed on {} ({}); they were evaluated market by "
+            "market instead", plural(len(errors), "piece"), errors[0],
         )
 
 
@@ -380,9 +383,10 @@ def _log_missing(newly: list[str], missing: dict[str, int], cycle_id: int, sourc
         return
     logger.bind(event="held_missing", cycle_id=cycle_id, markets=newly,
                 held_missing=len(missing)).warning(
-        "cycle {}: {} held markets are missing from {} ({}): their positions stay open, "
-        "unmarked, until it delivers them again",
-        cycle_id, len(newly), source, ", ".join(newly[:_NAMED]) + (
+        "cycle {}: {} missing from {} ({}): their positions stay open, unmarked, until it "
+        "delivers them again",
+        cycle_id, plural(len(newly), "held market is", "held markets are"), source,
+        ", ".join(newly[:_NAMED]) + (
             f" and {len(newly) - _NAMED} more" if len(newly) > _NAMED else ""),
     )
 
@@ -438,7 +442,8 @@ def _warn_refused(
         total = totals.get(source, len(records))
         logger.bind(event="records_refused", source=source, refused=len(records),
                     records=total).warning(
-            "{}: {} of {} records refused (first: {})", source, len(records), total, records[0]
+            "{}: {} of {} refused (first: {})", source, len(records), plural(total, "record"),
+            records[0],
         )
 
 
@@ -453,15 +458,15 @@ def _require_usable(
         if not refused:
             raise CycleError(f"no market to evaluate: {markets_source} holds no record")
         raise CycleError(
-            f"no usable market: all {len(refused)} records of {markets_source} were refused "
-            f"(first: {refused[0]})"
+            f"no usable market: every record of {markets_source} was refused "
+            f"({plural(len(refused), 'record')}; first: {refused[0]})"
         )
     signals_source = cycle_input.signals_source
     refused_signals = [r for r in rejected if r.source == signals_source]
     if result.signals_total and len(refused_signals) >= result.signals_total:
         raise CycleError(
-            f"no usable signal: all {len(refused_signals)} records of {signals_source} were "
-            f"refused (first: {refused_signals[0]})"
+            f"no usable signal: every record of {signals_source} was refused "
+            f"({plural(len(refused_signals), 'record')}; first: {refused_signals[0]})"
         )
 
 
@@ -481,8 +486,12 @@ def _metrics(
     current_equity: float,
     realized: float,
     cycle_input: CycleInput,
+    refused: int,
     meter: Gauge,
 ) -> CycleMetrics:
+    """The cycle's metrics line. `refused` counts every record of the cycle's input that was
+    refused (by a source's adapter or by the decoder, markets and signals alike): the one
+    count the summary, `metrics.jsonl` and the daemon's `/metrics` all show."""
     elapsed_s = max((finished_at - started_at).total_seconds(), 1e-9)
     rejected_before_run = len(cycle_input.rejected)
     rejected_markets = rejected_before_run + sum(
@@ -514,6 +523,6 @@ def _metrics(
         equity_usd=round(current_equity, 2),
         realized_pnl_usd=realized,
         success_rate=round(evaluated / total, 6) if total else 1.0,
-        sources=cycle_input.stats,
+        sources=msgspec.structs.replace(cycle_input.stats, records_refused=refused),
     )
 

@@ -18,6 +18,7 @@ from pomabotd.errors import MissingExtraError
 from pomabotd.money import usd
 from pomabotd.replay.run import ReplayReport
 from pomabotd.report import RunFiles, realized_by_cycle, realized_steps, starting_equity
+from pomabotd.words import plural
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -92,8 +93,8 @@ def calibration_figure(report: ReplayReport) -> Figure:
               xlabel="predicted YES probability: belief midpoint (%)",
               ylabel="observed YES frequency (%)")
     curve.set_title(
-        f"Calibration {report.as_of_days_before} days before closing: {report.markets:,} "
-        f"markets, Brier {_number(report.brier, 4)}"
+        f"Calibration {plural(report.as_of_days_before, 'day')} before closing: "
+        f"{plural(report.markets, 'market')}, Brier {_number(report.brier, 4)}"
     )
     curve.legend(loc="upper left")
     curve.grid(alpha=0.3)
@@ -123,7 +124,8 @@ def pnl_by_category_figure(report: ReplayReport) -> Figure:
     per_unit.set_title("Tradeable evaluations, held to resolution")
     per_unit.tick_params(labelleft=False)
     figure.suptitle(
-        f"By category: {report.selected} positions, realized {usd(report.realized_pnl_usd)} "
+        f"By category: {plural(report.selected, 'position')}, realized "
+        f"{usd(report.realized_pnl_usd)} "
         f"({report.return_on_equity_pct:+.2f}% of equity); {report.tradeable:,} tradeable "
         "evaluations"
     )
@@ -141,7 +143,9 @@ def cycles_figure(run: RunFiles) -> Figure:
     markets.set(ylabel="markets (count)")
     _from_zero(markets, [m.markets_total for m in run.metrics])
     _counts_on(markets.yaxis)
-    markets.set_title(f"Markets and throughput per cycle: {run.directory}, {len(ids):,} cycles")
+    markets.set_title(
+        f"Markets and throughput per cycle: {run.directory}, {plural(len(ids), 'cycle')}"
+    )
     speed.plot(ids, [m.throughput_per_s for m in run.metrics], marker="o", color=_LINE)
     speed.set(xlabel="cycle (id)", ylabel="throughput (markets/s)")
     _from_zero(speed, [m.throughput_per_s for m in run.metrics])
@@ -177,7 +181,7 @@ def equity_figure(run: RunFiles) -> Figure:
     curve.axhline(start, linestyle="--", color=_MUTED, label=f"starting value {usd(start)}")
     curve.set(ylabel="equity (USD)")
     curve.set_title(
-        f"Equity curve: realized P&L {usd(realized[-1])} after {len(ids):,} cycles"
+        f"Equity curve: realized P&L {usd(realized[-1])} after {plural(len(ids), 'cycle')}"
     )
     steps = realized_steps(run)
     pnl.bar(ids, steps, width=0.6, color=[_GAIN if s >= 0 else _LOSS for s in steps])

@@ -52,7 +52,7 @@ def read_run(directory: Path) -> RunFiles:
     metrics_path = directory / METRICS_FILE
     if not metrics_path.is_file():
         raise InputError(
-            f"{directory} has no {METRICS_FILE}: point --from at the output directory of "
+            f"{directory} has no {METRICS_FILE}: point --out at the output directory of "
             "pomabotd run or run-once"
         )
     try:

@@ -264,7 +264,7 @@ def test_a_held_market_that_closes_settles_as_resolved_and_one_that_vanishes_is_
     assert (figures["resolved"], figures["coverage_observed"], figures["coverage_expected"],
             figures["invalidation_streak"]) == (1, 1.0, 1.0, 0)
     assert figures["low_confidence"] == {"count": 1, "hit_rate": 1.0}
-    assert "1 held markets missing from the input" in cycle["message"]
+    assert "1 held market missing from the input" in cycle["message"]
     assert "1 resolved, coverage 100.0% against 100.0% expected" in cycle["message"]
 
 

@@ -219,8 +219,8 @@ def test_a_replay_whose_every_evaluation_failed_exits_1(tmp_path: Path):
     assert result.returncode == 1 and result.stdout == ""
     assert "failed: p-yes: RuntimeError: no strategy for p-yes" in result.stderr
     assert result.stderr.splitlines()[-1] == (
-        "Error: nothing scored: all 5 evaluations failed "
-        "(first: p-yes: RuntimeError: no strategy for p-yes)"
+        "Error: nothing scored: every evaluation failed (5 markets; "
+        "first: p-yes: RuntimeError: no strategy for p-yes)"
     )
 
 
@@ -231,14 +231,15 @@ _MARKET = ('{"id": "%s", "question": "?", "category": "sports", "price": 99, "pr
 @pytest.mark.parametrize(("markets", "signals", "message"), [
     ("", "", "no market to replay: m.jsonl holds no record"),
     ('{"id": "a", "price": 50}\n{"id": ""}\n', "",
-     "no usable market: all 2 records of m.jsonl were refused (first: m.jsonl line 1: question"),
+     "no usable market: every record of m.jsonl was refused (2 records; first: m.jsonl line 1: "
+     "question"),
     (_MARKET.replace(', "outcome": "YES"', "") % "a"
      + _MARKET.replace('"closes_at": "2026-03-10T00:00:00Z", ', "") % "b"
      + _MARKET.replace(', "price_7d": 20', "") % "c" + '{"id": 1}\n', "",
      "nothing to score: none of the 3 market records of m.jsonl can be replayed (1 without "
      "closes_at, 1 unresolved (no outcome), 1 without a price at the horizon, 1 refused)"),
     (_MARKET % "a", '{"market_id": "a"}\n{"market_id": "a", "type": "rumour"}\n',
-     "no usable signal: all 2 records of s.jsonl were refused (first: s.jsonl line 1: "),
+     "no usable signal: every record of s.jsonl was refused (2 records; first: s.jsonl line 1: "),
 ])
 def test_a_replay_with_nothing_to_score_exits_1(tmp_path: Path, markets: str, signals: str,
                                                 message: str):

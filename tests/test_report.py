@@ -62,7 +62,7 @@ def test_report_draws_a_real_run_without_touching_its_files(tmp_path: Path):
     run = tmp_path / "run"
     before = {path.name: path.read_bytes() for path in run.iterdir()}
 
-    result = run_alone(tmp_path, "report", "--config", str(config), "--out", "plots")
+    result = run_alone(tmp_path, "report", "--config", str(config), "--plots", "plots")
     assert result.returncode == 0, result.stderr
     names = ["cycles.png", "positions.png", "equity.png"]
     assert result.stdout.splitlines() == [f"plot written to plots/{name}" for name in names]
@@ -73,7 +73,7 @@ def test_report_draws_a_real_run_without_touching_its_files(tmp_path: Path):
 
 def test_report_without_a_run_is_a_usage_error(tmp_path: Path):
     """A directory without metrics.jsonl is named, with exit status 2, and nothing is drawn."""
-    result = run_alone(tmp_path, "report", "--from", "nothing-here", "--out", "plots")
+    result = run_alone(tmp_path, "report", "--out", "nothing-here", "--plots", "plots")
     assert result.returncode == 2
     assert "nothing-here has no metrics.jsonl" in result.stderr
     assert not (tmp_path / "plots").exists()
@@ -86,7 +86,7 @@ def test_plots_without_matplotlib_are_refused_before_any_work(tmp_path: Path):
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text('raise ImportError("matplotlib is hidden here")\n')
     env = {"PYTHONPATH": str(shadow.parent)}
-    report = run_alone(tmp_path, "report", "--from", ".", "--out", "plots", env=env)
+    report = run_alone(tmp_path, "report", "--out", ".", "--plots", "plots", env=env)
     replayed = run_alone(
         tmp_path, "replay", "--markets", str(DATA / "replay_markets.jsonl"),
         "--as-of-days-before", "7", "--plot", "plots", env=env,
@@ -196,7 +196,7 @@ def test_positions_missing_or_rotated_apart_are_named(tmp_path: Path):
     assert run_warnings(run) == [f"{tmp_path} has no positions.jsonl: the equity curve follows "
                                  "the realized_pnl_usd of metrics.jsonl, without the positions' "
                                  "detail"]
-    result = run_alone(tmp_path, "report", "--from", str(tmp_path), "--out", "plots")
+    result = run_alone(tmp_path, "report", "--out", str(tmp_path), "--plots", "plots")
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [f"warning: {run_warnings(run)[0]}"]
     assert_png(tmp_path / "plots" / "equity.png")
@@ -337,7 +337,7 @@ def test_a_signal_stops_a_report_with_128_plus_its_number(tmp_path: Path):
     (run / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0))
     fifo = run / "positions.jsonl"
     os.mkfifo(fifo)
-    process = start_alone(tmp_path, "report", "--from", "run", "--out", "plots")
+    process = start_alone(tmp_path, "report", "--out", "run", "--plots", "plots")
     writer = -1
     try:
         deadline = time.monotonic() + 60

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pomabotd.words import plural
+
 if TYPE_CHECKING:
     from pomabotd.config import Config
     from pomabotd.wire import Rejected
@@ -127,4 +129,5 @@ def report_rejected(rejected: Sequence[Rejected]) -> None:
     for record in rejected[:REJECTED_SHOWN]:
         click.echo(f"rejected: {record}", err=True)
     if len(rejected) > REJECTED_SHOWN:
-        click.echo(f"rejected: ... and {len(rejected) - REJECTED_SHOWN} more records", err=True)
+        more = plural(len(rejected) - REJECTED_SHOWN, "more record")
+        click.echo(f"rejected: ... and {more}", err=True)

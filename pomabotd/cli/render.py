@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from pomabotd.money import usd
+from pomabotd.words import plural
 
 if TYPE_CHECKING:
     from pomabotd.cycle import CycleReport
@@ -26,13 +27,16 @@ _NO_PROMISE = "Past replay results promise nothing about markets to come."
 
 
 def cycle_summary(report: CycleReport) -> str:
+    """What a `run-once` cycle did: counts, equity, each position opened or closed, the halt."""
     m = report.metrics
     lines = [
-        f"cycle {m.cycle_id}: {m.markets_total} markets in {m.processing_time_ms / 1000:.2f} s "
-        f"({m.markets_evaluated} evaluated, {m.markets_failed} failed, "
-        f"{m.markets_rejected} rejected; {m.throughput_per_s:,.0f} markets/s)",
-        f"  {m.opportunities} opportunities, {m.selected} opened, {m.closed} closed, "
-        f"{m.open_positions} open; portfolio risk {m.portfolio_risk_pct:.2f}% of equity",
+        f"cycle {m.cycle_id}: {plural(m.markets_total, 'market')} in "
+        f"{m.processing_time_ms / 1000:.2f} s ({m.markets_evaluated:,} evaluated, "
+        f"{m.markets_failed:,} failed, {m.markets_rejected:,} rejected; "
+        f"{m.throughput_per_s:,.0f} markets/s)",
+        f"  {plural(m.opportunities, 'opportunity', 'opportunities')}, {m.selected} opened, "
+        f"{m.closed} closed, {m.open_positions} open; portfolio risk "
+        f"{m.portfolio_risk_pct:.2f}% of equity",
         f"  equity {usd(m.equity_usd)}, realized P&L {usd(m.realized_pnl_usd)}",
     ]
     lines += [
@@ -65,23 +69,26 @@ def _halt_summary(report: CycleReport) -> list[str]:
 
 
 def sources_summary(stats: SourceStats) -> str:
+    """What loading the cycle's input ran into: refused records, failed fetches, feeds, news."""
     failed = sum(stats.fetch_errors.values())
-    text = f"  sources: {stats.records_refused} records refused, {failed} fetches failed"
+    text = (f"  sources: {plural(stats.records_refused, 'record')} refused, "
+            f"{plural(failed, 'fetch', 'fetches')} failed")
     if stats.feeds_ok or stats.feeds_failed or stats.feeds_unchanged:
         text += (
             f"; feeds {stats.feeds_ok} read, {stats.feeds_unchanged} unchanged, "
-            f"{stats.feeds_failed} failed; {stats.news_items} new items, "
-            f"{stats.news_signals} news signals"
+            f"{stats.feeds_failed} failed; {plural(stats.news_items, 'new item')}, "
+            f"{plural(stats.news_signals, 'news signal')}"
         )
     return text
 
 
 def stress_summary(report: StressReport) -> str:
+    """A stress run's figures (the cycle's own, as its log line gives them) and its checks."""
     lines = [
-        f"markets        {report.markets:,} ({report.workers} workers)",
+        f"markets        {report.markets:,} ({plural(report.workers, 'worker')})",
         f"wall time      {report.wall_s:.3f} s (generation {report.generate_s:.3f} s, "
         f"pool start {report.pool_start_s:.3f} s, not included)"
-        + (f"; median of {report.repeats} cycles, least {report.wall_s_min:.3f} s"
+        + (f"; median of {plural(report.repeats, 'cycle')}, least {report.wall_s_min:.3f} s"
            if report.repeats > 1 else ""),
         f"throughput     {report.throughput_per_s:,.0f} markets/s",
         f"peak memory    {report.peak_rss_mb:,.1f} MB (daemon + workers)",
@@ -119,6 +126,7 @@ def _settings_summary(report: ReplayReport) -> list[str]:
 
 
 def replay_summary(report: ReplayReport) -> str:
+    """A replay's scores: overall, by confidence and by category, with what decided them."""
     r = report
     field = f"price_{r.as_of_days_before}d"
     no_price = f"{r.skipped_no_horizon_price} without {field}, " \
@@ -126,18 +134,19 @@ def replay_summary(report: ReplayReport) -> str:
     no_price += f"{r.price_fallbacks} at their price for want of {field}, " \
         if r.price_fallbacks else ""
     lines = [
-        f"replay of {r.markets:,} resolved markets as of {r.as_of_days_before} days before "
-        f"closing ({r.records:,} market records: {r.skipped_no_closes_at} without closes_at, "
+        f"replay of {plural(r.markets, 'resolved market')} as of "
+        f"{plural(r.as_of_days_before, 'day')} before closing "
+        f"({plural(r.records, 'market record')}: {r.skipped_no_closes_at} without closes_at, "
         f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; "
         f"{r.rejected_markets} rejected)",
-        f"  {r.signal_records:,} signal records ({r.rejected_signals} rejected): "
+        f"  {plural(r.signal_records, 'signal record')} ({r.rejected_signals} rejected): "
         f"{r.signals:,} used, {r.signals_after_evaluation:,} stamped too late",
         *_settings_summary(r),
         f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
         f"(expected {_share(r.expected_coverage)})",
         f"  tradeable {r.tradeable:,}: hit rate {_share(r.hit_rate)}, mean edge "
         f"{_fixed(r.mean_edge, 1)} points, P&L per unit stake {_fixed(r.pnl_per_unit, 3)}",
-        f"  selected {r.selected} positions: realized P&L {usd(r.realized_pnl_usd)}, "
+        f"  selected {plural(r.selected, 'position')}: realized P&L {usd(r.realized_pnl_usd)}, "
         f"return on equity {r.return_on_equity_pct:.2f}%"
         + (f", worst {r.worst_position.market_id} {usd(r.worst_position.pnl_usd)}"
            if r.worst_position is not None else ""),

@@ -48,6 +48,7 @@ from pomabotd.errors import ConfigError, PomabotdError, SourceError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger, verify_ledger
 from pomabotd.sources import Sources
+from pomabotd.words import plural
 
 __all__ = ["Daemon", "stuck_after_s"]
 
@@ -172,8 +173,8 @@ class Daemon:
         name = signal.Signals(signum).name if signum is not None else "request"
         logger.bind(event="stop", signal=name, cycles_ok=state.cycles_ok,
                     cycles_failed=state.cycles_failed).info(
-            "pomabotd stopping on {} after {} cycles ({} failed)",
-            name, state.cycles_ok + state.cycles_failed, state.cycles_failed,
+            "pomabotd stopping on {} after {} ({} failed)",
+            name, plural(state.cycles_ok + state.cycles_failed, "cycle"), state.cycles_failed,
         )
 
     async def _cycle(self, state: DaemonState) -> None:
@@ -349,9 +350,10 @@ class Daemon:
             batch_enabled=config.batch.enabled,
             last_cycle_id=state.portfolio.last_cycle_id,
         ).info(
-            "pomabotd {} started: pid {}, a cycle every {} s into {}, {} workers, status {}{}",
+            "pomabotd {} started: pid {}, a cycle every {} s into {}, {}, status {}{}",
             __version__, state.pid, config.daemon.interval_s, config.daemon.output_dir,
-            config.batch.workers, f"http://{state.status_addr}" if state.status_addr else "off",
+            plural(config.batch.workers, "worker"),
+            f"http://{state.status_addr}" if state.status_addr else "off",
             "" if config.batch.enabled else " (batch disabled: no cycles until a reload)",
         )
 

@@ -24,6 +24,7 @@ from pomabotd.domain.selection import portfolio_risk_pct
 from pomabotd.money import usd
 from pomabotd.resume import RESUME_FILE
 from pomabotd.sources import SourceStats
+from pomabotd.words import plural
 
 __all__ = ["FEED_RESULTS", "NEWS_TOTALS", "TOTALS", "DaemonState"]
 
@@ -182,7 +183,8 @@ class DaemonState:
             return prefix or "waiting for the first cycle"
         m = report.metrics
         line = (
-            f"cycle {m.cycle_id}: {m.markets_total} markets, {m.opportunities} opportunities, "
+            f"cycle {m.cycle_id}: {plural(m.markets_total, 'market')}, "
+            f"{plural(m.opportunities, 'opportunity', 'opportunities')}, "
             f"{m.selected} opened, {m.closed} closed in {m.processing_time_ms / 1000:.2f} s; "
             f"{m.open_positions} open, equity {usd(m.equity_usd)}"
         )

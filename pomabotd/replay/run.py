@@ -30,6 +30,7 @@ from pomabotd.errors import CycleError
 from pomabotd.replay.source import ResolvedInput
 from pomabotd.replay.timeline import ReplayInput, prepare_input
 from pomabotd.wire import Rejected
+from pomabotd.words import plural
 
 __all__ = [
     "ReplayReport",
@@ -165,8 +166,8 @@ def require_scorable(resolved: ResolvedInput) -> None:
             raise CycleError(f"no market to replay: {source} holds no record")
         if not resolved.records:
             raise CycleError(
-                f"no usable market: all {len(refused)} records of {source} were refused "
-                f"(first: {refused[0]})"
+                f"no usable market: every record of {source} was refused "
+                f"({plural(len(refused), 'record')}; first: {refused[0]})"
             )
         reasons = [
             f"{count} {why}" for count, why in (
@@ -177,14 +178,14 @@ def require_scorable(resolved: ResolvedInput) -> None:
             ) if count
         ]
         raise CycleError(
-            f"nothing to score: none of the {resolved.records} market records of {source} can "
-            f"be replayed ({', '.join(reasons)})"
+            f"nothing to score: none of the {plural(resolved.records, 'market record')} of "
+            f"{source} can be replayed ({', '.join(reasons)})"
         )
     bad_signals = resolved.signals_rejected
     if bad_signals and not resolved.signal_records:
         raise CycleError(
-            f"no usable signal: all {len(bad_signals)} records of {resolved.signals_source} "
-            f"were refused (first: {bad_signals[0]})"
+            f"no usable signal: every record of {resolved.signals_source} was refused "
+            f"({plural(len(bad_signals), 'record')}; first: {bad_signals[0]})"
         )
 
 
@@ -193,8 +194,8 @@ def nothing_scored(result: ReplayResult) -> str | None:
     report = result.report
     if report.markets or not report.failed:
         return None
-    first = f" (first: {': '.join(result.failures[0])})" if result.failures else ""
-    return f"nothing scored: all {report.failed} evaluations failed{first}"
+    first = f"; first: {': '.join(result.failures[0])}" if result.failures else ""
+    return f"nothing scored: every evaluation failed ({plural(report.failed, 'market')}{first})"
 
 
 def report_json(report: ReplayReport) -> bytes:

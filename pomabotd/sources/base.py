@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -23,8 +23,11 @@ class SourceStats(msgspec.Struct, frozen=True, kw_only=True):
     """What loading a cycle's input ran into, for the cycle's metrics and logs.
 
     `fetch_errors` counts requests that failed for good (after retries) per source name;
-    `records_refused` the market records an adapter could not map; the `feeds_*` and `news_*`
-    counts describe the news feeds (`feeds_unchanged`: not modified, or read too recently).
+    `records_refused` the records refused: a source counts those its adapter could not map,
+    and a finished cycle's metrics count every record of its input that was refused (by an
+    adapter or by the decoder, markets and signals), as its list of refusals holds them. The
+    `feeds_*` and `news_*` counts describe the news feeds (`feeds_unchanged`: not modified, or
+    read too recently).
     """
 
     fetch_errors: dict[str, int] = {}
@@ -100,6 +103,9 @@ class Source(abc.ABC):
     """
 
     name: str
+    #: The `sources.*` settings this source reads, besides the one that chose it: a flag
+    #: that sets a setting no configured source reads would do nothing, and is refused.
+    reads: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     async def fetch(self, context: FetchContext) -> SourceBatch:

@@ -78,6 +78,12 @@ _QUOTED: Final = 160
 class PolymarketSource(Source):
     """Every open market, fetched anew each cycle through one kept connection pool."""
 
+    reads = frozenset({
+        "sources.polymarket_url", "sources.polymarket_page_size",
+        "sources.polymarket_min_liquidity", "sources.polymarket_max_markets",
+        "sources.save_snapshot",
+    })
+
     def __init__(
         self,
         base_url: str,

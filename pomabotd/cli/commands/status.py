@@ -25,6 +25,7 @@ def status(addr: str | None, config_path: Path | None, as_json: bool) -> None:
     import msgspec
 
     from pomabotd.cli.common import UsageFailure, load_config
+    from pomabotd.words import plural
 
     config = load_config(config_path, {"daemon.status_addr": addr})
     endpoint = config.daemon.status_endpoint()
@@ -44,7 +45,8 @@ def status(addr: str | None, config_path: Path | None, as_json: bool) -> None:
     else:
         state = "healthy" if healthy else f"unhealthy: {body.get('reason')}"
         click.echo(f"{state} (pid {body.get('pid')}, up {body.get('uptime_s')} s, "
-                   f"{body.get('cycles_ok')} cycles ok, {body.get('cycles_failed')} failed)")
+                   f"{plural(body.get('cycles_ok', 0), 'cycle')} ok, "
+                   f"{body.get('cycles_failed')} failed)")
         click.echo(str(body.get("summary", "")))
         if body.get("halted"):
             pending = "; a resume request waits for the next cycle" \

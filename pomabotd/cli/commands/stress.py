@@ -48,6 +48,9 @@ def stress(size: str | None, count: int | None, real: bool, config_path: Path | 
               if given]
     if len(chosen) > 1:
         raise UsageFailure(f"give one of SIZE, --markets N or --real, not {' and '.join(chosen)}")
+    if polymarket_url is not None and not real:
+        raise UsageFailure("--polymarket-url would do nothing without --real: the synthetic "
+                           "workload fetches nothing")
     when = parse_as_of(as_of) or now()
     config = load_config(config_path, {"sources.polymarket_url": polymarket_url})
     markets = count if count is not None else PRESETS[size or "small"]
