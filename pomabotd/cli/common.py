@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pomabotd.words import plural
-
 if TYPE_CHECKING:
     from pomabotd.config import Config
     from pomabotd.wire import Rejected
@@ -126,6 +124,8 @@ def load_config(
 
 def report_rejected(rejected: Sequence[Rejected]) -> None:
     """List refused records on stderr, the first `REJECTED_SHOWN` one by one."""
+    from pomabotd.words import plural
+
     for record in rejected[:REJECTED_SHOWN]:
         click.echo(f"rejected: {record}", err=True)
     if len(rejected) > REJECTED_SHOWN:
