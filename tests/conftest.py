@@ -21,7 +21,8 @@ def clean_environ() -> dict[str, str]:
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("BATCH_") and key != "POMABOTD_CONFIG"
+        if not key.startswith("BATCH_")
+        and key not in ("POMABOTD_CONFIG", "POMABOTD_SERVICE_CONFIG")
     }
 
 
