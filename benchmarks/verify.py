@@ -10,8 +10,8 @@ metrics lines per cycle that opens positions (most cycles open nothing, as a rea
 its limits does), each opening cycle closing the positions the last one opened and opening
 `--opens` new ones, with `state.json` after the last cycle; the lines are real records with the
 fields and sizes of pomabotd's own (a metrics line is about 0.9 KB, an open 0.35 KB, a close
-0.2 KB). Then, each the median of `--repeat` runs in the same process, so a busy spell of a
-shared machine hits all alike:
+0.2 KB). Then the median of `--repeat` rounds in the same process, the three taking turns in
+each round, so that a busy spell of a shared machine hits all alike:
 
 1. `read`: reading both files into memory, the floor of any check;
 2. `verify`: `pomabotd.output.verify_ledger`, what `pomabotd verify`, `run-once`, and `run` at
@@ -19,7 +19,7 @@ shared machine hits all alike:
 3. `full decode`: decoding every line into its full record, one line at a time, as recovery
    did before the history was checked (for the ratio only).
 
-It prints seconds and seconds per GB for each, and verify's ratio to reading.
+It prints wall and CPU seconds, and per GB, for each, and verify's CPU ratios to the others.
 """
 
 from __future__ import annotations
@@ -118,14 +118,24 @@ def _full_decode(directory: Path) -> None:
         events.decode(line)
 
 
-def _median_s(work: Callable[[], object], repeat: int) -> float:
-    times = []
+def _medians(
+    work: dict[str, Callable[[], object]], repeat: int
+) -> dict[str, tuple[float, float]]:
+    """Each piece of work's median wall time and median CPU time (this process's) over
+    `repeat` rounds, the pieces taking turns within a round, so that a busy spell of the
+    machine hits them alike. On a shared machine the CPU time is the cost; the wall time also
+    holds the waits for a CPU."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in work}
     for _ in range(repeat):
-        gc.collect()
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, run in work.items():
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        name: (statistics.median(w for w, _ in spent), statistics.median(c for _, c in spent))
+        for name, spent in times.items()
+    }
 
 
 def main() -> None:
@@ -143,16 +153,17 @@ def main() -> None:
         gb = size / 1e9
         print(f"ledger: {size / 1e6:,.0f} MB, {verdict.cycles:,} metrics lines, "
               f"{verdict.positions_lines:,} positions lines (load {os.getloadavg()[0]:.2f})")
-        figures = {
-            "read": _median_s(lambda: _read(directory), args.repeat),
-            "verify": _median_s(lambda: verify_ledger(directory), args.repeat),
-            "full decode": _median_s(lambda: _full_decode(directory), args.repeat),
-        }
-        for name, seconds in figures.items():
-            print(f"{name:12} {seconds:7.3f} s  {seconds / gb:6.2f} s/GB")
-        print(f"verify / read {figures['verify'] / figures['read']:.1f}x; "
-              f"verify / full decode {figures['verify'] / figures['full decode']:.2f}x "
-              f"(load {os.getloadavg()[0]:.2f})")
+        figures = _medians({
+            "read": lambda: _read(directory),
+            "verify": lambda: verify_ledger(directory),
+            "full decode": lambda: _full_decode(directory),
+        }, args.repeat)
+        for name, (wall, cpu) in figures.items():
+            print(f"{name:12} wall {wall:7.3f} s {wall / gb:6.2f} s/GB   "
+                  f"cpu {cpu:7.3f} s {cpu / gb:6.2f} s/GB")
+        verify, read, full = (figures[name][1] for name in ("verify", "read", "full decode"))
+        print(f"cpu: verify / read {verify / read:.1f}x; verify / full decode "
+              f"{verify / full:.2f}x (load {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":
