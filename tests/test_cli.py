@@ -23,6 +23,18 @@ SIGNALS = str(DATA / "cycle_signals.jsonl")
 METRIC_FIELDS = set(CycleMetrics.__struct_fields__)
 
 
+@pytest.fixture
+def run_in_process(run_cli: RunCli) -> RunCli:
+    """`run_cli` with `batch.workers = 0`. A cycle of fewer than 2,000 markets runs in-process
+    even beside a pool, so the tests about what a command prints and writes spare the machine
+    a pool start; the pool's own behaviour is tested by the stress, daemon and engine tests."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 90):
+        return run_cli(*args, env={"BATCH_WORKERS": "0", **(env or {})}, timeout=timeout)
+
+    return run
+
+
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -32,9 +44,12 @@ def _run_once(run_cli: RunCli, out: Path, markets: str = MARKETS, *extra: str):
                    AS_OF_TEXT, "--out", str(out), *extra)
 
 
-def test_evaluate_writes_one_evaluation_per_market_in_input_order(run_cli: RunCli, tmp_path: Path):
+def test_evaluate_writes_one_evaluation_per_market_in_input_order(
+    run_in_process: RunCli, tmp_path: Path
+):
     """evaluate prints every market's evaluation, in input order, and writes no file."""
-    result = run_cli("evaluate", "--markets", MARKETS, "--signals", SIGNALS, "--as-of", AS_OF_TEXT)
+    result = run_in_process("evaluate", "--markets", MARKETS, "--signals", SIGNALS,
+                            "--as-of", AS_OF_TEXT)
     assert result.returncode == 0, result.stderr
     evaluations = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["market_id"] for e in evaluations] == [
@@ -54,9 +69,9 @@ def test_evaluate_writes_one_evaluation_per_market_in_input_order(run_cli: RunCl
     assert list(tmp_path.iterdir()) == []
 
 
-def test_evaluate_reports_bad_records_by_line_and_field_and_runs_the_rest(run_cli: RunCli):
+def test_evaluate_reports_bad_records_by_line_and_field_and_runs_the_rest(run_in_process: RunCli):
     """Bad market lines are named on stderr with line and field; good lines are still evaluated."""
-    result = run_cli("evaluate", "--markets", str(DATA / "cli_bad_markets.jsonl"), "--as-of",
+    result = run_in_process("evaluate", "--markets", str(DATA / "cli_bad_markets.jsonl"), "--as-of",
                      AS_OF_TEXT)
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["market_id"] for line in result.stdout.splitlines()] == [
@@ -69,12 +84,14 @@ def test_evaluate_reports_bad_records_by_line_and_field_and_runs_the_rest(run_cl
     assert "line 6: price" in result.stderr
 
 
-def test_run_once_opens_positions_and_continues_the_portfolio(run_cli: RunCli, tmp_path: Path):
+def test_run_once_opens_positions_and_continues_the_portfolio(
+    run_in_process: RunCli, tmp_path: Path
+):
     """Two runs on one directory: positions open once, the second run continues the ledger."""
     out = tmp_path / "out"
-    first = _run_once(run_cli, out)
+    first = _run_once(run_in_process, out)
     assert first.returncode == 0, first.stderr
-    second = _run_once(run_cli, out)
+    second = _run_once(run_in_process, out)
     assert second.returncode == 0, second.stderr
 
     events = _lines(out / "positions.jsonl")
@@ -93,14 +110,14 @@ def test_run_once_opens_positions_and_continues_the_portfolio(run_cli: RunCli, t
     assert metrics[0]["portfolio_risk_pct"] == 10.0
 
 
-def test_run_once_closes_a_position_at_its_profit_target(run_cli: RunCli, tmp_path: Path):
+def test_run_once_closes_a_position_at_its_profit_target(run_in_process: RunCli, tmp_path: Path):
     """A later cycle whose price reaches the target closes the position with its P&L."""
     out = tmp_path / "out"
-    assert _run_once(run_cli, out).returncode == 0
+    assert _run_once(run_in_process, out).returncode == 0
     moved = tmp_path / "moved.jsonl"
     original = (DATA / "cycle_markets.jsonl").read_text()
     moved.write_text(original.replace('"price": 30', '"price": 34'))
-    result = _run_once(run_cli, out, str(moved), "--json")
+    result = _run_once(run_in_process, out, str(moved), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["closed"] == 1 and summary["realized_pnl_usd"] == 66.67
@@ -111,15 +128,15 @@ def test_run_once_closes_a_position_at_its_profit_target(run_cli: RunCli, tmp_pa
     assert close["pnl_usd"] == 66.67 and close["cycle_id"] == 2
 
 
-def test_the_summary_writes_a_loss_as_minus_dollars(run_cli: RunCli, tmp_path: Path):
+def test_the_summary_writes_a_loss_as_minus_dollars(run_in_process: RunCli, tmp_path: Path):
     """A later cycle whose price falls to 20 closes m-yes at its stop (-$166.67): the summary
     says `-$166.67`, never `$-166.67`, for the close and the realized P&L."""
     out = tmp_path / "out"
-    assert _run_once(run_cli, out).returncode == 0
+    assert _run_once(run_in_process, out).returncode == 0
     fallen = tmp_path / "fallen.jsonl"
     fallen.write_text((DATA / "cycle_markets.jsonl").read_text().replace('"price": 30',
                                                                          '"price": 20'))
-    result = _run_once(run_cli, out, str(fallen))
+    result = _run_once(run_in_process, out, str(fallen))
     assert result.returncode == 0, result.stderr
     assert "equity $9,833.33, realized P&L -$166.67" in result.stdout
     assert "close m-yes stop_loss P&L -$166.67" in result.stdout
@@ -139,9 +156,9 @@ def test_run_once_without_arguments_uses_the_embedded_synthetic_default(
     assert (tmp_path / "pomabotd-output" / "metrics.jsonl").exists()
 
 
-def test_run_once_prints_a_human_summary(run_cli: RunCli, tmp_path: Path):
+def test_run_once_prints_a_human_summary(run_in_process: RunCli, tmp_path: Path):
     """Without --json, run-once prints a readable summary naming the cycle and the output."""
-    result = _run_once(run_cli, tmp_path / "out")
+    result = _run_once(run_in_process, tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("cycle 1: 5 markets")
     assert "2 opened" in result.stdout and "positions.jsonl" in result.stdout
@@ -160,11 +177,11 @@ def test_config_shows_values_and_their_sources(run_cli: RunCli, tmp_path: Path):
     assert described["risk.kelly_fraction"] == {"value": 0.25, "source": "default"}
 
 
-def test_flags_override_the_config_file(run_cli: RunCli, tmp_path: Path):
+def test_flags_override_the_config_file(run_in_process: RunCli, tmp_path: Path):
     """--markets on the command line wins over sources.markets in the file."""
     config = tmp_path / "pomabotd.toml"
     config.write_text('[sources]\nmarkets = "does-not-exist.jsonl"\n')
-    result = _run_once(run_cli, tmp_path / "out", MARKETS, "--config", str(config))
+    result = _run_once(run_in_process, tmp_path / "out", MARKETS, "--config", str(config))
     assert result.returncode == 0, result.stderr
 
 
@@ -186,28 +203,28 @@ def test_bad_env_value_is_refused_naming_the_variable(run_cli: RunCli):
 
 
 def test_missing_markets_file_fails_the_cycle_without_touching_the_output(
-    run_cli: RunCli, tmp_path: Path
+    run_in_process: RunCli, tmp_path: Path
 ):
     """A markets path that does not exist fails the cycle (exit 1, one line naming it), and
     the output directory is not even created."""
-    result = run_cli("run-once", "--markets", "nope.jsonl", "--out", str(tmp_path / "o"))
+    result = run_in_process("run-once", "--markets", "nope.jsonl", "--out", str(tmp_path / "o"))
     assert result.returncode == 1
     assert "nope.jsonl" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
 
 
 def test_a_file_of_refused_records_fails_the_cycle_and_leaves_the_output_alone(
-    run_cli: RunCli, tmp_path: Path
+    run_in_process: RunCli, tmp_path: Path
 ):
     """When every market record is refused the cycle fails with the reason; an existing
     output directory keeps its files byte for byte, and a new one is not created."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "price": 500}\n{"question": "no id"}\n')
     out = tmp_path / "out"
-    assert _run_once(run_cli, out).returncode == 0
+    assert _run_once(run_in_process, out).returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     for target in (out, tmp_path / "fresh"):
-        result = _run_once(run_cli, target, str(bad))
+        result = _run_once(run_in_process, target, str(bad))
         assert result.returncode == 1, result.stderr
         assert "no usable market: every record" in result.stderr
         assert "Traceback" not in result.stderr
@@ -215,21 +232,23 @@ def test_a_file_of_refused_records_fails_the_cycle_and_leaves_the_output_alone(
     assert not (tmp_path / "fresh").exists()
 
 
-def test_positions_never_open_before_their_cycle_started(run_cli: RunCli, tmp_path: Path):
+def test_positions_never_open_before_their_cycle_started(run_in_process: RunCli, tmp_path: Path):
     """Without --as-of a cycle runs as of its own start: opened_at is its started_at."""
-    result = run_cli("run-once", "--json", "--out", str(tmp_path / "o"))
+    result = run_in_process("run-once", "--json", "--out", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
     started_at = json.loads(result.stdout)["started_at"]
     opened = [e for e in _lines(tmp_path / "o" / "positions.jsonl") if e["event"] == "open"]
     assert opened and {e["opened_at"] for e in opened} == {started_at}
 
 
-def test_a_date_without_offset_gets_a_suggestion_that_parses(run_cli: RunCli, tmp_path: Path):
+def test_a_date_without_offset_gets_a_suggestion_that_parses(
+    run_in_process: RunCli, tmp_path: Path
+):
     """--as-of 2026-06-01 is refused with a suggestion that is itself accepted."""
-    refused = run_cli("run-once", "--as-of", "2026-06-01", "--out", str(tmp_path / "o"))
+    refused = run_in_process("run-once", "--as-of", "2026-06-01", "--out", str(tmp_path / "o"))
     assert refused.returncode == 2
     assert "e.g. 2026-06-01T00:00:00Z" in refused.stderr
-    accepted = run_cli("run-once", "--as-of", "2026-06-01T00:00:00Z", "--out",
+    accepted = run_in_process("run-once", "--as-of", "2026-06-01T00:00:00Z", "--out",
                        str(tmp_path / "o"))
     assert accepted.returncode == 0, accepted.stderr
 
@@ -328,20 +347,21 @@ def test_as_of_beyond_sane_years_is_a_usage_error(run_cli: RunCli):
     assert "--as-of" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_out_that_is_a_file_is_a_usage_error(run_cli: RunCli, tmp_path: Path):
+def test_out_that_is_a_file_is_a_usage_error(run_in_process: RunCli, tmp_path: Path):
     """--out naming an existing file, or a path under one, is refused with exit 2, and the
     file is left alone."""
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
     for out in (target, target / "sub"):
-        result = _run_once(run_cli, out)
+        result = _run_once(run_in_process, out)
         assert result.returncode == 2, result.stderr
         assert "not a directory" in result.stderr and "--out" in result.stderr
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_both_kernels_open_the_same_positions_and_the_prior_matters(
-    run_cli: RunCli, tmp_path: Path
+    run_in_process: RunCli, tmp_path: Path
 ):
     """run-once on the synthetic default writes identical positions with BATCH_KERNEL=scalar
     and with the default columnar kernel; `strategy.prior = "market"` changes what is opened,
@@ -352,7 +372,7 @@ def test_both_kernels_open_the_same_positions_and_the_prior_matters(
     for kernel in ("columnar", "scalar"):
         for prior, extra in (("fixed", ()), ("market", ("--config", str(config)))):
             out = tmp_path / f"{kernel}-{prior}"
-            result = run_cli("run-once", "--as-of", AS_OF_TEXT, "--out", str(out), *extra,
+            result = run_in_process("run-once", "--as-of", AS_OF_TEXT, "--out", str(out), *extra,
                              env={"BATCH_KERNEL": kernel})
             assert result.returncode == 0, result.stderr
             positions[kernel, prior] = (out / "positions.jsonl").read_bytes()
@@ -362,20 +382,20 @@ def test_both_kernels_open_the_same_positions_and_the_prior_matters(
     assert positions["columnar", "fixed"].count(b'"event":"open"') > 0
 
 
-def test_run_once_with_batch_disabled_runs_no_cycle(run_cli: RunCli, tmp_path: Path):
+def test_run_once_with_batch_disabled_runs_no_cycle(run_in_process: RunCli, tmp_path: Path):
     """BATCH_MODE_ENABLED=false: run-once says so, exits 0 and writes nothing."""
-    result = run_cli("run-once", "--out", str(tmp_path / "o"),
+    result = run_in_process("run-once", "--out", str(tmp_path / "o"),
                      env={"BATCH_MODE_ENABLED": "false"})
     assert result.returncode == 0
     assert "batch.enabled is false (from env BATCH_MODE_ENABLED)" in result.stderr
     assert not (tmp_path / "o").exists()
 
 
-def test_refused_records_log_one_json_warning_per_file(run_cli: RunCli, tmp_path: Path):
+def test_refused_records_log_one_json_warning_per_file(run_in_process: RunCli, tmp_path: Path):
     """With stderr not a terminal, logs are flat JSON lines: one WARNING for the markets file
     with its counts, and one INFO line for the cycle with its figures."""
     bad = str(DATA / "cli_bad_markets.jsonl")
-    result = _run_once(run_cli, tmp_path / "out", bad)
+    result = _run_once(run_in_process, tmp_path / "out", bad)
     assert result.returncode == 0, result.stderr
     logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     warnings = [line for line in logs if line["level"] == "WARNING"]
@@ -384,7 +404,8 @@ def test_refused_records_log_one_json_warning_per_file(run_cli: RunCli, tmp_path
     assert warnings[0]["event"] == "records_refused" and warnings[0]["cycle_id"] == 1
     (cycle,) = [line for line in logs if line["event"] == "cycle"]
     assert cycle["level"] == "INFO" and cycle["cycle_id"] == 1 and cycle["time"].endswith("Z")
-    text = run_cli("run-once", "--out", str(tmp_path / "t"), env={"POMABOTD_LOG_FORMAT": "text"})
+    text = run_in_process("run-once", "--out", str(tmp_path / "t"),
+                          env={"POMABOTD_LOG_FORMAT": "text"})
     assert " INFO " in text.stderr and not text.stderr.lstrip().startswith("{")
 
 

@@ -131,6 +131,14 @@ def _documented_metrics() -> set[str]:
     return {m.group(1) for m in re.finditer(r"^\| `(pomabotd_[a-z_]+)", table, re.MULTILINE)}
 
 
+def test_the_metrics_table_lists_what_a_daemon_exposes() -> None:
+    """The operations page documents exactly the metrics the daemon test expects exposed."""
+    from exposition import EXPOSED_SERIES, PER_SOURCE_SERIES
+
+    names = {series.split("{", 1)[0] for series in EXPOSED_SERIES | PER_SOURCE_SERIES}
+    assert _documented_metrics() == names
+
+
 def test_the_alerting_rules_are_valid_and_name_documented_metrics() -> None:
     """promtool accepts the example alerting rules, and each metric they use is documented."""
     rules = ROOT / "config" / "prometheus-alerts.yml"

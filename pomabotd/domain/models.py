@@ -25,7 +25,6 @@ __all__ = [
     "Belief",
     "CloseEvent",
     "Evaluation",
-    "ExitPlan",
     "Market",
     "Position",
     "PositionEvent",
@@ -133,17 +132,6 @@ class Belief(Struct, frozen=True):
     high: float
     confidence: float
     unknowns: int
-
-
-class ExitPlan(Struct, frozen=True, kw_only=True):
-    """The exits a tradeable decision carries; prices are the held side's, in points."""
-
-    entry_price: float
-    stop_price: float
-    target_price: float
-    emergency_price: float
-    convergence_price: float
-    invalidation_price: float
 
 
 class Evaluation(Struct, frozen=True, kw_only=True, gc=False):

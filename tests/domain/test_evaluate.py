@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pomabotd.domain.belief import update_belief
-from pomabotd.domain.checks import run_checks
 from pomabotd.domain.evaluate import evaluate_market, evaluate_tradeable
 from pomabotd.domain.models import Evaluation, Market, Signal
+from tests.domain.gate_verdict import verdict
 from tests.strategies import AS_OF, market_with_signals, signals_for
 
 MARKET = Market(id="m1", question="Will it?", category="politics", price=20.0, liquidity=5000.0)
@@ -69,11 +69,11 @@ def test_rejected_market_still_carries_its_belief() -> None:
 def test_evaluation_agrees_with_its_public_parts(
     case: tuple[Market, list[Signal]], noise: list[Signal]
 ) -> None:
-    """The lean evaluator gives exactly what update_belief and run_checks give."""
+    """The lean evaluator gives exactly what update_belief and the gate give."""
     market, signals = case
     signals = signals + noise
     update = update_belief(market, signals, AS_OF)
-    gate = run_checks(market, update.belief, AS_OF)
+    gate = verdict(market, update.belief, AS_OF)
     result = evaluate_market(market, signals, AS_OF)
     assert result == Evaluation(
         market_id=market.id,

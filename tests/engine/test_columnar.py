@@ -115,6 +115,7 @@ def _reference(
     return [evaluate_market(m, signals, AS_OF, prior=prior) for m in markets]  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(_batches())
 def test_kernel_is_bit_identical_to_the_scalar_evaluator(

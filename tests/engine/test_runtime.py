@@ -121,11 +121,59 @@ def reference() -> tuple[RunResult, list[Evaluation]]:
         return _run(runtime, keep=("m0001", "m0002"))
 
 
+class _SharedPool:
+    """One two-worker runtime with the built-in evaluator, started when first asked for and
+    reconfigured for each test: a pool start costs about a second of CPU, a run on a warm pool
+    a fifth of that. Tests that kill, crash or hang workers, or count processes, go without."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    def on(self, settings: BatchSettings) -> Runtime:
+        """The shared runtime, taking `settings` (two workers, the built-in evaluator)."""
+        if self._runtime is None:
+            self._runtime = Runtime(settings)
+            self._runtime.start()
+        else:
+            self._runtime.reconfigure(settings)
+        return self._runtime
+
+    def close(self) -> None:
+        """Stop the pool; the next `on` starts another."""
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[_SharedPool]:
+    """The module's shared two-worker pool, closed when its tests are done."""
+    pool = _SharedPool()
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def pool2() -> Iterator[Runtime]:
-    """A two-worker runtime, closed after the test so no process outlives it."""
-    with Runtime(_settings(2)) as runtime:
-        yield runtime
+def alone(shared: _SharedPool) -> None:
+    """No shared pool alive: for tests that kill workers or count this process's children."""
+    shared.close()
+
+
+@pytest.fixture
+def pool2(shared: _SharedPool) -> Runtime:
+    """The shared two-worker runtime, at the default test settings."""
+    return shared.on(_settings(2))
+
+
+@contextlib.contextmanager
+def _runtime(shared: _SharedPool, settings: BatchSettings) -> Iterator[Runtime]:
+    """A runtime with `settings`: the shared pool when they ask for its two workers and the
+    built-in evaluator, else one of their own, closed afterwards."""
+    if settings.workers == 2 and settings.evaluator == _settings(2).evaluator:
+        yield shared.on(settings)
+    else:
+        with Runtime(settings) as runtime:
+            yield runtime
 
 
 def test_reference_run_evaluates_everything(reference: tuple[RunResult, list[Evaluation]]) -> None:
@@ -187,11 +235,11 @@ def test_without_on_lines_only_candidates_come_back(pool2: Runtime) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_progress_counts_up_to_every_market(workers: int) -> None:
+def test_progress_counts_up_to_every_market(shared: _SharedPool, workers: int) -> None:
     """`on_progress` reports rising counts in the parent against an estimated total (pieces
     are cut by bytes), ending at every market done of the exact total."""
     calls: list[tuple[int, int]] = []
-    with Runtime(_settings(workers, batch_size=7, max_concurrency=1)) as runtime:
+    with _runtime(shared, _settings(workers, batch_size=7, max_concurrency=1)) as runtime:
         result = runtime.evaluate_sync(
             MARKET_LINES, "m", SIGNAL_LINES, "s", AS_OF, on_progress=lambda *c: calls.append(c)
         )
@@ -254,9 +302,9 @@ BAD_SIGNALS = b"\n".join(
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_rejected_lines_keep_source_line_numbers(workers: int) -> None:
+def test_rejected_lines_keep_source_line_numbers(shared: _SharedPool, workers: int) -> None:
     """Refused records name the source, the original line number and the field."""
-    with Runtime(_settings(workers, batch_size=2)) as runtime:
+    with _runtime(shared, _settings(workers, batch_size=2)) as runtime:
         result, lines = _run(runtime, BAD_MARKETS, BAD_SIGNALS)
     where = [(r.source, r.line, r.field) for r in result.rejected]
     assert where == [
@@ -298,6 +346,7 @@ def test_python_hang_times_out_inside_the_worker() -> None:
     assert took < 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("evaluator", ["hang_blocked", "hang_in_c"])
 def test_uninterruptible_hang_is_killed(evaluator: str) -> None:
     """A market the interpreter cannot interrupt gets its worker killed and ends as timeout."""
@@ -367,7 +416,7 @@ def test_in_process_timeout() -> None:
     _only_target_failed(result, lines, "timeout")
 
 
-def test_module_that_kills_on_import_is_a_crash_loop() -> None:
+def test_module_that_kills_on_import_is_a_crash_loop(alone: None) -> None:
     """A plugin that kills every fresh worker fails start-up with a clear message."""
     spec = f"{faults.__name__.rsplit('.', 1)[0]}.dies_on_import:evaluate_market"
     runtime = Runtime(_settings(2, evaluator=spec))
@@ -386,7 +435,7 @@ def test_crash_on_every_market_is_a_crash_loop() -> None:
         _run(runtime)
 
 
-def test_close_leaves_no_child_process() -> None:
+def test_close_leaves_no_child_process(alone: None) -> None:
     """After `close` neither workers nor multiprocessing helpers remain."""
     runtime = Runtime(_settings(2))
     runtime.start()
@@ -396,7 +445,7 @@ def test_close_leaves_no_child_process() -> None:
     assert psutil.Process().children(recursive=True) == []
 
 
-def test_reconfigure_rebuilds_the_pool_only_when_needed() -> None:
+def test_reconfigure_rebuilds_the_pool_only_when_needed(alone: None) -> None:
     """Changing chunking keeps the workers; changing their number replaces them."""
     with Runtime(_settings(1)) as runtime:
         before = set(_worker_pids())
@@ -423,14 +472,14 @@ def _worker_pids() -> list[int]:
     return found
 
 
-def test_megabytes_of_input_cut_at_block_edges_match() -> None:
+def test_megabytes_of_input_cut_at_block_edges_match(shared: _SharedPool) -> None:
     """Inputs spanning several scan blocks chunk and route exactly as a small input does."""
     markets, signals = _workload(9000, seed=11)
     market_lines, signal_lines = _jsonl(markets), _jsonl(signals)
     assert len(market_lines) > 1 << 20 and len(signal_lines) > 1 << 20
     runs = []
     for workers, batch_size in ((0, 9000), (2, 64)):
-        with Runtime(_settings(workers, batch_size=batch_size)) as runtime:
+        with _runtime(shared, _settings(workers, batch_size=batch_size)) as runtime:
             runs.append(_run(runtime, market_lines, signal_lines))
     (inline, inline_lines), (pooled, pooled_lines) = runs
     assert _timeless(pooled_lines) == _timeless(inline_lines)
@@ -445,7 +494,7 @@ def _kill_workers() -> None:
             psutil.Process(pid).kill()
 
 
-def test_small_cycle_skips_the_pool() -> None:
+def test_small_cycle_skips_the_pool(alone: None) -> None:
     """Below `inline_below` markets the built-in evaluator runs here: dead workers go unnoticed,
     and the evaluations are the pool's."""
     with Runtime(_settings(2, inline_below=len(MARKETS) + 1)) as runtime:
@@ -477,7 +526,8 @@ def _digest(result: RunResult) -> tuple[object, ...]:
     )
 
 
-def test_synthetic_thousands_match_across_workers_and_outputs() -> None:
+@pytest.mark.slow
+def test_synthetic_thousands_match_across_workers_and_outputs(shared: _SharedPool) -> None:
     """Thousands of synthetic markets give identical results in process and in the pool, with
     per-market lines (every evaluation built) and without them (only tradeable ones built)."""
     as_of = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -485,7 +535,7 @@ def test_synthetic_thousands_match_across_workers_and_outputs() -> None:
     keep = ("syn-0000003", "syn-0000010", "syn-0001234")
     digests = []
     for workers, batch_size in ((0, 4000), (2, 250), (1, 999)):
-        with Runtime(_settings(workers, batch_size=batch_size)) as runtime:
+        with _runtime(shared, _settings(workers, batch_size=batch_size)) as runtime:
             chunks: list[bytes] = []
             with_lines = runtime.evaluate_sync(
                 markets, "m", signals, "s", as_of, keep=keep, on_lines=chunks.append
@@ -531,13 +581,15 @@ ORDER_CASES = {
 
 @pytest.mark.parametrize("case", sorted(ORDER_CASES))
 @pytest.mark.parametrize(("workers", "batch_size"), [(0, 7), (2, 1), (2, 13), (2, 1000)])
-def test_runs_without_lines_match_runs_with_them(case: str, workers: int, batch_size: int) -> None:
+def test_runs_without_lines_match_runs_with_them(
+    shared: _SharedPool, case: str, workers: int, batch_size: int
+) -> None:
     """A cycle without per-market output (whose signals may be cut assuming market order)
     gives what the line-by-line plan gives: same candidates, kept markets, counts and refused
     lines with their source line numbers."""
     signals = ORDER_CASES[case]
     keep = ("m0001", "m0050", "m0119")
-    with Runtime(_settings(workers, batch_size=batch_size)) as runtime:
+    with _runtime(shared, _settings(workers, batch_size=batch_size)) as runtime:
         with_lines = runtime.evaluate_sync(
             MARKET_LINES, "m", signals, "s", AS_OF, keep=keep, on_lines=lambda _: None
         )
@@ -551,13 +603,15 @@ def test_runs_without_lines_match_runs_with_them(case: str, workers: int, batch_
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_repeated_id_far_apart_is_refused_in_compact_input(workers: int) -> None:
+def test_a_repeated_id_far_apart_is_refused_in_compact_input(
+    shared: _SharedPool, workers: int
+) -> None:
     """A compact markets file whose last line repeats the first id, over a megabyte later,
     keeps the first and refuses the repeat by line number, with or without per-market lines."""
     markets, signals = _workload(9000, seed=11)
     market_lines = _jsonl(markets) + _ENCODER.encode(markets[0]) + b"\n"
     assert len(market_lines) > 1 << 20
-    with Runtime(_settings(workers, batch_size=500)) as runtime:
+    with _runtime(shared, _settings(workers, batch_size=500)) as runtime:
         plain = runtime.evaluate_sync(market_lines, "m", _jsonl(signals), "s", AS_OF)
         lined, lines = _run(runtime, market_lines, _jsonl(signals))
     for result in (plain, lined):
@@ -581,7 +635,7 @@ _MIXED_SIGNALS = b"\n".join(
 )
 @pytest.mark.parametrize("prior", ["fixed", "market"])
 def test_kernels_agree_on_chunks_mixing_valid_and_refused_lines(
-    workers: int, batch_size: int, max_concurrency: int, prior: str
+    shared: _SharedPool, workers: int, batch_size: int, max_concurrency: int, prior: str
 ) -> None:
     """Both kernels give the same evaluations, kept markets, refusals (file, line, field) and
     counts; chunks holding a refused line run market by market, the rest in the kernel."""
@@ -591,7 +645,7 @@ def test_kernels_agree_on_chunks_mixing_valid_and_refused_lines(
             workers, batch_size=batch_size, max_concurrency=max_concurrency, kernel=kernel,
             prior=prior,
         )
-        with Runtime(settings) as runtime:
+        with _runtime(shared, settings) as runtime:
             with_lines, lines = _run(runtime, _MIXED_MARKETS, _MIXED_SIGNALS, keep=("m0001",))
             without = runtime.evaluate_sync(
                 _MIXED_MARKETS, "m", _MIXED_SIGNALS, "s", AS_OF, keep=("m0001", "m0100")
@@ -629,7 +683,7 @@ def test_a_kernel_pass_that_raises_reruns_its_chunks_market_by_market() -> None:
 
 
 def test_a_markets_file_cut_short_mid_cycle_fails_the_cycle_naming_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    alone: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A markets file truncated in place while the workers read it fails the run with an
     error naming the file, instead of a run on the part that was left."""
@@ -645,7 +699,7 @@ def test_a_markets_file_cut_short_mid_cycle_fails_the_cycle_naming_it(
     assert psutil.Process().children(recursive=True) == []
 
 
-def test_workers_hold_no_input_open_after_a_run(tmp_path: Path) -> None:
+def test_workers_hold_no_input_open_after_a_run(alone: None, tmp_path: Path) -> None:
     """Once a run is over, no worker keeps its input files open: a file or memory file
     pomabotd let go of is not kept alive, unseen, by the pool."""
     path = tmp_path / "markets.jsonl"
@@ -697,14 +751,14 @@ def _lines_merged_and_split(lines: list[bytes], at: int) -> list[bytes]:
 @pytest.mark.parametrize("kernel", ["columnar", "scalar"])
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_record_over_two_lines_beside_two_on_one_line_is_refused(
-    kernel: str, workers: int
+    shared: _SharedPool, kernel: str, workers: int
 ) -> None:
     """Two records on one line next to a record split over two lines (as many records as
     lines): the three lines are refused by number, as the line-by-line readers refuse them,
     and every other market is evaluated."""
     markets = b"\n".join(_lines_merged_and_split(MARKET_LINES.splitlines(), 40)) + b"\n"
     signals = b"\n".join(_lines_merged_and_split(SIGNAL_LINES.splitlines(), 70)) + b"\n"
-    with Runtime(_settings(workers, batch_size=30, kernel=kernel)) as runtime:
+    with _runtime(shared, _settings(workers, batch_size=30, kernel=kernel)) as runtime:
         result = runtime.evaluate_sync(markets, "m", signals, "s", AS_OF)
     assert [(r.source, r.line) for r in result.rejected] == [
         ("m", 41), ("m", 42), ("m", 43), ("s", 71), ("s", 72), ("s", 73)]
@@ -732,7 +786,9 @@ def test_a_time_whose_utc_is_past_year_9999_stays_in_the_kernel() -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_repeated_id_is_found_whatever_the_longest_id_of_each_piece(workers: int) -> None:
+def test_a_repeated_id_is_found_whatever_the_longest_id_of_each_piece(
+    shared: _SharedPool, workers: int
+) -> None:
     """A repeated id is refused even when the piece holding its first line has a longer id
     than the piece holding the repeat (each id's hash covers its own bytes only)."""
     markets, signals = _workload(9000, seed=11)
@@ -740,7 +796,7 @@ def test_a_repeated_id_is_found_whatever_the_longest_id_of_each_piece(workers: i
     markets[1] = msgspec.structs.replace(markets[1], id="m0001-longer-than-the-repeated-one")
     signals = [s for s in signals if s.market_id not in ("m0000", "m0001")]
     market_lines = _jsonl(markets) + _ENCODER.encode(markets[0]) + b"\n"
-    with Runtime(_settings(workers, batch_size=500)) as runtime:
+    with _runtime(shared, _settings(workers, batch_size=500)) as runtime:
         result = runtime.evaluate_sync(market_lines, "m", _jsonl(signals), "s", AS_OF)
     assert [(r.line, r.field) for r in result.rejected] == [(9001, "id")]
     assert result.markets_total == 9001 and result.markets_evaluated == 9000

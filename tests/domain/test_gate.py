@@ -1,4 +1,4 @@
-"""The ordered trade gate and exit plans (SPEC section 4)."""
+"""The ordered trade gate: each check, its order, its sentence and the edges it reports."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import msgspec
 import pytest
 from hypothesis import given
 
-from pomabotd.domain.checks import GateResult, exit_plan, run_checks
 from pomabotd.domain.gate import CHECK_NAMES
-from pomabotd.domain.models import Belief, ExitPlan, Market
+from pomabotd.domain.models import Belief, Market
+from tests.domain.gate_verdict import Verdict, verdict
 from tests.strategies import AS_OF, markets
 
 NARROW = Belief(45.0, 55.0, 80.0, 0)
@@ -20,43 +20,6 @@ OPEN_YES = Market(id="m1", question="Will it?", category="politics", price=30.0,
 
 def _market(**changes: Any) -> Market:
     return msgspec.structs.replace(OPEN_YES, **changes)
-
-
-def test_exit_plan_yes() -> None:
-    """A YES plan is priced in YES: stop 5% under, target 10% over, midpoint, high, 10% floor."""
-    assert exit_plan("YES", 30.0, NARROW) == ExitPlan(
-        entry_price=30.0,
-        stop_price=30.0 * 0.95,
-        target_price=30.0 * 1.1,
-        emergency_price=30.0 * 0.9,
-        convergence_price=50.0,
-        invalidation_price=55.0,
-    )
-
-
-def test_exit_plan_no_uses_the_no_price() -> None:
-    """A NO plan is priced in NO: entry, convergence and invalidation are 100 minus YES levels."""
-    plan = exit_plan("NO", 80.0, Belief(50.0, 60.0, 80.0, 0), 10.0, 20.0)
-    assert plan == ExitPlan(
-        entry_price=20.0,
-        stop_price=20.0 * 0.9,
-        target_price=20.0 * 1.2,
-        emergency_price=20.0 * 0.8,
-        convergence_price=45.0,
-        invalidation_price=50.0,
-    )
-
-
-def test_exit_plan_target_is_capped_at_100() -> None:
-    """A target above 100 cannot be reached by a binary contract, so it is capped."""
-    plan = exit_plan("YES", 95.0, Belief(96.0, 100.0, 80.0, 0))
-    assert plan is not None and plan.target_price == 100.0
-
-
-@pytest.mark.parametrize(("side", "price"), [("YES", 0.0), ("NO", 100.0), ("YES", 100.0)])
-def test_exit_plan_none_at_the_ends(side: str, price: float) -> None:
-    """An entry of 0 (P&L divides by it) or 100 (nothing to gain) has no sane plan."""
-    assert exit_plan(side, price, NARROW) is None  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -152,7 +115,7 @@ def test_each_check_fails_with_its_name_and_numbers(
     market: Market, belief: Belief, failed: str, reason: str
 ) -> None:
     """Every check can fail on its own, reported by name with a sentence giving the numbers."""
-    result = run_checks(market, belief, AS_OF)
+    result = verdict(market, belief, AS_OF)
     assert (result.failed_check, result.reason, result.side) == (failed, reason, "NONE")
 
 
@@ -162,7 +125,7 @@ def test_each_check_fails_with_its_name_and_numbers(
         (
             _market(),
             NARROW,
-            GateResult(
+            Verdict(
                 None,
                 "YES: price 30 is 15 points below the belief range 45\u201355",
                 "YES",
@@ -173,7 +136,7 @@ def test_each_check_fails_with_its_name_and_numbers(
         (
             _market(price=70.0),
             NARROW,
-            GateResult(
+            Verdict(
                 None,
                 "NO: price 70 is 15 points above the belief range 45\u201355",
                 "NO",
@@ -184,7 +147,7 @@ def test_each_check_fails_with_its_name_and_numbers(
         (
             _market(price=33.0, closes_at=AS_OF + timedelta(seconds=1)),
             Belief(45.0, 70.0, 65.0, 3),
-            GateResult(
+            Verdict(
                 None,
                 "YES: price 33 is 12 points below the belief range 45\u201370",
                 "YES",
@@ -195,7 +158,7 @@ def test_each_check_fails_with_its_name_and_numbers(
         (
             _market(price=65.0, category="weather", liquidity=1000.0),
             NARROW,
-            GateResult(
+            Verdict(
                 None,
                 "NO: price 65 is 10 points above the belief range 45\u201355",
                 "NO",
@@ -206,43 +169,43 @@ def test_each_check_fails_with_its_name_and_numbers(
     ],
 )
 def test_tradeable_markets_pass_every_check(
-    market: Market, belief: Belief, expected: GateResult
+    market: Market, belief: Belief, expected: Verdict
 ) -> None:
     """Both sides pass, including every threshold met exactly (width 25, confidence 65, edge)."""
-    assert run_checks(market, belief, AS_OF) == expected
+    assert verdict(market, belief, AS_OF) == expected
 
 
 def test_unknown_category_needs_the_other_minimum() -> None:
     """A market whose category is unknown is held to the `other` minimum edge of 25."""
-    result = run_checks(_market(category="gardening", price=25.0), NARROW, AS_OF)
+    result = verdict(_market(category="gardening", price=25.0), NARROW, AS_OF)
     assert (result.failed_check, result.edge) == ("edge", 20.0)
     assert result.reason == "YES edge 20 points is below the 25-point minimum for other"
 
 
 def test_first_failure_wins() -> None:
-    """A market failing several checks reports the earliest one in the SPEC order."""
+    """A market failing several checks reports the earliest one in the gate's order."""
     market = _market(authority_is_clear=False, liquidity=0.0)
-    result = run_checks(market, Belief(10.0, 90.0, 30.0, 4), AS_OF)
+    result = verdict(market, Belief(10.0, 90.0, 30.0, 4), AS_OF)
     assert result.failed_check == "resolution_authority"
 
 
 def test_edges_are_reported_even_when_an_earlier_check_fails() -> None:
     """Edge and expected edge describe the price against the range whichever check failed."""
-    result = run_checks(_market(liquidity=10.0, price=80.0), NARROW, AS_OF)
+    result = verdict(_market(liquidity=10.0, price=80.0), NARROW, AS_OF)
     assert (result.failed_check, result.edge, result.expected_edge) == ("liquidity", 25.0, 30.0)
 
 
 def test_edges_are_zero_inside_the_range() -> None:
     """A price inside the range (even on its edge) has no edge and no expected edge."""
     for price in (45.0, 50.0, 55.0):
-        result = run_checks(_market(price=price, liquidity=0.0), NARROW, AS_OF)
+        result = verdict(_market(price=price, liquidity=0.0), NARROW, AS_OF)
         assert (result.edge, result.expected_edge) == (0.0, 0.0)
 
 
 @given(markets())
 def test_gate_result_is_consistent(market: Market) -> None:
     """A side is chosen only when nothing failed; edges follow the price's place in the range."""
-    result = run_checks(market, NARROW, AS_OF)
+    result = verdict(market, NARROW, AS_OF)
     assert result.failed_check in (None, *CHECK_NAMES)
     assert (result.side == "NONE") == (result.failed_check is not None)
     if 45.0 <= market.price <= 55.0:
@@ -251,7 +214,8 @@ def test_gate_result_is_consistent(market: Market) -> None:
         assert result.edge > 0.0
         assert result.expected_edge == pytest.approx(abs(market.price - 50.0), abs=1e-9)
     if result.failed_check is None:
-        assert exit_plan(result.side, market.price, NARROW) is not None  # type: ignore[arg-type]
+        entry = market.price if result.side == "YES" else 100.0 - market.price
+        assert 0.0 < entry < 100.0
 
 
 @pytest.mark.parametrize(
@@ -264,12 +228,12 @@ def test_gate_result_is_consistent(market: Market) -> None:
 def test_checks_at_their_exact_limits_ignore_float_noise(price, low, high, failed):
     """An edge or width exactly at its limit is judged as the exact number, not float noise."""
     market = Market(id="m", question="q", category="weather", price=price, liquidity=5000.0)
-    result = run_checks(market, Belief(low, high, 80.0, 0), AS_OF)
+    result = verdict(market, Belief(low, high, 80.0, 0), AS_OF)
     assert result.failed_check == failed
 
 
 def test_gate_table_is_the_spec_order() -> None:
-    """The gate table holds SPEC section 4's nine checks in order, each with its four parts."""
+    """The gate table holds the nine checks in order, each with its four parts."""
     from pomabotd.domain.gate import GATE
 
     assert CHECK_NAMES == (
