@@ -32,6 +32,7 @@ import msgspec
 import numpy as np
 
 from pomabotd.errors import LedgerHistoryError
+from pomabotd.words import plural
 
 __all__ = [
     "BLOCK_BYTES",
@@ -234,9 +235,9 @@ class HistoryCheck:
                 f"{cycle - 1} are missing"
             )
         raise refused(
-            f"{self.metrics_path} line {number}: cycle {cycle} records {open_now} open "
-            f"positions, but cycle {last_cycle} left {last_open} and it opened {selected} and "
-            f"closed {closed}: {last_open + selected - closed}"
+            f"{self.metrics_path} line {number}: cycle {cycle} records "
+            f"{plural(open_now, 'open position')}, but cycle {last_cycle} left {last_open} and "
+            f"it opened {selected} and closed {closed}: {last_open + selected - closed}"
         )
 
     @property

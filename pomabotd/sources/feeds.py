@@ -54,6 +54,7 @@ from pomabotd.sources.http import HttpLimits, Sleep, get, new_client
 from pomabotd.sources.news_signals import MarketIndex, NewsItem, is_official, signals_from_news
 from pomabotd.sources.offload import checked, off_loop
 from pomabotd.wire import Lines, read_lines
+from pomabotd.words import plural
 
 __all__ = ["NAME", "FeedsSource", "parse_feed"]
 
@@ -218,8 +219,8 @@ class FeedsSource(Source):
         if failed == len(self._feeds) and not self._items:
             first = next(str(r) for r in results if isinstance(r, FetchError))
             raise SourceError(
-                f"{NAME}: every one of {failed} feeds failed and none was read before "
-                f"(first: {first})",
+                f"{NAME}: every feed failed ({plural(failed, 'feed')}) and none was read "
+                f"before (first: {first})",
                 source=NAME,
                 stats=SourceStats(fetch_errors=errors, feeds_failed=failed),
             )
@@ -228,9 +229,9 @@ class FeedsSource(Source):
         )
         self._keywords = index.keywords_of  # this cycle's questions, for the next cycle
         logger.bind(event="feeds_read", source=NAME).info(
-            "feeds: {} read, {} unchanged, {} failed; {} new items, {} duplicates, "
-            "{} remembered; {} signals for {} markets",
-            ok, unchanged, failed, fresh, duplicates, len(self._items), len(signals), len(index),
+            "feeds: {} read, {} unchanged, {} failed; {}, {}, {} remembered; {} for {}",
+            ok, unchanged, failed, plural(fresh, "new item"), plural(duplicates, "duplicate"),
+            len(self._items), plural(len(signals), "signal"), plural(len(index), "market"),
         )
         return SourceBatch(
             signals=lines,

@@ -41,6 +41,7 @@ from pomabotd.sources.base import FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.jsonl import read_bytes
 from pomabotd.sources.offload import checked, off_loop
 from pomabotd.wire import Rejected
+from pomabotd.words import plural
 
 __all__ = [
     "CATEGORY_WORDS",
@@ -278,7 +279,7 @@ def map_records(
 def refused_reason(rejected: Sequence[Rejected], total: int) -> str:
     """Why a source whose every record was refused has nothing: the count and the first."""
     first = f"; first: {rejected[0]}" if rejected else ""
-    return f"all {total} records refused{first}"
+    return f"every record refused ({plural(total, 'record')}{first})"
 
 
 def encode_markets(markets: Sequence[Market]) -> bytes:
