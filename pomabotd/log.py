@@ -5,8 +5,15 @@ Two line formats: `text` for people at a terminal, and `json` for journald and f
 tail: one flat JSON object per line with `time` (ISO 8601 UTC), `level`, `message` and the
 event's own fields (whatever was bound with `logger.bind` or passed as keyword arguments),
 never loguru's nested record. `auto` picks text on a terminal and JSON elsewhere, including
-under systemd (`JOURNAL_STREAM`). Messages are always the caller's literal template: anything
-from outside (file contents, exception text) is passed as an argument, never as the template.
+under systemd. Messages are always the caller's literal template: anything from outside (file
+contents, exception text) is passed as an argument, never as the template.
+
+Under systemd, when stderr is the journal's stream (`$JOURNAL_STREAM` names its device and
+inode, as `sd_journal_stream_fd(3)` says to check), every line written there starts with its
+sd-daemon priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug, ...; see
+`sd-daemon(3)`), which journald strips and stores as the entry's priority: `journalctl -p
+err` then finds the errors. Anywhere else (a terminal, a file, a pipe, stderr redirected by
+a child of a service) lines carry no prefix.
 """
 
 from __future__ import annotations
@@ -22,7 +29,14 @@ from loguru import logger
 
 from pomabotd.errors import ConfigError
 
-__all__ = ["configure_logging", "json_line", "logger", "resolve_format"]
+__all__ = [
+    "configure_logging",
+    "journal_prefix",
+    "json_line",
+    "logger",
+    "resolve_format",
+    "stream_is_journal",
+]
 
 _TEXT_FORMAT: Final = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <8} {message}"
 #: A `-W` option for the helper processes multiprocessing starts (they get this process's
@@ -32,20 +46,45 @@ _TEXT_FORMAT: Final = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <8} {message}"
 #: every `journalctl -o cat | jq` reader; the clean-up itself still happens.
 _QUIET_RESOURCE_TRACKER: Final = "ignore::UserWarning:multiprocessing.resource_tracker"
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=str)
+#: sd-daemon priorities by the least loguru level number they cover, highest first: CRITICAL
+#: is crit (2), ERROR err (3), WARNING warning (4), SUCCESS notice (5), INFO info (6), DEBUG
+#: and TRACE debug (7). A level of another number takes the priority of the level below it.
+_PRIORITIES: Final = ((50, 2), (40, 3), (30, 4), (25, 5), (20, 6), (0, 7))
 _open_files: list[IO[str]] = []
 
 
 def resolve_format(log_format: str, stream: IO[str] | None = None) -> str:
-    """`text` or `json` for `auto`: text only on a terminal and outside systemd."""
+    """`text` or `json` for `auto`: text only on a terminal that is not the journal."""
     if log_format != "auto":
         return log_format
     target = sys.stderr if stream is None else stream
-    if os.environ.get("JOURNAL_STREAM"):
+    if stream_is_journal(target):
         return "json"
     try:
         return "text" if target.isatty() else "json"
     except (AttributeError, ValueError):
         return "json"
+
+
+def stream_is_journal(stream: IO[str] | None = None) -> bool:
+    """Whether `stream` (stderr by default) is the journal's stream: `$JOURNAL_STREAM`
+    (`DEVICE:INODE`, set by systemd for a service whose output goes to the journal) names the
+    file it is. The variable alone is not enough: a service's children inherit it with their
+    output redirected elsewhere, and a terminal started by a user's systemd has it too."""
+    device, sep, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (sep and device.isdigit() and inode.isdigit()):
+        return False
+    target = sys.stderr if stream is None else stream
+    try:
+        status = os.fstat(target.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
+def journal_prefix(level_no: int) -> str:
+    """The sd-daemon priority prefix (`<3>`) of a line logged at loguru level `level_no`."""
+    return next(f"<{priority}>" for least, priority in _PRIORITIES if level_no >= least)
 
 
 def json_line(record: dict[str, Any]) -> bytes:
@@ -67,13 +106,32 @@ def json_line(record: dict[str, Any]) -> bytes:
 
 
 class _JsonSink:
-    """Writes each record as one JSON line, in one write call, so lines never interleave."""
+    """Writes each record as one JSON line, in one write call, so lines never interleave;
+    for the journal, after the record's priority prefix."""
+
+    def __init__(self, stream: IO[str], journal: bool = False) -> None:
+        self._stream = stream
+        self._journal = journal
+
+    def __call__(self, message: Any) -> None:
+        record = message.record
+        line = json_line(record).decode()
+        if self._journal:
+            line = journal_prefix(record["level"].no) + line
+        self._stream.write(line)
+        self._stream.flush()
+
+
+class _JournalTextSink:
+    """Writes each formatted text record to the journal, every line of it (a traceback spans
+    several) behind the record's priority prefix, in one write call."""
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
 
     def __call__(self, message: Any) -> None:
-        self._stream.write(json_line(message.record).decode())
+        prefix = journal_prefix(message.record["level"].no)
+        self._stream.write("".join(prefix + line for line in str(message).splitlines(True)))
         self._stream.flush()
 
 
@@ -115,16 +173,17 @@ def configure_logging(
     logger.remove()
     while _open_files:
         _open_files.pop().close()
-    _add(sys.stderr, level, resolve_format(log_format, sys.stderr))
+    _add(sys.stderr, level, resolve_format(log_format, sys.stderr),
+         journal=stream_is_journal(sys.stderr))
     if stream is not None:
         _open_files.append(stream)
         _add(stream, level, "json" if log_format == "auto" else log_format)
 
 
-def _add(stream: Any, level: str, resolved: str) -> None:
+def _add(stream: Any, level: str, resolved: str, *, journal: bool = False) -> None:
     if resolved == "json":
-        logger.add(_JsonSink(stream), level=level, format="{message}", colorize=False,
+        logger.add(_JsonSink(stream, journal), level=level, format="{message}", colorize=False,
                    backtrace=False, diagnose=False)
     else:
-        logger.add(stream, level=level, format=_TEXT_FORMAT, colorize=False,
-                   backtrace=False, diagnose=False)
+        logger.add(_JournalTextSink(stream) if journal else stream, level=level,
+                   format=_TEXT_FORMAT, colorize=False, backtrace=False, diagnose=False)

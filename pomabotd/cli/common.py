@@ -39,13 +39,32 @@ _LATEST_AS_OF = 9000
 REJECTED_SHOWN = 20
 
 
-class UsageFailure(click.ClickException):
+class _Failure(click.ClickException):
+    """An error a command ends with, shown as click shows it; on the journal's stream (a
+    service's stderr) each line behind the error priority `<3>`, as log lines carry theirs,
+    so that `journalctl -p err` finds why a service would not start."""
+
+    def show(self, file: Any = None) -> None:
+        """Write `Error: message` to stderr (or `file`)."""
+        import logging
+
+        from pomabotd.log import journal_prefix, stream_is_journal
+
+        if file is not None or not stream_is_journal():
+            super().show(file)
+            return
+        prefix = journal_prefix(logging.ERROR)
+        text = f"Error: {self.format_message()}"
+        click.echo("".join(prefix + line for line in text.splitlines(True)), err=True)
+
+
+class UsageFailure(_Failure):
     """Bad usage or configuration: exit status 2."""
 
     exit_code = 2
 
 
-class CycleFailure(click.ClickException):
+class CycleFailure(_Failure):
     """A cycle or a check failed: exit status 1."""
 
     exit_code = 1
