@@ -268,6 +268,7 @@ async def run_cycle(
         rejected = (*cycle_input.rejected, *result.rejected)
         _warn_refused(cycle_input, result, rejected)
         _warn_kernel(result.kernel_errors)
+        _warn_kills(result.worker_kills)
         _require_usable(cycle_input, result, rejected)
         writer = ledger if isinstance(ledger, Ledger) else ledger.open_for(portfolio)
         still_open, closes = mark_positions(
@@ -374,6 +375,13 @@ def _warn_kernel(errors: list[str]) -> None:
             "the columnar kernel failed on {} ({}); they were evaluated market by "
             "market instead", plural(len(errors), "piece"), errors[0],
         )
+
+
+def _warn_kills(kills: list[str]) -> None:
+    """One WARNING per worker the runtime killed (stuck in a market, stopped, or standing
+    still while work waited): its work ran again on a new worker."""
+    for kill in kills:
+        logger.bind(event="worker_killed").warning("{}; its work ran again", kill)
 
 
 def _log_missing(newly: list[str], missing: dict[str, int], cycle_id: int, source: str) -> None:

@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import pytest
 from conftest import clean_environ
 
 LOG_WAIT_S = 60.0
@@ -144,3 +145,14 @@ class DaemonProcess:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         self._log.close()
+
+
+@pytest.fixture
+def started_daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts; each is killed (by pid, with its processes) afterwards.
+
+    Import it into a test module to use it there."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.finish()

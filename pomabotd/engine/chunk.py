@@ -76,7 +76,7 @@ def evaluate_tasks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
     state.configure(job.timeout_ms)
     enabled = gc.isenabled()
     gc.disable()
-    state.busy.set()
+    state.begin()
     try:
         outs: list[ChunkOut | None] = []
         loaded: list[_Lines | None] = []
@@ -88,17 +88,19 @@ def evaluate_tasks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
             lines = _read(task, job)
             loaded.append(lines)
             outs.append(ChunkOut(index=task.index, misrouted=True) if lines is None else None)
+            state.step()
         batch = batch_form(state.evaluator) if job.kernel == "columnar" else None
         if batch is not None:
             _columnar(loaded, outs, job, batch, state)
-        done = [
-            out if out is not None else _scalar(lines, job, state)  # type: ignore[arg-type]
-            for lines, out in zip(loaded, outs, strict=True)
-        ]
+            state.step()
+        done = []
+        for lines, out in zip(loaded, outs, strict=True):
+            done.append(out if out is not None else _scalar(lines, job, state))  # type: ignore[arg-type]
+            state.step()
         return _PACK.encode(done)
     finally:
         release_readers()
-        state.busy.clear()
+        state.end()
         if enabled:
             gc.enable()
 

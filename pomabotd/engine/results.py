@@ -44,6 +44,8 @@ class RunResult(Struct, kw_only=True):
     markets_columnar: int = 0
     #: Why the kernel's pass failed, one entry per task it failed on (run market by market).
     kernel_errors: list[str] = []
+    #: Why the supervisor killed a worker, one line per worker killed (its work ran again).
+    worker_kills: list[str] = []
 
 
 class LineNumbers(Protocol):
@@ -144,6 +146,7 @@ class Sink:
         retries: int,
         timeouts: int,
         restarts: int,
+        kills: list[str] | None = None,
         peak_rss_mb: float,
         cpu_percent: float,
         wall_s: float,
@@ -185,4 +188,5 @@ class Sink:
             wall_s=wall_s,
             markets_columnar=sum(out.columnar for out in outs),
             kernel_errors=[out.kernel_error for out in outs if out.kernel_error],
+            worker_kills=list(kills or ()),
         )

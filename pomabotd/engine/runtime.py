@@ -228,6 +228,7 @@ class Runtime:
             retries=outcome.retries,
             timeouts=outcome.timeouts,
             restarts=executor.restarts - restarts_before,
+            kills=outcome.kills,
             peak_rss_mb=meter.peak_mb,
             cpu_percent=meter.cpu_percent(),
             wall_s=time.perf_counter() - started,

@@ -90,6 +90,8 @@ class Outcome(Struct, kw_only=True):
     #: The supervisor's replays and kills.
     retries: int = 0
     timeouts: int = 0
+    #: Why each worker killed was killed.
+    kills: list[str] = []
 
 
 class Schedule:
@@ -111,6 +113,10 @@ class Schedule:
         self.job = job
         self.keep = keep
         self.on_progress = on_progress
+        #: Workers killed while running pieces (a line-by-line run's supervisor counts its
+        #: own), and why each worker of the run was killed.
+        self.timeouts = 0
+        self.kills: list[str] = []
 
     def _executor_for(self, markets: int | None) -> Executor:
         """The workers, or this process for a small cycle of the built-in evaluator."""
@@ -181,7 +187,7 @@ class Schedule:
         outs = sink.outs
         total = sum(out.evaluated + out.failed + len(out.market_rejected) for out in outs)
         return Outcome(sink=sink, numbers=PieceLines(outs), markets_total=total,
-                       signals_total=None)
+                       signals_total=None, timeouts=self.timeouts, kills=self.kills)
 
     async def by_lines(
         self, inputs: Inputs, on_lines: Callable[[bytes], None] | None
@@ -209,7 +215,7 @@ class Schedule:
         sink.progress()
         return Outcome(sink=sink, numbers=work, markets_total=work.markets_total,
                        signals_total=work.signals_total, retries=supervisor.retries,
-                       timeouts=supervisor.timeouts)
+                       timeouts=self.timeouts + supervisor.timeouts, kills=self.kills)
 
     async def _execute(
         self,
@@ -272,7 +278,10 @@ class Schedule:
             # whose traceback would then keep every result of the cycle alive after it.
             await asyncio.wait({watching})
             for future in pending:
-                future.cancel()
+                future.cancel()  # abandoned: the executor frees what ran it
+            if supervisor is None:
+                self.timeouts += watcher.timeouts
+            self.kills += watcher.kills
 
 
 def _groups(tasks: list[Task], sizes: dict[int, int], most: int) -> list[list[Task]]:

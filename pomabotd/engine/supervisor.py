@@ -5,8 +5,10 @@ then reported with `error` set (`chunk.py`). What a worker cannot survive is han
 whatever executor runs the tasks (`engine/executor/`), by what it can do:
 
 - `watch`, on an executor that `kills`, kills a worker whose current market (or kernel pass)
-  runs past its timeout plus a grace, in code the interpreter cannot interrupt; its submission
-  then fails like after a crash (`WorkerLost`).
+  runs past its timeout plus a grace, in code the interpreter cannot interrupt, and a worker
+  that stands still while work waits for it (`Executor.stalled`: stopped, idle holding the
+  queue, or stuck between markets); its submission then fails like after a crash
+  (`WorkerLost`), and what was lost runs again.
 - `isolate` replays the chunks a dead worker took with it, one at a time, once the executor
   has recovered; a chunk that loses its worker again is evaluated one market per submission,
   so that only the culprit ends with `worker crashed` (or `timeout`, when it had to be
@@ -36,15 +38,24 @@ from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.errors import PoolCrashLoopError
 from pomabotd.wire import decode_markets, decode_signals
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "stall_after_ns"]
 
 #: A stuck worker is killed this long after its market's timeout (and at least this late).
 _MIN_KILL_GRACE_NS: Final = 100_000_000
+#: A worker standing still while work waits for it is killed after twice `timeout_ms`, and
+#: never sooner than this: taking a queued call or finishing a task takes milliseconds.
+_MIN_STALL_NS: Final = 2_000_000_000
 _SUPERVISE_EVERY_S: Final = 0.05
 _CRASHED_MARKETS: Final = 5
 _CRASH_LOOP_SHARE: Final = 1000
 _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
 _LINES: Final = msgspec.json.Encoder()
+
+
+def stall_after_ns(timeout_ms: int) -> int:
+    """How long a worker may stand still while work waits for it: idle while submissions
+    wait untaken, or inside a submission but in no market with no task finished."""
+    return max(2 * timeout_ms * 1_000_000, _MIN_STALL_NS)
 
 
 class _Lost(Exception):
@@ -66,16 +77,20 @@ class Supervisor:
         self.timeouts = 0
         self.retries = 0
         self.crashed = 0
+        #: Why `watch` killed each worker it killed, one line each.
+        self.kills: list[str] = []
         self._crash_cap = max(_CRASHED_MARKETS, -(-markets_total // _CRASH_LOOP_SHARE))
 
     async def watch(self) -> None:
-        """Kill a worker stuck past its market's timeout plus a grace (until cancelled), on
-        an executor that can."""
+        """Kill a worker stuck past its market's timeout plus a grace, or one that stood still
+        for `stall_after_ns` while work waited for it (until cancelled), on an executor that
+        can."""
         executor = self.executor
         if not executor.capabilities.kills:
             return
         timeout_ns = self.job.timeout_ms * 1_000_000
         deadline_ns = timeout_ns + max(timeout_ns, _MIN_KILL_GRACE_NS)
+        stall_ns = stall_after_ns(self.job.timeout_ms)
         period = min(max(timeout_ns / 4e9, 0.005), _SUPERVISE_EVERY_S)
         while True:
             await asyncio.sleep(period)
@@ -83,6 +98,14 @@ class Supervisor:
             for worker, started in executor.busy():
                 if now - started > deadline_ns and executor.kill(worker):
                     self.timeouts += 1
+                    self.kills.append(
+                        f"worker {worker} killed: its market ran {(now - started) / 1e9:.1f} s, "
+                        f"past batch.timeout_ms = {self.job.timeout_ms}"
+                    )
+            for worker, why in executor.stalled(stall_ns):
+                if executor.kill(worker):
+                    self.timeouts += 1
+                    self.kills.append(f"worker {worker} killed: it {why}")
 
     async def isolate(
         self, lost: list[int], task_of: Callable[[int, int], Task]

@@ -25,6 +25,11 @@ from typing import Any, Final
 from pomabotd.domain.models import Market, Signal
 
 __all__ = [
+    "BUSY",
+    "MARKET",
+    "PID",
+    "STEPS",
+    "WORDS",
     "Evaluator",
     "MarketTimeout",
     "WorkerState",
@@ -41,6 +46,16 @@ Evaluator = Callable[[Market, Sequence[Signal], datetime], Any]
 _MAX_WATCH_INTERVAL_NS: Final = 50_000_000
 _MIN_WATCH_INTERVAL_NS: Final = 2_000_000
 
+#: Each worker's words in the shared slots the pool reads: its pid; the start (perf_counter
+#: ns) of the market it evaluates now, 0 between markets; 1 while it runs a submission; and a
+#: count of the steps it took (a submission begun or ended, a task done), so that the pool can
+#: tell a worker that moves from one that stands still.
+WORDS: Final = 4
+PID: Final = 0
+MARKET: Final = 1
+BUSY: Final = 2
+STEPS: Final = 3
+
 
 class MarketTimeout(BaseException):
     """Raised inside the evaluator when its market ran past `timeout_ms`.
@@ -50,7 +65,10 @@ class MarketTimeout(BaseException):
 
 
 class WorkerState:
-    """The evaluator and the timeout machinery of one evaluating thread."""
+    """The evaluator and the timeout machinery of one evaluating thread.
+
+    `slot` is the index of its market word in `slots`; its busy and steps words follow it.
+    """
 
     __slots__ = (
         "busy", "evaluator", "interval_s", "main_ident", "slot", "slots", "target", "timeout_ns"
@@ -66,6 +84,24 @@ class WorkerState:
         self.target = 0
         #: Set while tasks are being evaluated: an idle worker's watchdog sleeps on it.
         self.busy = threading.Event()
+
+    def begin(self) -> None:
+        """A submission starts: the pool sees this worker took work."""
+        self.busy.set()
+        slots, slot = self.slots, self.slot
+        slots[slot + BUSY - MARKET] = 1
+        slots[slot + STEPS - MARKET] += 1
+
+    def step(self) -> None:
+        """One more task done: the pool sees this worker moves."""
+        self.slots[self.slot + STEPS - MARKET] += 1
+
+    def end(self) -> None:
+        """The submission is over: the worker is idle again."""
+        slots, slot = self.slots, self.slot
+        slots[slot + STEPS - MARKET] += 1
+        slots[slot + BUSY - MARKET] = 0
+        self.busy.clear()
 
     def configure(self, timeout_ms: int) -> None:
         """Take the cycle's timeout; the watchdog period follows it."""
@@ -108,8 +144,8 @@ def inline_state(fn: Evaluator) -> Iterator[WorkerState]:
     (starting a thread per cycle costs a short cycle much of its time on a busy machine).
     """
     global _STATE
-    state = WorkerState(fn, memoryview(bytearray(16)).cast("q"), 1)
-    state.slots[0] = os.getpid()
+    state = WorkerState(fn, memoryview(bytearray(8 * WORDS)).cast("q"), MARKET)
+    state.slots[PID] = os.getpid()
     if threading.current_thread() is not threading.main_thread():
         yield state
         return

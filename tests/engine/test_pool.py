@@ -49,7 +49,7 @@ def test_a_slot_cleared_between_reads_is_not_a_market_started_at_zero() -> None:
 
 def test_idle_and_killed_workers_are_not_busy() -> None:
     """Only slots with a start time, of workers not already killed, are busy."""
-    slots = [11, 0, 12, 500, 13, 900]
+    slots = [11, 0, 0, 0, 12, 500, 1, 3, 13, 900, 1, 8]  # pid, market start, busy, steps
     assert busy_slots(slots) == [(12, 500), (13, 900)]
     assert busy_slots(slots, killed={13}) == [(12, 500)]
 

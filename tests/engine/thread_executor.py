@@ -22,7 +22,7 @@ from pomabotd.engine.executor.shared import HERE
 from pomabotd.engine.inputs import reader
 from pomabotd.engine.protocol import Job, Task
 from pomabotd.engine.runtime import BatchSettings
-from pomabotd.engine.watchdog import WorkerState
+from pomabotd.engine.watchdog import MARKET, WORDS, WorkerState
 
 _R = TypeVar("_R")
 
@@ -67,7 +67,7 @@ class ThreadExecutor:
         return asyncio.wrap_future(self._threads.submit(self._run, tasks, job))
 
     def _run(self, tasks: list[Task], job: Job) -> bytes:
-        state = WorkerState(self._fn, memoryview(bytearray(16)).cast("q"), 1)
+        state = WorkerState(self._fn, memoryview(bytearray(8 * WORDS)).cast("q"), MARKET)
         return evaluate_tasks(tasks, job, state)
 
     async def recover(self) -> None:
@@ -78,6 +78,9 @@ class ThreadExecutor:
 
     def kill(self, worker: int) -> bool:
         return False
+
+    def stalled(self, after_ns: int) -> list[tuple[int, str]]:
+        return []
 
     def worker_names(self) -> list[str]:
         return ["thread-1", "thread-2"]

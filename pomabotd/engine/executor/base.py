@@ -6,17 +6,19 @@ against `Executor` alone. They never ask which backend they hold; they ask its `
 - `interrupts`: a market that runs past `batch.timeout_ms` is stopped where it runs and ends
   as `timeout` (a watchdog in the process that evaluates). Without it a market can run on.
 - `kills`: a worker stuck where nothing can interrupt it (a C loop holding the GIL) can be
-  killed from here: `busy` says who has been in one market since when, `kill` ends it, and
+  killed from here: `busy` says who has been in one market since when, `stalled` who stands
+  still while work waits for it (stopped, or idle holding the queue), `kill` ends it, and
   its submission fails with `WorkerLost`. Without it, the backend keeps that promise itself
   or (in-process) cannot keep it.
 - `shares_files`: workers open the files this process holds open, by path, and read their
   byte ranges themselves (`Sharing`); otherwise the backend carries the bytes to them.
 
-A submission is a list of tasks of one cycle's `Job`, run together in one worker; its answer
-is their `ChunkOut`s, msgpack-encoded. A worker that dies with a submission (a crash, a kill)
-fails it with `WorkerLost`; `recover` then makes the executor usable again (a new pool) before
-anything else is submitted, and the supervisor replays what was lost, alone, to find the
-market that did it.
+A submission is a list of tasks of one cycle's `Job`, run together in one worker; its answer is
+their `ChunkOut`s, msgpack-encoded. Cancelling the future of a submission abandons it: the
+backend must not let work nobody waits for hold its workers into the next run. A worker that
+dies with a submission (a crash, a kill) fails it with `WorkerLost`; `recover` then makes the
+executor usable again (a new pool) before anything else is submitted, and the supervisor replays
+what was lost, alone, to find the market that did it.
 """
 
 from __future__ import annotations
@@ -148,6 +150,12 @@ class Executor(Protocol):
     def kill(self, worker: int) -> bool:
         """End a stuck worker (its submission then fails with `WorkerLost`); False if it is
         not one of this executor's, or already killed."""
+        ...
+
+    def stalled(self, after_ns: int) -> list[tuple[int, str]]:
+        """`(worker, why)` of each worker that stood still for `after_ns` while it was needed:
+        stopped, taking no queued work while submissions wait, or making no progress inside
+        its work; empty unless `capabilities.kills`."""
         ...
 
     def worker_names(self) -> list[str]:

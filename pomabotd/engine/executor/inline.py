@@ -82,6 +82,10 @@ class InlineExecutor:
         """Nothing here can be killed."""
         return False
 
+    def stalled(self, after_ns: int) -> list[tuple[int, str]]:
+        """Nothing here can be killed."""
+        return []
+
     def worker_names(self) -> list[str]:
         """No worker process: this one."""
         return []

@@ -2,10 +2,11 @@
 
 Workers fork from a fork server that preloaded the runtime, import the evaluator once, and run
 each market under their own watchdog (`worker.py`, `engine/watchdog.py`); each publishes, in a
-slot of an array shared with this process, when its current market started, so that the
-supervisor can kill a worker stuck where its watchdog cannot reach. They read their tasks'
-byte ranges from this process's open files themselves (`shared.py`). A worker that dies
-breaks the whole pool (`concurrent.futures` cannot replace one worker): every submission in
+slot of an array shared with this process, when its current market started, whether it runs a
+submission and how many steps it took, so that the supervisor can kill a worker stuck where its
+watchdog cannot reach, or one that stands still (stopped, or idle while work waits). They read
+their tasks' byte ranges from this process's open files themselves (`shared.py`). A worker that
+dies breaks the whole pool (`concurrent.futures` cannot replace one worker): every submission in
 flight fails with `WorkerLost`, and `recover` starts a fresh pool.
 """
 
@@ -77,7 +78,18 @@ class LocalExecutor:
             future = self._pool.submit(worker.run_submission, tasks, job)
         except BrokenProcessPool:
             raise WorkerLost("the worker pool broke") from None
-        return asyncio.ensure_future(_answer(future))
+        return asyncio.ensure_future(self._answer(future))
+
+    async def _answer(self, future: Future[bytes]) -> bytes:
+        """The pool's answer; a broken pool is a lost worker, and a submission nobody awaits
+        any more (a cancelled run) is abandoned."""
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            raise WorkerLost("a worker of the pool died") from None
+        except asyncio.CancelledError:
+            self._pool.abandon(future)
+            raise
 
     async def recover(self) -> None:
         """Replace the broken pool by a fresh one that has proved it can start."""
@@ -90,6 +102,10 @@ class LocalExecutor:
     def kill(self, worker: int) -> bool:
         """SIGKILL the worker with pid `worker`."""
         return self._pool.kill(worker)
+
+    def stalled(self, after_ns: int) -> list[tuple[int, str]]:
+        """Workers stopped, or standing still while work waits for them (`WorkerPool`)."""
+        return self._pool.stalled(after_ns)
 
     def worker_names(self) -> list[str]:
         """The workers' process ids."""
@@ -116,14 +132,10 @@ class LocalExecutor:
 
     async def map(self, fn: Callable[..., _R], calls: Sequence[tuple[Any, ...]]) -> list[_R]:
         """`fn(*args)` for each of `calls`, spread over the pool, in order."""
-        futures = [asyncio.wrap_future(self._pool.submit(worker.run_call, fn, *args))
-                   for args in calls]
-        return list(await asyncio.gather(*futures))
-
-
-async def _answer(future: Future[bytes]) -> bytes:
-    """The pool's answer; a broken pool is a lost worker."""
-    try:
-        return await asyncio.wrap_future(future)
-    except BrokenProcessPool:
-        raise WorkerLost("a worker of the pool died") from None
+        submitted = [self._pool.submit(worker.run_call, fn, *args) for args in calls]
+        try:
+            return list(await asyncio.gather(*map(asyncio.wrap_future, submitted)))
+        except BaseException:
+            for future in submitted:
+                self._pool.abandon(future)
+            raise

@@ -7,6 +7,14 @@ both: `rebuild` replaces a broken pool and checks the new one answers, and `busy
 runtime hard-kill a worker whose market ran far past its time in code the interpreter cannot
 interrupt. A pool that dies again as soon as it is rebuilt is a crash loop, reported instead of
 retried forever.
+
+A worker can also stall outside any market: stopped (SIGSTOP) while idle, it may hold the
+executor's call queue so that no other worker takes work either. `stalled` names the workers
+that stood still while work waited for them, for the runtime to kill.
+
+Each worker leads its own process group, which whatever it starts (a plugin's helper process)
+inherits: tearing the pool down kills those groups, and every process a worker had started, so
+nothing a worker started outlives the pool or keeps pomabotd from exiting.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -28,6 +37,8 @@ from typing import Any, Final
 import psutil
 
 from pomabotd.engine.executor import worker
+from pomabotd.engine.executor.meter import descendant_pids
+from pomabotd.engine.watchdog import BUSY, MARKET, PID, STEPS, WORDS
 from pomabotd.errors import PoolCrashLoopError
 
 __all__ = ["WorkerPool", "busy_slots"]
@@ -59,6 +70,15 @@ class WorkerPool:
         self._killed: set[int] = set()
         self._context = multiprocessing.get_context("forkserver")
         self._live = False
+        #: Submissions not finished yet, for `stalled` to know whether work waits.
+        self._outstanding: set[Future[Any]] = set()
+        #: Per worker: the steps it had taken when last seen, and since when it stood still.
+        self._seen: dict[int, tuple[int, int]] = {}
+        #: Set when an abandoned run left work running: the pool is replaced before it is used.
+        self._stale = False
+        #: Every worker the current executor started (its own table forgets dead ones).
+        self._pids: set[int] = set()
+        self._procs: dict[int, psutil.Process] = {}
 
     def start(self) -> None:
         """Start every worker now and check each imported the evaluator."""
@@ -74,9 +94,59 @@ class WorkerPool:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         """Queue a call; raises `BrokenProcessPool` if the pool already broke."""
+        if self._stale and self._executor is not None:
+            self.rebuild()
         if self._executor is None:
             raise BrokenProcessPool("the worker pool is not running")
-        return self._executor.submit(fn, *args)
+        future = self._executor.submit(fn, *args)
+        self._outstanding.add(future)
+        return future
+
+    def abandon(self, future: Future[Any]) -> None:
+        """Nobody waits for `future` any more: it is cancelled if still queued; if a worker
+        may already run it, the pool is replaced before its next submission, so that work
+        nobody wants neither holds a worker nor delays the next run."""
+        if not future.cancel() and not future.done():
+            self._stale = True
+
+    def stalled(self, after_ns: int) -> list[tuple[int, str]]:
+        """`(pid, why)` of each worker that stood still for `after_ns` while it was needed.
+
+        A worker moves when it takes a submission, finishes a task or a submission, or is
+        inside a market (whose own timeout judges it). It is needed while it runs a
+        submission, and, idle, while submissions wait that no worker took: an idle worker
+        stopped while it held the call queue keeps every other worker from taking work. A
+        stopped worker (SIGSTOP) never moves and is always needed.
+        """
+        slots = self._slots
+        if slots is None:
+            return []
+        now = time.monotonic_ns()
+        self._outstanding = {future for future in self._outstanding if not future.done()}
+        words = [tuple(slots[base : base + WORDS]) for base in range(0, len(slots), WORDS)]
+        words = [word for word in words if word[PID] and word[PID] not in self._killed]
+        busy = sum(1 for word in words if word[BUSY])
+        waiting = len(self._outstanding) - busy
+        stopped_pids = {word[PID] for word in words if self._stopped(word[PID])}
+        found = []
+        for word in words:
+            pid, steps = word[PID], word[STEPS]
+            last_steps, since = self._seen.get(pid, (steps, now))
+            stopped = pid in stopped_pids
+            moving = not stopped and (steps != last_steps or word[MARKET] != 0)
+            # While a worker is stopped, the idle ones wait on it (it may hold the queue).
+            needed = stopped or word[BUSY] or (waiting > 0 and not stopped_pids)
+            if moving or not needed:
+                since = now
+            elif now - since > after_ns:
+                still = f"{(now - since) / 1e9:.1f} s"
+                found.append((pid, (
+                    f"was stopped for {still}" if stopped
+                    else f"made no progress for {still} inside its work" if word[BUSY]
+                    else f"took no work for {still} while {waiting} submissions waited"
+                )))
+            self._seen[pid] = (steps, since)
+        return found
 
     def rebuild(self) -> None:
         """Replace a broken pool by a fresh one that has proved it can start."""
@@ -101,10 +171,19 @@ class WorkerPool:
             os.kill(pid, signal.SIGKILL)
         return True
 
+    def _stopped(self, pid: int) -> bool:
+        """Whether a worker is stopped (SIGSTOP, SIGTSTP, a tracer): it runs nothing."""
+        try:
+            proc = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
+            return proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+        except (psutil.Error, OSError):
+            return False
+
     def pids(self) -> list[int]:
         """The worker processes of the current pool."""
         executor = self._executor
         processes: dict[int, Any] = getattr(executor, "_processes", None) or {}
+        self._pids.update(processes)
         return list(processes)
 
     def close(self) -> None:
@@ -134,7 +213,7 @@ class WorkerPool:
 
     def _try_spawn(self) -> bool:
         """One attempt; a helper so that no executor outlives it in a traceback's frame."""
-        slots = RawArray("q", 2 * self.workers)
+        slots = RawArray("q", WORDS * self.workers)
         counter = self._context.Value("i", 0)
         executor = ProcessPoolExecutor(
             self.workers,
@@ -145,6 +224,11 @@ class WorkerPool:
         self._executor = executor
         self._slots = memoryview(slots).cast("B").cast("q")
         self._killed = set()
+        self._seen = {}
+        self._outstanding = set()
+        self._stale = False
+        self._pids = set()
+        self._procs = {}
         try:
             # Each ping returns only once every worker has started (the shared counter says
             # so), so none is idle while the next is submitted and the executor starts a
@@ -155,6 +239,7 @@ class WorkerPool:
             ]
             for ping in pings:
                 ping.result(timeout=_START_TIMEOUT_S + _EXIT_GRACE_S)
+            self.pids()
         except (BrokenProcessPool, FutureTimeout):
             del executor, counter
             self._teardown(kill=True)
@@ -162,18 +247,29 @@ class WorkerPool:
         return True
 
     def _teardown(self, *, kill: bool) -> None:
-        """Shut the executor down; `kill` (or a worker that will not exit) means SIGKILL."""
+        """Shut the executor down; `kill` (or a worker that will not exit) means SIGKILL.
+
+        Whatever the workers started goes too: every process below them now, and whatever
+        is left in their process groups once they are gone.
+        """
         stuck = {pid for pid, _ in self.busy()}
+        kill = kill or self._stale
         executor, self._executor = self._executor, None
         self._slots = None
+        self._outstanding = set()
+        self._stale = False
         if executor is None:
             return
-        pids = list(getattr(executor, "_processes", None) or {})
-        executor.shutdown(wait=False, cancel_futures=True)
+        pids = self._pids | set(getattr(executor, "_processes", None) or {})
         procs = []
         for pid in pids:
             with contextlib.suppress(psutil.Error):
                 procs.append(psutil.Process(pid))
+        started = _started_by(procs)
+        for proc in started:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        executor.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
             if kill or proc.pid in stuck:
                 with contextlib.suppress(psutil.Error):
@@ -182,9 +278,29 @@ class WorkerPool:
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+        _kill_groups(pids)
         executor.shutdown(wait=True)
         del executor
         gc.collect()  # release the executor's semaphores before the tracker may stop
+
+
+def _started_by(workers: list[psutil.Process]) -> list[psutil.Process]:
+    """Every process running below the workers now (read as the meter reads them, which
+    works under systemd's `ProcSubset=pid` too)."""
+    found = []
+    for worker_process in workers:
+        for pid in descendant_pids(worker_process.pid):
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(pid))
+    return found
+
+
+def _kill_groups(leaders: Collection[int]) -> None:
+    """SIGKILL what is left of the workers' process groups: what they started and left
+    behind (orphans keep their group). A group's id stays reserved while it has members."""
+    for pid in leaders:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def busy_slots(slots: Sequence[int], killed: Collection[int] = ()) -> list[tuple[int, int]]:
@@ -195,10 +311,10 @@ def busy_slots(slots: Sequence[int], killed: Collection[int] = ()) -> list[tuple
     like a market started at time 0, which the supervisor would kill as hopelessly late.
     """
     found = []
-    for index in range(0, len(slots), 2):
-        started = slots[index + 1]
+    for index in range(0, len(slots), WORDS):
+        started = slots[index + MARKET]
         if started:
-            pid = slots[index]
+            pid = slots[index + PID]
             if pid not in killed:
                 found.append((pid, started))
     return found

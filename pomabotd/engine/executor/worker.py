@@ -1,8 +1,9 @@
 """A pool worker's life: tied to pomabotd's, its evaluator imported, its watchdog armed.
 
 Workers fork from multiprocessing's fork server. `init_worker` runs once in each: it makes the
-worker die with pomabotd, imports the evaluator, claims a slot of the shared array the
-supervisor reads, and arms the timeout watchdog. Then the worker serves `run_submission` calls
+worker die with pomabotd and lead a process group of its own (so the pool can end whatever
+it starts), imports the evaluator, claims a slot of the shared array the supervisor reads,
+and arms the timeout watchdog. Then the worker serves `run_submission` calls
 (the chunk loop, `chunk.py`) and `run_call` (any other work spread over the pool, such as
 generating a synthetic input by blocks).
 """
@@ -24,9 +25,11 @@ import psutil
 from pomabotd.engine import watchdog
 from pomabotd.engine.chunk import evaluate_tasks
 from pomabotd.engine.protocol import Job, Task
-from pomabotd.engine.watchdog import WorkerState
+from pomabotd.engine.watchdog import MARKET, PID, WORDS, WorkerState
 
-__all__ = ["die_with_parent", "init_worker", "ping", "run_call", "run_submission"]
+__all__ = [
+    "die_with_parent", "init_worker", "lead_own_group", "ping", "run_call", "run_submission",
+]
 
 #: The pool's shared count of workers that finished `init_worker`; `ping` waits on it.
 _STARTED: Any = None
@@ -59,14 +62,15 @@ def init_worker(evaluator: str, slots: Any, counter: Any, owner: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shutdown
     die_with_parent(owner)
+    lead_own_group()
     fn = resolve_evaluator(evaluator)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     view = memoryview(slots).cast("B").cast("q")
-    view[2 * index] = os.getpid()
+    view[WORDS * index + PID] = os.getpid()
     _STARTED = counter
-    watchdog.arm(WorkerState(fn, view, 2 * index + 1))
+    watchdog.arm(WorkerState(fn, view, WORDS * index + MARKET))
     gc.freeze()  # start-up objects are never garbage; keep the collector off them
 
 
@@ -95,6 +99,18 @@ def die_with_parent(owner: int) -> None:
         owned = False
     if not owned:
         os._exit(1)
+
+
+def lead_own_group() -> None:
+    """Make this worker the leader of a process group of its own.
+
+    Whatever it starts (a plugin's helper, and the helper's children) inherits the group and
+    stays in it after the worker exits, so the pool can kill all of it at teardown
+    (`os.killpg`). A process that leaves the group on purpose (`setsid`, a daemon's double
+    fork) is only found while it still runs below the worker.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
 
 
 def ping(workers: int, timeout_s: float) -> int:
