@@ -49,7 +49,7 @@ from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_
 from pomabotd.engine.plan import plan_pieces
 from pomabotd.engine.protocol import Job
 from pomabotd.engine.watchdog import inline_state
-from pomabotd.sources.synthetic import generate_jsonl
+from pomabotd.sources.workload import generate_jsonl
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
 _MARKET = msgspec.json.Decoder(Market)

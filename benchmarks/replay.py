@@ -48,7 +48,7 @@ from pomabotd.replay.run import ReplayResult, replay
 from pomabotd.replay.source import load_resolved
 from pomabotd.replay.timeline import prepare_input
 from pomabotd.sources import CycleInput
-from pomabotd.sources.synthetic import generate
+from pomabotd.sources.workload import generate
 
 GENERATED_AT = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 7

@@ -99,6 +99,7 @@ class SourcesConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     markets: str
     signals: str
     synthetic_markets: int
+    synthetic_news_quality: float
     seed: int
     polymarket_url: str
     polymarket_page_size: int
@@ -373,6 +374,7 @@ _KEYS: Final[dict[str, _Key]] = {
     ),
     "sources.signals": _Key("str", "", None, "a JSONL path or empty"),
     "sources.synthetic_markets": _int(1000, None, 1, 2_000_000),
+    "sources.synthetic_news_quality": _num(0.6, None, 0.0, 1.0, "the share of informative news"),
     "sources.seed": _int(7, None, 0, 2**32 - 1),
     "sources.polymarket_url": _Key(
         "str",

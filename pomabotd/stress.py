@@ -32,7 +32,7 @@ from pomabotd.engine.runtime import Runtime
 from pomabotd.output import Ledger
 from pomabotd.sources.jsonl import JsonlMarkets, JsonlSignals
 from pomabotd.sources.registry import Sources
-from pomabotd.sources.synthetic import generate_files
+from pomabotd.sources.workload import generate_files
 from pomabotd.words import plural
 
 __all__ = [

@@ -1,300 +1,111 @@
-"""Seeded synthetic markets and signals: the embedded default source and the stress workload.
+"""`sources.markets = "synthetic"`: the living world (`pomabotd.sources.world`), the embedded
+default source.
 
-The mix is built to exercise the whole gate rather than to look random: every category, prices
-from 1 to 99, illiquid, closed and resolved markets, unclear authority, 0-6 signals of every type
-(some conflicting, some speculative ones arriving first), and prices placed relative to the belief
-the signals will produce, so that a realistic minority of markets (about one in ten) passes every
-check and selection has real work to do.
-
-Markets are made in blocks of `BLOCK` with numpy, each block from its own seed derived from
-`(seed, block number)`, and written as JSON lines straight away: the same seed and `as_of` always
-give the same bytes, whether the blocks are made one after another here or spread over a worker
-pool (`generate_files`), and a million markets never exist as objects.
+Each cycle asks the world as it stands at the cycle's `as_of`: every slot's current market
+(open, or closed and waiting for its result) with the news of the last days, and the markets
+the portfolio holds that the listing no longer shows (a market that resolved is delivered with
+its outcome, so its position settles `resolved`). Nothing is carried from one cycle to the
+next: the same seed and time give the same bytes, so two runs of the same cycles write the same
+positions, and `--as-of` shows any moment again.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Final
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Final
 
 import numpy as np
 
 from pomabotd.config import SourcesConfig
-from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, Market, Signal
-from pomabotd.engine.kernels.columnar import belief_ranges
-from pomabotd.engine.kernels.columns import SignalColumns
 from pomabotd.sources.base import FetchContext, Source, SourceBatch
+from pomabotd.sources.encode import micros
 from pomabotd.sources.offload import checkpoint, off_loop
-from pomabotd.wire import decode_markets, decode_signals
+from pomabotd.sources.world import (
+    Cohort,
+    World,
+    cohort,
+    current,
+    listing,
+    market_ids,
+    market_lines,
+    parse_id,
+    signal_lines,
+)
 
-__all__ = [
-    "BLOCK",
-    "DEFAULT_SEED",
-    "NAME",
-    "SyntheticData",
-    "SyntheticSource",
-    "generate",
-    "generate_block",
-    "generate_files",
-    "generate_jsonl",
-]
+__all__ = ["BLOCK", "NAME", "SyntheticSource", "world_jsonl"]
 
-DEFAULT_SEED = 7
-NAME = "synthetic"
-#: Markets per seeded block.
+NAME: Final = "synthetic"
+#: Slots made at once; the work stops between two blocks once its cycle is cancelled.
 BLOCK: Final = 1 << 15
 
-_TOPICS: Final = {
-    "politics": ("Will the incumbent win the {n} district race?", "Will the {n} bill pass?"),
-    "crypto": ("Will BTC close above ${n}k this month?", "Will token #{n} list on an exchange?"),
-    "sports": ("Will team {n} win the final?", "Will player #{n} score in the next match?"),
-    "economics": ("Will CPI print above {n}.0% YoY?", "Will the central bank cut {n} bp?"),
-    "entertainment": ("Will film #{n} top the box office?", "Will album #{n} debut at number one?"),
-    "weather": ("Will city #{n} see over 30°C on Friday?", "Will storm #{n} make landfall?"),
-    "technology": ("Will device #{n} ship before Q4?", "Will model #{n} top the leaderboard?"),
-    "world": ("Will summit #{n} end with a signed accord?", "Will ceasefire #{n} hold a month?"),
-    "other": ("Will event #{n} happen by year end?", "Will record #{n} be broken?"),
-}
-#: Signals per market, drawn uniformly from this list (about 3.3 on average).
-_SIGNAL_COUNTS: Final = np.array([0, 1, 2, 3, 3, 3, 4, 4, 5, 5, 6])
-#: Relative frequency of each signal type; speculative news is common, authoritative news rare.
-_TYPE_WEIGHTS: Final = np.array([0.38, 0.22, 0.14, 0.13, 0.13])
-_UNKNOWN_WEIGHTS: Final = np.array([0.7, 0.18, 0.08, 0.04])
-_DIRECTIONS: Final = ("up", "down", "neutral")
-_MINUTE_US: Final = 60_000_000
-_HOUR_US: Final = 3_600_000_000
-_DAY_US: Final = 86_400_000_000
-_CRITERIA: Final = "Resolves per the official published result."
-#: Every question, by (category, template, number) in that order.
-_QUESTIONS: Final = np.array(
-    [_TOPICS[category][template].format(n=n) for category in CATEGORIES
-     for template in (0, 1) for n in range(1000)],
-    object,
-)
-_CATEGORY_TEXT: Final = np.array([f'","category":"{c}"' for c in CATEGORIES], object)
-#: Prices to the tenth of a point, by tenths.
-_TENTHS: Final = np.array([f',"price":{n // 10}.{n % 10}' for n in range(1001)], object)
-_CENTS: Final = np.array([f".{n:02d}" for n in range(100)], object)
-#: The middle of a signal line, by (type, direction, strength, conflicting) in that order.
-_SIGNAL_MIDDLE: Final = np.array(
-    [f'{kind}","direction":"{direction}","strength":{strength}'
-     + (',"conflicts_with_existing":true' if conflicting else "") + ',"timestamp":"'
-     for kind in SIGNAL_TYPES for direction in ("up", "down", "neutral")
-     for strength in range(1, 6) for conflicting in (False, True)],
-    object,
-)
 
-
-class SyntheticData:
-    """A generated workload: markets in id order and their signals grouped by market."""
-
-    __slots__ = ("markets", "signals")
-
-    def __init__(self, markets: list[Market], signals: list[Signal]) -> None:
-        self.markets = markets
-        self.signals = signals
-
-
-def generate_block(block: int, count: int, seed: int, as_of: datetime) -> tuple[bytes, bytes]:
-    """Block `block` of a `count`-market workload: its market lines and signal lines."""
-    first = block * BLOCK
-    size = min(BLOCK, count - first)
-    if size <= 0:
-        return b"", b""
-    rng = np.random.default_rng([seed, block])
-    now = _micros(as_of)
-    index = np.arange(first + 1, first + size + 1)
-    per_market = rng.choice(_SIGNAL_COUNTS, size)
-    owner = np.repeat(np.arange(size), per_market)
-    signals = len(owner)
-    trend = rng.integers(0, 3, size)
-    direction = np.where(rng.random(signals) < 0.8, trend[owner], rng.integers(0, 3, signals))
-    kind = rng.choice(len(SIGNAL_TYPES), signals, p=_TYPE_WEIGHTS)
-    strength = rng.integers(1, 6, signals)
-    conflicts = rng.random(signals) < 0.12
-    stamp = now - rng.integers(5, 3 * 24 * 60 + 1, signals) * _MINUTE_US
-    unknowns = rng.choice(4, size, p=_UNKNOWN_WEIGHTS)
-    columns = SignalColumns(
-        market=owner.astype(np.int64),
-        timestamp=stamp.astype(np.int64),
-        kind=kind.astype(np.int8),
-        direction=direction.astype(np.int8),
-        strength=strength.astype(np.float64),
-        conflicts=conflicts,
-    )
-    low, high = belief_ranges(np.full(size, 50.0), columns, as_of)
-    category = index % len(CATEGORIES)
-    template = rng.integers(0, 2, size)
-    closing_soon = rng.random(size) < 0.04
-    closes_at = now + np.where(
-        closing_soon,
-        rng.integers(-72, 24 * 120 + 1, size) * _HOUR_US,
-        rng.integers(1, 181, size) * _DAY_US,
-    )
-    illiquid = rng.random(size) < 0.15
-    liquidity = np.where(
-        illiquid, rng.uniform(50.0, 999.0, size), rng.lognormal(9.5, 1.2, size) + 1000.0
-    )
-    volume = rng.lognormal(7.0, 1.5, size)
-    unclear = rng.random(size) >= 0.95
-    subjective = rng.random(size) >= 0.95
-    resolved = rng.random(size) < 0.02
-    outcome = rng.integers(0, 2, size)
-    roll = rng.random(size)
-    inside = low + rng.random(size) * (high - low)
-    below = low - rng.uniform(0.0, 45.0, size)
-    above = high + rng.uniform(0.0, 45.0, size)
-    price = np.clip(np.where(roll < 0.45, inside, np.where(roll < 0.72, below, above)), 1.0, 99.0)
-    extras = _extras(unclear, subjective, unknowns, resolved, outcome)
-    question = _QUESTIONS[(category * 2 + template) * 1000 + index % 1000]
-    market_parts = np.empty((size, 12), object)
-    market_parts[:, 0] = [f'{{"id":"syn-{n:07d}","question":"' for n in index.tolist()]
-    market_parts[:, 1] = question
-    market_parts[:, 2] = _CATEGORY_TEXT[category]
-    market_parts[:, 3] = _TENTHS[np.rint(price * 10).astype(np.int64)]
-    market_parts[:, 4:7] = _cents(liquidity, ',"liquidity":')
-    market_parts[:, 7:10] = _cents(volume, ',"volume_24h":')
-    market_parts[:, 10] = _times(closes_at, ',"closes_at":"', '","resolution_criteria":"'
-                                 + _CRITERIA + '"')
-    market_parts[:, 11] = extras
-    signal_parts = np.empty((signals, 3), object)
-    signal_parts[:, 0] = np.array([f'{{"market_id":"syn-{n:07d}","type":"'
-                                   for n in index.tolist()], object)[owner]
-    signal_parts[:, 1] = _SIGNAL_MIDDLE[
-        ((kind * 3 + direction) * 5 + strength - 1) * 2 + conflicts
-    ]
-    signal_parts[:, 2] = _times(stamp, "", '","source":"synthetic"}\n')
-    return "".join(market_parts.ravel().tolist()).encode(), "".join(
-        signal_parts.ravel().tolist()
-    ).encode()
-
-
-def _extras(
-    unclear: Any, subjective: Any, unknowns: Any, resolved: Any, outcome: Any
-) -> list[str]:
-    """The fields a market line carries only when they differ from their defaults."""
-    parts = np.where(unclear, ',"authority_is_clear":false', "").astype(object)
-    parts = parts + np.where(subjective, ',"outcome_is_objective":false', "")
-    parts = parts + np.array(["", ',"unknowns":1', ',"unknowns":2', ',"unknowns":3'])[unknowns]
-    parts = parts + np.where(resolved, np.where(outcome == 1, ',"outcome":"YES"',
-                                                ',"outcome":"NO"'), "")
-    return parts + "}\n"  # type: ignore[no-any-return]
-
-
-def _micros(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _times(micros: Any, before: str, after: str) -> Any:
-    """RFC 3339 UTC times between `before` and `after`, to the second when every one is
-    whole; each distinct time is written once."""
-    distinct, which = np.unique(micros, return_inverse=True)
-    whole = not (distinct % 1_000_000).any()
-    text = np.datetime_as_string(distinct.astype("datetime64[us]"), unit="s" if whole else "us")
-    return np.array([f"{before}{value}Z{after}" for value in text.tolist()], object)[which]
-
-
-def _cents(values: Any, before: str) -> Any:
-    """Amounts to the cent as JSON numbers after `before`: three columns of text."""
-    cents = np.rint(values * 100).astype(np.int64)
-    columns = np.empty((len(cents), 3), object)
-    columns[:, 0] = before
-    columns[:, 1] = list(map(str, (cents // 100).tolist()))
-    columns[:, 2] = _CENTS[cents % 100]
-    return columns
-
-
-def _blocks(count: int) -> range:
-    return range(-(-count // BLOCK))
-
-
-def generate_jsonl(count: int, seed: int, as_of: datetime) -> tuple[bytes, bytes]:
-    """The workload encoded as a real source delivers it: markets and signals JSON lines;
-    run off the event loop, it stops before the next block once its cycle is cancelled."""
-    parts = []
-    for block in _blocks(count):
+def world_jsonl(
+    world: World, as_of: datetime, held: Iterable[str] = ()
+) -> tuple[bytes, bytes]:
+    """The world at `as_of` as wire lines, markets and signals: the listing slot by slot, then
+    the `held` markets of this world it does not show (resolved ones, or those of slots beyond
+    `world.markets`), in id order. Held ids of another world, or of markets not listed yet at
+    `as_of`, are left out: the cycle counts them missing."""
+    at = micros(as_of)
+    market_parts: list[bytes] = []
+    signal_parts: list[bytes] = []
+    for first in range(0, world.markets, BLOCK):
         checkpoint()
-        parts.append(generate_block(block, count, seed, as_of))
-    return b"".join(m for m, _ in parts), b"".join(s for _, s in parts)
+        slot = np.arange(first, min(first + BLOCK, world.markets), dtype=np.int64)
+        _encode(listing(world.seed, slot, at), at, world.news_quality, market_parts, signal_parts)
+    extra = _unlisted(world, at, held)
+    if extra is not None:
+        _encode(extra, at, world.news_quality, market_parts, signal_parts)
+    return b"".join(market_parts), b"".join(signal_parts)
 
 
-def generate(count: int, seed: int, as_of: datetime) -> SyntheticData:
-    """The same workload as records, for tests and small tools."""
-    market_lines, signal_lines = generate_jsonl(count, seed, as_of)
-    markets, _ = decode_markets(market_lines, NAME)
-    signals, _ = decode_signals(signal_lines, NAME)
-    return SyntheticData(markets, signals)
-
-
-def _write_block(
-    block: int, count: int, seed: int, as_of: datetime, directory: str
-) -> tuple[str, str]:
-    """Write one block to its own pair of files (in a worker); their paths."""
-    market_lines, signal_lines = generate_block(block, count, seed, as_of)
-    paths = (
-        os.path.join(directory, f"markets.{block}"), os.path.join(directory, f"signals.{block}")
-    )
-    for path, data in zip(paths, (market_lines, signal_lines), strict=True):
-        with open(path, "wb") as file:
-            file.write(data)
-    return paths
-
-
-async def generate_files(
-    count: int,
-    seed: int,
-    as_of: datetime,
-    markets: Path,
-    signals: Path,
-    spread: Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], Awaitable[list[Any]]],
+def _encode(
+    markets: Cohort, at: int, news_quality: float, market_parts: list[bytes],
+    signal_parts: list[bytes],
 ) -> None:
-    """Write the workload to two JSON-lines files, its blocks made by `spread` (a runtime's
-    `map`, which may run them in parallel), then joined in order by the kernel."""
-    directory = str(markets.parent)
-    calls = [(block, count, seed, as_of, directory) for block in _blocks(count)]
-    parts: list[tuple[str, str]] = await spread(_write_block, calls)
-    for target, which in ((markets, 0), (signals, 1)):
-        with open(target, "wb") as out:
-            for pair in parts:
-                _append(out.fileno(), pair[which])
+    ids = market_ids(markets)
+    market_parts.append(market_lines(markets, at, ids=ids))
+    signal_parts.append(signal_lines(markets, at, news_quality, ids=ids))
 
 
-def _append(target: int, path: str) -> None:
-    """Append a file to `target` without reading it here, then remove it."""
-    with open(path, "rb") as part:
-        size = os.fstat(part.fileno()).st_size
-        while size > 0:
-            copied = os.copy_file_range(part.fileno(), target, size)
-            if copied <= 0:
-                break
-            size -= copied
-    os.remove(path)
+def _unlisted(world: World, at: int, held: Iterable[str]) -> Cohort | None:
+    """The cohort of the held markets of this world that the listing at `at` lacks."""
+    wanted = sorted(
+        (slot, generation) for seed, slot, generation in filter(None, map(parse_id, held))
+        if seed == world.seed
+    )
+    if not wanted:
+        return None
+    slot = np.array([s for s, _ in wanted], np.int64)
+    generation = np.array([g for _, g in wanted], np.int64)
+    now = current(world.seed, slot, at)
+    keep = (generation <= now) & ((slot >= world.markets) | (generation != now))
+    if not keep.any():
+        return None
+    return cohort(world.seed, slot[keep], generation[keep])
 
 
 class SyntheticSource(Source):
-    """`sources.markets = "synthetic"`: the seeded workload, with its own signals unless a
-    signals file is configured (then the file's signals are the cycle's)."""
+    """The living world, with its own news unless a signals file is configured (then the
+    file's signals are the cycle's)."""
 
-    def __init__(self, count: int, seed: int, *, with_signals: bool = True) -> None:
+    def __init__(self, world: World, *, with_signals: bool = True) -> None:
         self.name = NAME
-        self._count = count
-        self._seed = seed
+        self.world = world
         self._with_signals = with_signals
 
     @classmethod
     def from_config(cls, argument: str, config: SourcesConfig) -> SyntheticSource:
-        """`sources.synthetic_markets` markets from `sources.seed`."""
-        return cls(config.synthetic_markets, config.seed, with_signals=not config.signals)
+        """`sources.synthetic_markets` slots of the world of `sources.seed`, its news as
+        informative as `sources.synthetic_news_quality`."""
+        world = World(seed=config.seed, markets=config.synthetic_markets,
+                      news_quality=config.synthetic_news_quality)
+        return cls(world, with_signals=not config.signals)
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
-        """The same markets for the same seed and `as_of`, as wire lines, generated off the
-        event loop (a daemon keeps answering its status endpoint meanwhile) and stopped
-        within a slice of markets when the cycle is cancelled."""
-        markets, signals = await off_loop(
-            generate_jsonl, self._count, self._seed, context.as_of
-        )
+        """The world at `as_of`, with the held markets it no longer lists, generated off the
+        event loop (a daemon keeps answering its status endpoint meanwhile) and stopped within
+        a block when the cycle is cancelled."""
+        markets, signals = await off_loop(world_jsonl, self.world, context.as_of, context.held)
         return SourceBatch(markets=markets, signals=signals if self._with_signals else b"")

@@ -23,7 +23,7 @@ from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.output import Ledger
 from pomabotd.sources.jsonl import JsonlMarkets, JsonlSignals
 from pomabotd.sources.registry import Sources
-from pomabotd.sources.synthetic import BLOCK, generate_files, generate_jsonl
+from pomabotd.sources.workload import BLOCK, generate_files, generate_jsonl
 from pomabotd.wire import LinesFile
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)

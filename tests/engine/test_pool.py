@@ -14,7 +14,7 @@ import psutil
 from pomabotd.engine.executor import worker
 from pomabotd.engine.executor.pool import WorkerPool, busy_slots
 from pomabotd.engine.protocol import ChunkOut, InputRef, Job, Task
-from pomabotd.sources.synthetic import generate_jsonl
+from pomabotd.sources.workload import generate_jsonl
 
 RACE_AS_OF: Final = datetime(2026, 1, 1, tzinfo=UTC)
 _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])

@@ -18,7 +18,7 @@ from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine import chunk as chunk_module
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import PomabotdError, PoolCrashLoopError
-from pomabotd.sources.synthetic import generate_jsonl
+from pomabotd.sources.workload import generate_jsonl
 from pomabotd.wire import LinesFile
 
 from .plugins import faults

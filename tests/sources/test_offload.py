@@ -12,6 +12,7 @@ from strategies import AS_OF
 from pomabotd.sources.base import FetchContext
 from pomabotd.sources.offload import checked, off_loop
 from pomabotd.sources.synthetic import SyntheticSource
+from pomabotd.sources.world import World
 
 
 def test_cancelling_the_awaiting_task_stops_the_work_at_its_next_checkpoint() -> None:
@@ -55,13 +56,13 @@ def test_results_and_errors_of_the_work_reach_the_awaiting_task() -> None:
 
 def test_a_cancelled_synthetic_load_stops_generating_at_its_next_block() -> None:
     """The synthetic source's fetch of 2,000,000 markets (seconds of generation) cancelled
-    mid-way: its generating thread ends within a block or two, not when the workload is done."""
+    mid-way: its generating thread ends within a block or two, not when the world is done."""
 
     def generating() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "pomabotd-generate_jsonl"]
+        return [t for t in threading.enumerate() if t.name == "pomabotd-world_jsonl"]
 
     async def cancel_it() -> None:
-        source = SyntheticSource(2_000_000, 7)
+        source = SyntheticSource(World(seed=7, markets=2_000_000, news_quality=0.6))
         task = asyncio.create_task(source.fetch(FetchContext(as_of=AS_OF)))
         await asyncio.sleep(0.2)
         assert generating()
@@ -74,4 +75,4 @@ def test_a_cancelled_synthetic_load_stops_generating_at_its_next_block() -> None
     for thread in generating():
         thread.join(5)
     assert not generating()
-    assert time.monotonic() - cancelled < 2.0  # the whole workload takes several seconds
+    assert time.monotonic() - cancelled < 2.0  # the whole world takes several seconds

@@ -1,4 +1,4 @@
-"""The seeded synthetic source: reproducible, realistic, and tradeable in the right proportion."""
+"""The stress workload: reproducible, realistic, and tradeable in the right proportion."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from strategies import AS_OF
 from pomabotd import evaluate_market
 from pomabotd.domain.models import CATEGORIES, SIGNAL_TYPES, RiskLimits
 from pomabotd.domain.selection import select
-from pomabotd.sources.synthetic import generate, generate_jsonl
+from pomabotd.sources.workload import generate, generate_jsonl
 from pomabotd.wire import decode_markets, decode_signals, group_signals
 
 
