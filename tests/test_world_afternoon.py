@@ -10,13 +10,12 @@ from pathlib import Path
 
 from strategies import AS_OF
 
+from pomabotd import app
 from pomabotd.config import load
-from pomabotd.cycle import Portfolio, batch_settings, halt_policy, run_cycle
+from pomabotd.cycle import Portfolio, run_cycle
 from pomabotd.domain.models import CloseEvent
 from pomabotd.domain.research import halt_figures
-from pomabotd.engine.runtime import Runtime
 from pomabotd.output import Ledger, read_ledger
-from pomabotd.sources import open_sources
 
 #: Noon to six, a cycle every three minutes (the daemon's 60-second cycles see the same world
 #: more often; three minutes keeps the test to seconds).
@@ -29,12 +28,12 @@ def test_an_afternoon_of_the_default_world_closes_positions_for_every_reason(tmp
     stop_loss, profit_target, resolved and invalidated (converged cannot come first with the
     default limits), and the halt rules judge resolved positions."""
     config = load(None, {"BATCH_WORKERS": "0"}, {})
-    limits, policy = config.risk_limits(), halt_policy(config)
+    limits, policy = config.risk_limits(), app.halt_policy(config)
 
     async def afternoon() -> Portfolio:
-        with Runtime(batch_settings(config)) as runtime, Ledger(tmp_path) as ledger:
+        with app.runtime(config) as runtime, Ledger(tmp_path) as ledger:
             portfolio = Portfolio.recover(ledger)
-            async with open_sources(config) as sources:
+            async with app.sources(config) as sources:
                 for number in range(CYCLES):
                     when = AS_OF + number * EVERY
                     await run_cycle(runtime, sources, portfolio, ledger, limits, as_of=when,

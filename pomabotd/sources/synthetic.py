@@ -90,6 +90,9 @@ class SyntheticSource(Source):
     """The living world, with its own news unless a signals file is configured (then the
     file's signals are the cycle's)."""
 
+    reads = frozenset({"sources.synthetic_markets", "sources.synthetic_news_quality",
+                       "sources.seed"})
+
     def __init__(self, world: World, *, with_signals: bool = True) -> None:
         self.name = NAME
         self.world = world
