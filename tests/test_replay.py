@@ -343,13 +343,12 @@ def test_a_signal_at_the_evaluation_time_is_used_and_one_after_it_is_not(tmp_pat
     ("markets", "message"),
     [
         ("gamma:snapshot.json", "snapshot.json: no such file"),
-        ("synthetic", "needs resolved markets"),
         ("polymarket", "needs resolved markets"),
         ("missing.jsonl", "missing.jsonl: no such file"),
     ],
 )
 def test_sources_replay_cannot_use_are_usage_errors(tmp_path: Path, markets: str, message: str):
-    """A missing snapshot, a live or synthetic source or a missing file exit 2, named."""
+    """A missing snapshot, a live source or a missing file exit 2, named."""
     result = run_alone(tmp_path, "replay", "--markets", markets, "--as-of-days-before", "7",
                        env=IN_PROCESS)
     assert result.returncode == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import RunCli
 
 IN_PROCESS = {"BATCH_WORKERS": "0", "POMABOTD_LOG_FORMAT": "json"}
@@ -69,3 +70,48 @@ def test_a_new_seed_leaves_held_positions_missing_not_marked(run_cli: RunCli, tm
     lines = _lines(out / "positions.jsonl")
     assert not [line for line in lines if line["event"] == "close"]
     assert all(line["market_id"].startswith("syn-s8-") for line in lines[len(held):])
+
+
+def _replay(run_cli: RunCli, tmp_path: Path, prior: str) -> tuple[dict, str]:
+    config = tmp_path / f"{prior}.toml"
+    config.write_text(f'[strategy]\nprior = "{prior}"\n')
+    result = run_cli("replay", "--markets", "synthetic", "--as-of-days-before", "7",
+                     "--as-of", TIMES[0], "--json", "--config", str(config), env=IN_PROCESS)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+def test_replay_scores_the_worlds_resolved_markets_and_the_market_prior_earns(
+    run_cli: RunCli, tmp_path: Path
+):
+    """replay --markets synthetic needs no file: it scores the markets that resolved in the 30
+    days before --as-of, each at its price 7 days before its close. With the default news
+    (informative 60% of the time) the market prior earns and is better calibrated; the fixed
+    prior, buying the crowd's long shots, loses."""
+    market, warnings = _replay(run_cli, tmp_path, "market")
+    fixed, _ = _replay(run_cli, tmp_path, "fixed")
+    assert market["markets"] == fixed["markets"] > 1000
+    assert market["records"] == market["markets"] + market["skipped_no_horizon_price"]
+    assert "listed less than 7 days before their close" in warnings
+    assert market["signals"] > market["markets"] and market["signals_after_evaluation"] == 0
+    assert market["brier"] < fixed["brier"]
+    assert market["pnl_per_unit"] > 0.1 and market["realized_pnl_usd"] > 0
+    assert fixed["pnl_per_unit"] < 0 and fixed["realized_pnl_usd"] < 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("--markets", "markets.jsonl", "--as-of", TIMES[0]),
+         "--as-of applies to --markets synthetic only"),
+        (("--markets", "synthetic", "--price-fallback"),
+         "--price-fallback cannot apply to synthetic"),
+    ],
+    ids=["as-of with a file", "price fallback with the world"],
+)
+def test_replay_options_that_do_not_apply_are_refused(
+    run_cli: RunCli, arguments: tuple[str, ...], message: str
+):
+    """--as-of with a file, or --price-fallback with the world, would do nothing: exit 2."""
+    result = run_cli("replay", *arguments, "--as-of-days-before", "7", env=IN_PROCESS)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -2,6 +2,8 @@
 
 `load_resolved` is the one place where a replay's market source is chosen:
 
+- `synthetic`: the living world's markets that resolved in the days before the replay's time,
+  each with its price `D` days before its close (`pomabotd.replay.world`);
 - a JSON-lines file in the SPEC's Market format, with `outcome`;
 - `gamma:PATH`, a saved Polymarket Gamma JSON array, read through the sources' own mapping
   (`pomabotd.sources.gamma.map_records`): a closed market priced 1/0 resolved YES, 0/1 NO, and
@@ -36,12 +38,14 @@ from pomabotd.errors import InputError
 from pomabotd.sources.gamma import SCHEME as GAMMA_PREFIX
 from pomabotd.sources.gamma import map_records, price_points, read_snapshot
 from pomabotd.sources.jsonl import read_bytes
+from pomabotd.sources.synthetic import NAME as SYNTHETIC
+from pomabotd.sources.world import World
 from pomabotd.wire import Rejected, decode_markets, decode_signals
 
 __all__ = ["GAMMA_PREFIX", "ResolvedInput", "ResolvedMarket", "horizon_field", "load_resolved"]
 
-#: Sources of open markets, which cannot be replayed.
-_NOT_RESOLVED: Final = ("synthetic", "polymarket")
+#: Sources of open markets, which cannot be replayed (`synthetic` can, given its world).
+_NOT_RESOLVED: Final = (SYNTHETIC, "polymarket")
 #: A YES price at or above this (or a NO price at or below 100 minus it) is a settled price.
 _SETTLED_YES: Final = 99.0
 _BOM: Final = b"\xef\xbb\xbf"
@@ -106,19 +110,29 @@ def horizon_field(days: int) -> str:
 
 
 def load_resolved(
-    markets: str, signals: str, days: int, *, price_fallback: bool = False
+    markets: str,
+    signals: str,
+    days: int,
+    *,
+    price_fallback: bool = False,
+    world: World | None = None,
+    as_of: datetime | None = None,
 ) -> ResolvedInput:
     """Read the markets named by `markets` and the signals file `signals` (may be empty).
 
     `price_fallback` evaluates a JSON-lines record without `price_<days>d` at its `price`
-    (module docstring). Raises InputError when the source cannot be replayed at all (missing
-    file, a source with no outcomes, a fallback asked of a Gamma snapshot); a single bad
-    record is a `Rejected` value and the rest still replays.
+    (module docstring). `synthetic` replays the markets of `world` that resolved before `as_of`
+    (`pomabotd.replay.world`), with the file's signals instead of the world's news when
+    `signals` names one. Raises InputError when the source cannot be replayed at all (missing
+    file, a source with no outcomes, a fallback asked of a Gamma snapshot or of the world); a
+    single bad record is a `Rejected` value and the rest still replays.
     """
+    if markets == SYNTHETIC and world is not None and as_of is not None:
+        return _world_resolved(world, as_of, days, signals, price_fallback)
     if markets in _NOT_RESOLVED:
         raise InputError(
             "replay needs resolved markets: a JSON-lines file whose markets carry outcome and "
-            f"closes_at, or gamma:PATH, not the {markets} source"
+            f"closes_at, gamma:PATH or synthetic, not the {markets} source"
         )
     gamma = markets.startswith(GAMMA_PREFIX)
     if gamma and price_fallback:
@@ -183,6 +197,28 @@ def load_resolved(
         warnings=_horizon_warnings(
             markets_source, gamma, days, no_horizon_price, fallbacks, settled
         ),
+    )
+
+
+def _world_resolved(
+    world: World, as_of: datetime, days: int, signals: str, price_fallback: bool
+) -> ResolvedInput:
+    """The world's resolved markets, with the signals file's records instead of its news when
+    one is named."""
+    from pomabotd.replay.world import world_resolved
+
+    if price_fallback:
+        raise InputError(
+            f"--price-fallback cannot apply to {SYNTHETIC}: the world knows every market's price "
+            f"{days} days before its close"
+        )
+    resolved = world_resolved(world, as_of, days)
+    if not signals:
+        return resolved
+    records, refused = decode_signals(read_bytes(Path(signals)), signals)
+    return msgspec.structs.replace(
+        resolved, signals=tuple(records), signals_source=signals,
+        signals_rejected=tuple(refused), signal_records=len(records),
     )
 
 

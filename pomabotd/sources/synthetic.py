@@ -33,11 +33,18 @@ from pomabotd.sources.world import (
     signal_lines,
 )
 
-__all__ = ["BLOCK", "NAME", "SyntheticSource", "world_jsonl"]
+__all__ = ["BLOCK", "NAME", "SyntheticSource", "world_jsonl", "world_of"]
 
 NAME: Final = "synthetic"
 #: Slots made at once; the work stops between two blocks once its cycle is cancelled.
 BLOCK: Final = 1 << 15
+
+
+def world_of(config: SourcesConfig) -> World:
+    """The world the configuration names: `sources.seed`, `sources.synthetic_markets` slots, its
+    news as informative as `sources.synthetic_news_quality`."""
+    return World(seed=config.seed, markets=config.synthetic_markets,
+                 news_quality=config.synthetic_news_quality)
 
 
 def world_jsonl(
@@ -102,9 +109,7 @@ class SyntheticSource(Source):
     def from_config(cls, argument: str, config: SourcesConfig) -> SyntheticSource:
         """`sources.synthetic_markets` slots of the world of `sources.seed`, its news as
         informative as `sources.synthetic_news_quality`."""
-        world = World(seed=config.seed, markets=config.synthetic_markets,
-                      news_quality=config.synthetic_news_quality)
-        return cls(world, with_signals=not config.signals)
+        return cls(world_of(config), with_signals=not config.signals)
 
     async def fetch(self, context: FetchContext) -> SourceBatch:
         """The world at `as_of`, with the held markets it no longer lists, generated off the
