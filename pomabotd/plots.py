@@ -8,12 +8,15 @@ never through pyplot, so no global state or display is involved. Every axis name
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from pomabotd.domain.research import CategoryScorecard
+from pomabotd.domain.models import CloseEvent
+from pomabotd.domain.research import CalibrationBucket, CategoryScorecard
 from pomabotd.errors import MissingExtraError
 from pomabotd.money import usd
 from pomabotd.replay.run import ReplayReport
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INSTALL_HINT",
     "calibration_figure",
+    "closes_by_reason",
     "cycles_figure",
     "equity_figure",
     "pnl_by_category_figure",
@@ -44,6 +48,17 @@ _LOSS: Final = "#b23a2e"
 _LINE: Final = "#1f5a96"
 _MUTED: Final = "#8a8a8a"
 _HALTED: Final = "#d08a1e"
+_CROWD: Final = "#9a6fb0"
+#: Each exit reason's colour, in the order `close_reason` tries them.
+_EXITS: Final = {
+    "resolved": "#5a5a5a",
+    "stop_loss": _LOSS,
+    "profit_target": "#7fbf7f",
+    "converged": "#4f9fd0",
+    "invalidated": "#e0a040",
+}
+#: Below this span, in USD, a money axis is widened (a flat equity curve).
+_FLAT_USD: Final = 1.0
 
 
 def require_matplotlib() -> None:
@@ -75,35 +90,62 @@ def run_plots(run: RunFiles, directory: Path) -> list[Path]:
 
 
 def calibration_figure(report: ReplayReport) -> Figure:
-    """Predicted YES probability (belief midpoint) against the observed YES frequency, per
-    10-point bucket, with each bucket's count."""
+    """Predicted YES probability against the observed YES frequency, per 10-point bucket, with
+    each bucket's 95% interval: the beliefs (belief midpoints) and, as the baseline they have
+    to beat, the crowd (the market's price at the evaluation time); below, each bucket's
+    count."""
     figure, (curve, counts) = _figure(2, height_ratios=(3, 1))
-    filled = [b for b in report.calibration if b.count and b.predicted is not None
-              and b.observed is not None]
     curve.plot([0, 100], [0, 100], linestyle="--", color=_MUTED, label="perfect calibration")
-    points = [((b.predicted or 0.0) * 100, (b.observed or 0.0) * 100, b.count) for b in filled]
-    curve.plot([x for x, _, _ in points], [y for _, y, _ in points], marker="o", color=_LINE,
-               label="replayed markets")
-    for x, y, count in points:
-        # Below the point in the upper half, above it in the lower half: the count stays
-        # clear of the title and of the x axis's tick labels.
-        curve.annotate(f"n={count:,}", (x, y), textcoords="offset points",
-                       xytext=(6, -12) if y >= 50 else (6, 6), fontsize=8)
+    _calibration_curve(curve, report.crowd_calibration, _CROWD, "s",
+                       f"crowd (market price), Brier {_number(report.crowd_brier, 4)}",
+                       counted=False)
+    _calibration_curve(curve, report.calibration, _LINE, "o",
+                       f"beliefs (belief midpoint), Brier {_number(report.brier, 4)}",
+                       counted=True)
     curve.set(xlim=(0, 100), ylim=(-4, 104),
-              xlabel="predicted YES probability: belief midpoint (%)",
-              ylabel="observed YES frequency (%)")
+              xlabel="predicted YES probability: belief midpoint or market price (%)",
+              ylabel="observed YES frequency, 95% interval (%)")
     curve.set_title(
         f"Calibration {plural(report.as_of_days_before, 'day')} before closing: "
-        f"{plural(report.markets, 'market')}, Brier {_number(report.brier, 4)}"
+        f"{plural(report.markets, 'market')}"
     )
     curve.legend(loc="upper left")
     curve.grid(alpha=0.3)
     centres = [(b.low + b.high) / 2 for b in report.calibration]
-    counts.bar(centres, [b.count for b in report.calibration], width=8.0, color=_LINE)
-    counts.set(xlim=(0, 100), xlabel="belief midpoint bucket (%)", ylabel="markets (count)")
+    counts.bar([c - 2.0 for c in centres], [b.count for b in report.calibration], width=4.0,
+               color=_LINE, label="beliefs")
+    counts.bar([c + 2.0 for c in centres], [b.count for b in report.crowd_calibration],
+               width=4.0, color=_CROWD, label="crowd")
+    counts.set(xlim=(0, 100), xlabel="bucket (%)", ylabel="markets (count)")
     counts.grid(alpha=0.3, axis="y")
     _counts_on(counts.yaxis, most=4)  # a short axis
+    counts.yaxis.set_major_formatter(_thousands())
     return figure
+
+
+def _calibration_curve(
+    axes: Axes, buckets: Sequence[CalibrationBucket], color: str, marker: str, label: str,
+    *, counted: bool,
+) -> None:
+    """One calibration curve: a point per filled bucket at (mean forecast, observed share),
+    with the share's Wilson interval as an error bar, and its count beside it if `counted`."""
+    filled = [b for b in buckets if b.count and b.predicted is not None
+              and b.observed is not None and b.observed_low is not None
+              and b.observed_high is not None]
+    if not filled:
+        return
+    x = [(b.predicted or 0.0) * 100 for b in filled]
+    y = [(b.observed or 0.0) * 100 for b in filled]
+    below = [max(0.0, (b.observed or 0.0) - (b.observed_low or 0.0)) * 100 for b in filled]
+    above = [max(0.0, (b.observed_high or 0.0) - (b.observed or 0.0)) * 100 for b in filled]
+    axes.errorbar(x, y, yerr=[below, above], marker=marker, color=color, capsize=3,
+                  label=label, alpha=1.0 if counted else 0.75)
+    if counted:
+        for point_x, point_y, bucket in zip(x, y, filled, strict=True):
+            # Below the point in the upper half, above it in the lower half: the count stays
+            # clear of the title and of the x axis's tick labels.
+            axes.annotate(f"n={bucket.count:,}", (point_x, point_y), textcoords="offset points",
+                          xytext=(6, -12) if point_y >= 50 else (6, 6), fontsize=8)
 
 
 def pnl_by_category_figure(report: ReplayReport) -> Figure:
@@ -143,31 +185,62 @@ def cycles_figure(run: RunFiles) -> Figure:
     markets.set(ylabel="markets (count)")
     _from_zero(markets, [m.markets_total for m in run.metrics])
     _counts_on(markets.yaxis)
+    markets.yaxis.set_major_formatter(_thousands())
     markets.set_title(
         f"Markets and throughput per cycle: {run.directory}, {plural(len(ids), 'cycle')}"
     )
     speed.plot(ids, [m.throughput_per_s for m in run.metrics], marker="o", color=_LINE)
     speed.set(xlabel="cycle (id)", ylabel="throughput (markets/s)")
     _from_zero(speed, [m.throughput_per_s for m in run.metrics])
+    speed.yaxis.set_major_formatter(_thousands())
     _cycle_axes(run, markets, speed)
     markets.legend(loc="lower left")
     return figure
 
 
 def positions_figure(run: RunFiles) -> Figure:
-    """Positions opened (selected) and held open after each cycle."""
+    """Positions opened (up) and closed (down, by exit reason) in each cycle, and held open
+    after it: four closed and four opened show as eight, not as nothing."""
     figure, (axes,) = _figure(1)
     ids = [m.cycle_id for m in run.metrics]
-    axes.bar(ids, [m.selected for m in run.metrics], width=0.6, color=_GAIN, label="selected")
+    opened = [m.selected for m in run.metrics]
+    closes = closes_by_reason(run)
+    axes.bar(ids, opened, width=0.6, color=_GAIN, label="opened")
+    bottom = [0] * len(ids)
+    for reason, counts in closes.items():
+        axes.bar(ids, [-c for c in counts], width=0.6, bottom=[-b for b in bottom],
+                 color=_EXITS.get(reason, _MUTED), label=f"closed: {reason}")
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     axes.plot(ids, [m.open_positions for m in run.metrics], marker="o", color=_LINE,
               label="open_positions")
-    axes.set(xlabel="cycle (id)", ylabel="positions (count)")
-    _from_zero(axes, [max(m.selected, m.open_positions) for m in run.metrics])
+    axes.axhline(0, color=_MUTED, linewidth=0.8)
+    axes.set(xlabel="cycle (id)", ylabel="positions opened up, closed down (count)")
+    high = max([*opened, *(m.open_positions for m in run.metrics)], default=0)
+    axes.set_ylim(-max(max(bottom, default=0) * 1.1, 1), max(high * 1.1, 1))
     _counts_on(axes.yaxis)
-    axes.set_title("Positions selected and open per cycle")
+    axes.yaxis.set_major_formatter(_magnitudes())
+    axes.set_title(
+        f"Positions opened and closed per cycle: {sum(opened):,} opened, "
+        f"{sum(bottom):,} closed"
+    )
     _cycle_axes(run, axes)
-    axes.legend(loc="best")
+    axes.legend(loc="best", fontsize=8)
     return figure
+
+
+def closes_by_reason(run: RunFiles) -> dict[str, list[int]]:
+    """The closes of each metrics cycle by exit reason, in the reasons' order of precedence
+    (from `positions.jsonl`; without it, the metrics lines' `closed` counts as `closed`)."""
+    ids = [m.cycle_id for m in run.metrics]
+    if not run.has_positions:
+        return {"all reasons": [m.closed for m in run.metrics]} if any(
+            m.closed for m in run.metrics) else {}
+    where = {cycle_id: index for index, cycle_id in enumerate(ids)}
+    counts: dict[str, list[int]] = {}
+    for event in run.events:
+        if isinstance(event, CloseEvent) and event.cycle_id in where:
+            counts.setdefault(event.exit_reason, [0] * len(ids))[where[event.cycle_id]] += 1
+    return {reason: counts[reason] for reason in _EXITS if reason in counts}
 
 
 def equity_figure(run: RunFiles) -> Figure:
@@ -178,6 +251,7 @@ def equity_figure(run: RunFiles) -> Figure:
     realized = realized_by_cycle(run)
     start = starting_equity(run)
     curve.plot(ids, [start + r for r in realized], marker="o", color=_LINE)
+    _money_limits(curve, [start, *(start + r for r in realized)])
     curve.axhline(start, linestyle="--", color=_MUTED, label=f"starting value {usd(start)}")
     curve.set(ylabel="equity (USD)")
     curve.set_title(
@@ -185,6 +259,7 @@ def equity_figure(run: RunFiles) -> Figure:
     )
     steps = realized_steps(run)
     pnl.bar(ids, steps, width=0.6, color=[_GAIN if s >= 0 else _LOSS for s in steps])
+    _money_limits(pnl, [0.0, *(s for s in steps if not math.isnan(s))])
     pnl.axhline(0, color=_MUTED, linewidth=0.8)
     pnl.set(xlabel="cycle (id)", ylabel="realized P&L per cycle (USD)")
     for axes in (curve, pnl):
@@ -267,9 +342,52 @@ def _counts_on(axis: Any, most: int | None = None) -> None:
 
 
 def _usd_ticks() -> Any:
+    """Dollars on an axis, in whole dollars when its ticks are a dollar or more apart and in
+    cents otherwise, so that no two ticks read alike."""
+    from matplotlib.ticker import Formatter
+
+    class Dollars(Formatter):
+        ticks: Sequence[float] = ()
+
+        def set_locs(self, locs: Sequence[float]) -> None:
+            self.ticks = list(locs)
+
+        def __call__(self, value: float, pos: int | None = None) -> str:
+            return usd(value, cents=_tick_step(self.ticks) < 1.0)
+
+    return Dollars()
+
+
+def _tick_step(locations: Sequence[float]) -> float:
+    """The smallest gap between ticks (infinite for fewer than two)."""
+    ordered = sorted(locations)
+    return min((b - a for a, b in pairwise(ordered) if b > a), default=math.inf)
+
+
+def _money_limits(axes: Axes, values: Sequence[float]) -> None:
+    """An axis of money that spans at least a few dollars: a flat curve (no P&L yet) is drawn
+    in the middle of a readable range instead of on ticks a thousandth of a cent apart."""
+    low, high = min(values), max(values)
+    if high - low >= _FLAT_USD:
+        return
+    middle = (low + high) / 2.0
+    half = max(_FLAT_USD, abs(middle) * 0.0005)
+    axes.set_ylim(middle - half, middle + half)
+
+
+def _thousands() -> Any:
+    """Counts with thousands separators: 80,000, never 80000 or 8e4."""
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda value, _: usd(value, cents=False))
+    return FuncFormatter(lambda value, _: f"{value:,.0f}")
+
+
+def _magnitudes() -> Any:
+    """Counts without their sign and with thousands separators, for an axis that draws one
+    kind of count up and another down."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{abs(value):,.0f}")
 
 
 def _save(directory: Path, builders: dict[str, Callable[[], Figure]]) -> list[Path]:

@@ -14,11 +14,13 @@ import msgspec
 import pytest
 from research_helpers import TESTS, assert_png, finish_alone, run_alone, start_alone
 
-from pomabotd.domain.models import CATEGORIES, RiskLimits
+from pomabotd.domain.models import CATEGORIES, Evaluation, RiskLimits
+from pomabotd.domain.research import Graded, scorecard
 from pomabotd.engine.runtime import BatchSettings, Runtime
 from pomabotd.errors import InputError
 from pomabotd.plots import (
     calibration_figure,
+    closes_by_reason,
     cycles_figure,
     equity_figure,
     pnl_by_category_figure,
@@ -358,3 +360,90 @@ def test_a_signal_stops_a_report_with_128_plus_its_number(tmp_path: Path):
         "stopped by SIGTERM: the report was abandoned; no plot is left half-written"
     ]
     assert not (tmp_path / "plots").exists()
+
+
+def _tick_labels(axis) -> list[str]:
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+
+
+def test_a_flat_equity_curve_has_ticks_that_read_apart(tmp_path: Path):
+    """With no P&L at all, the equity and P&L axes are not five ticks reading "$0": the axes
+    span a few dollars and every tick reads differently."""
+    (tmp_path / "metrics.jsonl").write_bytes(b"".join(_metrics_line(n, 0.0) for n in range(1, 4)))
+    (tmp_path / "positions.jsonl").write_bytes(b"")
+    figure = equity_figure(read_run(tmp_path))
+    figure.canvas.draw()
+    for axes in figure.get_axes():
+        labels = _tick_labels(axes.yaxis)
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+
+
+def test_counts_on_the_cycles_plot_have_thousands_separators(tmp_path: Path):
+    """80,000 markets a cycle read 80,000 on the axis, never 80000 or 8e4."""
+    lines = b"".join(_metrics_line(n, 0.0) for n in range(1, 3))
+    records = [msgspec.json.decode(line) for line in lines.splitlines()]
+    for record in records:
+        record.update(markets_total=80_000, markets_evaluated=80_000, throughput_per_s=21_768.0)
+    (tmp_path / "metrics.jsonl").write_bytes(
+        b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+    figure = cycles_figure(read_run(tmp_path))
+    figure.canvas.draw()
+    for axes in figure.get_axes():
+        labels = _tick_labels(axes.yaxis)
+        assert any("," in label for label in labels), labels
+        assert all(len(label.replace(",", "")) < 4 or "," in label for label in labels), labels
+        assert not axes.yaxis.get_offset_text().get_text()
+
+
+def test_the_positions_plot_shows_opens_and_closes_apart(tmp_path: Path):
+    """A cycle that closes four positions and opens four shows four up and four down (by exit
+    reason), not a flat line."""
+    (tmp_path / "metrics.jsonl").write_bytes(
+        _metrics_line(1, 0.0, (4, 0, 4)) + _metrics_line(2, 40.0, (4, 4, 4)))
+    opens = b"".join(_open_line(1, m) for m in "abcd") + b"".join(_open_line(2, m) for m in "efgh")
+    closes = b"".join(_close_line(2, f"1-{m}", 10.0) for m in "abcd")
+    (tmp_path / "positions.jsonl").write_bytes(opens + closes)
+    run = read_run(tmp_path)
+    assert closes_by_reason(run) == {"profit_target": [0, 4]}
+    axes = positions_figure(run).get_axes()[0]
+    heights = {container.get_label(): [bar.get_height() for bar in container]
+               for container in axes.containers}
+    assert heights == {"opened": [4, 4], "closed: profit_target": [0, -4]}
+    assert axes.get_title() == "Positions opened and closed per cycle: 8 opened, 4 closed"
+    assert not any(label.startswith(("-", "\u2212")) for label in _tick_labels(axes.yaxis))
+
+
+def _graded(midpoint: float, price: float, yes: bool) -> Graded:
+    return Graded(
+        evaluation=Evaluation(
+            market_id="m", category="other", price=price, belief_low=midpoint - 5,
+            belief_high=midpoint + 5, confidence=50.0, side="NONE", edge=0.0,
+            expected_edge=0.0, failed_check="confidence", reason="", signals_applied=0,
+            signals_rejected=0,
+        ),
+        outcome="YES" if yes else "NO",
+    )
+
+
+def test_calibration_draws_each_buckets_interval_and_the_crowds_curve():
+    """A bucket of 9 markets is drawn with a far wider 95% interval than one of 4,557, and the
+    crowd's own calibration (its price as the forecast) is drawn beside the beliefs'."""
+    graded = [_graded(15.0, 12.0, n < 2) for n in range(9)]
+    graded += [_graded(55.0, 62.0, n % 5 < 3) for n in range(4557)]
+    card = scorecard(graded, [], 10_000.0)
+    small, big = card.calibration[1], card.calibration[5]
+    assert (small.count, big.count) == (9, 4557)
+    assert small.observed_high - small.observed_low > 10 * (big.observed_high - big.observed_low)
+    assert [b.count for b in card.crowd_calibration if b.count] == [9, 4557]
+    report = msgspec.structs.replace(
+        _replay_report(), markets=4566, brier=card.brier, calibration=card.calibration,
+        crowd_brier=card.crowd_brier, crowd_calibration=card.crowd_calibration)
+    curve = calibration_figure(report).get_axes()[0]
+    bars = {container.get_label(): container for container in curve.containers}
+    beliefs = next(c for label, c in bars.items() if label.startswith("beliefs"))
+    crowd = next(c for label, c in bars.items() if label.startswith("crowd (market price)"))
+    spans = [segment[1][1] - segment[0][1] for segment in beliefs.lines[2][0].get_segments()]
+    assert spans == pytest.approx([(small.observed_high - small.observed_low) * 100,
+                                   (big.observed_high - big.observed_low) * 100])
+    assert list(crowd.lines[0].get_xdata()) == pytest.approx([12.0, 62.0])
+    assert "n=9" in [text.get_text() for text in curve.texts]

@@ -18,6 +18,10 @@ Definitions (the README's "Reading the numbers" repeats them for users):
   match the mean implied coverage; the coverage halt rule compares the two.
 - Shares (brier, coverage, hit rate, calibration frequencies) are 0-1; edges are points; money is
   USD; `pnl_per_unit` is USD per USD staked.
+- The *crowd's* figures (`crowd_brier`, `crowd_calibration`) score the market's own price at
+  the evaluation time as the forecast, the baseline a belief has to beat.
+- A calibration bucket's observed share comes with its 95% Wilson interval
+  (`observed_low`-`observed_high`): a bucket of 9 markets says far less than one of 4,557.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ __all__ = [
     "is_tradeable",
     "scorecard",
     "unit_pnl",
+    "wilson_interval",
 ]
 
 #: Width, in points of the belief midpoint, of each calibration bucket: 0-10, ..., 90-100.
@@ -67,6 +72,8 @@ CALIBRATION_WIDTH: Final = 10.0
 CONFIDENCE_BUCKETS: Final = ((30.0, 50.0), (50.0, 65.0), (65.0, 80.0), (80.0, 95.0))
 
 _CONFIDENCE_BOUNDS: Final = tuple(high for _, high in CONFIDENCE_BUCKETS[:-1])
+#: The normal quantile of a two-sided 95% interval.
+_Z95: Final = 1.959963984540054
 _EVEN: Final = 50.0
 _OTHER_SIDE: Final[dict[str, Side]] = {"YES": "NO", "NO": "YES"}
 
@@ -122,14 +129,17 @@ class Figures(Struct, frozen=True, kw_only=True):
 
 
 class CalibrationBucket(Struct, frozen=True, kw_only=True):
-    """Markets whose belief midpoint lies in `[low, high)` points (the last bucket is closed):
-    their mean midpoint as a probability (`predicted`) and the share that resolved YES."""
+    """Markets whose forecast (a belief midpoint, or the crowd's price) lies in `[low, high)`
+    points (the last bucket is closed): their mean forecast as a probability (`predicted`), the
+    share that resolved YES (`observed`) and its 95% Wilson interval."""
 
     low: float
     high: float
     count: int
     predicted: float | None
     observed: float | None
+    observed_low: float | None = None
+    observed_high: float | None = None
 
 
 class ConfidenceBucket(Struct, frozen=True, kw_only=True):
@@ -156,6 +166,8 @@ class CategoryScorecard(Figures, frozen=True, kw_only=True):
     return_on_equity_pct: float
     calibration: tuple[CalibrationBucket, ...]
     confidence_buckets: tuple[ConfidenceBucket, ...]
+    crowd_brier: float | None = None
+    crowd_calibration: tuple[CalibrationBucket, ...] = ()
 
 
 class Scorecard(CategoryScorecard, frozen=True, kw_only=True):
@@ -197,6 +209,21 @@ def unit_pnl(side: Side, yes_price: float, outcome: Side) -> float:
         return 0.0
     settled = 100.0 if outcome == side else 0.0
     return (settled - entry) / entry
+
+
+def wilson_interval(successes: int, trials: int, z: float = _Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a share `successes / trials` (95% by default), or None for
+    no trials. Unlike the share plus or minus its standard error, it stays within 0-1 and is
+    honest for small counts and shares near 0 or 1."""
+    if trials <= 0:
+        return None
+    share = successes / trials
+    z2 = z * z
+    centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials)) / (
+        1 + z2 / trials)
+    # The share lies inside in exact arithmetic; keep it so when rounding says otherwise.
+    return max(0.0, min(share, centre - half)), min(1.0, max(share, centre + half))
 
 
 def brier_score(graded: Sequence[Graded]) -> float | None:
@@ -469,6 +496,8 @@ class _Row(NamedTuple):
     won: bool
     edge: float
     unit_pnl: float
+    price: float
+    crowd_brier: float
 
 
 def _row(graded: Graded) -> _Row:
@@ -491,6 +520,8 @@ def _row(graded: Graded) -> _Row:
         won=tradeable and e.side == outcome,
         edge=e.edge,
         unit_pnl=unit_pnl(side, e.price, outcome) if tradeable else 0.0,
+        price=e.price,
+        crowd_brier=_brier_term(e.price / 100.0, outcome),
     )
 
 
@@ -517,26 +548,33 @@ def _scores(
         realized_pnl_usd=realized,
         worst_position=worst,
         return_on_equity_pct=realized / portfolio_value * 100.0 if portfolio_value > 0 else 0.0,
-        calibration=_calibration(rows),
+        calibration=_calibration([(r.midpoint, r.yes) for r in rows]),
         confidence_buckets=_confidence_buckets(rows),
+        crowd_brier=_mean([r.crowd_brier for r in rows]),
+        crowd_calibration=_calibration([(r.price, r.yes) for r in rows]),
     )
 
 
-def _calibration(rows: Sequence[_Row]) -> tuple[CalibrationBucket, ...]:
+def _calibration(forecasts: Sequence[tuple[float, bool]]) -> tuple[CalibrationBucket, ...]:
+    """Calibration buckets of `(forecast in points, resolved YES)` pairs."""
     count = round(100.0 / CALIBRATION_WIDTH)
-    members: list[list[_Row]] = [[] for _ in range(count)]
-    for row in rows:
-        members[min(max(int(row.midpoint // CALIBRATION_WIDTH), 0), count - 1)].append(row)
-    return tuple(
-        CalibrationBucket(
+    members: list[list[tuple[float, bool]]] = [[] for _ in range(count)]
+    for forecast in forecasts:
+        members[min(max(int(forecast[0] // CALIBRATION_WIDTH), 0), count - 1)].append(forecast)
+    buckets = []
+    for index, bucket in enumerate(members):
+        yes = sum(1 for _, resolved_yes in bucket if resolved_yes)
+        interval = wilson_interval(yes, len(bucket))
+        buckets.append(CalibrationBucket(
             low=index * CALIBRATION_WIDTH,
             high=(index + 1) * CALIBRATION_WIDTH,
             count=len(bucket),
-            predicted=_mean([r.predicted for r in bucket]),
-            observed=_share([r.yes for r in bucket]),
-        )
-        for index, bucket in enumerate(members)
-    )
+            predicted=_mean([points / 100.0 for points, _ in bucket]),
+            observed=yes / len(bucket) if bucket else None,
+            observed_low=None if interval is None else interval[0],
+            observed_high=None if interval is None else interval[1],
+        ))
+    return tuple(buckets)
 
 
 def _confidence_buckets(rows: Sequence[_Row]) -> tuple[ConfidenceBucket, ...]:

@@ -25,6 +25,7 @@ from pomabotd.domain.research import (
     implied_coverage,
     scorecard,
     unit_pnl,
+    wilson_interval,
 )
 
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
@@ -208,6 +209,35 @@ def test_calibration_buckets_hold_midpoints_and_observed_yes_share():
     assert buckets[9].predicted == 1.0 and buckets[9].observed == 1.0
     assert buckets[0].predicted == pytest.approx(0.05) and buckets[0].observed == 0.0
     assert buckets[1].predicted is None and buckets[1].observed is None
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "low", "high"),
+    [(0, 9, 0.0, 0.2991), (9, 9, 0.7009, 1.0), (5, 10, 0.2366, 0.7634),
+     (2734, 4557, 0.58565, 0.61409)],
+)
+def test_wilson_intervals_match_the_textbook_values(successes, trials, low, high):
+    """The 95% Wilson interval: 0 of 9 reaches 29.9%, 5 of 10 spans 23.7-76.3%, and 2,734 of
+    4,557 less than three points."""
+    assert wilson_interval(successes, trials) == pytest.approx((low, high), abs=5e-5)
+    assert wilson_interval(0, 0) is None
+
+
+def test_calibration_buckets_carry_intervals_and_the_crowds_own_figures():
+    """Each filled bucket has an interval around its share; the crowd's Brier score and
+    calibration use the evaluated price as the forecast, bucketed by that price."""
+    graded = [
+        _graded(_evaluation("a", 57, 67, price=20.0), "YES"),
+        _graded(_evaluation("b", 63, 73, price=25.0), "NO"),
+        _graded(_evaluation("c", 45, 55, price=90.0), "NO"),
+    ]
+    card = scorecard(graded, [], 10000.0)
+    bucket = card.calibration[6]
+    assert bucket.observed_low < bucket.observed == 0.5 < bucket.observed_high
+    assert card.calibration[1].observed_low is None
+    assert card.crowd_brier == pytest.approx(((0.2 - 1) ** 2 + 0.25**2 + 0.9**2) / 3)
+    crowd = {b.low: (b.count, b.observed) for b in card.crowd_calibration if b.count}
+    assert crowd == {20.0: (2, 0.5), 90.0: (1, 0.0)}
 
 
 def test_confidence_buckets_split_at_50_65_and_80():
