@@ -77,8 +77,8 @@ def test_prices_move_within_an_hour_and_markets_resolve_every_hour():
     moved = np.abs(later - now)
     assert (moved >= 0.1).mean() > 0.7 and moved.mean() > 1.0
     for hour in range(24):
-        start = micros(AS_OF + hour * HOUR)
-        resolved, _ = resolved_between(7, 1000, start, start + micros(AS_OF + HOUR) - micros(AS_OF))
+        resolved, _ = resolved_between(7, 1000, micros(AS_OF + hour * HOUR),
+                                       micros(AS_OF + (hour + 1) * HOUR))
         assert len(resolved) >= 3
 
 
