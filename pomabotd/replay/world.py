@@ -80,7 +80,7 @@ def _warnings(unlisted: int, days: int) -> tuple[str, ...]:
     if not unlisted:
         return ()
     return (
-        f"{NAME}: {unlisted} of the markets resolved in the last {REPLAY_DAYS} days were listed "
+        f"{NAME}: {unlisted:,} of the markets resolved in the last {REPLAY_DAYS} days were listed "
         f"less than {days} days before their close, so had no price then; they are not "
         "replayed",
     )

@@ -64,7 +64,9 @@ def world_jsonl(
     extra = _unlisted(world, at, held)
     if extra is not None:
         _encode(extra, at, world.news_quality, market_parts, signal_parts)
-    return b"".join(market_parts), b"".join(signal_parts)
+    markets = b"".join(market_parts)
+    market_parts.clear()  # before the signals are joined: a million markets' lines are 260 MB
+    return markets, b"".join(signal_parts)
 
 
 def _encode(
