@@ -32,17 +32,21 @@ from pomabotd.domain.belief import PRIORS, Prior
 from pomabotd.domain.models import RiskLimits
 from pomabotd.domain.research import HaltRules
 from pomabotd.errors import ConfigError
+from pomabotd.redact import redact_secret_url
 
 __all__ = [
     "CONFIG_ENV_VAR",
     "KERNELS",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "NOTIFY_EVENTS",
+    "NOTIFY_FORMATS",
     "SETTLE_S",
     "BatchConfig",
     "Config",
     "DaemonConfig",
     "LogConfig",
+    "NotifyConfig",
     "SourcesConfig",
     "StrategyConfig",
     "default_config_path",
@@ -66,6 +70,13 @@ KERNELS: Final = ("columnar", "scalar")
 
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("auto", "json", "text")
+#: `notify.events`: what a webhook can be told. `open`/`close`: a paper position opened or
+#: closed; `halt`/`resume`: the halt rules stopped or allowed opening again; `unhealthy`/
+#: `recovered`: `/healthz` turned 503, or 200 again.
+NOTIFY_EVENTS: Final = ("open", "close", "halt", "resume", "unhealthy", "recovered")
+#: `notify.format`: the body posted: pomabotd's own JSON, or a Slack or Discord incoming
+#: webhook's payload.
+NOTIFY_FORMATS: Final = ("json", "slack", "discord")
 
 _Kind = Literal["bool", "int", "float", "str", "strs"]
 
@@ -117,6 +128,16 @@ class SourcesConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     news_memory: int
 
 
+class NotifyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where events are posted (`webhook_url`, "" for nowhere), which ones, in what format, and
+    at most how many a minute."""
+
+    webhook_url: str
+    events: tuple[str, ...]
+    format: Literal["json", "slack", "discord"]
+    max_per_minute: int
+
+
 class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The long-running loop: where it writes, how often it cycles, how it is reached and
     stopped, and the environment file it rereads on reload."""
@@ -160,6 +181,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     daemon: DaemonConfig
     log: LogConfig
     halt: HaltRules
+    notify: NotifyConfig
     path: str | None
     provenance: dict[str, str]
     warnings: tuple[str, ...] = ()
@@ -172,8 +194,13 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return getattr(getattr(self, section), name)
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """Every key with its value and source, JSON-ready, in documentation order."""
-        return {key: {"value": self.value(key), "source": self.provenance[key]} for key in _KEYS}
+        """Every key with its value and source, JSON-ready, in documentation order; a value
+        that is a secret as a whole (`notify.webhook_url`) by its scheme and host only."""
+        return {
+            key: {"value": _SHOWN.get(key, _as_is)(self.value(key)),
+                  "source": self.provenance[key]}
+            for key in _KEYS
+        }
 
     def source_phrase(self, key: str) -> str:
         """Where the value of `key` came from, as a message says it: `the default`, `file
@@ -319,6 +346,8 @@ _DAY_S: Final = 86400.0
 _HOUR_S: Final = 3600.0
 #: Feeds at most: each is fetched every cycle it is due.
 _MAX_FEEDS: Final = 1000
+#: Notifications a minute at most: Slack accepts about one message a second per webhook.
+_MAX_NOTIFY_PER_MINUTE: Final = 60
 
 #: Every key, in documentation order. Keys with an `env` read that variable (SPEC section 7).
 #: Every number has both bounds: a value that could exhaust the machine (memory, processes, a
@@ -422,7 +451,30 @@ _KEYS: Final[dict[str, _Key]] = {
     "halt.high_confidence": _num(80.0, None, 0, 100),
     "halt.min_per_bucket": _int(10, None, 1, 1_000_000),
     "halt.invalidation_streak": _int(3, None, 1, 1_000_000),
+    "notify.webhook_url": _Key(
+        "str", "", "POMABOTD_NOTIFY_WEBHOOK_URL", "an http:// or https:// URL or empty",
+        lambda v: v == "" or _valid_url(v),
+    ),
+    "notify.events": _Key(
+        "strs", NOTIFY_EVENTS, None,
+        "a list of distinct events among " + ", ".join(f"'{e}'" for e in NOTIFY_EVENTS),
+        lambda v: set(v) <= set(NOTIFY_EVENTS) and len(set(v)) == len(v),
+    ),
+    "notify.format": _Key(
+        "str", "json", None,
+        ", ".join(f"'{f}'" for f in NOTIFY_FORMATS[:-1]) + f" or '{NOTIFY_FORMATS[-1]}'",
+        lambda v: v in NOTIFY_FORMATS,
+    ),
+    "notify.max_per_minute": _int(20, None, 1, _MAX_NOTIFY_PER_MINUTE),
 }
+#: How `describe` shows the keys whose value must not be shown as it is.
+_SHOWN: Final[dict[str, Callable[[Any], Any]]] = {"notify.webhook_url": redact_secret_url}
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
 #: Sections whose keys make the decisions; see `Config.decision_settings`.
 _DECISION_SECTIONS: Final = ("risk", "strategy")
 #: Keys only the built-in evaluator reads: a plugin decides without them.
@@ -438,6 +490,7 @@ _SECTION_TYPES: Final[dict[str, type[Struct]]] = {
     "daemon": DaemonConfig,
     "log": LogConfig,
     "halt": HaltRules,
+    "notify": NotifyConfig,
 }
 #: How the command line spells the flags it passes; other keys are shown by their dotted name.
 _FLAG_NAMES: Final = {

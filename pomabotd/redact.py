@@ -6,6 +6,10 @@ or a key in its query (`?api_key=...`, `?token=...`). `redact_url` replaces them
 wherever a URL is shown; the rest of the URL stays, so it can still be recognised. A query
 value counts as secret when its name says so (token, key, secret, password, auth, signature,
 session, credential) or when it looks like a token itself (a long run of letters and digits).
+
+Some URLs are a secret as a whole: a webhook's (`notify.webhook_url`) lets whoever knows it
+post, and Slack's and Discord's carry their token in the path. `redact_secret_url` shows only
+the scheme and host of those.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from typing import Final
 from urllib.parse import SplitResult, parse_qsl, quote, urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "redact_url"]
+__all__ = ["REDACTED", "redact_secret_url", "redact_url"]
 
 #: What a secret is shown as.
 REDACTED: Final = "***"
@@ -46,6 +50,23 @@ def redact_url(text: str) -> str:
     if netloc == parts.netloc and query == parts.query:
         return text
     return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_secret_url(url: str) -> str:
+    """A URL that is a secret as a whole, shown by its scheme and host only
+    (`https://hooks.slack.com/***`); "" stays "", and text that is not a URL is hidden."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    if not parts.scheme or not host:
+        return REDACTED
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}{f':{port}' if port else ''}/{REDACTED}"
 
 
 def _redact_query(query: str) -> str:

@@ -92,10 +92,11 @@ def test_risk_defaults_are_the_domain_defaults() -> None:
 
 
 def test_env_names_are_the_spec_table() -> None:
-    """Exactly the SPEC table's keys (plus the evaluator, the kernel and the log format) read
-    an environment variable."""
+    """Exactly the SPEC table's keys (plus the evaluator, the kernel, the log format and the
+    webhook's URL) read an environment variable."""
     assert {k: v for k, v in keys().items() if v} == {
-        **SPEC_ENV, "log.format": "POMABOTD_LOG_FORMAT"
+        **SPEC_ENV, "log.format": "POMABOTD_LOG_FORMAT",
+        "notify.webhook_url": "POMABOTD_NOTIFY_WEBHOOK_URL",
     }
 
 

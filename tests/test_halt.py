@@ -24,28 +24,16 @@ from pathlib import Path
 
 import pytest
 from daemon_process import DaemonProcess, jsonl, wait_for
+from halt_inputs import THREE, market_line, signal_lines
 from research_helpers import TESTS, run_alone
 
 from pomabotd.cycle import Portfolio
 from pomabotd.resume import RESUME_FILE
 
 IN_PROCESS = {"BATCH_WORKERS": "0", "POMABOTD_LOG_FORMAT": "json"}
-THREE = (("a", "politics"), ("b", "sports"), ("c", "weather"))
 REASON = "invalidation_streak: 3 invalidated exits in a row (markets a, b, c; limit 3)"
-
-
-def _market(market_id: str, category: str, price: float) -> str:
-    return json.dumps({"id": market_id, "question": f"Will {market_id} happen?",
-                       "category": category, "price": price, "liquidity": 5000,
-                       "closes_at": "2026-12-01T00:00:00Z"}) + "\n"
-
-
-def _signals(market_id: str, direction: str, *times: str) -> str:
-    return "".join(
-        json.dumps({"market_id": market_id, "type": "authoritative", "direction": direction,
-                    "strength": 5, "timestamp": f"2026-06-01T{t}:00Z"}) + "\n"
-        for t in times
-    )
+_market = market_line
+_signals = signal_lines
 
 
 def _write_inputs(directory: Path) -> None:

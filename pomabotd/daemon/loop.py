@@ -40,6 +40,7 @@ from pomabotd import app
 from pomabotd._version import __version__
 from pomabotd.config import Config
 from pomabotd.cycle import Portfolio, run_cycle
+from pomabotd.daemon.notifications import Notifications
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
@@ -112,6 +113,7 @@ class Daemon:
         self._sources: Sources | None = None
         self._status: StatusServer | None = None
         self._state: DaemonState | None = None
+        self._notifications: Notifications | None = None
 
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT; raises PomabotdError or OSError if it cannot start."""
@@ -132,6 +134,8 @@ class Daemon:
             self._ledger = app.ledger(config)
             portfolio = Portfolio.recover(self._ledger)
             state = self._state = DaemonState(config, portfolio)
+            self._notifications = Notifications(state)
+            self._notifications.start()
             await self._start_status(state, sock)
             self._log_start(state)
             self._notifier.send("READY=1", "STATUS=" + state.summary())
@@ -182,6 +186,7 @@ class Daemon:
         assert self._ledger is not None and self._sources is not None
         config = state.config
         cycle_id = state.portfolio.last_cycle_id + 1
+        held = {position.position_id: position for position in state.portfolio.open_positions}
         task = asyncio.create_task(run_cycle(
             self._runtime, self._sources, state.portfolio, self._ledger, config.risk_limits(),
             as_of=self._as_of, clock=_now, halt=app.halt_policy(config),
@@ -199,6 +204,8 @@ class Daemon:
         error = task.exception()
         if error is None:
             state.cycle_finished(task.result())
+            if self._notifications is not None:
+                self._notifications.cycle(task.result(), held)
         else:
             message = _one_line(str(error)) or type(error).__name__
             failed = logger.bind(event="cycle_failed", cycle_id=cycle_id)
@@ -210,6 +217,8 @@ class Daemon:
                 state.cycle_failed(cycle_id, message, error.stats, error.source)
             else:
                 state.cycle_failed(cycle_id, message)
+            if self._notifications is not None:
+                self._notifications.check_health()
         self._notifier.status(state.summary())
 
     async def _await_cycle(self, task: asyncio.Task[object], stop_timeout_s: float) -> None:
@@ -366,6 +375,9 @@ class Daemon:
                 self._notifier.send("WATCHDOG=1")
 
     async def _shutdown(self) -> None:
+        if self._notifications is not None:
+            await self._notifications.aclose()
+            self._notifications = None
         if self._status is not None:
             await self._status.stop()
             self._status = None

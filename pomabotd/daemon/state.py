@@ -26,7 +26,7 @@ from pomabotd.resume import RESUME_FILE
 from pomabotd.sources import SourceStats
 from pomabotd.words import plural
 
-__all__ = ["FEED_RESULTS", "NEWS_TOTALS", "TOTALS", "DaemonState"]
+__all__ = ["FEED_RESULTS", "NEWS_TOTALS", "NOTIFY_RESULTS", "TOTALS", "DaemonState"]
 
 #: Cumulative counts over the daemon's life, summed from each finished cycle's metrics.
 TOTALS: Final = (
@@ -41,6 +41,9 @@ TOTALS: Final = (
 FEED_RESULTS: Final = ("ok", "unchanged", "failed")
 #: News counts summed from each finished cycle's `sources` counts.
 NEWS_TOTALS: Final = ("news_items", "news_duplicates", "news_signals")
+#: Notifications by what became of them: posted, failed for good, dropped over
+#: `notify.max_per_minute`, dropped because the queue was full.
+NOTIFY_RESULTS: Final = ("sent", "failed", "rate_limited", "queue_full")
 
 
 class DaemonState:
@@ -65,6 +68,7 @@ class DaemonState:
         self.totals = dict.fromkeys(TOTALS, 0)
         self.feeds = dict.fromkeys(FEED_RESULTS, 0)
         self.news = dict.fromkeys(NEWS_TOTALS, 0)
+        self.notifications = dict.fromkeys(NOTIFY_RESULTS, 0)
         #: Requests that failed for good, and input records refused, per source name.
         self.fetch_errors: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()

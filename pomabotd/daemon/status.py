@@ -28,7 +28,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from pomabotd._version import __version__
-from pomabotd.daemon.state import FEED_RESULTS, NEWS_TOTALS, TOTALS, DaemonState
+from pomabotd.daemon.state import (
+    FEED_RESULTS,
+    NEWS_TOTALS,
+    NOTIFY_RESULTS,
+    TOTALS,
+    DaemonState,
+)
 
 __all__ = [
     "METRIC_NAMES",
@@ -48,6 +54,7 @@ METRIC_NAMES: Final = (
     "pomabotd_reloads",
     "pomabotd_feeds",
     *(f"pomabotd_{name}" for name in NEWS_TOTALS),
+    "pomabotd_notifications",
     "pomabotd_last_cycle_duration_seconds",
     "pomabotd_last_cycle_throughput_markets_per_second",
     "pomabotd_last_cycle_peak_memory_bytes",
@@ -128,17 +135,20 @@ class _StateCollector(Collector):
         reloads.add_metric(["ok"], state.reloads_ok)
         reloads.add_metric(["failed"], state.reloads_failed)
         yield reloads
-        feeds = CounterMetricFamily(
+        yield _by_result(
             "pomabotd_feeds",
             "Feed reads by result: ok (read and parsed), unchanged (304 Not Modified, or read "
             "too recently), failed.",
-            labels=["result"],
+            FEED_RESULTS, state.feeds,
         )
-        for result in FEED_RESULTS:
-            feeds.add_metric([result], state.feeds[result])
-        yield feeds
         for name in NEWS_TOTALS:
             yield CounterMetricFamily(f"pomabotd_{name}", _HELP[name], value=state.news[name])
+        yield _by_result(
+            "pomabotd_notifications",
+            "Webhook notifications by result: sent, failed (after retries), rate_limited "
+            "(dropped over notify.max_per_minute), queue_full (dropped, the queue full).",
+            NOTIFY_RESULTS, state.notifications,
+        )
         per_source = (
             ("pomabotd_source_fetch_errors",
              "Requests to a source (the market API, a feed) that failed for good, after their "
@@ -269,6 +279,16 @@ class StatusServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _by_result(
+    name: str, documentation: str, results: tuple[str, ...], counts: dict[str, int]
+) -> CounterMetricFamily:
+    """A counter labelled `result`, one series per result, in the order given."""
+    family = CounterMetricFamily(name, documentation, labels=["result"])
+    for result in results:
+        family.add_metric([result], counts[result])
+    return family
 
 
 def _ratio(share: float | None) -> float:

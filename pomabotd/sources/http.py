@@ -1,7 +1,9 @@
-"""GET over httpx, hardened against what the network can send; the sources' only HTTP code.
+"""HTTP over httpx, hardened against what the network can send; pomabotd's only HTTP client
+code.
 
 Every fetch of every source goes through `get`, which owns the guards, so a new source gets them
-by using it:
+by using it (and the daemon's notifications post through `post`, which keeps the deadline, the
+failure words and the retries; it follows no redirect and reads no body):
 
 - **Deadline.** Each attempt, from connecting to the last byte, must finish within
   `deadline_s`. A read timeout alone would let a server that sends one byte a second keep the
@@ -37,7 +39,7 @@ import email.utils
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, NamedTuple, TypeAlias, TypeVar
 
 import httpx
 import msgspec
@@ -58,6 +60,7 @@ __all__ = [
     "TransientBody",
     "get",
     "new_client",
+    "post",
 ]
 
 USER_AGENT: Final = f"pomabotd/{__version__} (+paper trading research)"
@@ -68,6 +71,7 @@ _BACKOFF_INITIAL_S: Final = 0.5
 _FOLLOWED_SCHEMES: Final = frozenset({"http", "https"})
 
 Sleep = Callable[[float], Awaitable[None]]
+_T = TypeVar("_T")
 #: Query parameters: a mapping, or httpx's own when a name repeats (`id=1&id=2`).
 Params: TypeAlias = Mapping[str, str | int | float] | httpx.QueryParams
 
@@ -171,31 +175,96 @@ async def get(
     `FetchError` fails at once. Raises FetchError, with the last HTTP status when there was one.
     """
     shown = redact_url(url)
+    return await _retried(
+        "GET", shown, what, limits, sleep,
+        lambda: _attempt(client, url, shown, limits, params, headers, check),
+    )
+
+
+async def post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    limits: HttpLimits,
+    *,
+    shown: str,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> int:
+    """POST `body` to `url` within `limits` (`max_bytes` aside: the response's body is never
+    read) and return its 2xx status; `shown` is the URL as messages may show it (a webhook's
+    is a secret as a whole). A redirect is not followed: it fails, as any status but 2xx, a
+    5xx or a 429 does at once. Raises FetchError."""
+    return await _retried(
+        "POST", shown, what, limits, sleep,
+        lambda: _post_attempt(client, url, shown, body, headers, limits.deadline_s),
+    )
+
+
+async def _retried(
+    method: str,
+    shown: str,
+    what: str,
+    limits: HttpLimits,
+    sleep: Sleep,
+    attempt_once: Callable[[], Awaitable[_T]],
+) -> _T:
+    """`attempt_once` until it succeeds, fails for good, or `limits` allow no more attempts."""
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(limits.retry_attempts + 1),
         wait=_wait(limits.retry_max_wait_s),
         retry=tenacity.retry_if_exception(_transient),
         sleep=sleep,
         reraise=True,
-        before_sleep=_log_retry(what, shown),
+        before_sleep=_log_retry(what, method, shown),
     )
     attempts = 0
     try:
         async for attempt in retrying:
             with attempt:
                 attempts += 1
-                return await _attempt(client, url, shown, limits, params, headers, check)
+                return await attempt_once()
     except TransientBody as exc:
         raise FetchError(f"{what}: {exc} ({_times(attempts)})", status=200) from None
     except _ErrorStatus as exc:
-        raise FetchError(f"{what}: GET {shown} {exc} {_times(attempts)}", status=exc.status) \
-            from None
+        raise FetchError(f"{what}: {method} {shown} {exc} {_times(attempts)}",
+                         status=exc.status) from None
     except _Failed as exc:
         again = "" if exc.transient else " (not retried: it would fail the same way)"
         raise FetchError(
-            f"{what}: GET {shown} failed {_times(attempts)}: {exc}{again}", status=exc.status
+            f"{what}: {method} {shown} failed {_times(attempts)}: {exc}{again}",
+            status=exc.status,
         ) from None
     raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+
+async def _post_attempt(
+    client: httpx.AsyncClient,
+    url: str,
+    shown: str,
+    body: bytes,
+    headers: Mapping[str, str] | None,
+    deadline_s: float,
+) -> int:
+    try:
+        async with asyncio.timeout(deadline_s):
+            request = client.build_request("POST", url, content=body, headers=headers)
+            response = await client.send(request, stream=True)
+            await response.aclose()
+    except TimeoutError:
+        raise FetchError(
+            f"POST {shown}: no response within the deadline of {deadline_s:g} s; aborted"
+        ) from None
+    except _HTTPX_ERRORS as exc:
+        kind = _kind(exc)
+        raise _Failed(f"{kind.words} ({_describe(exc)})", transient=kind.transient) from None
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise _ErrorStatus(status, _retry_after(response.headers.get("Retry-After")))
+    if not 200 <= status < 300:
+        raise _Failed(f"answered HTTP {status}", transient=False, status=status)
+    return status
 
 
 async def _attempt(
@@ -368,7 +437,7 @@ def _wait(cap_s: float) -> Callable[[tenacity.RetryCallState], float]:
     return wait
 
 
-def _log_retry(what: str, url: str) -> Callable[[tenacity.RetryCallState], None]:
+def _log_retry(what: str, method: str, url: str) -> Callable[[tenacity.RetryCallState], None]:
     def log(state: tenacity.RetryCallState) -> None:
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
@@ -376,7 +445,7 @@ def _log_retry(what: str, url: str) -> Callable[[tenacity.RetryCallState], None]
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         logger.bind(event="fetch_retry", source=what, url=url,
                     attempt=state.attempt_number).warning(
-            "{}: GET {} failed ({}); retrying in {:.2f} s", what, url, reason, wait
+            "{}: {} {} failed ({}); retrying in {:.2f} s", what, method, url, reason, wait
         )
 
     return log
