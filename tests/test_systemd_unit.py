@@ -50,9 +50,8 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     )
     assert settings["Type"] == "notify" and int(settings["WatchdogSec"]) > 0
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
-    # The README installs into its own virtual environment (pip refuses the system's).
+    # The install script puts it in its own virtual environment (pip refuses the system's).
     assert settings["ExecStart"].startswith("/opt/pomabotd/bin/pomabotd run ")
-    assert "--env-file /etc/pomabotd/env" in " ".join(text.split())
     assert settings["Restart"] == "on-failure" and "StartLimitBurst" in settings
     assert settings["RestartPreventExitStatus"] == "2"  # a configuration error is not retried
     assert settings["EnvironmentFile"].startswith("-")
