@@ -7,19 +7,24 @@ Run from a checkout with pomabotd installed:
 
 It writes a sound ledger into a scratch directory, as pomabotd writes one: `--cycles-per-open`
 metrics lines per cycle that opens positions (most cycles open nothing, as a real portfolio at
-its limits does), each opening cycle closing the positions the last one opened and opening
-`--opens` new ones, with `state.json` after the last cycle; the lines are real records with the
-fields and sizes of pomabotd's own (a metrics line is about 0.9 KB, an open 0.35 KB, a close
-0.2 KB). Then the median of `--repeat` rounds in the same process, the three taking turns in
-each round, so that a busy spell of a shared machine hits all alike:
+its limits does; a daemon on the default settings writes one positions line for tens of
+metrics lines, `--cycles-per-open 60` comes near it, the default 8 is a busy portfolio), each
+opening cycle closing the positions the last one opened and opening `--opens` new ones, with
+`state.json` after the last cycle; the lines are real records with the fields and sizes of
+pomabotd's own (a metrics line is about 0.9 KB, an open 0.35 KB, a close 0.2 KB). Then the
+median of `--repeat` rounds in the same process, the four taking turns in each round, so that
+a busy spell of a shared machine hits all alike:
 
-1. `read`: reading both files into memory, the floor of any check;
-2. `verify`: `pomabotd.output.verify_ledger`, what `pomabotd verify`, `run-once`, and `run` at
+1. `read`: reading both files into memory;
+2. `decode keys`: decoding the fields the check needs from every line, one call per file
+   (both files in memory): the floor of a check that decodes every line with msgspec;
+3. `verify`: `pomabotd.output.verify_ledger`, what `pomabotd verify`, `run-once`, and `run` at
    start and on reload pay (reading included);
-3. `full decode`: decoding every line into its full record, one line at a time, as recovery
+4. `full decode`: decoding every line into its full record, one line at a time, as recovery
    did before the history was checked (for the ratio only).
 
-It prints wall and CPU seconds, and per GB, for each, and verify's CPU ratios to the others.
+It prints wall and CPU seconds, and per GB, for each, verify's CPU ratios to the others, and
+verify's peak memory above what the process held before it.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+from loguru import logger
 
 from pomabotd.domain.models import CloseEvent, Position
 from pomabotd.domain.portfolio import LedgerState
+from pomabotd.history import EVENT_KEYS, METRICS_KEYS
 from pomabotd.output import METRICS_FILE, POSITIONS_FILE, CycleMetrics, Ledger, verify_ledger
 from pomabotd.sources.base import SourceStats
 
@@ -109,6 +116,19 @@ def _read(directory: Path) -> None:
         (directory / name).read_bytes()
 
 
+def _decode_keys(directory: Path) -> None:
+    metrics = (directory / METRICS_FILE).read_bytes()
+    positions = (directory / POSITIONS_FILE).read_bytes()
+    started = time.process_time()
+    METRICS_KEYS.decode_lines(metrics)
+    EVENT_KEYS.decode_lines(positions)
+    _excluded.append(time.process_time() - started)
+
+
+#: The CPU seconds of `decode keys` spent decoding, the reading left out.
+_excluded: list[float] = []
+
+
 def _full_decode(directory: Path) -> None:
     metrics = msgspec.json.Decoder(CycleMetrics)
     events = msgspec.json.Decoder(Position | CloseEvent)
@@ -116,6 +136,25 @@ def _full_decode(directory: Path) -> None:
         metrics.decode(line)
     for line in (directory / POSITIONS_FILE).read_bytes().split(b"\n")[:-1]:
         events.decode(line)
+
+
+def _resident_mb(*, reset_peak: bool = False) -> float:
+    """This process's resident memory now (VmRSS), after resetting its peak (VmHWM) to it."""
+    if reset_peak:
+        Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM) since the last reset."""
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(field)
 
 
 def _medians(
@@ -146,23 +185,32 @@ def main() -> None:
                         help="cycles per cycle that opens positions (default 8)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each (median)")
     args = parser.parse_args()
+    logger.remove()  # the check's own log line, once per measure, is no figure
     with tempfile.TemporaryDirectory(prefix="pomabotd-verify-") as scratch:
         directory = Path(scratch)
         size = write_ledger(directory, args.mb << 20, args.opens, args.cycles_per_open)
+        gc.collect()
+        before = _resident_mb(reset_peak=True)
         verdict = verify_ledger(directory)
+        peak = _peak_mb() - before
         gb = size / 1e9
         print(f"ledger: {size / 1e6:,.0f} MB, {verdict.cycles:,} metrics lines, "
-              f"{verdict.positions_lines:,} positions lines (load {os.getloadavg()[0]:.2f})")
+              f"{verdict.positions_lines:,} positions lines (load {os.getloadavg()[0]:.2f}); "
+              f"verify's peak memory {peak:,.0f} MB above the process's")
         figures = _medians({
             "read": lambda: _read(directory),
+            "decode keys": lambda: _decode_keys(directory),
             "verify": lambda: verify_ledger(directory),
             "full decode": lambda: _full_decode(directory),
         }, args.repeat)
+        wall, _ = figures["decode keys"]
+        figures["decode keys"] = (wall, statistics.median(_excluded))
         for name, (wall, cpu) in figures.items():
             print(f"{name:12} wall {wall:7.3f} s {wall / gb:6.2f} s/GB   "
                   f"cpu {cpu:7.3f} s {cpu / gb:6.2f} s/GB")
-        verify, read, full = (figures[name][1] for name in ("verify", "read", "full decode"))
-        print(f"cpu: verify / read {verify / read:.1f}x; verify / full decode "
+        verify, keys, full = (figures[name][1] for name in ("verify", "decode keys",
+                                                            "full decode"))
+        print(f"cpu: verify / decode keys {verify / keys:.2f}x; verify / full decode "
               f"{verify / full:.2f}x (load {os.getloadavg()[0]:.2f})")
 
 

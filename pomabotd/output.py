@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -36,16 +37,20 @@ from pomabotd.domain.portfolio import HistoryError, LedgerState, replay_ledger
 from pomabotd.errors import LedgerError
 from pomabotd.history import (
     EVENT_KEYS,
+    METRICS_HALTS,
     METRICS_KEYS,
+    FileIdentity,
     HistoryCheck,
+    LineReader,
     OpenKey,
+    cycle_ids,
     decode_line,
-    decoded_blocks,
-    line_offset,
-    numbers_of,
+    open_regular,
     refused,
 )
+from pomabotd.log import logger
 from pomabotd.sources.base import SourceStats
+from pomabotd.words import plural
 
 __all__ = [
     "LOCK_FILE",
@@ -54,10 +59,12 @@ __all__ = [
     "STATE_FILE",
     "CycleMetrics",
     "Ledger",
+    "LedgerScan",
     "LedgerSnapshot",
     "LedgerVerdict",
     "output_dir_problem",
     "read_ledger",
+    "scan_ledger",
     "verify_ledger",
 ]
 
@@ -190,26 +197,41 @@ class LedgerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
             raise refused(str(exc)) from None
 
 
-def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
-    """Read an output directory without creating, locking or changing anything.
+class LedgerScan(msgspec.Struct, frozen=True, kw_only=True):
+    """What reading an output directory found (`scan_ledger`), checked: the snapshot, the
+    files as they were when read (`files`: identities of metrics.jsonl, positions.jsonl and
+    state.json, None for one missing), and what recovery would cut: each file is kept up to
+    its first `*_keep` bytes (without a torn last line, or the lines of an unfinished cycle);
+    `torn_bytes` counts the torn last lines of both.
+
+    A writer that locks the directory next hands it to `Ledger.recover`, which trusts it when
+    the files are still the ones read: the history is checked once per open.
+    """
+
+    snapshot: LedgerSnapshot
+    files: tuple[FileIdentity | None, FileIdentity | None, FileIdentity | None]
+    metrics_keep: int
+    positions_keep: int
+    torn_bytes: int
+    metrics_lines: int
+    positions_lines: int
+
+
+def scan_ledger(directory: Path, *, history: bool = False) -> LedgerScan:
+    """Read and check an output directory without creating, locking or changing anything.
 
     A missing directory or file reads as empty; a torn last line and the lines of an
-    unfinished cycle are skipped, as `Ledger.recover` would cut them, so this is safe on the
-    files of a running daemon. `history` also keeps every finished cycle's lines (for
-    reports); the daemon never needs them.
+    unfinished cycle are skipped, as `Ledger.recover` would cut them, and only what the files
+    held when they were opened is read, so this is safe on the files of a running daemon.
+    `history` also keeps every finished cycle's lines (for reports); the daemon never needs
+    them. LedgerHistoryError if the history does not add up.
     """
-    metrics, _ = _whole_lines(_read_if_present(directory / METRICS_FILE))
-    positions, _ = _whole_lines(_read_if_present(directory / POSITIONS_FILE))
-    scan = _scan(
-        metrics,
-        positions,
-        _read_state(directory / STATE_FILE),
-        directory / METRICS_FILE,
-        directory / POSITIONS_FILE,
-        directory / STATE_FILE,
-        history=history,
-    )
-    return scan.snapshot
+    return _scan(directory, history=history)
+
+
+def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:
+    """`scan_ledger`'s snapshot: what the directory holds for finished cycles."""
+    return _scan(directory, history=history).snapshot
 
 
 class LedgerVerdict(msgspec.Struct, frozen=True, kw_only=True):
@@ -232,10 +254,7 @@ def verify_ledger(directory: Path) -> LedgerVerdict:
     """Check an output directory's whole history, read-only, as opening it would
     (`pomabotd verify`): LedgerHistoryError naming the file and line if it does not add up,
     LedgerError if it cannot be read."""
-    metrics, metrics_torn = _whole_lines(_read_if_present(directory / METRICS_FILE))
-    positions, positions_torn = _whole_lines(_read_if_present(directory / POSITIONS_FILE))
-    scan = _scan(metrics, positions, _read_state(directory / STATE_FILE),
-                 directory / METRICS_FILE, directory / POSITIONS_FILE, directory / STATE_FILE)
+    scan = _scan(directory)
     snapshot = scan.snapshot
     last = snapshot.last_metrics
     return LedgerVerdict(
@@ -247,7 +266,7 @@ def verify_ledger(directory: Path) -> LedgerVerdict:
         open_positions=len(snapshot.portfolio().open_positions),
         unfinished_cycle_id=snapshot.dropped_cycle_id,
         unfinished_lines=snapshot.dropped_lines,
-        torn_bytes=metrics_torn + positions_torn,
+        torn_bytes=scan.torn_bytes,
     )
 
 
@@ -362,31 +381,27 @@ class Ledger:
                 "or restart pomabotd to start a ledger there again"
             )
 
-    def recover(self) -> LedgerSnapshot:
+    def recover(self, scanned: LedgerScan | None = None) -> LedgerSnapshot:
         """Check both files' history, then cut off anything after the last finished cycle.
 
         A history that does not add up (`pomabotd.history`) is a `LedgerHistoryError` naming
         the file and line, raised before anything is cut: the user must repair or move the
-        file.
+        file. `scanned`, what `scan_ledger` found in this directory before it was locked, is
+        trusted instead of checking again when the files are still the ones it read.
         """
         self._check_open()
-        metrics_data, metrics_cut = _whole_lines(_read_file(self.metrics_path))
-        positions_data, positions_cut = _whole_lines(_read_file(self.positions_path))
-        scan = _scan(
-            metrics_data, positions_data, _read_state(self.state_path), self.metrics_path,
-            self.positions_path, self.state_path,
-        )
-        if metrics_cut:
-            _truncate(self._metrics_fd, self.metrics_path, len(metrics_data))
-        if positions_cut:
-            _truncate(self._positions_fd, self.positions_path, len(positions_data))
-        if scan.positions_keep < len(positions_data):
-            _truncate(self._positions_fd, self.positions_path, scan.positions_keep)
-            positions_cut += len(positions_data) - scan.positions_keep
-        self._last_cycle_id = scan.snapshot.last_cycle_id
-        return msgspec.structs.replace(
-            scan.snapshot, truncated_bytes=metrics_cut + positions_cut
-        )
+        if scanned is None or not _unchanged(scanned.files, _identities(self.directory)):
+            scanned = _scan(self.directory, required=True)
+        cut = 0
+        for fd, path, keep in ((self._metrics_fd, self.metrics_path, scanned.metrics_keep),
+                               (self._positions_fd, self.positions_path,
+                                scanned.positions_keep)):
+            size = _size(fd, path)
+            if keep < size:
+                _truncate(fd, path, keep)
+                cut += size - keep
+        self._last_cycle_id = scanned.snapshot.last_cycle_id
+        return msgspec.structs.replace(scanned.snapshot, truncated_bytes=cut)
 
     def reopen(self) -> None:
         """Open both files again by name, so that a rename-based rotation takes effect: the
@@ -489,181 +504,220 @@ class Ledger:
 
 
 
-class _Scan(msgspec.Struct, frozen=True):
-    snapshot: LedgerSnapshot
-    positions_keep: int
-    metrics_lines: int = 0
-    positions_lines: int = 0
+def _scan(directory: Path, *, required: bool = False, history: bool = False) -> LedgerScan:
+    """Check the history of the whole lines of both files (`pomabotd.history`) and decode
+    what the portfolio is rebuilt from: the positions lines after `state.json`, and the last
+    metrics line; find where an unfinished cycle begins. LedgerHistoryError if the history
+    does not add up; LedgerError if a file cannot be read (or, when `required`, is missing).
 
-
-def _scan(
-    metrics_data: bytes,
-    positions_data: bytes,
-    state: _StateFile | None,
-    metrics_path: Path,
-    positions_path: Path,
-    state_path: Path,
-    *,
-    history: bool = False,
-) -> _Scan:
-    """Check the history of whole lines of both files (`pomabotd.history`) and decode what
-    the portfolio is rebuilt from: the positions lines after `state`, and the last metrics
-    line; find where an unfinished cycle begins. LedgerHistoryError if the history does not
-    add up.
+    `state.json` is read first and `metrics.jsonl` before `positions.jsonl`, each only up to
+    the size it had when opened, so that a writer appending meanwhile cannot make them
+    disagree: what is read of `positions.jsonl` is at most one cycle ahead of what is read of
+    `metrics.jsonl` (an unfinished cycle), which is not behind `state.json`.
 
     With `history`, every finished cycle's lines are decoded in full and kept too, those
-    before `state` included.
+    before `state.json` included.
     """
-    base = None if state is None else LedgerState(
-        open_positions=state.open_positions,
-        realized_pnl_usd=state.realized_pnl_usd,
-        last_cycle_id=state.last_cycle_id,
+    started = time.perf_counter()
+    metrics_path = directory / METRICS_FILE
+    positions_path = directory / POSITIONS_FILE
+    state_path = directory / STATE_FILE
+    state, state_identity = _read_state(state_path)
+    with LineReader(metrics_path, required=required) as metrics_file, \
+            LineReader(positions_path, required=required) as positions_file:
+        base = None if state is None else LedgerState(
+            open_positions=state.open_positions,
+            realized_pnl_usd=state.realized_pnl_usd,
+            last_cycle_id=state.last_cycle_id,
+        )
+        based = 0 if base is None else base.last_cycle_id
+        check = HistoryCheck(metrics_path, positions_path)
+
+        cycles: list[CycleMetrics] = []
+        later_cycles: list[int] = []
+        later_halts: dict[int, str | None] = {}
+        last_line = b""
+        last_number = 0
+        # The halt fields are decoded only where the halt state is recovered from them: the
+        # cycles after state.json (all of them without one).
+        metrics_decoder: msgspec.json.Decoder[Any] = (
+            _METRICS_DECODER if history else METRICS_HALTS if base is None else METRICS_KEYS)
+        for block in metrics_file.blocks(metrics_decoder):
+            records = block.records
+            ids = check.metrics_block(block.numbers, records)
+            last_number = int(block.numbers[-1])
+            if history:
+                cycles.extend(records)
+            else:
+                last_line = block.line(last_number)
+            if ids[-1] <= based:
+                continue
+            first = int(np.searchsorted(ids, based, side="right"))  # ids run +1 a line
+            later_cycles.extend(ids[first:].tolist())
+            halts = (records[first:] if metrics_decoder is not METRICS_KEYS
+                     else block.decode(METRICS_HALTS, first, len(records)))
+            later_halts.update((record.cycle_id, record.halt_reason) for record in halts
+                               if record.halted)
+        last_metrics: CycleMetrics | None = None
+        if cycles:
+            last_metrics = cycles[-1]
+        elif last_number:
+            last_metrics = decode_line(_METRICS_DECODER, last_line, metrics_path, last_number)
+        last_cycle_id = max(based, 0 if last_metrics is None else last_metrics.cycle_id)
+
+        # Without state.json every finished cycle's lines rebuild the portfolio: decode them
+        # in full at once rather than into their keys and then again.
+        full = history or base is None
+        events_decoder: msgspec.json.Decoder[Any] = _EVENT_DECODER if full else EVENT_KEYS
+        open_type = Position if full else OpenKey
+        finished: list[Position | CloseEvent] = []  # with `history`: all of them, in file order
+        events: list[Position | CloseEvent] = []  # those of the finished cycles after state
+        keep: int | None = None  # where the lines of an unfinished cycle begin
+        dropped_lines = 0
+        dropped_cycle_id: int | None = None
+        for block in positions_file.blocks(events_decoder):
+            records = block.records
+            lines = block.numbers
+            ids = cycle_ids(records)
+            end = len(records)
+            ahead = np.flatnonzero(ids > last_cycle_id)
+            if dropped_cycle_id is not None or ahead.size:
+                end = 0 if dropped_cycle_id is not None else int(ahead[0])
+                for index in range(end, len(records)):
+                    cycle, number = int(ids[index]), int(lines[index])
+                    if cycle > last_cycle_id + 1:
+                        raise refused(
+                            f"{positions_path} line {number}: cycle {cycle} is ahead of "
+                            f"{metrics_path}, which ends at cycle {last_cycle_id}; was "
+                            f"{METRICS_FILE} moved without {STATE_FILE}? Keep the files "
+                            "together", directory
+                        )
+                    if cycle <= last_cycle_id:
+                        raise refused(
+                            f"{positions_path} line {number}: cycle {cycle} comes after "
+                            f"lines of unfinished cycle {dropped_cycle_id}", directory
+                        )
+                    if dropped_cycle_id is None:
+                        keep = block.offset + block.start_of(number)
+                        dropped_cycle_id = cycle
+                    dropped_lines += 1
+            check.positions_block(lines[:end], records[:end], ids[:end], open_type)
+            if not end or ids[end - 1] <= based:
+                if history:
+                    finished.extend(records[:end])
+                continue
+            first = int(np.argmax(ids[:end] > based))
+            if full:
+                if history:
+                    finished.extend(records[:end])
+                events.extend(records[first:end])
+            else:
+                events.extend(block.decode(_EVENT_DECODER, first, end))
+        check.finish(
+            None if state is None else state.last_cycle_id,
+            None if state is None else len(state.open_positions),
+            state_path,
+        )
+        snapshot = LedgerSnapshot(
+            events=tuple(events),
+            last_cycle_id=last_cycle_id,
+            last_metrics=last_metrics,
+            base=base,
+            dropped_lines=dropped_lines,
+            dropped_cycle_id=dropped_cycle_id,
+            cycles=tuple(cycles),
+            history=tuple(finished),
+            base_halt=None if state is None else state.halt,
+            later_cycles=tuple(later_cycles),
+            later_halts=later_halts,
+        )
+        if (base is not None and events and last_metrics is not None
+                and last_cycle_id == last_metrics.cycle_id):
+            rebuilt = len(snapshot.portfolio().open_positions)
+            if rebuilt != last_metrics.open_positions:
+                raise refused(
+                    f"{positions_path}: the positions lines after {STATE_FILE}'s cycle {based} "
+                    f"leave {plural(rebuilt, 'position')} open, but {metrics_path} line "
+                    f"{last_number} records {last_metrics.open_positions}", directory
+                )
+        scan = LedgerScan(
+            snapshot=snapshot,
+            files=(metrics_file.identity, positions_file.identity, state_identity),
+            metrics_keep=metrics_file.whole,
+            positions_keep=positions_file.whole if keep is None else keep,
+            torn_bytes=metrics_file.torn + positions_file.torn,
+            metrics_lines=check.metrics_lines,
+            positions_lines=check.positions_lines,
+        )
+        checked = metrics_file.size + positions_file.size
+    elapsed = time.perf_counter() - started
+    logger.bind(
+        event="ledger_checked", output_dir=str(directory), metrics_lines=scan.metrics_lines,
+        positions_lines=scan.positions_lines, bytes=checked, seconds=round(elapsed, 3),
+    ).debug(
+        "checked the history of {}: {}, {} ({:,.1f} MB) in {:.2f} s", directory,
+        plural(scan.metrics_lines, "metrics line"), plural(scan.positions_lines,
+                                                          "positions line"),
+        checked / 1e6, elapsed,
     )
-    based = 0 if base is None else base.last_cycle_id
-    check = HistoryCheck(metrics_path, positions_path)
-    cycles: list[CycleMetrics] = []
-    later_cycles: list[int] = []
-    later_halts: dict[int, str | None] = {}
-    last_number = 0
-    metrics_decoder: msgspec.json.Decoder[Any] = _METRICS_DECODER if history else METRICS_KEYS
-    for numbers, records in decoded_blocks(metrics_decoder, metrics_data, metrics_path):
-        if not records:
+    return scan
+
+
+def _identities(directory: Path) -> tuple[FileIdentity | None, ...]:
+    """The identity each of metrics.jsonl, positions.jsonl and state.json has now."""
+    found: list[FileIdentity | None] = []
+    for name in (METRICS_FILE, POSITIONS_FILE, STATE_FILE):
+        try:
+            status = os.stat(directory / name)
+        except FileNotFoundError:
+            found.append(None)
             continue
-        check.metrics_block(numbers, records)
-        last_number = numbers_of(numbers, len(records))[-1]
-        if history:
-            cycles.extend(records)
-        if records[-1].cycle_id > based:
-            for record in records:
-                if record.cycle_id > based:
-                    later_cycles.append(record.cycle_id)
-                    if record.halted:
-                        later_halts[record.cycle_id] = record.halt_reason
-    last_metrics: CycleMetrics | None = None
-    if cycles:
-        last_metrics = cycles[-1]
-    elif last_number:
-        start = line_offset(metrics_data, last_number)
-        line = metrics_data[start : metrics_data.index(b"\n", start)]
-        last_metrics = decode_line(_METRICS_DECODER, line, metrics_path, last_number)
-    last_cycle_id = max(based, 0 if last_metrics is None else last_metrics.cycle_id)
+        except OSError as exc:
+            raise LedgerError(f"cannot examine {directory / name}: {exc.strerror}") from None
+        found.append((status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns,
+                      status.st_ctime_ns))
+    return tuple(found)
 
-    finished: list[Position | CloseEvent] = []  # with `history`: all of them, in file order
-    first_later: int | None = None  # the first line of a finished cycle after `state`
-    dropped_first: int | None = None
-    dropped_lines = 0
-    dropped_cycle_id: int | None = None
-    events_decoder: msgspec.json.Decoder[Any] = _EVENT_DECODER if history else EVENT_KEYS
-    open_type = Position if history else OpenKey
-    for numbers, records in decoded_blocks(events_decoder, positions_data, positions_path):
-        if not records:
-            continue
-        lines = numbers_of(numbers, len(records))
-        ids = np.fromiter((r.cycle_id for r in records), dtype=np.int64, count=len(records))
-        ahead = np.flatnonzero(ids > last_cycle_id)
-        end = len(records)
-        if dropped_cycle_id is not None or ahead.size:
-            at = 0 if dropped_cycle_id is not None else int(ahead[0])
-            for index in range(at, len(records)):
-                cycle, number = int(ids[index]), lines[index]
-                if cycle > last_cycle_id + 1:
-                    raise refused(
-                        f"{positions_path} line {number}: cycle {cycle} is ahead of "
-                        f"{metrics_path}, which ends at cycle {last_cycle_id}; was "
-                        f"{METRICS_FILE} moved without {STATE_FILE}? Keep the files together"
-                    )
-                if cycle <= last_cycle_id:
-                    raise refused(
-                        f"{positions_path} line {number}: cycle {cycle} comes after "
-                        f"lines of unfinished cycle {dropped_cycle_id}"
-                    )
-                if dropped_cycle_id is None:
-                    dropped_first, dropped_cycle_id = number, cycle
-                dropped_lines += 1
-            end = at
-        check.positions_block(lines[:end], records[:end], ids[:end], open_type)
-        if history:
-            finished.extend(records[:end])
-        if first_later is None and end and ids[end - 1] > based:
-            first_later = lines[int(np.argmax(ids[:end] > based))]
-    check.finish(
-        None if state is None else state.last_cycle_id,
-        None if state is None else len(state.open_positions),
-        state_path,
+
+def _unchanged(read: Sequence[FileIdentity | None], now: Sequence[FileIdentity | None]) -> bool:
+    """Whether the files are still the ones read: each the very same, or missing when read
+    and still empty (a writer opening the directory creates its files)."""
+    return all(
+        before == after or (before is None and (after is None or after[2] == 0))
+        for before, after in zip(read, now, strict=True)
     )
-    keep = len(positions_data) if dropped_first is None else line_offset(
-        positions_data, dropped_first)
-    if history:
-        events = [event for event in finished if event.cycle_id > based]
-    elif first_later is None:
-        events = []
-    else:
-        start = line_offset(positions_data, first_later)
-        events = [
-            decode_line(_EVENT_DECODER, line, positions_path, number)
-            for number, line in enumerate(positions_data[start:keep].split(b"\n")[:-1],
-                                          first_later)
-            if line.strip()
-        ]
-    snapshot = LedgerSnapshot(
-        events=tuple(events),
-        last_cycle_id=last_cycle_id,
-        last_metrics=last_metrics,
-        base=base,
-        dropped_lines=dropped_lines,
-        dropped_cycle_id=dropped_cycle_id,
-        cycles=tuple(cycles),
-        history=tuple(finished),
-        base_halt=None if state is None else state.halt,
-        later_cycles=tuple(later_cycles),
-        later_halts=later_halts,
-    )
-    if (base is not None and events and last_metrics is not None
-            and last_cycle_id == last_metrics.cycle_id):
-        rebuilt = len(snapshot.portfolio().open_positions)
-        if rebuilt != last_metrics.open_positions:
-            raise refused(
-                f"{positions_path}: the positions lines after {STATE_FILE}'s cycle {based} "
-                f"leave {rebuilt} positions open, but {metrics_path} line {last_number} "
-                f"records {last_metrics.open_positions}"
-            )
-    return _Scan(snapshot, keep, check.metrics_lines, check.positions_lines)
 
 
-def _whole_lines(data: bytes) -> tuple[bytes, int]:
-    """`data` up to its last newline, and how many bytes of a torn last line follow it."""
-    if not data or data.endswith(b"\n"):
-        return data, 0
-    end = data.rfind(b"\n") + 1
-    return data[:end], len(data) - end
-
-
-def _read_file(path: Path) -> bytes:
+def _size(fd: int, path: Path) -> int:
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        return os.fstat(fd).st_size
     except OSError as exc:
-        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+        raise LedgerError(f"cannot examine {path}: {exc.strerror}") from None
 
 
-def _read_if_present(path: Path) -> bytes:
+def _read_state(path: Path) -> tuple[_StateFile | None, FileIdentity | None]:
+    """`state.json` (None when missing or empty) and its identity when read."""
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        fd, status = open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
-        return b""
+        return None, None
     except OSError as exc:
         raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _read_state(path: Path) -> _StateFile | None:
-    data = _read_if_present(path)
-    if not data:
-        return None
     try:
-        return _STATE_DECODER.decode(data)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read()
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns,
+                status.st_ctime_ns)
+    if not data:
+        return None, identity
+    try:
+        return _STATE_DECODER.decode(data), identity
     except msgspec.DecodeError as exc:
-        raise refused(f"{path}: {str(exc).replace('`', '')}") from None
+        raise refused(f"{path} line 1: {str(exc).replace('`', '')}", path.parent) from None
 
 
 def _lock(directory: Path) -> int:
@@ -703,7 +757,7 @@ def _identity(directory: Path, lock_fd: int) -> tuple[int, int, int, int] | None
 
 def _open_append(path: Path) -> int:
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)[0]
     except OSError as exc:
         raise LedgerError(f"cannot open {path}: {exc.strerror}") from None
 

@@ -331,30 +331,23 @@ def test_halted_cycles_are_marked_on_the_run_plots(tmp_path: Path):
 
 
 def test_a_signal_stops_a_report_with_128_plus_its_number(tmp_path: Path):
-    """SIGTERM while report reads its input (positions.jsonl is a FIFO that never ends, as a
-    stalled network file system would hold it): exit 143, one line saying so, no plot
-    directory."""
+    """SIGTERM while report reads its input (a metrics.jsonl of 1 TB, one line followed by a
+    hole that reads as NUL bytes for as long as a stalled network file system would hold a
+    read): exit 143, one line saying so, no plot directory."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0))
-    fifo = run / "positions.jsonl"
-    os.mkfifo(fifo)
+    with (run / "metrics.jsonl").open("wb") as metrics:
+        metrics.write(_metrics_line(1, 0.0))
+        metrics.truncate(1 << 40)
     process = start_alone(tmp_path, "report", "--out", "run", "--plots", "plots")
-    writer = -1
     try:
         deadline = time.monotonic() + 60
-        while writer < 0:  # opening the write end succeeds once report opened the read end
-            try:
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.02)
-        time.sleep(0.1)  # report is now blocked reading
+        while _bytes_read(process.pid) < 256 << 20:  # report is now reading the hole
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
         os.kill(process.pid, signal.SIGTERM)
     finally:
         result = finish_alone(process)
-        if writer >= 0:
-            os.close(writer)
     assert result.returncode == 143, result.stderr
     assert result.stderr.splitlines() == [
         "stopped by SIGTERM: the report was abandoned; no plot is left half-written"
@@ -447,3 +440,24 @@ def test_calibration_draws_each_buckets_interval_and_the_crowds_curve():
                                    (big.observed_high - big.observed_low) * 100])
     assert list(crowd.lines[0].get_xdata()) == pytest.approx([12.0, 62.0])
     assert "n=9" in [text.get_text() for text in curve.texts]
+
+
+def _bytes_read(pid: int) -> int:
+    """What process `pid` has read so far (`rchar` of /proc/PID/io), 0 once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return 0
+    return int(re.search(r"^rchar: (\d+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+
+
+def test_a_ledger_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path):
+    """positions.jsonl a FIFO nobody writes to: report refuses it at once (exit 2), naming
+    the file, instead of waiting for a line forever."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_bytes(_metrics_line(1, 0.0))
+    os.mkfifo(run / "positions.jsonl")
+    result = run_alone(tmp_path, "report", "--out", "run", "--plots", "plots")
+    assert result.returncode == 2, result.stderr
+    assert f"{Path('run') / 'positions.jsonl'} is not a regular file" in result.stderr

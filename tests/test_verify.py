@@ -3,6 +3,7 @@ anything is written: when `run-once` or `run` opens it, on reload, and by `pomab
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from daemon_process import DaemonProcess
 from pomabotd.domain.models import CloseEvent, Position
 from pomabotd.domain.portfolio import LedgerState
 from pomabotd.errors import LedgerHistoryError
+from pomabotd.history import METRICS_KEYS, LineReader
 from pomabotd.output import (
     METRICS_FILE,
     POSITIONS_FILE,
@@ -101,8 +103,8 @@ ATTACKS = {
     "lines out of order": (POSITIONS_FILE, lambda ls: [*ls[:2], ls[6], *ls[2:6], *ls[7:]],
                            "line 4: a line of cycle 2 after lines of cycle 3"),
     "metrics line deleted": (METRICS_FILE, lambda ls: [*ls[:2], *ls[3:]],
-                             "line 3: cycle 4 follows cycle 2 (line 2): the metrics lines of "
-                             "cycles 3-3 are missing"),
+                             "line 3: cycle 4 follows cycle 2 (line 2): the metrics line of "
+                             "cycle 3 is missing"),
     "metrics line duplicated": (METRICS_FILE, lambda ls: [*ls[:3], ls[2], *ls[3:]],
                                 "line 4: cycle_id 3 does not follow 3"),
 }
@@ -236,3 +238,48 @@ def test_a_daemon_refuses_a_damaged_ledger_at_start_and_on_reload(tmp_path: Path
         assert daemon.leftovers() == []
     finally:
         daemon.finish()
+
+
+def test_a_ledger_read_in_blocks_reads_as_it_does_whole(tmp_path: Path) -> None:
+    """Blocks of any size (smaller than a line too) give the same records with the same line
+    numbers, blank lines skipped, a torn last line left out and counted, and nothing a writer
+    appends after the file was opened."""
+    lines = [msgspec.json.encode(_metrics(n, 0, 0, 0)) + b"\n" for n in range(1, 8)]
+    lines[3:3] = [b"\n", b"   \n"]
+    path = tmp_path / METRICS_FILE
+    path.write_bytes(b"".join(lines) + b'{"cycle_id": 8, "sel')
+    expected = [(number, record.cycle_id) for number, record in
+                zip([1, 2, 3, 6, 7, 8, 9], range(1, 8), strict=True) for record in
+                [_metrics(record, 0, 0, 0)]]
+    for block_bytes in (16, 100, 1000, 1 << 20):
+        with LineReader(path) as reader:
+            with path.open("ab") as file:
+                file.write(b'ected": 0}\n')  # after the open: not read
+            found = [(int(number), record.cycle_id) for block in reader.blocks(
+                METRICS_KEYS, block_bytes) for number, record in zip(
+                    block.numbers, block.records, strict=True)]
+        assert found == expected, block_bytes
+        assert (reader.whole, reader.torn) == (sum(map(len, lines)), 20)
+        path.write_bytes(b"".join(lines) + b'{"cycle_id": 8, "sel')
+
+
+def test_a_line_too_long_to_be_ours_is_refused_and_a_long_torn_end_cut(tmp_path: Path) -> None:
+    """Bytes without a newline past 64 MB are read through without being kept: at the end of
+    the file (the NUL bytes a crash can leave) they are a torn last line, which recovery cuts;
+    followed by a newline they are a line no pomabotd wrote, refused naming it."""
+    _history(tmp_path, 2)
+    metrics = tmp_path / METRICS_FILE
+    size = metrics.stat().st_size
+    with metrics.open("r+b") as file:
+        file.truncate(size + (65 << 20))  # a hole: reads as NUL bytes
+    verdict = verify_ledger(tmp_path)
+    assert (verdict.cycles, verdict.torn_bytes) == (2, 65 << 20)
+    with Ledger(tmp_path) as ledger:
+        assert ledger.recover().truncated_bytes == 65 << 20
+    assert metrics.stat().st_size == size
+    with metrics.open("r+b") as file:
+        file.truncate(size + (65 << 20))
+        file.seek(0, os.SEEK_END)
+        file.write(b"\n")
+    with pytest.raises(LedgerHistoryError, match=r"metrics.jsonl line 3: longer than 64 MB"):
+        verify_ledger(tmp_path)
