@@ -47,7 +47,14 @@ from pomabotd.engine.executor import Gauge
 from pomabotd.engine.runtime import RunResult, Runtime
 from pomabotd.errors import CycleError, LedgerError
 from pomabotd.log import logger
-from pomabotd.output import CycleMetrics, Ledger, LedgerSnapshot, read_ledger
+from pomabotd.output import (
+    CycleMetrics,
+    Ledger,
+    LedgerScan,
+    LedgerSnapshot,
+    read_ledger,
+    scan_ledger,
+)
 from pomabotd.resume import clear_resume, pending_resume
 from pomabotd.sources import CycleInput
 from pomabotd.wire import Rejected
@@ -132,9 +139,10 @@ class Portfolio:
         self.missing_since: dict[str, int] = {}
 
     @classmethod
-    def recover(cls, ledger: Ledger) -> Portfolio:
-        """Read the ledger back, cutting off any cycle a crash left unfinished."""
-        snapshot = ledger.recover()
+    def recover(cls, ledger: Ledger, scanned: LedgerScan | None = None) -> Portfolio:
+        """Read the ledger back, cutting off any cycle a crash left unfinished (`scanned`:
+        see `Ledger.recover`)."""
+        snapshot = ledger.recover(scanned)
         if snapshot.truncated_bytes:
             unfinished = (
                 f" ({plural(snapshot.dropped_lines, 'line')} of unfinished cycle "
@@ -178,13 +186,15 @@ class LedgerOnDemand:
     """An output directory that is created and locked only once a cycle has something to
     write, so a cycle that fails leaves no trace; `run-once` uses it.
 
-    The portfolio is first read without a lock; once the ledger is open and locked, the
-    directory must still end at the cycle it was read at.
+    The portfolio is first read (and the history checked) without a lock; once the ledger is
+    open and locked, the directory must still end at the cycle it was read at, and the check
+    is not run again when its files are still the ones read.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._ledger: Ledger | None = None
+        self._scanned: LedgerScan | None = None
 
     def __enter__(self) -> LedgerOnDemand:
         return self
@@ -199,14 +209,15 @@ class LedgerOnDemand:
 
     def portfolio(self) -> Portfolio:
         """The portfolio the directory holds now (empty if it does not exist)."""
-        return Portfolio.read(self.directory)
+        self._scanned = scan_ledger(self.directory)
+        return Portfolio.from_snapshot(self._scanned.snapshot)
 
     def open_for(self, portfolio: Portfolio) -> Ledger:
         """Open and lock the directory, recover it, and check nobody wrote meanwhile."""
         if self._ledger is None:
             ledger = Ledger(self.directory)
             try:
-                recovered = Portfolio.recover(ledger)
+                recovered = Portfolio.recover(ledger, self._scanned)
             except BaseException:
                 ledger.close()
                 raise

@@ -14,6 +14,7 @@ import pytest
 from conftest import RunCli
 from daemon_process import DaemonProcess
 
+from pomabotd.cycle import LedgerOnDemand
 from pomabotd.domain.models import CloseEvent, Position
 from pomabotd.domain.portfolio import LedgerState
 from pomabotd.errors import LedgerHistoryError
@@ -238,6 +239,42 @@ def test_a_daemon_refuses_a_damaged_ledger_at_start_and_on_reload(tmp_path: Path
         assert daemon.leftovers() == []
     finally:
         daemon.finish()
+
+
+def _checks(stderr: str) -> list[dict[str, object]]:
+    """The `ledger_checked` log lines of a command's JSON log."""
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{") and '"ledger_checked"' in line:
+            found.append(msgspec.json.decode(line))
+    return found
+
+
+def test_run_once_checks_the_history_once(tmp_path: Path, run_cli: RunCli) -> None:
+    """`run-once` on a ledger of six cycles checks its history once (when it reads the
+    portfolio), not a second time when it locks the directory to append: the files are the
+    ones it read."""
+    _history(tmp_path / "out")
+    (tmp_path / "c.toml").write_text('[log]\nlevel = "DEBUG"\nformat = "json"\n'
+                                     "[batch]\nworkers = 0\n[sources]\nsynthetic_markets = 40\n")
+    result = run_cli("run-once", "--config", "c.toml", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    checks = _checks(result.stderr)
+    assert len(checks) == 1, checks
+    assert (checks[0]["metrics_lines"], checks[0]["positions_lines"]) == (CYCLES, 22)
+    assert read_ledger(tmp_path / "out").last_cycle_id == CYCLES + 1
+
+
+def test_damage_done_between_the_read_and_the_lock_is_refused(tmp_path: Path) -> None:
+    """A ledger read (and found sound) without its lock, then damaged before `run-once`
+    locks it to append: the files are no longer the ones read, so the check runs again and
+    refuses them, naming the line."""
+    _history(tmp_path)
+    with LedgerOnDemand(tmp_path) as ledger:
+        portfolio = ledger.portfolio()
+        _edit(tmp_path / POSITIONS_FILE, ATTACKS["position line duplicated"][1])
+        with pytest.raises(LedgerHistoryError, match="line 7: position 2-m5 is opened again"):
+            ledger.open_for(portfolio)
 
 
 def test_a_ledger_read_in_blocks_reads_as_it_does_whole(tmp_path: Path) -> None:
