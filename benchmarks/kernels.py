@@ -1,6 +1,7 @@
-"""Per-market cost, on one core, of decoding and evaluating a piece: scalar against columnar.
+"""Per-market cost, on one core, of decoding and evaluating a piece: scalar against columnar,
+and the columnar kernel's lines decoded by msgspec against the native decoder.
 
-Run from a checkout with pomabotd installed:
+Run from a checkout with pomabotd installed (with cargo on the PATH for the native decoder):
 
     python benchmarks/kernels.py                     # 1e3 and 1e5 markets
     python benchmarks/kernels.py --sizes 100000 --workers 2
@@ -12,12 +13,15 @@ CPU time of this process (one core), the best of `--repeats` rounds in which eve
 takes its turn: on a shared machine CPU time varies less than wall time, and taking turns spreads
 a busy spell over all of them. The load average is printed beside the figures.
 
-- `worker, scalar` / `worker, columnar`: the worker's whole loop over its pieces
-  (`evaluate_tasks`: read, find the signal run, decode, evaluate, keep candidates, encode the
-  result) with `batch.kernel` scalar or columnar.
-- The stages of each path: msgspec decoding of the lines to Structs (both paths), grouping
-  and the per-market screen (scalar), Structs to numpy columns, the kernel, and the
-  Evaluations built for candidates (columnar).
+- `worker, scalar` / `worker, columnar, msgspec` / `worker, columnar, native`: the worker's
+  whole loop over its pieces (`evaluate_tasks`: read, find the signal run, decode, evaluate,
+  keep candidates, encode the result) with `batch.kernel` scalar, or columnar with
+  `batch.decoder` msgspec or native.
+- The stages of each path: msgspec decoding of the lines to Structs (scalar and columnar),
+  grouping and the per-market screen (scalar), Structs to numpy columns (columnar, msgspec),
+  the native decoder's lines to columns in one pass, the kernel, and the Evaluations built
+  for candidates (columnar). The ratios printed compare the two ways to columns, and the
+  columnar worker's two decoders, measured in the same rounds.
 - The columnar JSON readers considered for decoding: `pyarrow.json.read_json` and
   `polars.read_ndjson`, each with an explicit schema, straight to columns (timestamps as
   microseconds), when they are installed; neither validates as the scalar readers do.
@@ -44,6 +48,7 @@ from pomabotd.domain.models import Market, Signal
 from pomabotd.engine.chunk import evaluate_tasks
 from pomabotd.engine.executor.shared import HERE
 from pomabotd.engine.inputs import Inputs, reader
+from pomabotd.engine.kernels import native
 from pomabotd.engine.kernels.columnar import PASSED, evaluate_columns, evaluations
 from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
 from pomabotd.engine.plan import plan_pieces
@@ -88,18 +93,18 @@ class _Pieces:
                   for task in self.tasks]
         self.lines = [(piece.markets, piece.signals) for piece in loaded]
 
-    def job(self, kernel: str) -> Job:
+    def job(self, kernel: str, decoder: str = "msgspec") -> Job:
         return Job(as_of=AS_OF, markets=self.inputs.markets, signals=self.inputs.signals,
                    want_lines=False, timeout_ms=5000, retry_attempts=0,
-                   kernel=kernel)  # type: ignore[arg-type]
+                   kernel=kernel, decoder=decoder)  # type: ignore[arg-type]
 
 
 def _decoded(pieces: _Pieces) -> list[tuple[list[Market], list[Signal]]]:
     return [(_MARKET.decode_lines(m), _SIGNAL.decode_lines(s)) for m, s in pieces.lines]
 
 
-def _worker(pieces: _Pieces, kernel: str) -> Callable[[], None]:
-    job = pieces.job(kernel)
+def _worker(pieces: _Pieces, kernel: str, decoder: str = "msgspec") -> Callable[[], None]:
+    job = pieces.job(kernel, decoder)
 
     def run() -> None:
         with inline_state(evaluate_market) as state:
@@ -123,6 +128,18 @@ def _columns(decoded: list[tuple[list[Market], list[Signal]]]) -> list[Any]:
         rows = market_rows(signals, {market.id: row for row, market in enumerate(markets)})
         columns = market_columns(markets)
         built.append((columns, signal_columns(signals, rows)))
+    return built
+
+
+def _native_columns(pieces: _Pieces) -> list[Any]:
+    """The native decoder's columns of each piece (markets, then signals matched to them)."""
+    built = []
+    for market_lines, signal_lines in pieces.lines:
+        markets = native.decode_markets(market_lines)
+        assert markets is not None, "the native decoder declined a synthetic piece"
+        signals = native.decode_signals(signal_lines, markets)
+        assert signals is not None, "the native decoder declined a synthetic piece"
+        built.append((markets.columns, signals.columns))
     return built
 
 
@@ -209,8 +226,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; pieces for "
           f"{args.workers} workers; best of {args.repeats}; microseconds per market")
+    if not native.available():
+        print(f"native decoder: {native.problem()} ({native.BUILD_HINT}); msgspec only")
     for size in args.sizes:
         _report(size, args.workers, args.repeats)
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 def _report(size: int, workers: int, repeats: int) -> None:
@@ -218,24 +238,41 @@ def _report(size: int, workers: int, repeats: int) -> None:
     decoded = _decoded(pieces)
     built = _columns(decoded)
     verdicts = _kernel(built)
+    with_native = native.available()
     runs: dict[str, Callable[[], Any]] = {
         "worker, scalar (whole piece)": _worker(pieces, "scalar"),
-        "worker, columnar (whole piece)": _worker(pieces, "columnar"),
-        "  msgspec lines to Structs (both)": lambda: _decoded(pieces),
+        "worker, columnar, msgspec (whole piece)": _worker(pieces, "columnar"),
+    }
+    if with_native:
+        runs["worker, columnar, native (whole piece)"] = _worker(pieces, "columnar", "native")
+    runs.update({
+        "  msgspec lines to Structs": lambda: _decoded(pieces),
         "  scalar: group + screen": lambda: _scalar_evaluate(decoded),
         "  columnar: Structs to columns": lambda: _columns(decoded),
+    })
+    if with_native:
+        runs["  columnar: native lines to columns"] = lambda: _native_columns(pieces)
+    runs.update({
         "  columnar: kernel": lambda: _kernel(built),
         "  columnar: candidates' Evaluations": lambda: _candidates(verdicts),
-    }
+    })
     runs.update((f"  reader: {name}", run) for name, run in _readers(pieces).items())
-    rows = list(_best(runs, repeats).items())
+    best = _best(runs, repeats)
     lines = sum(m.count(b"\n") + s.count(b"\n") for m, s in pieces.lines)
     print(f"\n{size:,} markets in {len(pieces.tasks)} pieces of about "
           f"{lines // max(1, len(pieces.tasks)):,} lines")
-    for name, seconds in rows:
-        print(f"{name:40s} {seconds / size * 1e6:7.2f}")
-    scalar, columnar = rows[0][1], rows[1][1]
-    print(f"{'columnar / scalar speed':40s} {scalar / columnar:7.2f}x")
+    for name, seconds in best.items():
+        print(f"{name:44s} {seconds / size * 1e6:7.2f}")
+    scalar = best["worker, scalar (whole piece)"]
+    plain = best["worker, columnar, msgspec (whole piece)"]
+    print(f"{'columnar (msgspec) / scalar speed':44s} {scalar / plain:7.2f}x")
+    if with_native:
+        fast = best["worker, columnar, native (whole piece)"]
+        to_columns = best["  msgspec lines to Structs"] + best["  columnar: Structs to columns"]
+        print(f"{'columnar (native) / scalar speed':44s} {scalar / fast:7.2f}x")
+        print(f"{'worker, native / msgspec speed':44s} {plain / fast:7.2f}x")
+        print(f"{'lines to columns, native / msgspec speed':44s} "
+              f"{to_columns / best['  columnar: native lines to columns']:7.2f}x")
 
 
 if __name__ == "__main__":

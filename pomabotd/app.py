@@ -71,6 +71,7 @@ def batch_settings(config: Config) -> BatchSettings:
         retry_attempts=batch.retry_attempts,
         evaluator=batch.evaluator,
         kernel=batch.kernel,
+        decoder=batch.decoder,
         prior=config.strategy.prior,
     )
 

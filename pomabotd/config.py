@@ -36,6 +36,7 @@ from pomabotd.redact import redact_secret_url
 
 __all__ = [
     "CONFIG_ENV_VAR",
+    "DECODERS",
     "KERNELS",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -67,6 +68,9 @@ CONFIG_ENV_VAR: Final = "POMABOTD_CONFIG"
 
 #: `batch.kernel`: how the built-in evaluator runs, on numpy columns or market by market.
 KERNELS: Final = ("columnar", "scalar")
+#: `batch.decoder`: what decodes lines for the columnar kernel; `auto` takes the native decoder
+#: where it is built (`pomabotd.engine.kernels.native`), else msgspec.
+DECODERS: Final = ("auto", "native", "msgspec")
 
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("auto", "json", "text")
@@ -92,6 +96,7 @@ class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     retry_attempts: int
     evaluator: str
     kernel: Literal["columnar", "scalar"]
+    decoder: Literal["auto", "native", "msgspec"]
 
 
 class StrategyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -195,12 +200,17 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Every key with its value and source, JSON-ready, in documentation order; a value
-        that is a secret as a whole (`notify.webhook_url`) by its scheme and host only."""
-        return {
+        that is a secret as a whole (`notify.webhook_url`) by its scheme and host only;
+        `batch.decoder` also says which decoder that value runs (`runs`)."""
+        described = {
             key: {"value": _SHOWN.get(key, _as_is)(self.value(key)),
                   "source": self.provenance[key]}
             for key in _KEYS
         }
+        from pomabotd.engine.kernels.native import decoder_in_use
+
+        described["batch.decoder"]["runs"] = decoder_in_use(self.batch.decoder)
+        return described
 
     def source_phrase(self, key: str) -> str:
         """Where the value of `key` came from, as a message says it: `the default`, `file
@@ -376,6 +386,13 @@ _KEYS: Final[dict[str, _Key]] = {
         "BATCH_KERNEL",
         "'columnar' or 'scalar'",
         lambda v: v in KERNELS,
+    ),
+    "batch.decoder": _Key(
+        "str",
+        "auto",
+        "BATCH_DECODER",
+        "'auto', 'native' or 'msgspec'",
+        lambda v: v in DECODERS,
     ),
     "risk.min_edge": _num(15.0, "BATCH_MIN_EDGE", 0, 100, "points"),
     "risk.max_portfolio_risk": _num(20.0, "BATCH_MAX_PORTFOLIO_RISK", 0, 100, "% of equity"),
@@ -713,6 +730,16 @@ def load(
         except ConfigError as exc:
             source = _source_phrase(provenance["batch.evaluator"], "BATCH_EVALUATOR")
             errors.append(f"batch.evaluator: {exc} (from {source})")
+
+    if values["batch.decoder"] == "native" and not any(
+            e.startswith("batch.decoder ") for e in errors):
+        from pomabotd.engine.kernels.native import decoder_in_use
+
+        try:
+            decoder_in_use("native")
+        except ConfigError as exc:
+            source = _source_phrase(provenance["batch.decoder"], "BATCH_DECODER")
+            errors.append(f"{exc} (from {source})")
 
     if errors:
         if len(errors) == 1:

@@ -123,6 +123,10 @@ class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
     failures: tuple[tuple[str, str], ...]
     output_dir: str
     halt: HaltStep = msgspec.field(default_factory=lambda: HaltStep(state=HaltState()))
+    #: The decoder the workers used for the columnar kernel, and how many markets it decoded
+    #: (the others: msgspec, or market by market).
+    decoder: str = "msgspec"
+    markets_native: int = 0
 
 
 class Portfolio:
@@ -356,12 +360,15 @@ async def run_cycle(
         halted=metrics.halted,
         held_missing=len(missing),
         halt_figures=msgspec.to_builtins(figures),
+        decoder=runtime.decoder,
+        markets_native=result.markets_native,
     ).info(
         "cycle {} done: {}, {}, {} opened, {} closed in {:.3f} s "
-        "({:,.0f} markets/s, peak {:.1f} MB){}; halt rules: {}",
+        "({:,.0f} markets/s, peak {:.1f} MB, {} decoder){}; halt rules: {}",
         cycle_id, plural(metrics.markets_total, "market"),
         plural(metrics.opportunities, "opportunity", "opportunities"), len(opened), len(closes),
         metrics.processing_time_ms / 1000.0, metrics.throughput_per_s, metrics.rss_mb,
+        runtime.decoder,
         f"; {plural(len(missing), 'held market')} missing from the input" if missing else "",
         describe_halt_figures(figures, policy.rules),
     )
@@ -375,6 +382,8 @@ async def run_cycle(
         failures=tuple(result.failures),
         output_dir=str(writer.directory),
         halt=step,
+        decoder=runtime.decoder,
+        markets_native=result.markets_native,
     )
 
 

@@ -86,6 +86,10 @@ class StressReport(msgspec.Struct, frozen=True, kw_only=True):
     wall_s_median: float
     wall_s_min: float
     repeats: int
+    #: The decoder the workers used for the columnar kernel (`batch.decoder` resolved), and
+    #: how many markets of the last cycle it decoded.
+    decoder: str
+    markets_native: int
 
 
 @contextlib.contextmanager
@@ -240,6 +244,8 @@ async def run_stress(
         wall_s_median=round(wall_s, 4),
         wall_s_min=round(min(walls), 4),
         repeats=len(walls),
+        decoder=report.decoder,
+        markets_native=report.markets_native,
     )
 
 

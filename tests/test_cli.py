@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import AS_OF_TEXT, DATA, RunCli
 
+from pomabotd.engine.kernels import native
 from pomabotd.output import CycleMetrics
 
 MARKETS = str(DATA / "cycle_markets.jsonl")
@@ -294,6 +295,31 @@ def test_stress_repeat_runs_cycles_on_one_pool_and_reports_their_median(run_cli:
     assert {(c["opened"], c["opportunities"]) for c in cycles} == {
         (report["selected"], report["opportunities"])}
     assert report["peak_rss_mb"] == max(c["peak_rss_mb"] for c in cycles)
+
+
+def test_stress_and_its_cycle_lines_say_which_decoder_ran(run_cli: RunCli):
+    """`stress --json` and each cycle's log line name the decoder the workers used and how
+    many markets it decoded; `batch.decoder` "msgspec" and the default ("auto": native where
+    it is built) open the same positions."""
+    runs = {}
+    for setting in ("msgspec", "auto"):
+        result = run_cli("stress", "--markets", "3000", "--json",
+                         env={"BATCH_WORKERS": "2", "BATCH_DECODER": setting})
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = json.loads(result.stdout)
+        cycle, = (json.loads(line) for line in result.stderr.splitlines()
+                  if line.startswith("{") and '"event":"cycle"' in line)
+        runs[setting] = report
+        assert (cycle["decoder"], cycle["markets_native"]) == (
+            report["decoder"], report["markets_native"])
+        assert f"{report['decoder']} decoder" in cycle["message"]
+    expected = "native" if native.available() else "msgspec"
+    assert (runs["msgspec"]["decoder"], runs["msgspec"]["markets_native"]) == ("msgspec", 0)
+    assert (runs["auto"]["decoder"], runs["auto"]["markets_native"]) == (
+        expected, 3000 if expected == "native" else 0)
+    assert {(r["opportunities"], r["selected"], r["markets_evaluated"])
+            for r in runs.values()} == {(runs["msgspec"]["opportunities"],
+                                         runs["msgspec"]["selected"], 3000)}
 
 
 def test_stress_draws_a_progress_bar_on_a_terminal(tmp_path: Path):

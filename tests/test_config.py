@@ -34,6 +34,7 @@ SPEC_ENV = {
     "batch.retry_attempts": "BATCH_RETRY_ATTEMPTS",
     "batch.evaluator": "BATCH_EVALUATOR",
     "batch.kernel": "BATCH_KERNEL",
+    "batch.decoder": "BATCH_DECODER",
     "risk.min_edge": "BATCH_MIN_EDGE",
     "risk.max_portfolio_risk": "BATCH_MAX_PORTFOLIO_RISK",
     "risk.require_diversification": "BATCH_REQUIRE_DIVERSIFICATION",

@@ -21,6 +21,8 @@ from conftest import RunCli, clean_environ
 from daemon_process import DaemonProcess, jsonl, wait_for
 from exposition import EXPOSED_SERIES, exposed_series
 
+from pomabotd.engine.kernels import native
+
 #: For the tests of configuration, health and the ledger, where the pool plays no part: a
 #: daemon without one starts in a fraction of the time and CPU.
 NO_POOL = {"BATCH_WORKERS": "0"}
@@ -120,6 +122,7 @@ def test_daemon_cycles_serves_status_and_stops_cleanly(
         body = health.json()
         assert body["status"] == "ok" and body["cycles_ok"] >= 3
         assert body["last_cycle"]["markets_total"] == 1000
+        assert body["decoder"] == ("native" if native.available() else "msgspec")
         positions = daemon.get("/api/positions").json()
         assert positions["open_positions"]
         # The synthetic world's prices move: a position may close within these cycles.

@@ -92,6 +92,8 @@ def stress_summary(report: StressReport) -> str:
            if report.repeats > 1 else ""),
         f"throughput     {report.throughput_per_s:,.0f} markets/s",
         f"peak memory    {report.peak_rss_mb:,.1f} MB (daemon + workers)",
+        f"decoder        {report.decoder} ({report.markets_native:,} of "
+        f"{report.markets:,} markets decoded natively)",
         f"opportunities  {report.opportunities:,}",
         f"selected       {report.selected}",
         "checks:",

@@ -21,6 +21,7 @@ from pomabotd.cycle import CycleReport, Portfolio
 from pomabotd.domain.portfolio import equity
 from pomabotd.domain.research import HaltFigures, halt_figures
 from pomabotd.domain.selection import portfolio_risk_pct
+from pomabotd.engine.kernels.native import decoder_in_use
 from pomabotd.money import usd
 from pomabotd.resume import RESUME_FILE
 from pomabotd.sources import SourceStats
@@ -138,6 +139,7 @@ class DaemonState:
             "started_at": self.started_at,
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
             "batch_enabled": self.config.batch.enabled,
+            "decoder": decoder_in_use(self.config.batch.decoder),
             "cycles_ok": self.cycles_ok,
             "cycles_failed": self.cycles_failed,
             "cycle_running_s": (

@@ -29,7 +29,17 @@ from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine.inputs import reader, release_readers
 from pomabotd.engine.kernels import BatchEvaluator, batch_form
 from pomabotd.engine.kernels.columnar import PASSED, evaluations
-from pomabotd.engine.kernels.columns import market_columns, market_rows, signal_columns
+from pomabotd.engine.kernels.columns import (
+    MarketColumns,
+    SignalColumns,
+    join_columns,
+    market_columns,
+    market_rows,
+    signal_columns,
+)
+from pomabotd.engine.kernels.native import NativeMarkets
+from pomabotd.engine.kernels.native import decode_markets as decode_native_markets
+from pomabotd.engine.kernels.native import decode_signals as decode_native_signals
 from pomabotd.engine.kernels.scalar import evaluate_scalar
 from pomabotd.engine.pieces import (
     LoadedPiece,
@@ -111,7 +121,7 @@ def _read(task: Task, job: Job) -> _Lines | None:
     signals = reader(job.signals)
     if task.search:
         try:
-            piece = load_piece(task, markets, signals)
+            piece = load_piece(task, markets, signals, job.decoder)
         except Misrouted:
             return None
         return _Lines(task, piece.markets, piece.signals, piece)
@@ -143,6 +153,62 @@ def _finish(out: ChunkOut, piece: LoadedPiece | None) -> ChunkOut:
     return out
 
 
+class _Share:
+    """One task's place in a kernel pass: its markets are rows `first` to `first + count` of
+    the pass, `held` the rows of its held markets; `native` when the native decoder decoded
+    its lines."""
+
+    __slots__ = ("count", "first", "held", "lines", "native", "position", "signals")
+
+    def __init__(self, position: int, lines: _Lines, first: int, count: int, signals: int,
+                 held: list[int], native: bool) -> None:
+        self.position = position
+        self.lines = lines
+        self.first = first
+        self.count = count
+        self.signals = signals
+        self.held = held
+        self.native = native
+
+
+class _Native:
+    """A task's lines as the native decoder gave them: columns whose signal rows count from
+    the task's first market."""
+
+    __slots__ = ("markets", "signals")
+
+    def __init__(self, markets: NativeMarkets, signals: SignalColumns) -> None:
+        self.markets = markets
+        self.signals = signals
+
+
+def _native(lines: _Lines, job: Job) -> _Native | None:
+    """The task's lines decoded by the native decoder, or None (not chosen, or it declined
+    them): the msgspec path then takes the task, as without it."""
+    if job.decoder != "native":
+        return None
+    piece = lines.piece
+    if piece is None:
+        markets = decode_native_markets(lines.markets)
+        if markets is None:
+            return None
+        signals = decode_native_signals(lines.signals, markets)
+        return None if signals is None else _Native(markets, signals.columns)
+    markets = piece.native_markets
+    if markets is None:
+        return None
+    if piece.native_signals is not None:
+        return _Native(markets, piece.native_signals.columns)
+    if not piece.signals:
+        empty = decode_native_signals(b"", markets)
+        return None if empty is None else _Native(markets, empty.columns)
+    if piece.decoded_signals is not None:  # the decoder declined the run; msgspec took it
+        rows = {key.decode(): row for row, key in enumerate(markets.ids())}
+        found = piece.decoded_signals
+        return _Native(markets, signal_columns(found, market_rows(found, rows)))
+    return None  # a refused signal line: the scalar path names it
+
+
 def _columnar(
     loaded: list[_Lines | None],
     outs: list[ChunkOut | None],
@@ -150,13 +216,25 @@ def _columnar(
     batch: BatchEvaluator,
     state: WorkerState,
 ) -> None:
-    """Fill `outs` for the tasks one kernel pass can take; the others stay None."""
-    taken: list[tuple[int, _Lines, list[Market], int, dict[str, int]]] = []
+    """Fill `outs` for the tasks one kernel pass can take; the others stay None.
+
+    Tasks the native decoder took bring their columns; the others are decoded with msgspec
+    and their records turned into columns together, in the pass."""
+    shares: list[_Share] = []
+    natives: list[_Native] = []
     markets: list[Market] = []
     signals: list[Signal] = []
     rows: list[int] = []
+    plain: list[_Share] = []
     for position, lines in enumerate(loaded):
         if lines is None or lines.task.only >= 0:
+            continue
+        native = _native(lines, job)
+        if native is not None:
+            count = native.markets.count
+            shares.append(_Share(position, lines, 0, count, len(native.signals.market),
+                                 native.markets.rows_of(lines.task.keep), True))
+            natives.append(native)
             continue
         piece = lines.piece
         if piece is not None:
@@ -170,59 +248,78 @@ def _columnar(
         index = {market.id: len(markets) + row for row, market in enumerate(own_markets)}
         if len(index) != len(own_markets):
             continue  # a repeated id: the scalar readers refuse the repeat by its line
-        taken.append((position, lines, own_markets, len(own_signals), index))
+        held = [index[market_id] for market_id in lines.task.keep if market_id in index]
+        plain.append(_Share(position, lines, len(markets), len(own_markets), len(own_signals),
+                            held, False))
         markets += own_markets
         signals += own_signals
         rows += market_rows(own_signals, index)
-    if not taken or len({m.id for m in markets}) != len(markets):
+    if not plain and not natives:
+        return
+    if len({m.id for m in markets}) != len(markets) or not _distinct(natives, markets):
         return  # tasks of one submission never share a market; be sure of it
     slots, slot = state.slots, state.slot
+    total = len(markets) + sum(native.markets.count for native in natives)
     try:
         started = _perf_ns()
         # The pass is timed like one market per `_PASS_MARKETS` markets it evaluates: its
         # slot shows a start moved later by the extra time it is given.
-        extra_passes = (len(markets) - 1) // _PASS_MARKETS
+        extra_passes = (total - 1) // _PASS_MARKETS
         slots[slot] = started + extra_passes * job.timeout_ms * 1_000_000
-        columns = market_columns(markets)
-        verdicts = batch(columns, signal_columns(signals, rows), job.as_of, job.prior)
-        per_market_us = (_perf_ns() - started) / 1000.0 / len(markets)
-        built = [
-            _columnar_out(lines, job, own, count, index, columns, verdicts, per_market_us)
-            for _, lines, own, count, index in taken
-        ]
+        parts: list[tuple[MarketColumns, SignalColumns]] = []
+        if plain:
+            parts.append((market_columns(markets), signal_columns(signals, rows)))
+        parts += [(native.markets.columns, native.signals) for native in natives]
+        market_part, signal_part = join_columns(parts)
+        verdicts = batch(market_part, signal_part, job.as_of, job.prior)
+        per_market_us = (_perf_ns() - started) / 1000.0 / total
+        first = len(markets)
+        for share in shares:  # the native tasks' rows follow the msgspec ones
+            share.first = first
+            share.held = [row + first for row in share.held]
+            first += share.count
+        built = [_columnar_out(share, job, market_part, verdicts, per_market_us)
+                 for share in (*plain, *shares)]
         slots[slot] = 0
     except BaseException as exc:  # the scalar path is the reference: it evaluates what this cannot
         slots[slot] = 0
         reason = ("ran past its time" if isinstance(exc, MarketTimeout)
                   else f"{type(exc).__name__}: {exc}")
-        for _, lines, *_ in taken:
-            lines.kernel_error = reason
+        for share in (*plain, *shares):
+            share.lines.kernel_error = reason
         return
-    for (position, lines, *_), out in zip(taken, built, strict=True):
-        outs[position] = _finish(out, lines.piece)
+    for share, out in zip((*plain, *shares), built, strict=True):
+        outs[share.position] = _finish(out, share.lines.piece)
+
+
+def _distinct(natives: list[_Native], markets: list[Market]) -> bool:
+    """True unless two tasks of a pass share a market id (compared by hash; the natively
+    decoded tasks have no repeat within themselves)."""
+    if not natives or (len(natives) == 1 and not markets):
+        return True
+    hashes = [native.markets.hashes for native in natives]
+    if markets:
+        hashes.append(np.frombuffer(id_hashes([m.id.encode() for m in markets]), np.uint64))
+    joined = np.concatenate(hashes)
+    return len(np.unique(joined)) == len(joined)
 
 
 def _columnar_out(
-    lines: _Lines,
+    share: _Share,
     job: Job,
-    own_markets: list[Market],
-    signal_count: int,
-    index: dict[str, int],
     columns: Any,
     verdicts: Any,
     per_market_us: float,
 ) -> ChunkOut:
     """One task's share of a kernel pass, as the scalar path would report it."""
-    first = index[own_markets[0].id]
-    count = len(own_markets)
-    keep = lines.task.keep
+    first, count = share.first, share.count
+    keep = share.lines.task.keep
     if job.want_lines:
         wanted = np.arange(first, first + count)
     else:
         wanted = np.flatnonzero(verdicts.failed[first : first + count] == PASSED) + first
-        held = [index[market_id] for market_id in keep if market_id in index]
-        if held:
-            wanted = np.union1d(wanted, np.asarray(held, np.int64))
+        if share.held:
+            wanted = np.union1d(wanted, np.asarray(share.held, np.int64))
     built = evaluations(columns, verdicts, job.as_of, wanted.tolist(), per_market_us)
     records = columns.records
     candidates: list[Evaluation] = []
@@ -238,15 +335,16 @@ def _columnar_out(
             if evaluation.failed_check is not None:
                 chosen.append(market)
     return ChunkOut(
-        index=lines.task.index,
+        index=share.lines.task.index,
         lines=_LINES.encode_lines(built) if job.want_lines else b"",
         candidates=candidates,
         markets=chosen,
         kept=kept,
         evaluated=count,
-        signals=signal_count,
+        signals=share.signals,
         eval_us=per_market_us * count,
         columnar=count,
+        native=count if share.native else 0,
     )
 
 

@@ -26,6 +26,9 @@ import numpy as np
 
 from pomabotd.domain.models import Market, Signal
 from pomabotd.engine.inputs import Reader
+from pomabotd.engine.kernels.native import Decoder, NativeMarkets, NativeSignals
+from pomabotd.engine.kernels.native import decode_markets as decode_native_markets
+from pomabotd.engine.kernels.native import decode_signals as decode_native_signals
 from pomabotd.engine.protocol import Span, Task
 from pomabotd.wire import market_key, signal_key
 
@@ -59,10 +62,12 @@ class Misrouted(Exception):
 class LoadedPiece:
     """A search task's lines, ready to evaluate. `markets` and `signals` are whole lines;
     `decoded_markets` and `decoded_signals` are their records when every line decoded in one
-    call (None when some line is refused, for the scalar path to name it)."""
+    msgspec call, `native_markets` and `native_signals` their columns when the native
+    decoder took them (each None otherwise: when some line is refused, the scalar path names
+    it)."""
 
     __slots__ = ("decoded_markets", "decoded_signals", "keys", "market_lines", "markets",
-                 "run", "signal_lines", "signals")
+                 "native_markets", "native_signals", "run", "signal_lines", "signals")
 
     def __init__(self, markets: bytes, market_lines: int) -> None:
         self.markets = markets
@@ -73,6 +78,8 @@ class LoadedPiece:
         self.keys = b""
         self.decoded_markets: list[Market] | None = None
         self.decoded_signals: list[Signal] | None = None
+        self.native_markets: NativeMarkets | None = None
+        self.native_signals: NativeSignals | None = None
 
 
 def line_count(data: bytes) -> int:
@@ -138,23 +145,35 @@ def id_hashes(keys: list[bytes]) -> bytes:
     return hashes.tobytes()
 
 
-def load_piece(task: Task, markets: Reader, signals: Reader) -> LoadedPiece:
-    """Read and decode a search task's market lines; find, read and decode its signal run."""
+def load_piece(
+    task: Task, markets: Reader, signals: Reader, decoder: Decoder = "msgspec"
+) -> LoadedPiece:
+    """Read and decode a search task's market lines; find, read and decode its signal run.
+
+    With the `native` decoder the lines go to it first; a block it declines is decoded with
+    msgspec as without it."""
     (start, end), = task.markets
     data = markets.read(start, end)
-    piece = LoadedPiece(data, line_count(data))
-    decoded = decode_bulk(data, _MARKET, piece.market_lines)
-    if decoded is not None:
-        names = [market.id for market in decoded]
-        keys = [name.encode() for name in names]
-        piece.decoded_markets = decoded
+    native = decode_native_markets(data) if decoder == "native" else None
+    names: list[str] | None = None
+    if native is not None:
+        piece = LoadedPiece(data, native.count)
+        piece.native_markets = native
+        keys = native.ids()
     else:
-        keys = [key for key in _keys(data, _MARKET_KEYS, market_key) if key]
-        names = [key.decode(errors="replace") for key in keys]
+        piece = LoadedPiece(data, line_count(data))
+        decoded = decode_bulk(data, _MARKET, piece.market_lines)
+        if decoded is not None:
+            names = [market.id for market in decoded]
+            keys = [name.encode() for name in names]
+            piece.decoded_markets = decoded
+        else:
+            keys = [key for key in _keys(data, _MARKET_KEYS, market_key) if key]
+            names = [key.decode(errors="replace") for key in keys]
     own = set(keys)
     if len(own) != len(keys):
         raise Misrouted  # a repeated id: the line-by-line plan refuses the repeat
-    piece.keys = id_hashes(keys)
+    piece.keys = native.hashes.tobytes() if native is not None else id_hashes(keys)
     if signals.size <= signals.start:
         return piece
     (low, high), = task.signals
@@ -163,10 +182,19 @@ def load_piece(task: Task, markets: Reader, signals: Reader) -> LoadedPiece:
         return piece
     piece.run = run
     piece.signals = signals.read(*run)
+    if native is not None:
+        found_native = decode_native_signals(piece.signals, native)
+        if found_native is not None:
+            if found_native.strangers:
+                raise Misrouted
+            piece.native_signals = found_native
+            piece.signal_lines = found_native.count
+            return piece
+        names = [key.decode() for key in keys]
     piece.signal_lines = line_count(piece.signals)
     found = decode_bulk(piece.signals, _SIGNAL, piece.signal_lines)
     if found is not None:
-        if not set(names).issuperset(map(_MARKET_ID, found)):
+        if names is None or not set(names).issuperset(map(_MARKET_ID, found)):
             raise Misrouted
         piece.decoded_signals = found
     elif any(key and key not in own for key in _keys(piece.signals, _SIGNAL_KEYS, signal_key)):

@@ -40,7 +40,8 @@ class InputRef(msgspec.Struct, frozen=True, kw_only=True):
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """What every task of one cycle shares. `kernel` and `prior` apply to the built-in
-    evaluator only (`batch.kernel`, `strategy.prior`)."""
+    evaluator only (`batch.kernel`, `strategy.prior`); `decoder` is the one that decodes lines
+    for the columnar kernel (`batch.decoder`, resolved: `native` only where it is built)."""
 
     as_of: datetime
     markets: InputRef
@@ -50,6 +51,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     retry_attempts: int
     kernel: Literal["columnar", "scalar"] = "columnar"
     prior: Prior = "fixed"
+    decoder: Literal["native", "msgspec"] = "msgspec"
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,8 +82,9 @@ class ChunkOut(msgspec.Struct, kw_only=True):
     source's line numbers. `signals` counts the non-blank signal lines used. `misrouted` says
     the input broke the market-order assumption (`search`): nothing else is then set.
     `columnar` counts the markets the columnar kernel evaluated (the others ran market by
-    market). For a `search` task, `market_lines` and `signal_lines` count the lines of its
-    market range and of its signal run, `run` is that run's byte range (None when no line of
+    market), `native` those of them the native decoder decoded. For a `search` task,
+    `market_lines` and `signal_lines` count the lines of its market range and of its signal
+    run, `run` is that run's byte range (None when no line of
     the window was about its markets) and `keys` holds a 64-bit hash of each market id of its
     range, so that ids repeated across tasks can be found without anyone mapping every id.
     A `stray` task's `run` is its range, `keys` the hashes of the market ids its lines name.
@@ -104,6 +107,7 @@ class ChunkOut(msgspec.Struct, kw_only=True):
     timeouts: int = 0
     eval_us: float = 0.0
     columnar: int = 0
+    native: int = 0
     misrouted: bool = False
     market_lines: int = 0
     signal_lines: int = 0

@@ -42,6 +42,8 @@ class RunResult(Struct, kw_only=True):
     wall_s: float
     #: How many markets the columnar kernel evaluated; the rest ran market by market.
     markets_columnar: int = 0
+    #: How many of those the native decoder decoded (the others, msgspec).
+    markets_native: int = 0
     #: Why the kernel's pass failed, one entry per task it failed on (run market by market).
     kernel_errors: list[str] = []
     #: Why the supervisor killed a worker, one line per worker killed (its work ran again).
@@ -187,6 +189,7 @@ class Sink:
             cpu_percent=cpu_percent,
             wall_s=wall_s,
             markets_columnar=sum(out.columnar for out in outs),
+            markets_native=sum(out.native for out in outs),
             kernel_errors=[out.kernel_error for out in outs if out.kernel_error],
             worker_kills=list(kills or ()),
         )

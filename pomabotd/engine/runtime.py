@@ -24,6 +24,7 @@ from msgspec import Struct
 from pomabotd.engine.executor import Executor, Gauge, backend_name, open_executor
 from pomabotd.engine.executor.inline import InlineExecutor
 from pomabotd.engine.inputs import Inputs
+from pomabotd.engine.kernels.native import Decoder, decoder_in_use
 from pomabotd.engine.protocol import Job
 from pomabotd.engine.results import RunResult
 from pomabotd.engine.schedule import BatchSettings, Schedule
@@ -83,6 +84,12 @@ class Runtime:
             return ExecutorInfo(name=backend_name(self._settings),
                                 workers=self._settings.workers)
         return ExecutorInfo(name=executor.name, workers=executor.workers)
+
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder the workers use for the columnar kernel (`batch.decoder` resolved:
+        `auto` is `native` where the native decoder is built)."""
+        return decoder_in_use(self._settings.decoder)
 
     def start(self) -> None:
         """Start the executor (every worker, evaluator imported)."""
@@ -209,6 +216,7 @@ class Runtime:
                     retry_attempts=self._settings.retry_attempts,
                     kernel=self._settings.kernel,
                     prior=self._settings.prior,
+                    decoder=self.decoder,
                 )
                 run = Schedule(self._settings, executor, self._in_process, job, keep,
                                on_progress)

@@ -69,6 +69,9 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
     prior: Prior = "fixed"
     #: What runs the tasks when `workers` > 0 (`batch.executor`; `engine/executor/`).
     executor: str = "local"
+    #: What decodes lines for the columnar kernel (`batch.decoder`): `auto` takes the native
+    #: decoder where it is built.
+    decoder: Literal["auto", "native", "msgspec"] = "auto"
     #: With the built-in evaluator, a cycle of fewer markets runs in this process: below about
     #: this size the workers' round trips cost more than the work they share out.
     inline_below: int = _INLINE_BELOW

@@ -16,6 +16,7 @@ import pytest
 
 from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine import chunk as chunk_module
+from pomabotd.engine.kernels import native
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
 from pomabotd.errors import PomabotdError, PoolCrashLoopError
 from pomabotd.sources.workload import generate_jsonl
@@ -24,6 +25,8 @@ from pomabotd.wire import LinesFile
 from .plugins import faults
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
+#: The decoders to run a test with: msgspec, and the native decoder where it is built.
+DECODERS = ("msgspec", "native") if native.available() else ("msgspec",)
 TARGET = "m0003"
 _ENCODER = msgspec.json.Encoder()
 _LINE = msgspec.json.Decoder(Evaluation)
@@ -717,19 +720,20 @@ def test_workers_hold_no_input_open_after_a_run(alone: None, tmp_path: Path) -> 
     assert psutil.Process().children(recursive=True) == []
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_a_failing_kernel_pass_runs_market_by_market_and_says_why(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, decoder: str
 ) -> None:
     """When the columnar kernel's pass raises, its markets are evaluated market by market with
-    the same results, and the run says the kernel failed and why."""
-    with Runtime(_settings(0)) as runtime:
+    the same results, and the run says the kernel failed and why, whichever decoder ran."""
+    with Runtime(_settings(0, decoder=decoder)) as runtime:
         fine = runtime.evaluate_sync(MARKET_LINES, "markets.jsonl", SIGNAL_LINES,
                                      "signals.jsonl", AS_OF)
 
         def broken(*args: object) -> None:
             raise MemoryError("no room for the columns")
 
-        monkeypatch.setattr(chunk_module, "market_columns", broken)
+        monkeypatch.setattr(chunk_module, "join_columns", broken)
         failed = runtime.evaluate_sync(MARKET_LINES, "markets.jsonl", SIGNAL_LINES,
                                        "signals.jsonl", AS_OF)
     assert fine.markets_columnar == len(MARKETS) and fine.kernel_errors == []

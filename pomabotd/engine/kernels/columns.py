@@ -10,11 +10,12 @@ msgpack encoding of the datetimes, a tenth of the cost of calling `timestamp()` 
 from __future__ import annotations
 
 import operator
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import msgspec
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "DIRECTIONS",
     "MarketColumns",
     "SignalColumns",
+    "join_columns",
     "market_columns",
     "market_rows",
     "micros",
@@ -212,3 +214,67 @@ def signal_columns(signals: Sequence[Signal], rows: Sequence[int]) -> SignalColu
         conflicts=np.fromiter(map(attrgetter("conflicts_with_existing"), signals), np.bool_,
                               count),
     )
+
+
+class _Joined(Sequence[Market]):
+    """The records of several blocks, one after another."""
+
+    __slots__ = ("_blocks", "_starts")
+
+    def __init__(self, blocks: list[Sequence[Market]]) -> None:
+        self._blocks = blocks
+        self._starts = list(accumulate((len(block) for block in blocks), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, row: int) -> Market: ...
+
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[Market]: ...
+
+    def __getitem__(self, row: int | slice) -> Market | Sequence[Market]:
+        if isinstance(row, slice):
+            return [self[at] for at in range(*row.indices(len(self)))]
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        block = bisect_right(self._starts, row) - 1
+        return self._blocks[block][row - self._starts[block]]
+
+
+def join_columns(
+    parts: Sequence[tuple[MarketColumns, SignalColumns]],
+) -> tuple[MarketColumns, SignalColumns]:
+    """Blocks of markets with their signals as one: each block's markets follow the
+    previous ones, and its signals' `market` rows move with them (-1 stays -1)."""
+    if len(parts) == 1:
+        return parts[0]
+    markets = [part[0] for part in parts]
+    shifted = []
+    first = 0
+    for market_part, signal_part in parts:
+        rows = signal_part.market
+        shifted.append(np.where(rows >= 0, rows + first, -1) if first else rows)
+        first += len(market_part.records)
+
+    def joined(columns: list[Any], name: str) -> Any:
+        return np.concatenate([getattr(column, name) for column in columns])
+
+    signals = [part[1] for part in parts]
+    return (
+        MarketColumns(
+            records=_Joined([part.records for part in markets]),
+            **{name: joined(markets, name) for name in _MARKET_ARRAYS},
+        ),
+        SignalColumns(
+            market=np.concatenate(shifted),
+            **{name: joined(signals, name) for name in _SIGNAL_ARRAYS},
+        ),
+    )
+
+
+_MARKET_ARRAYS: Final = tuple(name for name in MarketColumns.__struct_fields__
+                              if name != "records")
+_SIGNAL_ARRAYS: Final = tuple(name for name in SignalColumns.__struct_fields__
+                              if name != "market")
