@@ -152,6 +152,7 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     status_addr: str
     env_file: str
     stop_timeout_s: float
+    cycle_timeout_s: float
 
     def status_endpoint(self) -> tuple[str, int] | None:
         """The (host, port) to serve status on, or None when the endpoint is switched off."""
@@ -457,6 +458,7 @@ _KEYS: Final[dict[str, _Key]] = {
         10.0, None, 0, _MAX_STOP_TIMEOUT_S,
         "seconds; keep it below the unit's TimeoutStopSec=", low_open=True,
     ),
+    "daemon.cycle_timeout_s": _num(600.0, None, 1, _DAY_S, "seconds"),
     "log.level": _Key("str", "INFO", None, "one of " + ", ".join(LOG_LEVELS)),
     "log.format": _Key(
         "str", "auto", "POMABOTD_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS),

@@ -19,6 +19,7 @@ itself in the files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
@@ -45,7 +46,7 @@ from pomabotd.domain.research import (
 from pomabotd.domain.selection import Selection, Skip, portfolio_risk_pct, select
 from pomabotd.engine.executor import Gauge
 from pomabotd.engine.runtime import RunResult, Runtime
-from pomabotd.errors import CycleError, LedgerError
+from pomabotd.errors import CycleError, CycleTimeoutError, LedgerError
 from pomabotd.log import logger
 from pomabotd.output import (
     CycleMetrics,
@@ -55,6 +56,7 @@ from pomabotd.output import (
     read_ledger,
     scan_ledger,
 )
+from pomabotd.progress import EVALUATING, LOADING, SELECTING, WRITING, CycleProgress, tracking
 from pomabotd.resume import clear_resume, pending_resume
 from pomabotd.sources import CycleInput
 from pomabotd.wire import Rejected
@@ -127,6 +129,13 @@ class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
     #: (the others: msgspec, or market by market).
     decoder: str = "msgspec"
     markets_native: int = 0
+
+    def first_failures(self) -> list[dict[str, str]]:
+        """The first markets that failed (up to ten, in input order) with why, as the cycle's
+        log line, its summary and `run-once --json` show them; `metrics.markets_failed`
+        counts them all."""
+        return [{"market_id": market_id, "error": error}
+                for market_id, error in self.failures[:_NAMED]]
 
 
 class Portfolio:
@@ -251,6 +260,8 @@ async def run_cycle(
     clock: Callable[[], datetime],
     on_progress: Callable[[int, int], None] | None = None,
     halt: HaltPolicy | None = None,
+    deadline_s: float | None = None,
+    progress: CycleProgress | None = None,
 ) -> CycleReport:
     """Run one cycle against `portfolio` and append its lines to `ledger`.
 
@@ -261,29 +272,56 @@ async def run_cycle(
     the files and the in-memory state at the previous finished cycle. `halt` holds the halt
     rules' thresholds and the decision settings (default: the default thresholds, and settings
     unknown, so that no configuration change can lift a halt).
+
+    A cycle still loading or evaluating `deadline_s` seconds after it started is abandoned
+    with `CycleTimeoutError`, saying where it was, nothing of it written (`daemon.
+    cycle_timeout_s`; None: no deadline). `progress`, if given, follows the cycle's phases
+    for whoever wants to know where it is meanwhile.
     """
     policy = HaltPolicy() if halt is None else halt
+    progress = CycleProgress() if progress is None else progress
     cycle_id = portfolio.last_cycle_id + 1
     started_at = clock()
     when = started_at if as_of is None else as_of
     held = frozenset(position.market_id for position in portfolio.open_positions)
+
+    def evaluated(done: int, total: int) -> None:
+        progress.evaluated(done, total)
+        if on_progress is not None:
+            on_progress(done, total)
+
     # Every line logged while the cycle runs (its sources' included) carries its cycle_id.
-    with runtime.gauge() as meter, logger.contextualize(cycle_id=cycle_id):
-        cycle_input = await inputs.load(when, held=held)
-        result = await runtime.evaluate(
-            cycle_input.markets,
-            cycle_input.markets_source,
-            cycle_input.signals,
-            cycle_input.signals_source,
-            when,
-            keep=held,
-            on_progress=on_progress,
-            meter=meter,
-        )
+    with (
+        runtime.gauge() as meter,
+        logger.contextualize(cycle_id=cycle_id),
+        tracking(progress),
+    ):
+        deadline = asyncio.timeout(deadline_s)
+        try:
+            async with deadline:
+                progress.enter(LOADING)
+                cycle_input = await inputs.load(when, held=held)
+                progress.enter(EVALUATING)
+                result = await runtime.evaluate(
+                    cycle_input.markets,
+                    cycle_input.markets_source,
+                    cycle_input.signals,
+                    cycle_input.signals_source,
+                    when,
+                    keep=held,
+                    on_progress=evaluated,
+                    meter=meter,
+                )
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise _timed_out(cycle_id, deadline_s, progress) from None
+        progress.enter(SELECTING)
         rejected = (*cycle_input.rejected, *result.rejected)
         _warn_refused(cycle_input, result, rejected)
         _warn_kernel(result.kernel_errors)
         _warn_kills(result.worker_kills)
+        _warn_failures(result.failures)
         _require_usable(cycle_input, result, rejected)
         writer = ledger if isinstance(ledger, Ledger) else ledger.open_for(portfolio)
         still_open, closes = mark_positions(
@@ -327,6 +365,7 @@ async def run_cycle(
         halt_reason=step.state.reason,
         held_missing=len(missing),
     )
+    progress.enter(WRITING)
     writer.append_cycle((*closes, *opened), metrics)
     portfolio.open_positions = open_now
     portfolio.realized_pnl_usd = realized
@@ -387,6 +426,18 @@ async def run_cycle(
     )
 
 
+def _timed_out(
+    cycle_id: int, deadline_s: float | None, progress: CycleProgress
+) -> CycleTimeoutError:
+    """The error of a cycle abandoned at its deadline, saying where it was."""
+    where = progress.describe()
+    return CycleTimeoutError(
+        f"abandoned at its deadline of {deadline_s:g} s (daemon.cycle_timeout_s) while "
+        f"{where}; nothing of cycle {cycle_id} was written",
+        phase=where,
+    )
+
+
 def _warn_kernel(errors: list[str]) -> None:
     """One WARNING when the columnar kernel failed on some pieces: they ran market by market,
     with the same results, at a fraction of the speed."""
@@ -395,6 +446,22 @@ def _warn_kernel(errors: list[str]) -> None:
             "the columnar kernel failed on {} ({}); they were evaluated market by "
             "market instead", plural(len(errors), "piece"), errors[0],
         )
+
+
+def _warn_failures(failures: list[tuple[str, str]]) -> None:
+    """One WARNING naming the first markets whose evaluation failed and why (`timeout`,
+    `worker crashed`, the exception), and counting the rest."""
+    if not failures:
+        return
+    named = ", ".join(f"{market_id} ({error})" for market_id, error in failures[:_NAMED])
+    rest = len(failures) - _NAMED
+    logger.bind(
+        event="markets_failed", failed=len(failures),
+        failures=[{"market_id": m, "error": e} for m, e in failures[:_NAMED]],
+    ).warning(
+        "{} markets failed: {}{}", len(failures), named,
+        f" and {rest} more" if rest > 0 else "",
+    )
 
 
 def _warn_kills(kills: list[str]) -> None:

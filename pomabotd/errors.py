@@ -8,6 +8,7 @@
     ├── MissingExtraError    an optional feature's extra is not installed (exit 2)
     ├── FetchError           one request to an outside system failed after its retries
     ├── CycleError           a cycle could not complete (exit 1)
+    │   ├── CycleTimeoutError    a cycle ran past `daemon.cycle_timeout_s` and was abandoned
     │   ├── PoolCrashLoopError   every rebuilt worker pool died at once
     │   └── SourceError          a source yielded nothing usable (unreachable, all refused)
     └── KernelInputError     input the columnar kernel does not evaluate exactly; the engine
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "CycleError",
+    "CycleTimeoutError",
     "FetchError",
     "InputError",
     "KernelInputError",
@@ -77,6 +79,15 @@ class MissingExtraError(PomabotdError):
 
 class CycleError(PomabotdError):
     """A cycle failed as a whole."""
+
+
+class CycleTimeoutError(CycleError):
+    """A cycle ran past its deadline and was abandoned, nothing of it written; `phase` says
+    where it was (`loading polymarket (...)`, `evaluating (...)`)."""
+
+    def __init__(self, message: str, *, phase: str) -> None:
+        super().__init__(message)
+        self.phase = phase
 
 
 class PoolCrashLoopError(CycleError):

@@ -100,6 +100,11 @@ class DaemonProcess:
             self.seen.setdefault(proc.pid, proc)
         return list(self.seen.values())
 
+    def workers(self) -> list[psutil.Process]:
+        """The daemon's pool workers now: the children of its fork server."""
+        return [proc for child in psutil.Process(self.pid).children()
+                if "forkserver" in " ".join(child.cmdline()) for proc in child.children()]
+
     def wait_mid_cycle(self, after_cycles: int = 0) -> None:
         """Wait until a cycle is running, after at least `after_cycles` finished ones."""
 
@@ -145,6 +150,14 @@ class DaemonProcess:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         self._log.close()
+
+
+def gone(proc: psutil.Process) -> bool:
+    """Whether a process has ended (a zombie has)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture

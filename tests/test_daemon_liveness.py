@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 from conftest import clean_environ
-from daemon_process import DaemonProcess, jsonl, started_daemons, wait_for
+from daemon_process import DaemonProcess, gone, jsonl, started_daemons, wait_for
 
 TESTS = str(Path(__file__).parent)
 #: Far below the forgotten child's minute, generous for a loaded machine.
@@ -22,22 +22,9 @@ _GONE_WITHIN_S = 2.0
 daemons = started_daemons
 
 
-def _workers(daemon: DaemonProcess) -> list[psutil.Process]:
-    """The daemon's pool workers: the children of its fork server."""
-    return [proc for child in psutil.Process(daemon.pid).children()
-            if "forkserver" in " ".join(child.cmdline()) for proc in child.children()]
-
-
-def _gone(proc: psutil.Process) -> bool:
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _all_gone_within(procs: list[psutil.Process], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while not all(_gone(proc) for proc in procs):
+    while not all(gone(proc) for proc in procs):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -69,10 +56,10 @@ def test_a_stopped_idle_worker_is_killed_and_replaced_while_cycles_go_on(
     wait_for("a first cycle", lambda: jsonl(metrics))
     wait_for("the pool idle between cycles",
              lambda: daemon.get("/healthz").json()["cycle_running_s"] is None)
-    stopped = _workers(daemon)[0]
+    stopped = daemon.workers()[0]
     daemon.remember_descendants()
     stopped.send_signal(signal.SIGSTOP)
-    wait_for("the stopped worker killed", lambda: _gone(stopped))
+    wait_for("the stopped worker killed", lambda: gone(stopped))
     # The kill counts in the cycle that made it; the new workers in the one that started them
     # (the next, when the kill came as its cycle ended).
     killed = wait_for("a cycle counting the kill",
@@ -85,7 +72,7 @@ def test_a_stopped_idle_worker_is_killed_and_replaced_while_cycles_go_on(
     kill = daemon.log_with(event="worker_killed")
     assert kill is not None and f"worker {stopped.pid}" in kill["message"]
     assert "stopped" in kill["message"]
-    assert len(_workers(daemon)) == 2
+    assert len(daemon.workers()) == 2
     assert daemon.get("/healthz").status_code == 200
     daemon.remember_descendants()
     daemon.signal(signal.SIGTERM)

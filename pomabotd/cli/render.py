@@ -46,6 +46,10 @@ def cycle_summary(report: CycleReport) -> str:
     lines += [
         f"  close {c.market_id} {c.exit_reason} P&L {usd(c.pnl_usd)}" for c in report.closed
     ]
+    shown = report.first_failures()
+    lines += [f"  failed {failure['market_id']}: {failure['error']}" for failure in shown]
+    if m.markets_failed > len(shown):
+        lines.append(f"  ... and {m.markets_failed - len(shown)} more failed markets")
     lines += _halt_summary(report)
     lines.append(f"  lines appended to {report.output_dir}/positions.jsonl and metrics.jsonl")
     return "\n".join(lines)

@@ -18,10 +18,15 @@ error line, `/healthz` unhealthy with the reason), and the next interval tries a
 - SIGTERM/SIGINT: no new cycle; the cycle in flight gets `daemon.stop_timeout_s` to finish,
   else it is cancelled before it writes anything; a second signal cancels it at once. Then the
   workers stop and `run` returns.
+- A cycle still loading or evaluating `daemon.cycle_timeout_s` after it started is abandoned
+  like one a stop signal abandons (nothing of it written), counted as failed and logged at
+  ERROR with where it was; the next cycle starts on schedule.
 - systemd: READY=1 once the pool is warm and the ledger recovered; RELOADING=1 and READY=1
-  around a reload; STATUS= after each cycle; STOPPING=1; WATCHDOG=1 while the loop makes
-  progress: the watchdog task itself runs (so the loop is not blocked) and no cycle has been
-  running for longer than `max(10 x interval_s, 300 s)`.
+  around a reload; STATUS= after each cycle; STOPPING=1; WATCHDOG=1 only while the daemon makes
+  progress (`DaemonState.stall`): the watchdog task itself runs (so the loop is not blocked),
+  no cycle has outrun its deadline, and no cycle is overdue by as long (the loop stuck
+  elsewhere, in a reload that cannot end). A failing cycle is progress: it says so in
+  `/healthz`, and a restart would not mend a source that is down.
 """
 
 from __future__ import annotations
@@ -45,21 +50,19 @@ from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
 from pomabotd.daemon.status import StatusServer, bind_status
-from pomabotd.errors import ConfigError, PomabotdError, SourceError
+from pomabotd.errors import ConfigError, CycleTimeoutError, PomabotdError, SourceError
 from pomabotd.log import configure_logging, logger
 from pomabotd.output import Ledger, verify_ledger
+from pomabotd.progress import CycleProgress
 from pomabotd.sources import Sources
 from pomabotd.words import plural
 
-__all__ = ["Daemon", "stuck_after_s"]
+__all__ = ["Daemon"]
 
-_STUCK_FLOOR_S: Final = 300.0
-_STUCK_INTERVALS: Final = 10
-
-
-def stuck_after_s(interval_s: float) -> float:
-    """How long a cycle may run before the watchdog stops vouching for the daemon."""
-    return max(_STUCK_INTERVALS * interval_s, _STUCK_FLOOR_S)
+#: How long past its deadline a cycle may take to be abandoned, or a cycle be overdue beyond
+#: its deadline, before the watchdog stops vouching for the daemon: abandoning takes moments,
+#: and a single WATCHDOG=1 skipped while it does could let systemd's WatchdogSec= run out.
+_WATCHDOG_GRACE_S: Final = 2.0
 
 
 def _one_line(text: str) -> str:
@@ -158,8 +161,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not flags.stop.is_set():
+            state.next_cycle_at = next_at if state.config.batch.enabled else None
             if flags.reload:
-                await self._reload(state)
+                state.busy_with = "reloading its configuration"
+                try:
+                    await self._reload(state)
+                finally:
+                    state.busy_with = None
                 continue
             config = state.config
             delay = next_at - loop.time() if config.batch.enabled else None
@@ -171,6 +179,7 @@ class Daemon:
                     next_at = loop.time()
                 continue
             started = loop.time()
+            state.next_cycle_at = None
             await self._cycle(state)
             next_at = max(started + state.config.daemon.interval_s, loop.time())
         signum = flags.stop_signal
@@ -187,15 +196,18 @@ class Daemon:
         config = state.config
         cycle_id = state.portfolio.last_cycle_id + 1
         held = {position.position_id: position for position in state.portfolio.open_positions}
+        progress = state.cycle_progress = CycleProgress()
         task = asyncio.create_task(run_cycle(
             self._runtime, self._sources, state.portfolio, self._ledger, config.risk_limits(),
             as_of=self._as_of, clock=_now, halt=app.halt_policy(config),
+            deadline_s=config.daemon.cycle_timeout_s, progress=progress,
         ))
         state.cycle_started = time.monotonic()
         try:
             await self._await_cycle(task, config.daemon.stop_timeout_s)
         finally:
             state.cycle_started = None
+            state.cycle_progress = None
         if task.cancelled():
             logger.bind(event="cycle_abandoned", cycle_id=cycle_id).warning(
                 "cycle {} abandoned on stop: nothing of it was written", cycle_id
@@ -209,6 +221,8 @@ class Daemon:
         else:
             message = _one_line(str(error)) or type(error).__name__
             failed = logger.bind(event="cycle_failed", cycle_id=cycle_id)
+            if isinstance(error, CycleTimeoutError):
+                failed = failed.bind(timed_out=True, phase=error.phase)
             if not isinstance(error, PomabotdError):
                 message = f"{type(error).__name__}: {message}"
                 failed = failed.opt(exception=error)
@@ -367,12 +381,20 @@ class Daemon:
         )
 
     async def _watchdog(self, period: float, state: DaemonState) -> None:
+        """WATCHDOG=1 every `period` while the daemon makes progress; one WARNING when it
+        stops (systemd then restarts the daemon once `WatchdogSec=` runs out)."""
+        withheld = False
         while True:
             await asyncio.sleep(period)
-            started = state.cycle_started
-            limit = stuck_after_s(state.config.daemon.interval_s)
-            if started is None or time.monotonic() - started < limit:
+            stall = state.stall(grace_s=_WATCHDOG_GRACE_S)
+            if stall is None:
                 self._notifier.send("WATCHDOG=1")
+                withheld = False
+            elif not withheld:
+                withheld = True
+                logger.bind(event="watchdog_withheld", reason=stall).warning(
+                    "not telling systemd's watchdog that pomabotd is alive: {}", stall
+                )
 
     async def _shutdown(self) -> None:
         if self._notifications is not None:

@@ -23,6 +23,7 @@ from pomabotd.domain.research import HaltFigures, halt_figures
 from pomabotd.domain.selection import portfolio_risk_pct
 from pomabotd.engine.kernels.native import decoder_in_use
 from pomabotd.money import usd
+from pomabotd.progress import CycleProgress
 from pomabotd.resume import RESUME_FILE
 from pomabotd.sources import SourceStats
 from pomabotd.words import plural
@@ -61,8 +62,17 @@ class DaemonState:
         self.last_error: str | None = None
         self.last_failed_cycle: int | None = None
         self.cycle_started: float | None = None  # monotonic start of the cycle in flight
+        #: Where the cycle in flight is (None between cycles).
+        self.cycle_progress: CycleProgress | None = None
+        #: When (monotonic) the next cycle is due, while the loop waits for it; None while a
+        #: cycle runs or none is scheduled (batch disabled).
+        self.next_cycle_at: float | None = None
+        #: What the loop is busy with between cycles, when it is not waiting ("reloading").
+        self.busy_with: str | None = None
         self.cycles_ok = 0
         self.cycles_failed = 0
+        #: Cycles failed in a row since the last that succeeded.
+        self.failed_in_a_row = 0
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.stopping = False
@@ -79,6 +89,7 @@ class DaemonState:
         self.last_report = report
         self.last_error = None
         self.last_failed_cycle = None
+        self.failed_in_a_row = 0
         self.cycles_ok += 1
         metrics = report.metrics
         for name in TOTALS:
@@ -98,6 +109,7 @@ class DaemonState:
         self.last_error = error
         self.last_failed_cycle = cycle_id
         self.cycles_failed += 1
+        self.failed_in_a_row += 1
         if stats is not None:
             self._count_sources(stats)
             if source is not None and stats.records_refused:
@@ -118,19 +130,45 @@ class DaemonState:
         """Open risk in % of equity."""
         return portfolio_risk_pct(self.portfolio.open_positions, self.equity_usd())
 
+    def stall(self, grace_s: float = 0.0) -> str | None:
+        """Why the daemon is not making progress now, or None.
+
+        A cycle makes progress until it outruns `daemon.cycle_timeout_s` (it is then being
+        abandoned, which takes moments); between cycles the loop makes progress until the next
+        cycle is overdue by as long (it is stuck elsewhere, say in a reload that cannot end).
+        `grace_s` is added to both, for the watchdog.
+        """
+        if self.stopping:
+            return None
+        now = time.monotonic()
+        deadline = self.config.daemon.cycle_timeout_s
+        if self.cycle_started is not None:
+            ran = now - self.cycle_started
+            if ran > deadline + grace_s:
+                where = self.cycle_progress.describe() if self.cycle_progress else "running"
+                return (f"cycle {self.portfolio.last_cycle_id + 1} has run {ran:.1f} s, past "
+                        f"daemon.cycle_timeout_s = {deadline:g} s, {where}")
+        elif self.next_cycle_at is not None and self.config.batch.enabled:
+            late = now - self.next_cycle_at
+            if late > deadline + grace_s:
+                return (f"no cycle has started for {late:.1f} s since one was due (more than "
+                        f"daemon.cycle_timeout_s = {deadline:g} s): the daemon is "
+                        f"{self.busy_with or 'stuck between cycles'}")
+        return None
+
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body): healthy while not stopping and the last cycle, if any, succeeded.
+        """(healthy, body): healthy while not stopping, making progress (`stall`), and the
+        last cycle, if any, succeeded.
 
         A halt leaves the daemon healthy: it is alive and doing what it was built to do (it
         still evaluates, marks and closes); the body says `halted` and why, and whether a
         `pomabotd resume` request waits for the next cycle.
         """
-        reason = None
-        if self.stopping:
-            reason = "stopping"
-        elif self.last_error is not None:
+        reason = "stopping" if self.stopping else self.stall()
+        if reason is None and self.last_error is not None:
             reason = f"cycle {self.last_failed_cycle} failed: {self.last_error}"
         healthy = reason is None
+        progress = self.cycle_progress
         body: dict[str, Any] = {
             "status": "ok" if healthy else "unhealthy",
             "reason": reason,
@@ -142,10 +180,16 @@ class DaemonState:
             "decoder": decoder_in_use(self.config.batch.decoder),
             "cycles_ok": self.cycles_ok,
             "cycles_failed": self.cycles_failed,
+            "cycles_failed_in_a_row": self.failed_in_a_row,
             "cycle_running_s": (
                 None if self.cycle_started is None
                 else round(time.monotonic() - self.cycle_started, 3)
             ),
+            "cycle_phase": (
+                progress.describe() if progress is not None and self.cycle_started is not None
+                else None
+            ),
+            "cycle_timeout_s": self.config.daemon.cycle_timeout_s,
             "last_cycle": (
                 None if self.last_report is None
                 else msgspec.to_builtins(self.last_report.metrics)

@@ -14,10 +14,10 @@ whatever executor runs the tasks (`engine/executor/`), by what it can do:
   so that only the culprit ends with `worker crashed` (or `timeout`, when it had to be
   killed).
 - A cycle in which more markets than `_CRASHED_MARKETS` (or one in `_CRASH_LOOP_SHARE` of its
-  markets) kill their worker when evaluated alone is failed with `PoolCrashLoopError`: the
-  evaluator crashes on everything, and each crash costs a recovery (a new local pool). It is
-  counted over the whole cycle, so the verdict depends only on which markets crash, never on
-  the chunking.
+  markets) lose their worker when evaluated alone (they crash it, or hang until it is killed,
+  which the error says) is failed with `PoolCrashLoopError`: the evaluator fails on everything,
+  and each crash costs a recovery (a new local pool). It is counted over the whole cycle, so the
+  verdict depends only on which markets crash, never on the chunking.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ _MIN_KILL_GRACE_NS: Final = 100_000_000
 _MIN_STALL_NS: Final = 2_000_000_000
 _SUPERVISE_EVERY_S: Final = 0.05
 _CRASHED_MARKETS: Final = 5
+#: A market whose worker had to be killed ends as a timeout, as one interrupted in time does.
+_HUNG: Final = "timeout"
 _CRASH_LOOP_SHARE: Final = 1000
 _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
 _LINES: Final = msgspec.json.Encoder()
@@ -77,6 +79,8 @@ class Supervisor:
         self.timeouts = 0
         self.retries = 0
         self.crashed = 0
+        #: Of those, the markets that hung until their worker was killed.
+        self.hung = 0
         #: Why `watch` killed each worker it killed, one line each.
         self.kills: list[str] = []
         self._crash_cap = max(_CRASHED_MARKETS, -(-markets_total // _CRASH_LOOP_SHARE))
@@ -160,11 +164,9 @@ class Supervisor:
                         data = await self._alone(single)
             except _Lost as lost:
                 self.crashed += 1
+                self.hung += lost.error == _HUNG
                 if self.crashed > self._crash_cap:
-                    raise PoolCrashLoopError(
-                        f"{self.crashed} markets killed their worker process in this cycle: "
-                        f"evaluator {self.evaluator!r} seems to crash on every market"
-                    ) from lost
+                    raise PoolCrashLoopError(self._verdict()) from lost
                 out = _failed_out(index, market, lost.error, task.keep, job.want_lines)
             else:
                 out = _OUTS.decode(data)[0]
@@ -181,6 +183,22 @@ class Supervisor:
         total.lines = b"".join(parts)
         return total
 
+    def _verdict(self) -> str:
+        """Why the cycle gives up: its markets crash their workers, or hang until killed (a
+        hang is a timeout, never called a crash)."""
+        crashed, hung = self.crashed, self.hung
+        evaluator = self.evaluator
+        if hung == crashed:
+            return (f"{hung} markets hung past batch.timeout_ms = {self.job.timeout_ms} until "
+                    f"their worker was killed in this cycle: evaluator {evaluator!r} seems to "
+                    "hang on every market")
+        if not hung:
+            return (f"{crashed} markets killed their worker process in this cycle: evaluator "
+                    f"{evaluator!r} seems to crash on every market")
+        return (f"{crashed} markets lost their worker process in this cycle ({crashed - hung} "
+                f"crashed it, {hung} hung past batch.timeout_ms = {self.job.timeout_ms} until "
+                f"it was killed): evaluator {evaluator!r} seems to fail on every market")
+
     async def _alone(self, task: Task) -> bytes:
         """Run one task with nothing else in flight; a lost worker means recover and `_Lost`."""
         timeouts_before = self.timeouts
@@ -189,7 +207,7 @@ class Supervisor:
         except WorkerLost:
             killed = self.timeouts > timeouts_before
             await self.executor.recover()
-            raise _Lost("timeout" if killed else "worker crashed") from None
+            raise _Lost(_HUNG if killed else "worker crashed") from None
 
 
 def _failed_out(

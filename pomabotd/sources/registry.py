@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +20,7 @@ from typing import Final
 
 from pomabotd.config import Config, SourcesConfig
 from pomabotd.errors import ConfigError, InputError, SourceError
+from pomabotd.progress import loading
 from pomabotd.sources.base import CycleInput, FetchContext, Source, SourceBatch, SourceStats
 from pomabotd.sources.feeds import FeedsSource
 from pomabotd.sources.gamma import SCHEME as GAMMA_SCHEME
@@ -163,18 +164,17 @@ class Sources:
             stats=stats,
         )
 
-    def _fetch(self, source: Source, context: FetchContext) -> Awaitable[SourceBatch]:
+    async def _fetch(self, source: Source, context: FetchContext) -> SourceBatch:
+        """One source's batch; the cycle's progress says it is loading meanwhile, and an
+        input that cannot be read names the setting that chose it."""
         origin = self._origins.get(source)
-        if origin is None:
-            return source.fetch(context)
-
-        async def named() -> SourceBatch:
+        with loading(f"{source.name} ({origin})" if origin else source.name):
             try:
                 return await source.fetch(context)
             except InputError as exc:
+                if origin is None:
+                    raise
                 raise InputError(f"{exc} ({origin})") from None
-
-        return named()
 
     async def aclose(self) -> None:
         """Close every source's connections."""

@@ -13,7 +13,9 @@ import psutil
 import pytest
 
 from pomabotd.engine.runtime import BatchSettings, RunResult, Runtime
+from pomabotd.errors import PoolCrashLoopError
 
+from .plugins import faults
 from .test_runtime import AS_OF, MARKET_LINES, MARKETS, SIGNAL_LINES
 
 #: A run that the fix lets finish in seconds; without it, it never would.
@@ -113,3 +115,15 @@ def test_what_a_plugin_forks_ends_with_the_pool(tmp_path: Path,
     assert all(_gone(proc) for proc in forked)
     assert psutil.Process().children(recursive=True) == []
     assert closed_s < 10
+
+
+def test_a_plugin_that_hangs_on_every_market_is_called_a_hang_not_a_crash() -> None:
+    """Every market hangs where only a kill reclaims its worker: after the crash cap the run
+    fails saying the markets hung past batch.timeout_ms, not that they crashed."""
+    settings = _settings(2, evaluator=f"{faults.__name__}:hang_every", retry_attempts=0,
+                         timeout_ms=100)
+    with Runtime(settings) as runtime, pytest.raises(PoolCrashLoopError) as failure:
+        _evaluate(runtime)
+    message = str(failure.value)
+    assert "hung past batch.timeout_ms = 100 until their worker was killed" in message
+    assert "seems to hang on every market" in message and "crash" not in message

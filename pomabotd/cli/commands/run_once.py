@@ -56,7 +56,8 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
             async with sources:
                 return await run_cycle(runtime, sources, ledger.portfolio(), ledger,
                                        config.risk_limits(), as_of=when, clock=now,
-                                       halt=app.halt_policy(config))
+                                       halt=app.halt_policy(config),
+                                       deadline_s=config.daemon.cycle_timeout_s)
 
     with errors_as_exit_codes():
         report = until_signal(one_cycle)
@@ -64,6 +65,7 @@ def run_once(config_path: Path | None, markets: str | None, signals: str | None,
     if as_json:
         summary = msgspec.structs.asdict(report.metrics)
         summary["output_dir"] = report.output_dir
+        summary["failures"] = report.first_failures()
         click.echo(msgspec.json.encode(summary).decode())
     else:
         click.echo(cycle_summary(report))

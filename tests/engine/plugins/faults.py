@@ -110,3 +110,9 @@ def truncate_markets(market: Market, signals: Sequence[Signal], as_of: datetime)
         if os.path.getsize(path) > 100:
             os.truncate(path, 100)
     return evaluate_market(market, signals, as_of)
+
+
+def hang_every(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """Loop in C holding the GIL on every market: a strategy whose every call blocks."""
+    sum(itertools.repeat(1, 10**15))
+    return evaluate_market(market, signals, as_of)
