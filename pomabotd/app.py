@@ -73,6 +73,9 @@ def batch_settings(config: Config) -> BatchSettings:
         kernel=batch.kernel,
         decoder=batch.decoder,
         prior=config.strategy.prior,
+        executor=batch.executor,
+        dask_scheduler=batch.dask_scheduler,
+        dask_shared_files=batch.dask_shared_files,
     )
 
 

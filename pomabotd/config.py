@@ -71,6 +71,8 @@ KERNELS: Final = ("columnar", "scalar")
 #: `batch.decoder`: what decodes lines for the columnar kernel; `auto` takes the native decoder
 #: where it is built (`pomabotd.engine.kernels.native`), else msgspec.
 DECODERS: Final = ("auto", "native", "msgspec")
+#: `batch.executor`: what runs the tasks, this machine's pool or a Dask cluster.
+EXECUTORS: Final = ("local", "dask")
 
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("auto", "json", "text")
@@ -97,6 +99,9 @@ class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     evaluator: str
     kernel: Literal["columnar", "scalar"]
     decoder: Literal["auto", "native", "msgspec"]
+    executor: Literal["local", "dask"]
+    dask_scheduler: str
+    dask_shared_files: bool
 
 
 class StrategyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -338,6 +343,16 @@ def _valid_url(url: str) -> bool:
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.strip("/"))
 
 
+def _valid_scheduler(address: str) -> bool:
+    """`local`, or `tcp://host:port` / `tls://host:port` with a port from 1 to 65535."""
+    if address == "local":
+        return True
+    scheme, sep, rest = address.partition("://")
+    host, colon, port = rest.rpartition(":")
+    return (bool(sep) and scheme in ("tcp", "tls") and bool(colon) and bool(host.strip("[]"))
+            and "/" not in rest and port.isdigit() and 0 < int(port) < 65536)
+
+
 def _valid_evaluator_spec(spec: str) -> bool:
     module, sep, attr = spec.partition(":")
     return bool(sep and module.strip() and attr.strip() and ":" not in attr)
@@ -395,6 +410,17 @@ _KEYS: Final[dict[str, _Key]] = {
         "'auto', 'native' or 'msgspec'",
         lambda v: v in DECODERS,
     ),
+    "batch.executor": _Key(
+        "str", "local", "BATCH_EXECUTOR", "'local' or 'dask'", lambda v: v in EXECUTORS
+    ),
+    "batch.dask_scheduler": _Key(
+        "str",
+        "local",
+        "BATCH_DASK_SCHEDULER",
+        "'local' or a scheduler address, tcp://host:port or tls://host:port",
+        _valid_scheduler,
+    ),
+    "batch.dask_shared_files": _Key("bool", False, "BATCH_DASK_SHARED_FILES", "true or false"),
     "risk.min_edge": _num(15.0, "BATCH_MIN_EDGE", 0, 100, "points"),
     "risk.max_portfolio_risk": _num(20.0, "BATCH_MAX_PORTFOLIO_RISK", 0, 100, "% of equity"),
     "risk.require_diversification": _Key(
@@ -732,6 +758,14 @@ def load(
         except ConfigError as exc:
             source = _source_phrase(provenance["batch.evaluator"], "BATCH_EVALUATOR")
             errors.append(f"batch.evaluator: {exc} (from {source})")
+    if values["batch.executor"] == "dask":
+        missing = _missing_dask()
+        if missing is not None:
+            source = _source_phrase(provenance["batch.executor"], "BATCH_EXECUTOR")
+            errors.append(
+                f'batch.executor = "dask" (from {source}) needs the dask extra, which is not '
+                f"installed ({missing}): pip install 'pomabotd[dask]'"
+            )
 
     if values["batch.decoder"] == "native" and not any(
             e.startswith("batch.decoder ") for e in errors):
@@ -766,6 +800,15 @@ def load(
             if var.startswith(("BATCH_", _OWN_PREFIX))
         },
     )
+
+
+def _missing_dask() -> str | None:
+    """Why the Dask executor cannot be loaded, or None when it can."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
 
 
 def _config_file(

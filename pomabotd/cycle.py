@@ -45,7 +45,7 @@ from pomabotd.domain.research import (
 )
 from pomabotd.domain.selection import Selection, Skip, portfolio_risk_pct, select
 from pomabotd.engine.executor import Gauge
-from pomabotd.engine.runtime import RunResult, Runtime
+from pomabotd.engine.runtime import ExecutorInfo, RunResult, Runtime
 from pomabotd.errors import CycleError, CycleTimeoutError, LedgerError
 from pomabotd.log import logger
 from pomabotd.output import (
@@ -129,6 +129,10 @@ class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
     #: (the others: msgspec, or market by market).
     decoder: str = "msgspec"
     markets_native: int = 0
+    #: What evaluated the cycle, and how many workers it had.
+    executor: ExecutorInfo = ExecutorInfo(name="inline", workers=0)
+    #: Whether the peak memory (`metrics.rss_mb`) includes the executor's workers.
+    memory_covers_workers: bool = True
 
     def first_failures(self) -> list[dict[str, str]]:
         """The first markets that failed (up to ten, in input order) with why, as the cycle's
@@ -386,6 +390,7 @@ async def run_cycle(
     _log_halt(step, cycle_id, writer.directory)
     _log_missing(newly_missing, missing, cycle_id, cycle_input.markets_source)
     figures = halt_figures(step.state.window, policy.rules)
+    executor = runtime.info()
     logger.bind(
         event="cycle",
         cycle_id=cycle_id,
@@ -396,6 +401,9 @@ async def run_cycle(
         wall_s=round(metrics.processing_time_ms / 1000.0, 4),
         throughput_per_s=metrics.throughput_per_s,
         peak_rss_mb=metrics.rss_mb,
+        peak_covers_workers=meter.covers_workers,
+        executor=executor.name,
+        workers=executor.workers,
         halted=metrics.halted,
         held_missing=len(missing),
         halt_figures=msgspec.to_builtins(figures),
@@ -403,11 +411,12 @@ async def run_cycle(
         markets_native=result.markets_native,
     ).info(
         "cycle {} done: {}, {}, {} opened, {} closed in {:.3f} s "
-        "({:,.0f} markets/s, peak {:.1f} MB, {} decoder){}; halt rules: {}",
+        "({:,.0f} markets/s, peak {:.1f} MB{}, {} decoder) on {}{}; halt rules: {}",
         cycle_id, plural(metrics.markets_total, "market"),
         plural(metrics.opportunities, "opportunity", "opportunities"), len(opened), len(closes),
         metrics.processing_time_ms / 1000.0, metrics.throughput_per_s, metrics.rss_mb,
-        runtime.decoder,
+        "" if meter.covers_workers else " in pomabotd alone: the workers' was not measured",
+        runtime.decoder, _described(executor),
         f"; {plural(len(missing), 'held market')} missing from the input" if missing else "",
         describe_halt_figures(figures, policy.rules),
     )
@@ -419,6 +428,8 @@ async def run_cycle(
         selection=selection,
         rejected=rejected,
         failures=tuple(result.failures),
+        executor=executor,
+        memory_covers_workers=meter.covers_workers,
         output_dir=str(writer.directory),
         halt=step,
         decoder=runtime.decoder,
@@ -563,6 +574,13 @@ def _require_usable(
             f"no usable signal: every record of {signals_source} was refused "
             f"({plural(len(refused_signals), 'record')}; first: {refused_signals[0]})"
         )
+
+
+def _described(executor: ExecutorInfo) -> str:
+    """`dask with 2 workers`, `local with 1 worker`, `inline` (in pomabotd's process)."""
+    if not executor.workers:
+        return f"{executor.name} (in pomabotd's process)"
+    return f"{executor.name} with {plural(executor.workers, 'worker')}"
 
 
 def _question(result: RunResult, market_id: str) -> str:

@@ -35,6 +35,9 @@ SPEC_ENV = {
     "batch.evaluator": "BATCH_EVALUATOR",
     "batch.kernel": "BATCH_KERNEL",
     "batch.decoder": "BATCH_DECODER",
+    "batch.executor": "BATCH_EXECUTOR",
+    "batch.dask_scheduler": "BATCH_DASK_SCHEDULER",
+    "batch.dask_shared_files": "BATCH_DASK_SHARED_FILES",
     "risk.min_edge": "BATCH_MIN_EDGE",
     "risk.max_portfolio_risk": "BATCH_MAX_PORTFOLIO_RISK",
     "risk.require_diversification": "BATCH_REQUIRE_DIVERSIFICATION",
@@ -93,8 +96,8 @@ def test_risk_defaults_are_the_domain_defaults() -> None:
 
 
 def test_env_names_are_the_spec_table() -> None:
-    """Exactly the SPEC table's keys (plus the evaluator, the kernel, the log format and the
-    webhook's URL) read an environment variable."""
+    """Exactly the SPEC table's keys (plus the evaluator, the kernel, the Dask settings, the
+    log format and the webhook's URL) read an environment variable."""
     assert {k: v for k, v in keys().items() if v} == {
         **SPEC_ENV, "log.format": "POMABOTD_LOG_FORMAT",
         "notify.webhook_url": "POMABOTD_NOTIFY_WEBHOOK_URL",
@@ -503,3 +506,34 @@ def test_the_prior_is_a_decision_setting_of_the_built_in_evaluator_only(tmp_path
     assert plugin["batch.evaluator"] == "json:dumps" and "risk.min_edge" in plugin
     assert is_builtin_evaluator("pomabotd:evaluate_market")
     assert not is_builtin_evaluator("json:dumps")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("BATCH_EXECUTOR", "cluster", "batch.executor"),
+        ("BATCH_DASK_SCHEDULER", "http://10.0.0.1:8786", "batch.dask_scheduler"),
+        ("BATCH_DASK_SCHEDULER", "tcp://10.0.0.1", "batch.dask_scheduler"),
+        ("BATCH_DASK_SCHEDULER", "tcp://10.0.0.1:99999", "batch.dask_scheduler"),
+        ("BATCH_DASK_SHARED_FILES", "maybe", "batch.dask_shared_files"),
+    ],
+)
+def test_a_bad_executor_setting_names_its_key_and_variable(
+    variable: str, value: str, key: str
+) -> None:
+    """An executor that is neither local nor dask, a scheduler that is not `local` or a
+    tcp:// or tls:// address with a port, or a shared-files flag that is no boolean, is
+    refused naming the key and the variable it came from."""
+    with pytest.raises(ConfigError) as info:
+        load(None, {variable: value})
+    assert key in str(info.value) and variable in str(info.value)
+
+
+def test_dask_settings_are_read_from_the_environment() -> None:
+    """A Dask scheduler address (tcp or tls) and the shared-files flag are taken as given."""
+    for address in ("tcp://10.0.0.1:8786", "tls://scheduler.internal:8786", "local"):
+        config = load(None, {"BATCH_EXECUTOR": "dask", "BATCH_DASK_SCHEDULER": address,
+                             "BATCH_DASK_SHARED_FILES": "true"})
+        assert (config.batch.executor, config.batch.dask_scheduler) == ("dask", address)
+        assert config.batch.dask_shared_files is True
+    assert load(None, {}).batch.executor == "local"

@@ -113,11 +113,11 @@ def test_the_readme_is_a_landing_page_with_the_two_commands() -> None:
 
 
 def test_ci_runs_the_readmes_test_command_and_builds_the_docs_strictly() -> None:
-    """`.ci/run` installs the test and docs extras in a fresh venv, runs the README's test
-    command and `mkdocs build --strict`."""
+    """`.ci/run` installs the test, docs and dask extras in a fresh venv, runs the README's
+    test command and `mkdocs build --strict`."""
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "rm -rf .venv" in ci and "python3 -m venv .venv" in ci
-    assert "pip install -q -e '.[test,docs]'" in ci
+    assert "pip install -q -e '.[test,docs,dask]'" in ci
     assert re.search(r"^python -m pytest$", ci, re.MULTILINE)
     assert "mkdocs build --strict" in ci
 

@@ -139,6 +139,7 @@ class Daemon:
             state = self._state = DaemonState(config, portfolio)
             self._notifications = Notifications(state)
             self._notifications.start()
+            state.executor = await asyncio.to_thread(self._runtime.info)
             await self._start_status(state, sock)
             self._log_start(state)
             self._notifier.send("READY=1", "STATUS=" + state.summary())
@@ -316,6 +317,7 @@ class Daemon:
             if new.sources != old.sources:
                 sources = app.sources(new)  # keeps the old cache when [sources] is unchanged
             await asyncio.to_thread(app.reconfigure_runtime, self._runtime, new)
+            state.executor = await asyncio.to_thread(self._runtime.info)
         except BaseException:
             for step in reversed(undo):
                 step()
@@ -368,14 +370,15 @@ class Daemon:
             config_path=config.path,
             output_dir=config.daemon.output_dir,
             interval_s=config.daemon.interval_s,
-            workers=config.batch.workers,
+            workers=state.executor.workers,
+            executor=state.executor.name,
             status_addr=state.status_addr,
             batch_enabled=config.batch.enabled,
             last_cycle_id=state.portfolio.last_cycle_id,
         ).info(
-            "pomabotd {} started: pid {}, a cycle every {} s into {}, {}, status {}{}",
+            "pomabotd {} started: pid {}, a cycle every {} s into {}, {} ({}), status {}{}",
             __version__, state.pid, config.daemon.interval_s, config.daemon.output_dir,
-            plural(config.batch.workers, "worker"),
+            plural(state.executor.workers, "worker"), state.executor.name,
             f"http://{state.status_addr}" if state.status_addr else "off",
             "" if config.batch.enabled else " (batch disabled: no cycles until a reload)",
         )

@@ -22,6 +22,7 @@ from pomabotd.domain.portfolio import equity
 from pomabotd.domain.research import HaltFigures, halt_figures
 from pomabotd.domain.selection import portfolio_risk_pct
 from pomabotd.engine.kernels.native import decoder_in_use
+from pomabotd.engine.runtime import ExecutorInfo
 from pomabotd.money import usd
 from pomabotd.progress import CycleProgress
 from pomabotd.resume import RESUME_FILE
@@ -83,10 +84,14 @@ class DaemonState:
         #: Requests that failed for good, and input records refused, per source name.
         self.fetch_errors: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
+        #: What evaluates the cycles (set by the loop once the runtime started, and after
+        #: each cycle and reload).
+        self.executor = ExecutorInfo(name="inline", workers=0)
 
     def cycle_finished(self, report: CycleReport) -> None:
         """Count a cycle that wrote its lines."""
         self.last_report = report
+        self.executor = report.executor
         self.last_error = None
         self.last_failed_cycle = None
         self.failed_in_a_row = 0
@@ -178,6 +183,7 @@ class DaemonState:
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
             "batch_enabled": self.config.batch.enabled,
             "decoder": decoder_in_use(self.config.batch.decoder),
+            "executor": {"name": self.executor.name, "workers": self.executor.workers},
             "cycles_ok": self.cycles_ok,
             "cycles_failed": self.cycles_failed,
             "cycles_failed_in_a_row": self.failed_in_a_row,

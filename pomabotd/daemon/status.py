@@ -207,6 +207,20 @@ class _StateCollector(Collector):
         ]
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=value)
+        executor = GaugeMetricFamily(
+            "pomabotd_executor_workers",
+            "Workers of the executor that evaluates the cycles (0: in pomabotd's process), "
+            "labelled with the executor (inline, local, dask).",
+            labels=["executor"],
+        )
+        executor.add_metric([state.executor.name], float(state.executor.workers))
+        yield executor
+        yield GaugeMetricFamily(
+            "pomabotd_last_cycle_peak_memory_covers_workers",
+            "1 if the last cycle's peak memory includes the executor's workers, 0 if it is "
+            "pomabotd's alone.",
+            value=1.0 if report is None or report.memory_covers_workers else 0.0,
+        )
         buckets = {"high": figures.high_confidence, "low": figures.low_confidence}
         threshold = f"{state.config.halt.high_confidence:g}"
         positions = GaugeMetricFamily(

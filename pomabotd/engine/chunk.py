@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 
 from pomabotd.domain.models import Evaluation, Market, Signal
-from pomabotd.engine.inputs import reader, release_readers
+from pomabotd.engine.inputs import given, reader, release_readers
 from pomabotd.engine.kernels import BatchEvaluator, batch_form
 from pomabotd.engine.kernels.columnar import PASSED, evaluations
 from pomabotd.engine.kernels.columns import (
@@ -44,6 +44,7 @@ from pomabotd.engine.kernels.scalar import evaluate_scalar
 from pomabotd.engine.pieces import (
     LoadedPiece,
     Misrouted,
+    PastPart,
     decode_bulk,
     id_hashes,
     line_count,
@@ -90,15 +91,20 @@ def evaluate_tasks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
     try:
         outs: list[ChunkOut | None] = []
         loaded: list[_Lines | None] = []
-        for task in tasks:
-            if task.stray:
-                loaded.append(None)
-                outs.append(_stray(task, job))
-                continue
-            lines = _read(task, job)
-            loaded.append(lines)
-            outs.append(ChunkOut(index=task.index, misrouted=True) if lines is None else None)
-            state.step()
+        with given(job.parts):
+            for task in tasks:
+                if task.stray:
+                    loaded.append(None)
+                    outs.append(_stray(task, job))
+                    continue
+                read = _read(task, job)
+                if isinstance(read, ChunkOut):
+                    loaded.append(None)
+                    outs.append(read)
+                else:
+                    loaded.append(read)
+                    outs.append(None)
+                state.step()
         batch = batch_form(state.evaluator) if job.kernel == "columnar" else None
         if batch is not None:
             _columnar(loaded, outs, job, batch, state)
@@ -115,15 +121,18 @@ def evaluate_tasks(tasks: list[Task], job: Job, state: WorkerState) -> bytes:
             gc.enable()
 
 
-def _read(task: Task, job: Job) -> _Lines | None:
-    """A task's lines, or None if it is a search task whose input is not in market order."""
+def _read(task: Task, job: Job) -> _Lines | ChunkOut:
+    """A task's lines; for a search task whose input is not in market order, or whose run
+    goes past the part of the input carried here, the result that says so."""
     markets = reader(job.markets)
     signals = reader(job.signals)
     if task.search:
         try:
             piece = load_piece(task, markets, signals, job.decoder)
         except Misrouted:
-            return None
+            return ChunkOut(index=task.index, misrouted=True)
+        except PastPart:
+            return ChunkOut(index=task.index, short=True)
         return _Lines(task, piece.markets, piece.signals, piece)
     return _Lines(
         task,

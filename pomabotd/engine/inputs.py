@@ -10,19 +10,21 @@ the descriptor it already has.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import mmap
 import os
 import stat
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Final
 
 from pomabotd.engine.executor.base import Sharing
-from pomabotd.engine.protocol import InputRef, Span
+from pomabotd.engine.protocol import Cut, InputRef, Span
 from pomabotd.errors import InputError
 from pomabotd.wire import Lines, LinesFile
 
-__all__ = ["Inputs", "Reader", "reader", "release_readers"]
+__all__ = ["Inputs", "Reader", "given", "reader", "release_readers"]
 
 _BOM: Final = b"\xef\xbb\xbf"
 #: Up to this many ranges are read one system call each; more are sliced from a map.
@@ -33,19 +35,24 @@ _LOCAL: dict[str, bytes | int] = {}
 
 
 class Reader:
-    """Reads byte ranges of one input."""
+    """Reads byte ranges of one input (or of the part of it carried here, when `cut`)."""
 
-    __slots__ = ("_data", "_fd", "_map", "name", "size", "start")
+    __slots__ = ("_data", "_fd", "_map", "cut", "name", "size", "start")
 
-    def __init__(self, data: bytes | None, fd: int, size: int, name: str = "input") -> None:
+    def __init__(
+        self, data: bytes | None, fd: int, size: int, name: str = "input", cut: Cut | None = None
+    ) -> None:
         self._data = data
         self._fd = fd
         self.name = name
         self._map: mmap.mmap | None = None
         self.size = size
+        #: Set on a part of an input carried here: whether its lines go on before and after.
+        self.cut = cut
         head = data[:3] if data is not None else os.pread(fd, 3, 0)
-        #: Where the first line starts: past a UTF-8 byte order mark, if there is one.
-        self.start = len(_BOM) if head == _BOM else 0
+        #: Where the first line starts: past a UTF-8 byte order mark, if there is one (a
+        #: carried part starts at a line).
+        self.start = len(_BOM) if head == _BOM and cut is None else 0
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes `[start, end)` (clipped to the input as planned). InputError if the file
@@ -117,7 +124,7 @@ def reader(ref: InputRef) -> Reader:
     local = _LOCAL.get(ref.path)
     if local is not None:
         if isinstance(local, bytes):
-            return Reader(local, -1, ref.size, ref.name)
+            return Reader(local, -1, ref.size, ref.name, ref.cut)
         return Reader(None, local, ref.size, ref.name)
     key = (ref.path, ref.dev, ref.ino, ref.size)
     found = _OPEN.get(key)
@@ -134,6 +141,19 @@ def reader(ref: InputRef) -> Reader:
         raise InputError(f"{ref.name}: changed while the cycle was reading it")
     opened = _OPEN[key] = Reader(None, fd, ref.size, ref.name)
     return opened
+
+
+@contextlib.contextmanager
+def given(parts: Mapping[str, bytes]) -> Iterator[None]:
+    """Input bytes carried to this process (`Job.parts`), read by `reader` under their paths
+    while the block runs."""
+    for path, data in parts.items():
+        _LOCAL[path] = data
+    try:
+        yield
+    finally:
+        for path in parts:
+            _LOCAL.pop(path, None)
 
 
 def release_readers() -> None:
@@ -215,7 +235,7 @@ class Inputs:
             _LOCAL[path] = lines
             self._paths.append(path)
             self._bytes[path] = lines
-            return InputRef(name=name, path=path, size=len(lines))
+            return InputRef(name=name, path=path, size=len(lines), local=True)
         self._held.append(held)
         ref = self._register(held, name, None)
         self._bytes[ref.path] = lines
@@ -225,11 +245,12 @@ class Inputs:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise InputError(f"{name}: is not a regular file")
-        path = self._sharing.file_path(fd, opened) or f"file:{os.getpid()}:{next(_numbers)}"
+        shared = self._sharing.file_path(fd, opened)
+        path = shared or f"file:{os.getpid()}:{next(_numbers)}"
         _LOCAL[path] = fd
         self._paths.append(path)
         same = self._sharing.same_file()
         return InputRef(
             name=name, path=path, size=status.st_size,
-            dev=status.st_dev if same else 0, ino=status.st_ino,
+            dev=status.st_dev if same else 0, ino=status.st_ino, local=shared is None,
         )

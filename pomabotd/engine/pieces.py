@@ -32,7 +32,15 @@ from pomabotd.engine.kernels.native import decode_signals as decode_native_signa
 from pomabotd.engine.protocol import Span, Task
 from pomabotd.wire import market_key, signal_key
 
-__all__ = ["LoadedPiece", "Misrouted", "decode_bulk", "id_hashes", "line_count", "load_piece"]
+__all__ = [
+    "LoadedPiece",
+    "Misrouted",
+    "PastPart",
+    "decode_bulk",
+    "id_hashes",
+    "line_count",
+    "load_piece",
+]
 
 _MARKET_KEYS: Final = re.compile(rb'\n\{"id":"([^"\\\n]*)"')
 _SIGNAL_KEYS: Final = re.compile(rb'\n\{"market_id":"([^"\\\n]*)"')
@@ -57,6 +65,11 @@ _T = TypeVar("_T", Market, Signal)
 
 class Misrouted(Exception):
     """The input is not in market order (or an id repeats): plan it line by line."""
+
+
+class PastPart(Exception):
+    """The run of signal lines reaches the edge of the part of the signals input carried to
+    this worker: the lines may go on beyond it, so the task needs more of the input."""
 
 
 class LoadedPiece:
@@ -151,7 +164,8 @@ def load_piece(
     """Read and decode a search task's market lines; find, read and decode its signal run.
 
     With the `native` decoder the lines go to it first; a block it declines is decoded with
-    msgspec as without it."""
+    msgspec as without it. `PastPart` when `signals` is a part of the input carried here and
+    the run reaches its edge."""
     (start, end), = task.markets
     data = markets.read(start, end)
     native = decode_native_markets(data) if decoder == "native" else None
@@ -180,6 +194,10 @@ def load_piece(
     run = _find_run(signals, low, high, own)
     if run is None:
         return piece
+    cut = signals.cut
+    if cut is not None and ((cut.before and run[0] <= signals.start)
+                            or (cut.after and run[1] >= signals.size)):
+        raise PastPart
     piece.run = run
     piece.signals = signals.read(*run)
     if native is not None:

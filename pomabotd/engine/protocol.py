@@ -1,10 +1,11 @@
 """The records that cross between pomabotd and its workers, built by keyword.
 
-A cycle's input does not travel inside these: workers read it by byte range from where an
-`InputRef` says (the executor's `Sharing` decides where that is). What goes to a worker is a
-`Task` (which bytes to read, which markets are held) and the cycle's `Job`; what comes back is a
-`ChunkOut`, carrying only what selection and the outputs need: candidates, held markets,
-refusals and counts.
+A cycle's input does not travel inside these when workers can open it: they read it by byte
+range from where an `InputRef` says (the executor's `Sharing` decides where that is); an
+executor whose workers cannot carries the bytes each submission needs in its `Job`. What goes
+to a worker is a `Task` (which bytes to read, which markets are held) and the cycle's `Job`;
+what comes back is a `ChunkOut`, carrying only what selection and the outputs need:
+candidates, held markets, refusals and counts.
 """
 
 from __future__ import annotations
@@ -18,24 +19,35 @@ from pomabotd.domain.belief import Prior
 from pomabotd.domain.models import Evaluation, Market
 from pomabotd.wire import Rejected
 
-__all__ = ["ChunkOut", "InputRef", "Job", "Span", "Task"]
+__all__ = ["ChunkOut", "Cut", "InputRef", "Job", "Span", "Task"]
 
 Span = tuple[int, int]
 """`[start, end)`: a byte range of an input, starting at a line start."""
 
 
+class Cut(msgspec.Struct, frozen=True, kw_only=True):
+    """Bytes carried to a worker are part of a bigger input: whether its lines go on `before`
+    them and `after` them."""
+
+    before: bool
+    after: bool
+
+
 class InputRef(msgspec.Struct, frozen=True, kw_only=True):
     """Where a worker reads one input: `path` is what a worker opens (the executor's
     `Sharing` names it, so that a file renamed over meanwhile is still the one planned where
-    it can), or a name only pomabotd's own process knows. `ino` and, when not 0, `dev`
-    identify the file; `size` is its length when planned; `name` is the source named in
-    refusals."""
+    it can), or, when `local`, a name only pomabotd's own process knows (an executor whose
+    workers run elsewhere carries them the bytes). `ino` and, when not 0, `dev` identify the
+    file; `size` is its length when planned; `name` is the source named in refusals. `cut` is
+    set on bytes carried to a worker that are only part of the input."""
 
     name: str
     path: str
     size: int
     dev: int = 0
     ino: int = 0
+    local: bool = False
+    cut: Cut | None = None
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +64,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     kernel: Literal["columnar", "scalar"] = "columnar"
     prior: Prior = "fixed"
     decoder: Literal["native", "msgspec"] = "msgspec"
+    #: Input bytes carried with the job, by `InputRef.path`, for workers that cannot open the
+    #: inputs themselves (empty when they can).
+    parts: dict[str, bytes] = msgspec.field(default_factory=dict)
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,7 +104,8 @@ class ChunkOut(msgspec.Struct, kw_only=True):
     range, so that ids repeated across tasks can be found without anyone mapping every id.
     A `stray` task's `run` is its range, `keys` the hashes of the market ids its lines name.
     `kernel_error` says why the columnar kernel's pass over the task failed (it then ran market
-    by market).
+    by market). `short` says a search task was carried only part of the signals input and its
+    run reached that part's edge: nothing else is set, and it must be carried more.
     """
 
     index: int
@@ -114,3 +130,4 @@ class ChunkOut(msgspec.Struct, kw_only=True):
     run: Span | None = None
     keys: bytes = b""
     kernel_error: str = ""
+    short: bool = False

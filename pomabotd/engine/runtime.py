@@ -109,8 +109,8 @@ class Runtime:
 
     def reconfigure(self, settings: BatchSettings) -> None:
         """Take new settings; the executor is replaced only if what it runs on changed
-        (`workers`, `evaluator`, `executor`): the new one is started first, and the old one
-        kept if it cannot start."""
+        (`workers`, `evaluator`, `executor`, the Dask settings): the new one is started
+        first, and the old one kept if it cannot start."""
         old = self._settings
         running = self._executor
         if running is None or _same_executor(old, settings):
@@ -245,8 +245,15 @@ class Runtime:
 
 def _same_executor(old: BatchSettings, new: BatchSettings) -> bool:
     """True if the settings run on the same workers (only the scheduling changed)."""
-    return (backend_name(old), old.workers, old.evaluator) == (
-        backend_name(new), new.workers, new.evaluator)
+    return _workers_of(old) == _workers_of(new)
+
+
+def _workers_of(settings: BatchSettings) -> tuple[object, ...]:
+    """What the executor's workers are, run and reached by."""
+    backend = backend_name(settings)
+    cluster = ((settings.dask_scheduler, settings.dask_shared_files) if backend == "dask"
+               else ())
+    return (backend, settings.workers, settings.evaluator, *cluster)
 
 
 def _started(settings: BatchSettings) -> Executor:

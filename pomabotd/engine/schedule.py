@@ -72,6 +72,11 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
     #: What decodes lines for the columnar kernel (`batch.decoder`): `auto` takes the native
     #: decoder where it is built.
     decoder: Literal["auto", "native", "msgspec"] = "auto"
+    #: The Dask scheduler: "local" (a cluster started here) or its address
+    #: (`batch.dask_scheduler`).
+    dask_scheduler: str = "local"
+    #: Input files are at the same paths on every Dask worker (`batch.dask_shared_files`).
+    dask_shared_files: bool = False
     #: With the built-in evaluator, a cycle of fewer markets runs in this process: below about
     #: this size the workers' round trips cost more than the work they share out.
     inline_below: int = _INLINE_BELOW
@@ -271,6 +276,8 @@ class Schedule:
                         for out in _OUTS.decode(finished.result()):
                             take(out)
                     elif isinstance(error, WorkerLost):
+                        if error.timed_out:  # killed where it ran, not by `watch`
+                            watcher.timeouts += 1
                         lost.extend(task.index for task in tasks)
                     else:
                         raise CycleError(f"a worker failed: {error!r}") from error

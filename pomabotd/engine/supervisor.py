@@ -204,7 +204,9 @@ class Supervisor:
         timeouts_before = self.timeouts
         try:
             return await self.executor.submit([task], self.job)
-        except WorkerLost:
+        except WorkerLost as lost:
+            if lost.timed_out:
+                self.timeouts += 1
             killed = self.timeouts > timeouts_before
             await self.executor.recover()
             raise _Lost(_HUNG if killed else "worker crashed") from None

@@ -30,6 +30,7 @@ __all__ = [
 BACKENDS: Final[dict[str, str]] = {
     "inline": "pomabotd.engine.executor.inline:InlineExecutor.from_settings",
     "local": "pomabotd.engine.executor.local:LocalExecutor.from_settings",
+    "dask": "pomabotd.engine.executor.dask:DaskExecutor.from_settings",
 }
 
 

@@ -39,7 +39,17 @@ _R = TypeVar("_R")
 
 class WorkerLost(Exception):
     """The worker running a submission died before answering (crashed, or was killed):
-    its tasks are lost. Call `Executor.recover` before submitting again."""
+    its tasks are lost. Call `Executor.recover` before submitting again.
+
+    `timed_out` says the executor itself killed it because a market ran past its time (an
+    executor that does not `kill` from here may still do that where its workers run)."""
+
+    def __init__(self, message: str = "a worker died", timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.timed_out))
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,8 +127,11 @@ class Executor(Protocol):
     #: The backend's name in the table (`inline`, `local`, `dask`), as logs and metrics say it.
     name: str
     capabilities: Capabilities
-    #: Worker processes replaced so far after a crash or a kill.
-    restarts: int
+
+    @property
+    def restarts(self) -> int:
+        """Worker processes replaced so far after a crash or a kill."""
+        ...
 
     @property
     def workers(self) -> int:

@@ -56,6 +56,11 @@ class LocalExecutor:
         return self._pool.workers
 
     @property
+    def generation(self) -> int:
+        """Bumped each time the pool is replaced."""
+        return self._pool.generation
+
+    @property
     def restarts(self) -> int:
         """Worker processes replaced after a crash or a kill."""
         return self._pool.restarts

@@ -41,7 +41,7 @@ from pomabotd.engine.executor.meter import descendant_pids
 from pomabotd.engine.watchdog import BUSY, MARKET, PID, STEPS, WORDS
 from pomabotd.errors import PoolCrashLoopError
 
-__all__ = ["WorkerPool", "busy_slots"]
+__all__ = ["WorkerPool", "busy_slots", "release_helpers", "use_helpers"]
 
 #: Consecutive pools that may die while starting before the runtime gives up.
 _START_ATTEMPTS: Final = 3
@@ -50,6 +50,7 @@ _EXIT_GRACE_S: Final = 2.0
 _PRELOAD: Final = ["pomabotd.engine.executor.worker", "pomabotd.config", "pomabotd"]
 
 _live_lock = threading.Lock()
+#: Pools (and local Dask clusters) of this process that use multiprocessing's helpers.
 _live_pools = 0
 
 
@@ -318,6 +319,26 @@ def busy_slots(slots: Sequence[int], killed: Collection[int] = ()) -> list[tuple
             if pid not in killed:
                 found.append((pid, started))
     return found
+
+
+def use_helpers() -> None:
+    """Count one more user of `multiprocessing`'s helper processes besides the pools (a local
+    Dask cluster starts its workers through them, and they keep the resource tracker's pipe:
+    stopping it under them would wait for them, and unlink their semaphores)."""
+    global _live_pools
+    with _live_lock:
+        _live_pools += 1
+
+
+def release_helpers() -> None:
+    """One user fewer; the last one stops the helpers, so no child process is left."""
+    global _live_pools
+    with _live_lock:
+        _live_pools -= 1
+        last = _live_pools == 0
+    if last:
+        gc.collect()
+        _stop_helpers()
 
 
 def _stop_helpers() -> None:

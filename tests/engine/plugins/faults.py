@@ -116,3 +116,34 @@ def hang_every(market: Market, signals: Sequence[Signal], as_of: datetime) -> Ev
     """Loop in C holding the GIL on every market: a strategy whose every call blocks."""
     sum(itertools.repeat(1, 10**15))
     return evaluate_market(market, signals, as_of)
+
+
+#: What `mixed` does to each market it misbehaves on.
+MIXED = {
+    "m0003": "killed",
+    "m0005": "hang in C",
+    "m0007": "exception",
+    "m0009": "hang in Python",
+}
+
+
+def mixed(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """Each fault on its own market (`MIXED`): a worker killed, a hang no signal interrupts,
+    an exception, a hang in Python bytecode."""
+    fault = MIXED.get(market.id)
+    if fault == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == "hang in C":
+        sum(itertools.repeat(1, 10**15))
+    elif fault == "exception":
+        raise ValueError("boom")
+    elif fault == "hang in Python":
+        while True:
+            pass
+    return evaluate_market(market, signals, as_of)
+
+
+def slow(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """The built-in evaluator, 20 ms a market: a cycle long enough to lose a worker in."""
+    time.sleep(0.02)
+    return evaluate_market(market, signals, as_of)

@@ -1,0 +1,148 @@
+"""What runs inside each Dask worker: pomabotd's guard around the submissions sent there.
+
+A Dask task runs in a thread of its worker. There no signal can interrupt a market and no
+market that crashes can be survived, so the task does not evaluate anything itself: it hands
+the submission to the guard's local pool (`local.py`: warm processes with the evaluator
+imported and the watchdog armed, as many as the worker has threads), watches the slots of
+those processes and kills one stuck past its time, and when one dies replaces the pool and
+fails the submission with `WorkerLost` (with `timed_out` when it was killed), for the
+scheduler's supervisor to corner the market that did it.
+
+The guard is a Dask worker plugin (`Guard`), set up on every worker when pomabotd joins the
+cluster and on every worker that joins later, and torn down when pomabotd leaves. Dask starts
+its workers as daemonic processes, which `multiprocessing` forbids to have children; the
+guard's processes die with their worker all the same (each is tied to it by the kernel, see
+`worker.die_with_parent`), so the guard lifts that flag for its own pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+from distributed import WorkerPlugin
+
+from pomabotd.engine.executor.base import WorkerLost
+from pomabotd.engine.executor.local import LocalExecutor
+from pomabotd.engine.executor.meter import descendant_pids, pss_bytes
+from pomabotd.engine.protocol import Job, Task
+from pomabotd.engine.supervisor import Supervisor
+
+__all__ = ["Guard", "run_call", "run_submission", "usage"]
+
+#: The guards set up in this worker process, by evaluator.
+_GUARDS: dict[str, _Guarded] = {}
+
+
+class Guard(WorkerPlugin):
+    """Sets up, on a Dask worker, the warm local pool that runs `evaluator`'s submissions."""
+
+    def __init__(self, evaluator: str) -> None:
+        self.evaluator = evaluator
+        self.name = f"pomabotd-guard:{evaluator}"
+
+    async def setup(self, worker: Any) -> None:
+        """Start the pool (its processes import the evaluator), off the worker's loop."""
+        threads = max(1, int(getattr(worker.state, "nthreads", 1)))
+        guarded = await asyncio.to_thread(_Guarded.start, self.evaluator, threads)
+        old = _GUARDS.pop(self.evaluator, None)
+        _GUARDS[self.evaluator] = guarded
+        if old is not None:
+            await asyncio.to_thread(old.close)
+
+    async def teardown(self, worker: Any) -> None:
+        """Stop the pool."""
+        guarded = _GUARDS.pop(self.evaluator, None)
+        if guarded is not None:
+            await asyncio.to_thread(guarded.close)
+
+
+class _Guarded:
+    """A warm local pool and the supervision of one submission at a time per thread."""
+
+    def __init__(self, executor: LocalExecutor, evaluator: str) -> None:
+        self.executor = executor
+        self.evaluator = evaluator
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, evaluator: str, workers: int) -> _Guarded:
+        _allow_children()
+        executor = LocalExecutor(workers, evaluator)
+        executor.start()
+        return cls(executor, evaluator)
+
+    def close(self) -> None:
+        self.executor.close()
+
+    def run(self, tasks: list[Task], job: Job) -> bytes:
+        """Evaluate one submission in the pool, killing a process stuck past its time."""
+        return asyncio.run(self._run(tasks, job))
+
+    async def _run(self, tasks: list[Task], job: Job) -> bytes:
+        executor = self.executor
+        generation = executor.generation
+        supervisor = Supervisor(executor, job, 0, self.evaluator)
+        watching = asyncio.create_task(supervisor.watch())
+        try:
+            return await executor.submit(tasks, job)
+        except WorkerLost:
+            timed_out = supervisor.timeouts > 0
+            with self._lock:
+                if executor.generation == generation:  # not replaced by another thread yet
+                    await executor.recover()
+            raise WorkerLost(
+                "killed: a market ran past its time" if timed_out else "a worker process died",
+                timed_out,
+            ) from None
+        finally:
+            watching.cancel()
+            await asyncio.wait({watching})
+
+
+def _allow_children() -> None:
+    """Let this (daemonic) Dask worker process start the guard's processes."""
+    process: Any = multiprocessing.current_process()
+    process._config["daemon"] = False
+
+
+def run_submission(evaluator: str, tasks: list[Task], job: Job) -> bytes:
+    """The Dask task: the guard of `evaluator` on this worker runs the submission."""
+    guarded = _GUARDS.get(evaluator)
+    if guarded is None:
+        raise RuntimeError(f"pomabotd's guard for {evaluator!r} is not set up on this Dask "
+                           "worker")
+    return guarded.run(tasks, job)
+
+
+def run_call(fn: Callable[..., Any], *args: Any) -> Any:
+    """A Dask task for other work: `fn(*args)`, with the collector paused."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return fn(*args)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def usage() -> tuple[int, float]:
+    """This worker's summed PSS (its guard's processes included) in bytes, and their CPU
+    time in seconds."""
+    me = os.getpid()
+    memory = 0
+    cpu = 0.0
+    for pid in (me, *descendant_pids(me)):
+        memory += pss_bytes(pid) or 0
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        cpu += times.user + times.system
+    return memory, cpu
