@@ -11,10 +11,11 @@ two JSON-lines files, as `stress` writes it; then whole cycles (read, decode, ev
 write) run on those files with the built-in evaluator, taking turns between the two executors;
 the best of `--repeats` runs of each is printed (one run each at a million markets) with its
 peak memory (the cycle's `rss_mb`: summed PSS of pomabotd and every process it started: the
-pool's workers, or the cluster's workers and their guards' processes) and the Dask / local
-ratio. Then the same for a strategy plugin that spends 5 ms of CPU per market
-(`benchmarks/cpu_plugin.py`), from which the cost Dask adds per piece is worked out: the
-difference of the two walls over the pieces the cycle was cut into. The load average is
+pool's workers, or the cluster's workers and their guards' processes), the Dask / local ratio,
+and the CPU time of every one of those processes over the cycle: the difference over the
+pieces the cycle was cut into is what Dask adds per piece, a figure a busy machine distorts
+far less than wall times. Then the same for a strategy plugin that spends 5 ms of CPU per
+market (`benchmarks/cpu_plugin.py`). The load average is
 printed first and last; every figure is measured here.
 """
 
@@ -28,6 +29,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from pomabotd.cycle import InputLoader, Portfolio, run_cycle
 from pomabotd.domain.models import RiskLimits
@@ -49,14 +51,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _cycle(runtime: Runtime, loader: InputLoader, scratch: Path) -> tuple[float, float, int]:
+class _Run(NamedTuple):
+    wall_s: float
+    cpu_s: float
+    rss_mb: float
+
+
+def _cycle(runtime: Runtime, loader: InputLoader, scratch: Path) -> tuple[_Run, int]:
+    """One cycle: its wall time, the CPU time of every process it ran on, its peak memory."""
     with tempfile.TemporaryDirectory(dir=scratch) as out, Ledger(Path(out)) as ledger:
         portfolio = Portfolio.recover(ledger)
         started = time.perf_counter()
         report = asyncio.run(run_cycle(runtime, loader, portfolio, ledger, RiskLimits(),
                                        as_of=AS_OF, clock=_now))
         wall = time.perf_counter() - started
-    return wall, report.metrics.rss_mb, report.metrics.markets_evaluated
+    metrics = report.metrics
+    cpu = metrics.cpu_percent / 100 * metrics.processing_time_ms / 1000
+    return _Run(wall, cpu, metrics.rss_mb), metrics.markets_evaluated
 
 
 def _files(runtime: Runtime, markets: int, scratch: Path) -> tuple[InputLoader, Path, Path]:
@@ -83,16 +94,20 @@ def _settings(workers: int, executor: str, evaluator: str, batch_size: int) -> B
 
 
 def _race(runtimes: dict[str, Runtime], loader: InputLoader, scratch: Path, size: int,
-          repeats: int) -> dict[str, tuple[float, float]]:
-    """The best wall and its peak memory of each runtime, taking turns so that a slow spell
-    of a shared machine hits both."""
-    best: dict[str, tuple[float, float]] = {}
+          repeats: int) -> dict[str, _Run]:
+    """The best run of each runtime (by wall time; with the least CPU time of its runs),
+    taking turns so that a slow spell of a shared machine hits both."""
+    best: dict[str, _Run] = {}
     for _ in range(repeats):
         for name, runtime in runtimes.items():
-            wall, rss, evaluated = _cycle(runtime, loader, scratch)
+            run, evaluated = _cycle(runtime, loader, scratch)
             assert evaluated == size, f"{name}: {evaluated} of {size} markets evaluated"
-            if wall < best.get(name, (float("inf"), 0.0))[0]:
-                best[name] = (wall, rss)
+            known = best.get(name)
+            if known is None:
+                best[name] = run
+            else:
+                best[name] = _Run(min(known.wall_s, run.wall_s), min(known.cpu_s, run.cpu_s),
+                                  known.rss_mb if known.wall_s <= run.wall_s else run.rss_mb)
     return best
 
 
@@ -122,15 +137,19 @@ def main() -> None:
                 runtime.start()
                 print(f"{name} started in {time.perf_counter() - started:.1f} s", flush=True)
             print(f"{'markets':>10} {'local /s':>10} {'dask /s':>10} {'dask/local':>10} "
-                  f"{'local MB':>9} {'dask MB':>8}", flush=True)
+                  f"{'local MB':>9} {'dask MB':>8} {'local CPU':>10} {'dask CPU':>9} "
+                  f"{'pieces':>7} {'CPU/piece':>10}", flush=True)
             for size in args.sizes:
-                loader, *_ = _files(runtimes["local"], size, scratch)
+                loader, markets, signals = _files(runtimes["local"], size, scratch)
                 best = _race(runtimes, loader, scratch, size,
                              args.repeats if size < 10**6 else 1)
                 local, dask = best["local"], best["dask"]
-                print(f"{size:>10,} {size / local[0]:>10,.0f} {size / dask[0]:>10,.0f} "
-                      f"{local[0] / dask[0]:>9.2f}x {local[1]:>9.0f} {dask[1]:>8.0f}",
-                      flush=True)
+                pieces = _pieces(markets, signals, args.workers, args.batch_size)
+                added = (dask.cpu_s - local.cpu_s) / pieces * 1000
+                print(f"{size:>10,} {size / local.wall_s:>10,.0f} {size / dask.wall_s:>10,.0f} "
+                      f"{local.wall_s / dask.wall_s:>9.2f}x {local.rss_mb:>9.0f} "
+                      f"{dask.rss_mb:>8.0f} {local.cpu_s:>9.2f}s {dask.cpu_s:>8.2f}s "
+                      f"{pieces:>7} {added:>8.1f}ms", flush=True)
                 for path in scratch.glob(f"*-{size}.jsonl"):
                     path.unlink()
 
@@ -142,13 +161,13 @@ def main() -> None:
                 best = _race(runtimes, loader, scratch, size, args.repeats)
                 pieces = _pieces(markets, signals, args.workers, args.batch_size)
                 local, dask = best["local"], best["dask"]
-                per_market_ms = local[0] * args.workers / size * 1000
-                added_ms = (dask[0] - local[0]) * args.workers / pieces * 1000
                 print(f"5 ms plugin, {size:,} markets in {pieces} pieces: local "
-                      f"{local[0]:.2f} s ({size / local[0]:,.0f} /s), dask {dask[0]:.2f} s "
-                      f"({size / dask[0]:,.0f} /s), dask/local {local[0] / dask[0]:.2f}x; "
-                      f"{per_market_ms:.2f} ms of a worker per market, Dask adds "
-                      f"{added_ms:.1f} ms of a worker per piece", flush=True)
+                      f"{local.wall_s:.2f} s ({size / local.wall_s:,.0f} /s, CPU "
+                      f"{local.cpu_s:.2f} s), dask {dask.wall_s:.2f} s "
+                      f"({size / dask.wall_s:,.0f} /s, CPU {dask.cpu_s:.2f} s), dask/local "
+                      f"{local.wall_s / dask.wall_s:.2f}x; CPU per market "
+                      f"{local.cpu_s / size * 1000:.2f} ms (local), "
+                      f"{dask.cpu_s / size * 1000:.2f} ms (dask)", flush=True)
         finally:
             for runtime in runtimes.values():
                 runtime.close()

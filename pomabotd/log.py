@@ -35,6 +35,7 @@ __all__ = [
     "json_line",
     "logger",
     "resolve_format",
+    "take_library_logs",
     "stream_is_journal",
 ]
 
@@ -146,6 +147,18 @@ class _ToLoguru(logging.Handler):
         logger.bind(event="library_log", logger=record.name).opt(exception=record.exc_info).log(
             level, "{}", record.getMessage()
         )
+
+
+def take_library_logs(*names: str) -> None:
+    """Send the records of libraries that install their own stderr handlers on import
+    (`distributed`, `tornado`) the way of every other library's: through loguru, as
+    `library_log` lines, at WARNING and above. Without this they would write plain text lines
+    into a journal of JSON ones."""
+    for name in names:
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+        library.setLevel(logging.WARNING)
 
 
 def configure_logging(

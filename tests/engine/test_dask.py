@@ -323,6 +323,24 @@ def test_an_unreachable_scheduler_is_refused_fast_before_anything_is_created(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_plugin_the_workers_cannot_import_is_refused_at_start(
+    run_cli: RunCli, cluster: _Cluster, tmp_path: Path
+) -> None:
+    """A strategy plugin pomabotd can import but the cluster's workers cannot: exit 2 naming
+    batch.evaluator and the workers, before any cycle or output directory."""
+    plugins = tmp_path / "only_here"
+    plugins.mkdir()
+    (plugins / "here_only.py").write_text("from pomabotd import evaluate_market\n")
+    result = run_cli("run-once", "--out", str(tmp_path / "out"), env={
+        "BATCH_EXECUTOR": "dask", "BATCH_DASK_SCHEDULER": cluster.address,
+        "BATCH_EVALUATOR": "here_only:evaluate_market", "PYTHONPATH": str(plugins)},
+        timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "batch.evaluator 'here_only:evaluate_market'" in result.stderr
+    assert "Dask workers" in result.stderr and "here_only" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_choosing_dask_without_the_extra_is_bad_configuration(
     run_cli: RunCli, tmp_path: Path
 ) -> None:
@@ -344,7 +362,8 @@ def test_the_daemon_reports_its_executor_and_switches_it_on_reload(
     cluster: _Cluster, tmp_path: Path
 ) -> None:
     """A daemon on the cluster names it in /healthz and /metrics; a reload to the local pool
-    starts the pool first, then leaves the cluster, and the next cycles run on the pool."""
+    starts the pool first, then leaves the cluster, and the next cycles run on the pool; every
+    line it logged is JSON, Dask's included."""
     config = tmp_path / "pomabotd.toml"
     config.write_text(f'[batch]\nworkers = 2\nexecutor = "dask"\n'
                       f'dask_scheduler = "{cluster.address}"\n')
@@ -369,5 +388,7 @@ def test_the_daemon_reports_its_executor_and_switches_it_on_reload(
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit() == 0
         assert daemon.leftovers() == []
+        lines = [line for line in daemon.log_path.read_text().splitlines() if line.strip()]
+        assert all(line.startswith("{") for line in lines)  # Dask's own logs too
     finally:
         daemon.finish()

@@ -41,6 +41,7 @@ from pomabotd.engine.executor.pool import release_helpers, use_helpers
 from pomabotd.engine.executor.shared import HERE, ON_SHARED_STORAGE, ON_THIS_MACHINE
 from pomabotd.engine.protocol import ChunkOut, Job, Task
 from pomabotd.errors import ConfigError, CycleError
+from pomabotd.log import take_library_logs
 
 if TYPE_CHECKING:
     from pomabotd.engine.schedule import BatchSettings
@@ -59,6 +60,20 @@ _PIDS_EVERY_S: Final = 1.0
 _INFO_EVERY_S: Final = 1.0
 #: The workers' memory is asked for this often while a cycle runs on a remote cluster.
 _USAGE_EVERY_S: Final = 0.5
+#: A local cluster's own bookkeeping, slowed down: sampling the task threads' stacks every
+#: 10 ms, the system and memory monitors and the event loop's tick cost its idle processes
+#: about 7% of a core (measured: 1.7% each worker, 4.2% the scheduler and nannies here; 0.3%
+#: and 0.65% so), and its task threads only wait for the guards, which pomabotd measures.
+_QUIET: Final = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.tick.interval": "1s",
+}
+#: The loggers `distributed` gives stderr handlers of their own when it is imported.
+_LIBRARY_LOGGERS: Final = ("distributed", "distributed.client", "distributed.gc", "bokeh",
+                           "tornado", "tornado.application")
 _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
 _PACK: Final = msgspec.msgpack.Encoder()
 
@@ -72,6 +87,7 @@ def _distributed() -> Any:
             f'batch.executor = "dask" needs the dask extra, which is not installed ({exc}): '
             f"{INSTALL_HINT}"
         ) from None
+    take_library_logs(*_LIBRARY_LOGGERS)
     return distributed
 
 
@@ -108,7 +124,7 @@ class DaskExecutor:
         self._pids: list[int] = []
         self._pids_at = 0.0
         self._threads = 0
-        self._threads_at = -_INFO_EVERY_S
+        self._looked_at = -_INFO_EVERY_S
 
     @classmethod
     def from_settings(cls, settings: BatchSettings) -> DaskExecutor:
@@ -128,20 +144,28 @@ class DaskExecutor:
         scheduler said at most a second ago."""
         if self._client is None:
             return max(1, self._requested)
-        if time.monotonic() - self._threads_at > _INFO_EVERY_S:
-            info = self._client.scheduler_info()["workers"]
-            self._threads = sum(int(worker.get("nthreads", 1)) for worker in info.values())
-            self._threads_at = time.monotonic()
+        self._look()
         return max(1, self._threads)
 
     @property
     def restarts(self) -> int:
-        """Guard processes replaced after a crash or a kill, plus Dask workers gone."""
+        """Guard processes replaced after a crash or a kill, plus Dask workers that left
+        (as the scheduler said at most a second ago)."""
         if self._client is not None:
-            present = set(self._client.scheduler_info()["workers"])
-            self._departed += len(self._known - present)
-            self._known = present
+            self._look()
         return self._guard_restarts + self._departed
+
+    def _look(self, *, now: bool = False) -> None:
+        """Ask the scheduler which workers it has, unless it was asked within a second (each
+        question is a round trip)."""
+        if not now and time.monotonic() - self._looked_at <= _INFO_EVERY_S:
+            return
+        info = self._client.scheduler_info()["workers"]
+        present = set(info)
+        self._departed += len(self._known - present)
+        self._known = present
+        self._threads = sum(int(worker.get("nthreads", 1)) for worker in info.values())
+        self._looked_at = time.monotonic()
 
     def start(self) -> None:
         """Start or join the cluster, and set the guard up on every worker (it imports the
@@ -153,18 +177,22 @@ class DaskExecutor:
             if self._local_cluster:
                 use_helpers()
                 self._helpers = True
-                self._cluster = distributed.LocalCluster(
-                    n_workers=max(1, self._requested), threads_per_worker=1, processes=True,
-                    # Its HTTP server (metrics, and a dashboard if bokeh is there) on a free port
-                    # of this machine only: never a fixed port that another cluster may hold.
-                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR,
-                )
+                import dask
+
+                with dask.config.set(_QUIET):
+                    self._cluster = distributed.LocalCluster(
+                        n_workers=max(1, self._requested), threads_per_worker=1,
+                        processes=True,
+                        # Its HTTP server (metrics, a dashboard if bokeh is there) on a free
+                        # port of this machine only, never one another cluster may hold.
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR,
+                    )
                 self._client = distributed.Client(self._cluster, set_as_default=False)
             else:
                 self._client = _connect(distributed, self._scheduler)
             self._register()
-            self._known = set(self._client.scheduler_info()["workers"])
+            self._look(now=True)
         except BaseException:
             self.close()
             raise
@@ -174,11 +202,11 @@ class DaskExecutor:
         try:
             guard = _guard()
             client.register_plugin(guard.Guard(self.evaluator), name=self._plugin)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ConfigError) as exc:
             raise ConfigError(
                 f"batch.evaluator {self.evaluator!r} cannot be loaded on the Dask workers "
-                f"({type(exc).__name__}: {exc}): install pomabotd and the strategy plugin "
-                "where every worker can import them"
+                f"({exc}): install pomabotd and the strategy plugin where every worker can "
+                "import them"
             ) from None
 
     def close(self) -> None:
@@ -299,7 +327,7 @@ def _connect(distributed: Any, address: str) -> Any:
     naming `batch.dask_scheduler` when there is none to be had within about 15 s."""
     try:
         client = distributed.Client(address, timeout=_CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # refused, timed out, a TLS setting the scheduler does not take
         raise ConfigError(
             f"batch.dask_scheduler {address!r}: no Dask scheduler answered there within "
             f"{_CONNECT_TIMEOUT_S:.0f} s ({exc})"
