@@ -35,8 +35,8 @@ __all__ = [
     "json_line",
     "logger",
     "resolve_format",
-    "take_library_logs",
     "stream_is_journal",
+    "take_library_logs",
 ]
 
 _TEXT_FORMAT: Final = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <8} {message}"

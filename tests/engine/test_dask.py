@@ -5,6 +5,7 @@ loses nothing, and a scheduler that cannot be reached is bad configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -29,6 +30,7 @@ from .plugins import faults
 from .test_runtime import (
     AS_OF,
     MARKET_LINES,
+    MARKETS,
     ORDER_CASES,
     SIGNAL_LINES,
     _digest,
@@ -38,7 +40,8 @@ from .test_runtime import (
     _timeless,
 )
 
-pytestmark = pytest.mark.slow
+#: One xdist worker runs the module, so that its clusters are started once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dask")]
 
 ROOT = Path(__file__).resolve().parents[2]
 DASK = Path(sys.executable).with_name("dask")
@@ -56,9 +59,11 @@ def _free_port() -> int:
         return port
 
 
-def _worker_env() -> dict[str, str]:
-    """The test's plugins must be importable on every worker, as a user's must."""
+def _worker_env(directory: Path) -> dict[str, str]:
+    """The test's plugins must be importable on every worker, as a user's must; they find
+    the module's scratch directory in `POMABOTD_TEST_DIR`."""
     environ = clean_environ()
+    environ["POMABOTD_TEST_DIR"] = str(directory)
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"),
                                                            environ.get("PYTHONPATH")]))
     return environ
@@ -72,7 +77,7 @@ class _Cluster:
         self.address = f"tcp://127.0.0.1:{_free_port()}"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.seen: dict[int, psutil.Process] = {}
-        self._directory = directory
+        self.directory = directory
 
     def start(self) -> None:
         port = self.address.rsplit(":", 1)[1]
@@ -84,10 +89,10 @@ class _Cluster:
         wait_for("two workers", lambda: len(self.worker_pids()) == 2, timeout=90)
 
     def _spawn(self, name: str, *args: str) -> None:
-        log = open(self._directory / f"{name}.log", "wb")  # noqa: SIM115 (the child holds it)
+        log = open(self.directory / f"{name}.log", "wb")  # noqa: SIM115 (the child holds it)
         with log:
             self.processes.append(subprocess.Popen(
-                [str(DASK), *args], env=_worker_env(), stdout=log, stderr=log,
+                [str(DASK), *args], env=_worker_env(self.directory), stdout=log, stderr=log,
                 start_new_session=True,
             ))
 
@@ -274,6 +279,35 @@ def test_a_worker_killed_mid_cycle_loses_and_doubles_nothing(
     assert result.worker_restarts >= 1
     wait_for("the killed worker's replacement", lambda: len(cluster.worker_pids()) == 2,
              timeout=60)
+
+
+def test_a_cycle_abandoned_on_the_cluster_leaves_no_work_holding_a_worker(
+    cluster: _Cluster,
+) -> None:
+    """A run cancelled while a worker still evaluates one of its markets (held there): the
+    next run does not wait behind that work, which is dropped, and completes."""
+    hold, started = cluster.directory / "hold", cluster.directory / "started"
+    hold.touch()
+    started.unlink(missing_ok=True)
+    without_held = b"".join(line + b"\n" for line in MARKET_LINES.splitlines()
+                            if b'"m0003"' not in line)
+    settings = _dask(2, cluster.address, evaluator=_plugin("held"), timeout_ms=60_000)
+
+    async def cancel_then_run(runtime: Runtime) -> RunResult:
+        first = asyncio.create_task(runtime.evaluate(MARKET_LINES, "m", SIGNAL_LINES, "s", AS_OF))
+        while not started.exists():
+            await asyncio.sleep(0.02)
+        first.cancel()
+        await asyncio.wait({first})
+        return await asyncio.wait_for(
+            runtime.evaluate(without_held, "m", SIGNAL_LINES, "s", AS_OF), timeout=60)
+
+    try:
+        with Runtime(settings) as runtime:
+            second = asyncio.run(cancel_then_run(runtime))
+    finally:
+        hold.unlink(missing_ok=True)
+    assert second.markets_evaluated == len(MARKETS) - 1 and second.failures == []
 
 
 def _run_once(run_cli: RunCli, out: Path, env: dict[str, str]) -> dict:

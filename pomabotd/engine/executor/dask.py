@@ -117,6 +117,7 @@ class DaskExecutor:
         self._cluster: Any = None
         self._client: Any = None
         self._helpers = False
+        self._abandoned = False
         self._plugin = f"pomabotd-guard:{self.evaluator}"
         self._guard_restarts = 0
         self._known: set[str] = set()
@@ -227,8 +228,13 @@ class DaskExecutor:
             release_helpers()
 
     def submit(self, tasks: list[Task], job: Job) -> asyncio.Future[bytes]:
-        """Send the submission to the cluster (with the bytes its workers cannot open)."""
-        self.client  # noqa: B018 - raises if not started
+        """Send the submission to the cluster (with the bytes its workers cannot open). If a
+        submission was abandoned while a worker may have run it, the guards first drop the
+        work nobody waits for, so that it does not hold a worker into this run."""
+        client = self.client
+        if self._abandoned:
+            self._abandoned = False
+            client.run(_guard().drop_abandoned)
         return asyncio.ensure_future(self._run(tasks, job))
 
     async def _run(self, tasks: list[Task], job: Job) -> bytes:
@@ -265,6 +271,9 @@ class DaskExecutor:
         )
         try:
             answer: bytes = await _awaitable(future)
+        except asyncio.CancelledError:
+            self._abandoned = True  # Dask cancels it if queued; a worker may run it still
+            raise
         except distributed.KilledWorker:
             raise WorkerLost("the Dask workers running it kept dying") from None
         except WorkerLost:
@@ -284,6 +293,10 @@ class DaskExecutor:
     def kill(self, worker: int) -> bool:
         """Not from here: each guard kills its own stuck processes."""
         return False
+
+    def stalled(self, after_ns: int) -> list[tuple[int, str]]:
+        """Not from here: each guard replaces its own processes that stand still."""
+        return []
 
     def worker_names(self) -> list[str]:
         """The Dask workers' addresses."""

@@ -34,7 +34,7 @@ from pomabotd.engine.executor.meter import descendant_pids, pss_bytes
 from pomabotd.engine.protocol import Job, Task
 from pomabotd.engine.supervisor import Supervisor
 
-__all__ = ["Guard", "run_call", "run_submission", "usage"]
+__all__ = ["Guard", "drop_abandoned", "run_call", "run_submission", "usage"]
 
 #: The guards set up in this worker process, by evaluator.
 _GUARDS: dict[str, _Guarded] = {}
@@ -74,6 +74,8 @@ class _Guarded:
         self.executor = executor
         self.evaluator = evaluator
         self._lock = threading.Lock()
+        #: Submissions running in the pool now.
+        self.running = 0
 
     @classmethod
     def start(cls, evaluator: str, workers: int) -> _Guarded:
@@ -89,11 +91,19 @@ class _Guarded:
         """Evaluate one submission in the pool, killing a process stuck past its time."""
         return asyncio.run(self._run(tasks, job))
 
+    def drop_running(self) -> None:
+        """Replace the pool if it runs anything: what it runs was abandoned (each submission
+        then ends as lost, and nobody waits for it)."""
+        with self._lock:
+            if self.running:
+                asyncio.run(self.executor.recover())
+
     async def _run(self, tasks: list[Task], job: Job) -> bytes:
         executor = self.executor
         generation = executor.generation
         supervisor = Supervisor(executor, job, 0, self.evaluator)
         watching = asyncio.create_task(supervisor.watch())
+        self.running += 1
         try:
             return await executor.submit(tasks, job)
         except WorkerLost:
@@ -106,6 +116,7 @@ class _Guarded:
                 timed_out,
             ) from None
         finally:
+            self.running -= 1
             watching.cancel()
             await asyncio.wait({watching})
 
@@ -132,6 +143,14 @@ def run_submission(evaluator: str, tasks: list[Task], job: Job) -> bytes:
         raise RuntimeError(f"pomabotd's guard for {evaluator!r} is not set up on this Dask "
                            "worker")
     return guarded.run(tasks, job)
+
+
+async def drop_abandoned() -> None:
+    """Run on every worker when pomabotd abandoned submissions (a cancelled cycle): each guard
+    running one replaces its pool (off the worker's loop), so that no work nobody waits for
+    holds the worker."""
+    for guarded in list(_GUARDS.values()):
+        await asyncio.to_thread(guarded.drop_running)
 
 
 def run_call(fn: Callable[..., Any], *args: Any) -> Any:

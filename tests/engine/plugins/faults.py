@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -146,4 +147,15 @@ def mixed(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluat
 def slow(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
     """The built-in evaluator, 20 ms a market: a cycle long enough to lose a worker in."""
     time.sleep(0.02)
+    return evaluate_market(market, signals, as_of)
+
+
+def held(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """Hold market m0003 while the file `hold` exists in `$POMABOTD_TEST_DIR`, after creating
+    `started` there; evaluate the others as the built-in evaluator does."""
+    if market.id == "m0003":
+        directory = Path(os.environ["POMABOTD_TEST_DIR"])
+        (directory / "started").touch()
+        while (directory / "hold").exists():
+            time.sleep(0.02)
     return evaluate_market(market, signals, as_of)
