@@ -27,6 +27,8 @@ EXPOSED_SERIES = frozenset({
     'pomabotd_notifications_total{result="queue_full"}',
     "pomabotd_last_cycle_duration_seconds", "pomabotd_last_cycle_throughput_markets_per_second",
     "pomabotd_last_cycle_peak_memory_bytes", "pomabotd_last_cycle_timestamp_seconds",
+    "pomabotd_last_cycle_peak_memory_covers_workers",
+    'pomabotd_executor_workers{executor="local"}',
     "pomabotd_open_positions", "pomabotd_equity_usd", "pomabotd_realized_pnl_usd",
     "pomabotd_portfolio_risk_percent", "pomabotd_halted", "pomabotd_held_markets_missing",
     "pomabotd_halt_resolved_positions", "pomabotd_halt_coverage_observed_ratio",
