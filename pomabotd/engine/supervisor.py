@@ -97,7 +97,8 @@ class Supervisor:
         stall_ns = stall_after_ns(self.job.timeout_ms)
         period = min(max(timeout_ns / 4e9, 0.005), _SUPERVISE_EVERY_S)
         while True:
-            await asyncio.sleep(period)
+            # Look before the first sleep too: a run shorter than `period` still finds a
+            # worker that was seen stopped in earlier runs past its deadline.
             now = time.monotonic_ns()
             for worker, started in executor.busy():
                 if now - started > deadline_ns and executor.kill(worker):
@@ -110,6 +111,7 @@ class Supervisor:
                 if executor.kill(worker):
                     self.timeouts += 1
                     self.kills.append(f"worker {worker} killed: it {why}")
+            await asyncio.sleep(period)
 
     async def isolate(
         self, lost: list[int], task_of: Callable[[int, int], Task]
