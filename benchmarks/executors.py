@@ -40,7 +40,7 @@ from pomabotd.log import configure_logging
 from pomabotd.output import Ledger
 from pomabotd.sources.jsonl import JsonlMarkets, JsonlSignals
 from pomabotd.sources.registry import Sources
-from pomabotd.sources.synthetic import generate_files
+from pomabotd.sources.workload import generate_files
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
 #: The plugin, importable by the cluster's workers too (they inherit this process's path).
