@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from conftest import RunCli
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, wait_for
 
 from pomabotd.cycle import LedgerOnDemand
 from pomabotd.domain.models import CloseEvent, Position
@@ -320,3 +321,54 @@ def test_a_line_too_long_to_be_ours_is_refused_and_a_long_torn_end_cut(tmp_path:
         file.write(b"\n")
     with pytest.raises(LedgerHistoryError, match=r"metrics.jsonl line 3: longer than 64 MB"):
         verify_ledger(tmp_path)
+
+
+def test_a_daemon_writes_nothing_into_a_ledger_a_reload_found_broken_until_repaired(
+    tmp_path: Path,
+) -> None:
+    """A daemon cycling every 0.3 s whose metrics.jsonl gets its first line overwritten with
+    NUL bytes: the next reload is refused and no cycle runs into the ledger any more (its
+    files stand still for five intervals), /healthz answers 503 naming the file and line,
+    `pomabotd verify` and the repair docs; with the line put back, a reload finds it sound
+    and the cycles resume (200 again)."""
+    config = tmp_path / "pomabotd.toml"
+    config.write_text("[batch]\nworkers = 0\n[sources]\nsynthetic_markets = 50\n"
+                      "[daemon]\ninterval_s = 0.3\n")
+    out = tmp_path / "out"
+    metrics, positions = out / METRICS_FILE, out / POSITIONS_FILE
+    daemon = DaemonProcess(tmp_path, "--config", str(config), "--out", "out")
+    try:
+        daemon.wait_log(event="cycle", cycle_id=2)
+        first = metrics.read_bytes().split(b"\n", 1)[0]
+        with metrics.open("r+b") as file:  # in place: the daemon's appends go on meanwhile
+            file.write(b"\0" * len(first))
+        daemon.signal(signal.SIGHUP)
+        broken = daemon.wait_log(event="ledger_broken")
+        assert f"{Path('out') / METRICS_FILE} line 1: JSON is malformed" in broken["message"]
+        daemon.wait_log(event="reload_failed")
+        health = daemon.get("/healthz")
+        assert health.status_code == 503
+        body = health.json()
+        assert body["output_broken"] is True
+        for words in (f"{Path('out') / METRICS_FILE} line 1", "`pomabotd verify --out out`",
+                      "Repairing a ledger", "reload (SIGHUP)"):
+            assert words in body["reason"], body["reason"]
+        stood = (metrics.read_bytes(), positions.read_bytes(), body["cycles_ok"])
+        time.sleep(1.5)
+        assert (metrics.read_bytes(), positions.read_bytes(),
+                daemon.get("/healthz").json()["cycles_ok"]) == stood
+
+        with metrics.open("r+b") as file:
+            file.write(first)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log(event="ledger_sound")
+        wait_for("a cycle after the repair",
+                 lambda: metrics.read_bytes().count(b"\n") > stood[0].count(b"\n"))
+        wait_for("healthy again", lambda: daemon.get("/healthz").status_code == 200)
+        daemon.remember_descendants()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit() == 0
+        assert daemon.leftovers() == []
+        assert verify_ledger(out).cycles > len(stood[0].splitlines())
+    finally:
+        daemon.finish()

@@ -15,6 +15,13 @@ error line, `/healthz` unhealthy with the reason), and the next interval tries a
   `batch.evaluator` changed, the sources rebuilt (and the old ones closed) only when the
   `[sources]` section changed. Anything wrong keeps the running configuration and logs one
   error.
+- A broken output directory: when the reload's check of the ledger the daemon writes finds
+  a history that does not add up, no cycle runs into it (lines appended after damage would
+  bury it), `/healthz` answers 503 naming the file and line and how to repair it, and the
+  daemon waits, still holding the directory's lock and serving its status; the next reload
+  that finds the ledger sound (after a repair, `pomabotd verify`, then SIGHUP) rebuilds the
+  portfolio from the repaired files and cycles resume. Only a reload checks again: a ledger
+  being repaired is never taken up half-edited.
 - SIGTERM/SIGINT: no new cycle; the cycle in flight gets `daemon.stop_timeout_s` to finish,
   else it is cancelled before it writes anything; a second signal cancels it at once. Then the
   workers stop and `run` returns.
@@ -50,9 +57,15 @@ from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import DaemonState
 from pomabotd.daemon.status import StatusServer, bind_status
-from pomabotd.errors import ConfigError, CycleTimeoutError, PomabotdError, SourceError
+from pomabotd.errors import (
+    ConfigError,
+    CycleTimeoutError,
+    LedgerHistoryError,
+    PomabotdError,
+    SourceError,
+)
 from pomabotd.log import configure_logging, logger
-from pomabotd.output import Ledger, verify_ledger
+from pomabotd.output import Ledger
 from pomabotd.progress import CycleProgress
 from pomabotd.sources import Sources
 from pomabotd.words import plural
@@ -162,7 +175,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not flags.stop.is_set():
-            state.next_cycle_at = next_at if state.config.batch.enabled else None
+            # No cycle is due while batch is off, nor into a ledger that failed its check.
+            runs = state.config.batch.enabled and state.ledger_problem is None
+            state.next_cycle_at = next_at if runs else None
             if flags.reload:
                 state.busy_with = "reloading its configuration"
                 try:
@@ -170,13 +185,12 @@ class Daemon:
                 finally:
                     state.busy_with = None
                 continue
-            config = state.config
-            delay = next_at - loop.time() if config.batch.enabled else None
+            delay = next_at - loop.time() if runs else None
             if delay is None or delay > 0:
                 flags.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(flags.wake.wait(), delay)
-                if not config.batch.enabled:
+                if not runs:
                     next_at = loop.time()
                 continue
             started = loop.time()
@@ -273,6 +287,12 @@ class Daemon:
             )
         else:
             state.reloads_ok += 1
+            if state.ledger_problem is not None:
+                state.ledger_problem = None
+                logger.bind(event="ledger_sound", output_dir=new.daemon.output_dir).info(
+                    "the output directory {} is sound again: cycles resume",
+                    new.daemon.output_dir,
+                )
             changed = [key for key in new.provenance
                        if new.value(key) != old.value(key)]
             for warning in new.warnings:
@@ -282,6 +302,8 @@ class Daemon:
                 new.path or "defaults and environment",
                 ", ".join(changed) if changed else "nothing changed",
             )
+        if self._notifications is not None:
+            self._notifications.check_health()  # a directory broken, or sound again
         self._notifier.send("READY=1", "STATUS=" + state.summary())
 
     async def _swap(self, state: DaemonState, old: Config, new: Config) -> None:
@@ -290,7 +312,9 @@ class Daemon:
         The files are reopened per the new configuration (rename-based rotation): the log file
         by `new`'s `log.file`, the ledger's files by name, or a new ledger when
         `daemon.output_dir` changed or its directory was removed or replaced meanwhile; either
-        way the ledger's history is checked (`pomabotd.history`) as at start.
+        way the ledger's history is checked (`pomabotd.history`) as at start, and the portfolio
+        is the one the files hold. A ledger in the same directory that fails its check breaks
+        the directory (`_ledger_broken`) as well as failing the reload.
         """
         undo: list[Callable[[], object]] = []
         status = self._status
@@ -302,16 +326,22 @@ class Daemon:
                               origin=new.source_phrase("log.file"))
             undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file))
             ledger = current
-            portfolio = state.portfolio
             if new.daemon.output_dir != old.daemon.output_dir or not current.intact():
                 ledger = app.ledger(new)
                 undo.append(ledger.close)
-                portfolio = await asyncio.to_thread(Portfolio.recover, ledger)
             else:
                 app.reopen_ledger(current, new)
-                # The files may have been edited while they were held: a reload checks their
-                # history as a start would (LedgerHistoryError fails the reload).
-                await asyncio.to_thread(verify_ledger, current.directory)
+            # The files may have been edited while they were held (repaired, or damaged): a
+            # reload checks their history as a start would and takes the portfolio they hold.
+            try:
+                portfolio = await asyncio.to_thread(Portfolio.recover, ledger)
+            except LedgerHistoryError as exc:
+                if new.daemon.output_dir == old.daemon.output_dir:
+                    self._ledger_broken(state, new, exc)
+                raise
+            held = {position.market_id for position in portfolio.open_positions}
+            portfolio.missing_since = {market: since for market, since
+                                       in state.portfolio.missing_since.items() if market in held}
             if new.daemon.status_addr != old.daemon.status_addr:
                 status = await self._serve(state, _bind_status(new))
             if new.sources != old.sources:
@@ -340,6 +370,19 @@ class Daemon:
             self._sources = sources
         state.portfolio = portfolio
         state.config = new
+
+    def _ledger_broken(self, state: DaemonState, config: Config,
+                       exc: LedgerHistoryError) -> None:
+        """The ledger the daemon writes failed its check: no cycle runs into it until a
+        reload finds it sound."""
+        directory = config.daemon.output_dir
+        state.ledger_problem = (
+            f"output directory {directory} is broken, no cycle runs into it: "
+            f"{_one_line(str(exc))}; then reload (SIGHUP) to resume"
+        )
+        logger.bind(event="ledger_broken", output_dir=directory).error(
+            "{}", state.ledger_problem
+        )
 
     async def _start_status(
         self, state: DaemonState, sock: socket.socket | None

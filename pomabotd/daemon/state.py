@@ -77,6 +77,9 @@ class DaemonState:
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.stopping = False
+        #: Why the output directory is broken (its ledger failed its check on a reload), or
+        #: None: while it is set, no cycle runs into it.
+        self.ledger_problem: str | None = None
         self.totals = dict.fromkeys(TOTALS, 0)
         self.feeds = dict.fromkeys(FEED_RESULTS, 0)
         self.news = dict.fromkeys(NEWS_TOTALS, 0)
@@ -162,14 +165,17 @@ class DaemonState:
         return None
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body): healthy while not stopping, making progress (`stall`), and the
-        last cycle, if any, succeeded.
+        """(healthy, body): healthy while not stopping, the output directory is sound, the
+        daemon makes progress (`stall`), and the last cycle, if any, succeeded.
 
         A halt leaves the daemon healthy: it is alive and doing what it was built to do (it
         still evaluates, marks and closes); the body says `halted` and why, and whether a
         `pomabotd resume` request waits for the next cycle.
         """
-        reason = "stopping" if self.stopping else self.stall()
+        if self.stopping:
+            reason: str | None = "stopping"
+        else:
+            reason = self.ledger_problem or self.stall()
         if reason is None and self.last_error is not None:
             reason = f"cycle {self.last_failed_cycle} failed: {self.last_error}"
         healthy = reason is None
@@ -202,6 +208,7 @@ class DaemonState:
             ),
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
+            "output_broken": self.ledger_problem is not None,
             **self.halt_fields(),
         }
         return healthy, body
@@ -228,6 +235,8 @@ class DaemonState:
 
     def summary(self) -> str:
         """One line on the last cycle, for systemd's `STATUS=` and for `pomabotd status`."""
+        if self.ledger_problem is not None:
+            return self.ledger_problem
         if not self.config.batch.enabled:
             prefix = "batch disabled, no cycles run"
         elif self.last_error is not None:
