@@ -682,6 +682,7 @@ def load(
     *,
     flag_names: Mapping[str, str] | None = None,
     settle_s: float = 0.0,
+    import_evaluator: bool = True,
 ) -> Config:
     """Build the effective configuration from the four layers, or raise ConfigError.
 
@@ -692,7 +693,9 @@ def load(
     the usual spelling (`status --addr` sets `daemon.status_addr`). Every problem found is
     reported at once. With `settle_s` (the daemon's `SETTLE_S`), the TOML
     file and the env file are each read twice that many seconds apart and refused if they
-    changed meanwhile: a file being rewritten in place is never half applied.
+    changed meanwhile: a file being rewritten in place is never half applied. Without
+    `import_evaluator` the strategy plugin `batch.evaluator` names is not imported (a command
+    that only reads a daemon's files or asks its address never runs it).
     """
     env: Mapping[str, str] = {} if environ is None else environ
     errors: list[str] = []
@@ -752,7 +755,7 @@ def load(
         source = f"flag:{(flag_names or {}).get(key) or _FLAG_NAMES.get(key, key)}"
         _apply(key, raw, isinstance(raw, str), source, values, provenance, errors)
 
-    if not any(e.startswith("batch.evaluator ") for e in errors):
+    if import_evaluator and not any(e.startswith("batch.evaluator ") for e in errors):
         try:
             resolve_evaluator(values["batch.evaluator"])
         except ConfigError as exc:

@@ -94,3 +94,36 @@ def test_an_empty_addr_says_there_is_nothing_to_ask(run_cli: RunCli):
     assert result.returncode == 2
     assert "no status address to ask (daemon.status_addr '', from flag --addr)" in result.stderr
     assert "--addr HOST:PORT" in result.stderr
+
+
+def test_the_daemons_own_configuration_is_read_for_its_address_alone(
+    run_cli: RunCli, tmp_path: Path, daemon: DaemonProcess
+):
+    """A service configuration whose strategy plugin is importable only in the service's
+    environment, whose env file only root reads (here: one that cannot be read at all) and
+    whose log file this user cannot open: `status` still asks the daemon at its address, and
+    `verify`, `report` and `resume` still find its output directory."""
+    address = daemon.url.removeprefix("http://")
+    (tmp_path / "env").mkdir()  # reading it fails
+    service = tmp_path / "pomabotd.toml"
+    service.write_text(
+        '[batch]\nevaluator = "only_in_the_service:evaluate"\n'
+        f'[daemon]\nstatus_addr = "{address}"\nenv_file = "{tmp_path / "env"}"\n'
+        f'output_dir = "{daemon.workdir / "out"}"\n'
+        f'[log]\nfile = "{tmp_path / "no-such-directory" / "pomabotd.log"}"\n'
+    )
+    result = run_cli("status", env={"POMABOTD_SERVICE_CONFIG": str(service)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("healthy (pid ")
+    result = run_cli("verify", "--config", str(service))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{daemon.workdir / 'out'} is sound: 1 metrics line")
+    result = run_cli("resume", "--config", str(service))
+    assert result.returncode == 0, result.stderr
+    assert "is not halted" in result.stdout
+    result = run_cli("report", "--config", str(service), "--plots", "plots")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "no-such-directory").exists()
+    result = run_cli("run-once", "--config", str(service))  # a command that runs the plugin
+    assert result.returncode == 2
+    assert "only_in_the_service" in result.stderr

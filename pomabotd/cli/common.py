@@ -124,17 +124,29 @@ def load_config(
     *,
     flag_names: Mapping[str, str] | None = None,
     settle_s: float = 0.0,
+    reader: bool = False,
 ) -> Config:
     """The effective configuration (file, environment, these `flags`), with logging set up
     from it and its warnings logged; exit 2 naming the key when it is bad. `flag_names` spells
     a flag as this command does where it differs from the usual (`status --addr`); `settle_s`
-    is `pomabotd.config.load`'s."""
+    is `pomabotd.config.load`'s.
+
+    `reader`: for a command that only reads a daemon's files or asks its address (`verify`,
+    `report`, `resume`, `status`), which may be given the daemon's own configuration: its env
+    file (root's alone on a service install, and holding only `BATCH_*` settings) is not read,
+    its strategy plugin not imported (it may be importable only in the service's environment),
+    and its log file not opened (this command logs to stderr).
+    """
     from pomabotd.config import load
     from pomabotd.log import configure_logging, logger
 
+    if reader:
+        flags = {**flags, "daemon.env_file": ""}
     with errors_as_exit_codes():
-        config = load(config_path, os.environ, flags, flag_names=flag_names, settle_s=settle_s)
-        configure_logging(config.log.level, config.log.format, config.log.file,
+        config = load(config_path, os.environ, flags, flag_names=flag_names, settle_s=settle_s,
+                      import_evaluator=not reader)
+        configure_logging(config.log.level, config.log.format,
+                          "" if reader else config.log.file,
                           origin=config.source_phrase("log.file"))
     for warning in config.warnings:
         logger.bind(event="config_warning").warning("{}", warning)

@@ -39,7 +39,7 @@ def report(plots_dir: Path | None, out_dir: Path | None, old_from: str | None,
 
     config = load_config(config_path, {
         "daemon.output_dir": str(out_dir) if out_dir is not None else None,
-    })
+    }, reader=True)
     check_plot_directory("--plots", plots_dir)
     directory = plots_dir
     with stop_on_signal("the report was abandoned; no plot is left half-written"):

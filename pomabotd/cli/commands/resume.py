@@ -22,7 +22,7 @@ def resume(out_dir: Path | None, config_path: Path | None) -> None:
 
     config = load_config(config_path, {
         "daemon.output_dir": str(out_dir) if out_dir is not None else None,
-    })
+    }, reader=True)
     out = Path(config.daemon.output_dir)
     with errors_as_exit_codes(input_is_usage=True):
         outcome = request_resume(out, now())

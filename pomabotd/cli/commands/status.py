@@ -47,10 +47,8 @@ def status(addr: str | None, config_path: Path | None, as_json: bool) -> None:
 
     if config_path is None and default_config_path() is None:
         config_path = _service_config()
-    # Only the status address is wanted: the daemon's env file (root's alone on a service
-    # install) holds no such setting, so it is not read.
-    config = load_config(config_path, {"daemon.status_addr": addr, "daemon.env_file": ""},
-                         flag_names={"daemon.status_addr": "--addr"})
+    config = load_config(config_path, {"daemon.status_addr": addr},
+                         flag_names={"daemon.status_addr": "--addr"}, reader=True)
     address = config.daemon.status_addr
     tried = f"daemon.status_addr {address!r}, from {config.source_phrase('daemon.status_addr')}"
     endpoint = config.daemon.status_endpoint()

@@ -23,7 +23,7 @@ def verify(out_dir: Path | None, config_path: Path | None) -> None:
 
     config = load_config(config_path, {
         "daemon.output_dir": str(out_dir) if out_dir is not None else None,
-    })
+    }, reader=True)
     out = Path(config.daemon.output_dir)
     if not out.is_dir():
         raise UsageFailure(f"{out} is not a directory (daemon.output_dir, from "
