@@ -117,7 +117,8 @@ def test_the_daemons_own_configuration_is_read_for_its_address_alone(
     assert result.stdout.startswith("healthy (pid ")
     result = run_cli("verify", "--config", str(service))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"{daemon.workdir / 'out'} is sound: 1 metrics line")
+    assert result.stdout.startswith(f"{daemon.workdir / 'out'} is sound: 1 metrics line "
+                                    "(cycle 1), ")
     result = run_cli("resume", "--config", str(service))
     assert result.returncode == 0, result.stderr
     assert "is not halted" in result.stdout

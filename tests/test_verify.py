@@ -181,13 +181,38 @@ def test_pomabotd_verify_says_sound_or_refused(tmp_path: Path, run_cli: RunCli) 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"out is sound: {CYCLES} metrics lines (cycles 1-6), 22 "
                                     "positions lines, 2 positions open after cycle 6")
-    assert "1 lines of unfinished cycle 7" in result.stdout
+    assert result.stdout.splitlines()[1] == (
+        "  the next run or run-once will cut what an interrupted cycle left: 1 line of "
+        "unfinished cycle 7")
     _edit(tmp_path / "out" / POSITIONS_FILE, ATTACKS["position line duplicated"][1])
     result = run_cli("verify", "--out", "out")
     assert result.returncode == 2
     assert f"{Path('out') / POSITIONS_FILE} line 7: position 2-m5 is opened again" in result.stderr
     assert "Traceback" not in result.stderr
     assert run_cli("verify", "--out", "absent").returncode == 2
+
+
+def test_verify_counts_in_words_that_fit(tmp_path: Path, run_cli: RunCli) -> None:
+    """One of everything reads in the singular (`1 metrics line (cycle 1), 1 positions line,
+    1 position open`, `1 byte of a torn last line`), and a directory without a finished
+    cycle says so rather than counting zeros after a cycle 0."""
+    (tmp_path / "empty").mkdir()
+    result = run_cli("verify", "--out", "empty")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("empty is sound: no finished cycle yet; checked in ")
+    with Ledger(tmp_path / "one") as ledger:
+        ledger.recover()
+        ledger.append_cycle([_open(1, 1)], _metrics(1, 1, 0, 1))
+        ledger.save_state(LedgerState((_open(1, 1),), 0.0, 1))
+    with (tmp_path / "one" / METRICS_FILE).open("ab") as file:
+        file.write(b"{")
+    result = run_cli("verify", "--out", "one")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("one is sound: 1 metrics line (cycle 1), 1 positions line, "
+                                    "1 position open after cycle 1; checked in ")
+    assert result.stdout.splitlines()[1] == (
+        "  the next run or run-once will cut what an interrupted cycle left: 1 byte of a torn "
+        "last line")
 
 
 def test_run_once_refuses_a_damaged_ledger_with_exit_2(tmp_path: Path, run_cli: RunCli) -> None:
