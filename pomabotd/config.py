@@ -851,13 +851,18 @@ def _read_settled(path: Path, settle_s: float) -> bytes:
     two reads must agree in content and in the file's identity, size and modification and
     change times (`_ChangedWhileRead` otherwise). A file rewritten in place passes through
     truncated states that are often valid TOML with keys missing (their defaults then apply),
-    so a reload must not take whatever one read happens to see. `settle_s` 0 reads once.
+    so a reload must not take whatever one read happens to see. `settle_s` 0 reads once. A
+    file gone at the second read changed too (an env file read as missing would apply
+    without its settings).
     """
     first, before = _read_with_stat(path)
     if settle_s <= 0:
         return first
     time.sleep(settle_s)
-    second, after = _read_with_stat(path)
+    try:
+        second, after = _read_with_stat(path)
+    except FileNotFoundError:
+        raise _ChangedWhileRead(path) from None
     if first != second or before != after:
         raise _ChangedWhileRead(path)
     return first

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from daemon_process import DaemonProcess, wait_for
 
+from pomabotd.config import load
+from pomabotd.errors import ConfigError
+
 #: How long the writer rewrites the file while SIGHUPs arrive.
 _ATTACK_S = 2.5
 
@@ -149,3 +152,30 @@ def test_no_reload_applies_a_file_caught_mid_rewrite(target: str, tmp_path: Path
     finally:
         writer.halt.set()
         daemon.finish()
+
+
+@pytest.mark.parametrize("target", ["toml", "env"])
+def test_a_file_gone_between_the_two_reads_is_refused_not_read_as_missing(
+    target: str, tmp_path: Path
+) -> None:
+    """A file there at the first read and gone at the second (an editor that deletes before
+    it writes) changed while it was read: refused saying so, never applied as a missing env
+    file (without its settings) or reported as a file that was never there."""
+    config = tmp_path / "pomabotd.toml"
+    env_file = tmp_path / "env"
+    config.write_text("[risk]\nmin_edge = 16.0\n")
+    env_file.write_text("BATCH_MIN_EDGE=17\n")
+    path = config if target == "toml" else env_file
+    settle_s = 1.0
+    remover = threading.Timer(settle_s / 2, path.unlink)  # read first at once, then after 1 s
+    remover.start()
+    try:
+        with pytest.raises(ConfigError) as refused:
+            if target == "toml":
+                load(config, {}, {}, settle_s=settle_s)
+            else:
+                load(None, {}, {"daemon.env_file": str(env_file)}, settle_s=settle_s)
+    finally:
+        remover.cancel()
+    assert f"{path}" in str(refused.value)
+    assert "changed while it was read" in str(refused.value)
