@@ -335,14 +335,15 @@ def _columnar_out(
     chosen: list[Market] = []
     kept: list[Evaluation] = []
     for row, evaluation in zip(wanted.tolist(), built, strict=True):
-        market = records[row]
+        # Only the markets reported in full are read from their records (natively decoded
+        # lines are decoded again for them alone).
         if evaluation.failed_check is None:
             candidates.append(evaluation)
-            chosen.append(market)
-        if keep and market.id in keep:
+            chosen.append(records[row])
+        if keep and evaluation.market_id in keep:
             kept.append(evaluation)
             if evaluation.failed_check is not None:
-                chosen.append(market)
+                chosen.append(records[row])
     return ChunkOut(
         index=share.lines.task.index,
         lines=_LINES.encode_lines(built) if job.want_lines else b"",

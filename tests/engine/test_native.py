@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pomabotd.domain.models import Market, Signal
+from pomabotd.domain.models import Evaluation, Market, Signal
 from pomabotd.engine.kernels import native
 from pomabotd.engine.kernels.columns import (
     MarketColumns,
@@ -298,3 +298,58 @@ def test_through_the_engine_both_decoders_give_the_same_results_and_refusals(
         for decoder in ("msgspec", "native")
     )
     assert native_run == msgspec_run
+
+
+def _evaluation_lines(runtime: Runtime, markets: bytes, signals: bytes) -> list[Any]:
+    """Every evaluation of a run as `evaluate` writes them, their timings zeroed."""
+    written: list[bytes] = []
+    runtime.evaluate_sync(markets, "m", signals, "s", AS_OF, on_lines=written.append)
+    return [msgspec.structs.replace(e, elapsed_us=0.0)
+            for e in msgspec.json.Decoder(Evaluation).decode_lines(b"".join(written))]
+
+
+#: Markets failing every check, `market_open` by an offset close and by an outcome included.
+_EVERY_FAILURE = b"".join(line + b"\n" for line in [
+    b'{"id":"closed","question":"q","price":50,"liquidity":5000,'
+    b'"closes_at":"2026-06-01T13:00:00+02:00"}',
+    b'{"id":"resolved","question":"q","price":50,"liquidity":5000,"outcome":"NO"}',
+    b'{"id":"unclear","question":"q","price":5,"liquidity":5000,"authority_is_clear":false}',
+    b'{"id":"subjective","question":"q","price":5,"liquidity":5000,'
+    b'"outcome_is_objective":false}',
+    b'{"id":"thin","question":"q","price":5,"liquidity":999.5}',
+    b'{"id":"wide","question":"q","price":5,"liquidity":5000,"unknowns":9}',
+    b'{"id":"inside","question":"q","price":50,"liquidity":5000,"category":" Sports "}',
+    b'{"id":"zero","question":"q","price":0,"liquidity":5000,"category":"weather"}',
+])
+
+
+def test_evaluate_describes_every_market_as_msgspec_does_without_decoding_them_again(
+    runtimes: dict[tuple[int, str], Runtime],
+) -> None:
+    """`evaluate` with the native decoder writes the evaluations, reasons included, that the
+    msgspec decoder's run writes, for markets failing every check and a stress workload; the
+    decoder's block decodes again (with msgspec) only the markets a closed or resolved one's
+    sentence or a candidate needs, not every market."""
+    from pomabotd.engine.kernels.columnar import PASSED, evaluate_columns, evaluations
+    from pomabotd.sources.workload import generate_jsonl
+
+    workload, workload_signals = generate_jsonl(2000, 11, AS_OF)
+    markets = _EVERY_FAILURE + workload
+    for workers in (0, 2):
+        got = _evaluation_lines(runtimes[workers, "native"], markets, workload_signals)
+        assert got == _evaluation_lines(runtimes[workers, "msgspec"], markets, workload_signals)
+        assert {e.failed_check for e in got} >= {
+            None, "market_open", "resolution_authority", "objective_outcome", "liquidity",
+            "belief_width", "confidence", "price_outside_range", "edge"}
+    block = native.decode_markets(markets)
+    assert block is not None
+    signals = native.decode_signals(workload_signals, block)
+    assert signals is not None
+    verdicts = evaluate_columns(block.columns, signals.columns, AS_OF, "fixed")
+    built = evaluations(block.columns, verdicts, AS_OF)
+    assert len(built) == block.count
+    records = block.columns.records
+    assert isinstance(records, native.LazyMarkets)
+    closed = sum(e.failed_check == "market_open" for e in built)
+    assert 0 < records.decoded == closed < block.count / 10
+    assert int((verdicts.failed == PASSED).sum()) > 0

@@ -42,6 +42,7 @@ from pomabotd.domain.models import IMPACT_CAP, SIGNAL_TYPES, Evaluation, Market,
 from pomabotd.engine.kernels.columns import (
     F8,
     I8,
+    Briefs,
     MarketColumns,
     SignalColumns,
     market_columns,
@@ -63,6 +64,7 @@ __all__ = [
 
 #: `Verdicts.failed` of a market that passed every check; any other value indexes `GATE`.
 PASSED: Final = len(GATE)
+_MARKET_OPEN: Final = CHECK_NAMES.index("market_open")
 #: Differences of at least this many microseconds no longer convert to float exactly.
 _EXACT_MICROS: Final = 2**53
 _SCALE: Final = 10.0**POINT_DIGITS
@@ -200,11 +202,14 @@ def evaluations(
     rejecteds = verdicts.rejected[picked].tolist()
     faileds = verdicts.failed[picked].tolist()
     records = markets.records
+    # A market failing `market_open` is described by its close and outcome, which only its
+    # full record holds; every other sentence reads what a brief holds.
+    brief = records.brief if isinstance(records, Briefs) else records.__getitem__
     built: list[Evaluation] = []
     append = built.append
     for at, row in enumerate(chosen):
-        market = records[row]
         code = faileds[at]
+        market = records[row] if code == _MARKET_OPEN else brief(row)
         failed = None if code == PASSED else CHECK_NAMES[code]
         state = Row(market, as_of, lows[at], highs[at], confidences[at], edges[at])
         side: Literal["YES", "NO", "NONE"] = (

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate, repeat
 from operator import attrgetter
-from typing import Any, Final, overload
+from typing import Any, Final, Protocol, overload, runtime_checkable
 
 import msgspec
 import numpy as np
@@ -25,6 +25,7 @@ from pomabotd.domain.models import CATEGORY_MIN_EDGE, SIGNAL_TYPES, Market, Sign
 
 __all__ = [
     "DIRECTIONS",
+    "Briefs",
     "MarketColumns",
     "SignalColumns",
     "join_columns",
@@ -70,6 +71,16 @@ class MarketColumns(msgspec.Struct, frozen=True, kw_only=True):
     authority_is_clear: Any
     outcome_is_objective: Any
     min_edge: Any
+
+
+@runtime_checkable
+class Briefs(Protocol):
+    """Records that can also give a market's brief: a `Market` holding only what the
+    kernel's columns hold (id, category, price, liquidity, authority and objectivity), built
+    without decoding its line. The sentence of every check after `market_open` reads no more
+    than that, so an evaluation that fails one of them needs no full record."""
+
+    def brief(self, row: int) -> Market: ...
 
 
 class SignalColumns(msgspec.Struct, frozen=True, kw_only=True):
@@ -241,6 +252,13 @@ class _Joined(Sequence[Market]):
             raise IndexError(row)
         block = bisect_right(self._starts, row) - 1
         return self._blocks[block][row - self._starts[block]]
+
+    def brief(self, row: int) -> Market:
+        """The brief of a block that has them, else its full record."""
+        block = bisect_right(self._starts, row) - 1
+        records = self._blocks[block]
+        at = row - self._starts[block]
+        return records.brief(at) if isinstance(records, Briefs) else records[at]
 
 
 def join_columns(

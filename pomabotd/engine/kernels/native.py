@@ -15,7 +15,8 @@ Its schema is declared once, in the models: the library carries the text of the 
 written for, and it is used only while that text equals the one derived here from the models
 (`schema_text`); a model changed without the decoder fails a test and leaves workers on
 msgspec. Only the few `Market`s a cycle reports in full (candidates, held markets) are decoded
-again with msgspec, from their lines, when first asked for (`LazyMarkets`).
+again with msgspec, from their lines, when first asked for (`LazyMarkets`); `evaluate`
+describes the others from their columns (`LazyMarkets.brief`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ _SHORTEST_MARKET: Final = len(b'{"id":"x","question":"","price":0,"liquidity":0}
 _SHORTEST_SIGNAL: Final = len(b'{"market_id":"x","type":"procedural","direction":"up",'
                               b'"strength":1,"timestamp":"2000-01-01T00:00:00Z"}\n')
 _MARKET: Final = msgspec.json.Decoder(Market)
+#: The columns a brief is made of, after its id, in `LazyMarkets.brief`'s order.
+_BRIEF_COLUMNS: Final = ("category", "price", "liquidity", "authority_is_clear",
+                         "outcome_is_objective")
 _OTHER: Final = len(CATEGORIES) - 1
 #: Each category code's minimum edge, as `market_columns` looks it up by name.
 _MIN_EDGE: Final = np.array([CATEGORY_MIN_EDGE.get(name, CATEGORY_MIN_EDGE["other"])
@@ -272,17 +276,26 @@ class LazyMarkets(Sequence[Market]):
     """The `Market` of each line of a block, decoded with msgspec when first asked for (the
     kernel reads columns; only candidates and held markets are reported in full)."""
 
-    __slots__ = ("_data", "_decoded", "_ends", "_starts")
+    __slots__ = ("_briefs", "_columns", "_data", "_decoded", "_ends", "_ids", "_starts")
 
     def __init__(self, data: bytes, starts: npt.NDArray[np.int64],
-                 ends: npt.NDArray[np.int64]) -> None:
+                 ends: npt.NDArray[np.int64], ids: _Ids,
+                 columns: dict[str, npt.NDArray[Any]]) -> None:
         self._data = data
         self._starts = starts
         self._ends = ends
+        self._ids = ids
+        self._columns = columns
         self._decoded: dict[int, Market] = {}
+        self._briefs: tuple[list[Any], ...] | None = None
 
     def __len__(self) -> int:
         return len(self._starts)
+
+    @property
+    def decoded(self) -> int:
+        """How many lines were decoded again, with msgspec, for their full `Market`."""
+        return len(self._decoded)
 
     @overload
     def __getitem__(self, row: int) -> Market: ...
@@ -302,38 +315,66 @@ class LazyMarkets(Sequence[Market]):
     def __iter__(self) -> Iterator[Market]:
         return (self[row] for row in range(len(self)))
 
+    def brief(self, row: int) -> Market:
+        """The market's brief (`columns.Briefs`), from the decoded columns and id: its line is
+        not decoded again (`evaluate` describes every market, most by a brief)."""
+        briefs = self._briefs
+        if briefs is None:
+            briefs = self._briefs = (
+                self._ids.get(), *(self._columns[name].tolist() for name in _BRIEF_COLUMNS))
+        ids, categories, prices, liquidities, clear, objective = briefs
+        return Market(id=ids[row].decode(), question="", category=CATEGORIES[categories[row]],
+                      price=prices[row], liquidity=liquidities[row],
+                      authority_is_clear=clear[row], outcome_is_objective=objective[row])
+
+
+class _Ids:
+    """The ids of a natively decoded block: every id followed by a newline (`blob`), split
+    on first use."""
+
+    __slots__ = ("_split", "blob", "count", "id_end", "newline_in_id")
+
+    def __init__(self, blob: bytes, count: int, id_end: npt.NDArray[np.int64],
+                 newline_in_id: bool) -> None:
+        self.blob = blob
+        self.count = count
+        self.id_end = id_end
+        self.newline_in_id = newline_in_id
+        self._split: list[bytes] | None = None
+
+    def get(self) -> list[bytes]:
+        """Each market's id, UTF-8 encoded."""
+        if self._split is None:
+            if not self.newline_in_id:
+                self._split = self.blob.split(b"\n")[: self.count]
+            else:
+                ends = self.id_end.tolist()
+                starts = [0, *(end + 1 for end in ends[:-1])]
+                self._split = [self.blob[a:b] for a, b in zip(starts, ends, strict=True)]
+        return self._split
+
 
 class NativeMarkets:
     """A block of market lines decoded by the native decoder: its columns, and each market's
     id (`ids`), FNV-1a id hash (`hashes`, as `pieces.id_hashes` computes them) and line."""
 
-    __slots__ = ("_blob", "_ids", "_newline_in_id", "columns", "count", "hashes", "id_end")
+    __slots__ = ("_ids", "columns", "count", "hashes", "id_end")
 
-    def __init__(self, columns: MarketColumns, hashes: npt.NDArray[np.uint64], blob: bytes,
-                 id_end: npt.NDArray[np.int64], newline_in_id: bool) -> None:
+    def __init__(self, columns: MarketColumns, hashes: npt.NDArray[np.uint64], ids: _Ids) -> None:
         self.columns = columns
         self.count = len(hashes)
         self.hashes = hashes
-        self.id_end = id_end
-        self._blob = blob
-        self._newline_in_id = newline_in_id
-        self._ids: list[bytes] | None = None
+        self.id_end = ids.id_end
+        self._ids = ids
 
     @property
     def blob(self) -> bytes:
         """Every id followed by a newline, as the signals call reads them."""
-        return self._blob
+        return self._ids.blob
 
     def ids(self) -> list[bytes]:
         """Each market's id, UTF-8 encoded."""
-        if self._ids is None:
-            if not self._newline_in_id:
-                self._ids = self._blob.split(b"\n")[: self.count]
-            else:
-                ends = self.id_end.tolist()
-                starts = [0, *(end + 1 for end in ends[:-1])]
-                self._ids = [self._blob[a:b] for a, b in zip(starts, ends, strict=True)]
-        return self._ids
+        return self._ids.get()
 
     def rows_of(self, market_ids: Iterable[str]) -> list[int]:
         """The rows of those of `market_ids` that are in this block."""
@@ -384,8 +425,10 @@ def decode_markets(data: bytes) -> NativeMarkets | None:
     if status != _DECODED:
         return None
     got = {name: column[: outcome.count] for name, column in columns.items()}
+    ids = _Ids(blob[: outcome.ids_used].tobytes(), outcome.count, got["id_end"],
+               bool(outcome.newline_in_id))
     market_columns = MarketColumns(
-        records=LazyMarkets(data, got["line_start"], got["line_end"]),
+        records=LazyMarkets(data, got["line_start"], got["line_end"], ids, got),
         price=got["price"],
         liquidity=got["liquidity"],
         unknowns=got["unknowns"],
@@ -395,8 +438,7 @@ def decode_markets(data: bytes) -> NativeMarkets | None:
         outcome_is_objective=got["outcome_is_objective"],
         min_edge=_MIN_EDGE[got["category"]],
     )
-    return NativeMarkets(market_columns, got["id_hash"], blob[: outcome.ids_used].tobytes(),
-                         got["id_end"], bool(outcome.newline_in_id))
+    return NativeMarkets(market_columns, got["id_hash"], ids)
 
 
 def decode_signals(data: bytes, markets: NativeMarkets) -> NativeSignals | None:
