@@ -158,6 +158,7 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     env_file: str
     stop_timeout_s: float
     cycle_timeout_s: float
+    cors_origins: tuple[str, ...]
 
     def status_endpoint(self) -> tuple[str, int] | None:
         """The (host, port) to serve status on, or None when the endpoint is switched off."""
@@ -338,6 +339,17 @@ def _valid_address(address: str) -> bool:
     return True
 
 
+def _valid_origin(origin: str) -> bool:
+    """`*`, or an origin as a browser sends it: `scheme://host[:port]`, no path, no slash."""
+    if origin == "*":
+        return True
+    scheme, sep, rest = origin.partition("://")
+    host, _, port = rest.rpartition(":") if rest.rpartition(":")[2].isdigit() else (rest, "", "")
+    return (bool(sep) and scheme in ("http", "https") and bool(host)
+            and not any(char in rest for char in "/?#@ *") and rest == rest.lower()
+            and (not port or 0 < int(port) < 65536))
+
+
 def _valid_url(url: str) -> bool:
     scheme, sep, rest = url.partition("://")
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.strip("/"))
@@ -372,6 +384,8 @@ _DAY_S: Final = 86400.0
 _HOUR_S: Final = 3600.0
 #: Feeds at most: each is fetched every cycle it is due.
 _MAX_FEEDS: Final = 1000
+#: Origins `daemon.cors_origins` may list.
+_MAX_ORIGINS: Final = 100
 #: Notifications a minute at most: Slack accepts about one message a second per webhook.
 _MAX_NOTIFY_PER_MINUTE: Final = 60
 
@@ -485,6 +499,12 @@ _KEYS: Final[dict[str, _Key]] = {
         "seconds; keep it below the unit's TimeoutStopSec=", low_open=True,
     ),
     "daemon.cycle_timeout_s": _num(600.0, None, 1, _DAY_S, "seconds"),
+    "daemon.cors_origins": _Key(
+        "strs", (), None,
+        f"a list of at most {_MAX_ORIGINS} origins ('https://host' or 'http://host:port', "
+        "no path), or [\"*\"] for any",
+        lambda v: len(v) <= _MAX_ORIGINS and all(_valid_origin(x) for x in v),
+    ),
     "log.level": _Key("str", "INFO", None, "one of " + ", ".join(LOG_LEVELS)),
     "log.format": _Key(
         "str", "auto", "POMABOTD_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS),

@@ -133,6 +133,9 @@ class CycleReport(msgspec.Struct, frozen=True, kw_only=True):
     executor: ExecutorInfo = ExecutorInfo(name="inline", workers=0)
     #: Whether the peak memory (`metrics.rss_mb`) includes the executor's workers.
     memory_covers_workers: bool = True
+    #: The YES price this cycle saw for each market of a position open after it (a held
+    #: market missing from the input has none).
+    marks: dict[str, float] = msgspec.field(default_factory=dict)
 
     def first_failures(self) -> list[dict[str, str]]:
         """The first markets that failed (up to ten, in input order) with why, as the cycle's
@@ -434,6 +437,8 @@ async def run_cycle(
         halt=step,
         decoder=runtime.decoder,
         markets_native=result.markets_native,
+        marks={position.market_id: result.markets[position.market_id].price
+               for position in open_now if position.market_id in result.markets},
     )
 
 

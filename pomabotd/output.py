@@ -64,6 +64,7 @@ __all__ = [
     "LedgerVerdict",
     "output_dir_problem",
     "read_ledger",
+    "read_recent_cycles",
     "scan_ledger",
     "verify_ledger",
 ]
@@ -227,6 +228,38 @@ def scan_ledger(directory: Path, *, history: bool = False) -> LedgerScan:
     them. LedgerHistoryError if the history does not add up.
     """
     return _scan(directory, history=history)
+
+
+#: Bytes read at a time from the end of metrics.jsonl for its last lines.
+_TAIL_BLOCK: Final = 64 * 1024
+
+
+def read_recent_cycles(directory: Path, count: int) -> tuple[CycleMetrics, ...]:
+    """The metrics lines of the last `count` finished cycles, oldest first, read from the end
+    of `metrics.jsonl` (a block at a time, never the whole file); a torn last line is skipped,
+    as recovery would cut it. Call it on a recovered ledger: a line that does not decode
+    raises LedgerError naming the file."""
+    path = directory / METRICS_FILE
+    try:
+        with open(path, "rb") as file:
+            end = file.seek(0, os.SEEK_END)
+            data = b""
+            start = end
+            while start > 0 and data.count(b"\n") <= count:
+                start = max(0, start - _TAIL_BLOCK)
+                file.seek(start)
+                data = file.read(end - start)
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+    lines = data[: data.rfind(b"\n") + 1].splitlines()  # a torn last line left out
+    if start > 0:
+        lines = lines[1:]  # the first may be cut by the block's start
+    try:
+        return tuple(_METRICS_DECODER.decode(line) for line in lines[-count:] if line.strip())
+    except msgspec.DecodeError as exc:
+        raise LedgerError(f"{path}: a recent metrics line does not decode ({exc})") from None
 
 
 def read_ledger(directory: Path, *, history: bool = False) -> LedgerSnapshot:

@@ -55,7 +55,7 @@ from pomabotd.cycle import Portfolio, run_cycle
 from pomabotd.daemon.notifications import Notifications
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
-from pomabotd.daemon.state import DaemonState
+from pomabotd.daemon.state import RECENT_CYCLES, DaemonState
 from pomabotd.daemon.status import StatusServer, bind_status
 from pomabotd.errors import (
     ConfigError,
@@ -65,7 +65,7 @@ from pomabotd.errors import (
     SourceError,
 )
 from pomabotd.log import configure_logging, logger
-from pomabotd.output import Ledger
+from pomabotd.output import CycleMetrics, Ledger, read_recent_cycles
 from pomabotd.progress import CycleProgress
 from pomabotd.sources import Sources
 from pomabotd.words import plural
@@ -149,7 +149,8 @@ class Daemon:
                 raise
             self._ledger = app.ledger(config)
             portfolio = Portfolio.recover(self._ledger)
-            state = self._state = DaemonState(config, portfolio)
+            recent = read_recent_cycles(self._ledger.directory, RECENT_CYCLES)
+            state = self._state = DaemonState(config, portfolio, recent)
             self._notifications = Notifications(state)
             self._notifications.start()
             state.executor = await asyncio.to_thread(self._runtime.info)
@@ -326,6 +327,7 @@ class Daemon:
                               origin=new.source_phrase("log.file"))
             undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file))
             ledger = current
+            recent: tuple[CycleMetrics, ...] = ()
             if new.daemon.output_dir != old.daemon.output_dir or not current.intact():
                 ledger = app.ledger(new)
                 undo.append(ledger.close)
@@ -339,6 +341,9 @@ class Daemon:
                 if new.daemon.output_dir == old.daemon.output_dir:
                     self._ledger_broken(state, new, exc)
                 raise
+            if ledger is not current:
+                recent = await asyncio.to_thread(read_recent_cycles, ledger.directory,
+                                                 RECENT_CYCLES)
             held = {position.market_id for position in portfolio.open_positions}
             portfolio.missing_since = {market: since for market, since
                                        in state.portfolio.missing_since.items() if market in held}
@@ -359,6 +364,7 @@ class Daemon:
         if ledger is not current:
             current.close()
             self._ledger = ledger
+            state.ledger_replaced(portfolio, recent)
         if status is not self._status:
             if self._status is not None:
                 await self._status.stop()
@@ -370,6 +376,7 @@ class Daemon:
             self._sources = sources
         state.portfolio = portfolio
         state.config = new
+        state.changes.bump()
 
     def _ledger_broken(self, state: DaemonState, config: Config,
                        exc: LedgerHistoryError) -> None:

@@ -1,14 +1,19 @@
 """What the daemon knows about itself, shared by its loop and its status endpoint.
 
 The loop writes it between awaits and the endpoint reads it on the same event loop, so no lock
-is needed. Totals live here once; the Prometheus exposition and `/healthz` both read them.
+is needed. Totals live here once; the Prometheus exposition and `/healthz` both read them. The
+last `RECENT_CYCLES` cycles' metrics are kept (read back from the ledger's tail at start) for
+the status page, with the prices the last cycle marked open positions at; `changes` tells the
+page's update channel when anything it shows changed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -24,12 +29,21 @@ from pomabotd.domain.selection import portfolio_risk_pct
 from pomabotd.engine.kernels.native import decoder_in_use
 from pomabotd.engine.runtime import ExecutorInfo
 from pomabotd.money import usd
+from pomabotd.output import CycleMetrics
 from pomabotd.progress import CycleProgress
 from pomabotd.resume import RESUME_FILE
 from pomabotd.sources import SourceStats
 from pomabotd.words import plural
 
-__all__ = ["FEED_RESULTS", "NEWS_TOTALS", "NOTIFY_RESULTS", "TOTALS", "DaemonState"]
+__all__ = [
+    "FEED_RESULTS",
+    "NEWS_TOTALS",
+    "NOTIFY_RESULTS",
+    "RECENT_CYCLES",
+    "TOTALS",
+    "Changes",
+    "DaemonState",
+]
 
 #: Cumulative counts over the daemon's life, summed from each finished cycle's metrics.
 TOTALS: Final = (
@@ -47,14 +61,45 @@ NEWS_TOTALS: Final = ("news_items", "news_duplicates", "news_signals")
 #: Notifications by what became of them: posted, failed for good, dropped over
 #: `notify.max_per_minute`, dropped because the queue was full.
 NOTIFY_RESULTS: Final = ("sent", "failed", "rate_limited", "queue_full")
+#: Finished cycles whose metrics the daemon keeps for the status page.
+RECENT_CYCLES: Final = 50
+
+
+class Changes:
+    """A count of the changes worth showing, which coroutines on the loop can wait on."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._event = asyncio.Event()
+
+    def bump(self) -> None:
+        """Count a change and wake every waiter."""
+        self.version += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, seen: int, timeout: float) -> int:
+        """The version once it passes `seen`, or as it is after `timeout` seconds."""
+        if self.version <= seen:
+            event = self._event
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        return self.version
 
 
 class DaemonState:
     """The running configuration and portfolio, the last cycle, and the daemon's counters."""
 
-    def __init__(self, config: Config, portfolio: Portfolio) -> None:
+    def __init__(
+        self, config: Config, portfolio: Portfolio, recent: tuple[CycleMetrics, ...] = ()
+    ) -> None:
         self.config = config
         self.portfolio = portfolio
+        #: The last finished cycles' metrics, oldest first.
+        self.recent_cycles: deque[CycleMetrics] = deque(recent, maxlen=RECENT_CYCLES)
+        #: market id -> the YES price the last cycle saw, for the open positions.
+        self.marks: dict[str, float] = {}
+        self.changes = Changes()
         self.pid = os.getpid()
         self.started_at = datetime.now(UTC)
         self.started_monotonic = time.monotonic()
@@ -104,6 +149,9 @@ class DaemonState:
             self.totals[name] += getattr(metrics, name)
         self._count_sources(metrics.sources)
         self.refused.update(record.source for record in report.rejected)
+        self.recent_cycles.append(metrics)
+        self.marks = dict(report.marks)
+        self.changes.bump()
 
     def cycle_failed(
         self,
@@ -122,6 +170,14 @@ class DaemonState:
             self._count_sources(stats)
             if source is not None and stats.records_refused:
                 self.refused[source] += stats.records_refused
+        self.changes.bump()
+
+    def ledger_replaced(self, portfolio: Portfolio, recent: tuple[CycleMetrics, ...]) -> None:
+        """Show another ledger (a reload that changed the output directory): its portfolio
+        and its last cycles; no price is known for its positions until a cycle marks them."""
+        self.portfolio = portfolio
+        self.recent_cycles = deque(recent, maxlen=RECENT_CYCLES)
+        self.marks = {}
 
     def _count_sources(self, stats: SourceStats) -> None:
         for result in FEED_RESULTS:

@@ -7,6 +7,10 @@
     GET /api/positions     open positions, equity, realized P&L, portfolio risk, and the
                            held markets missing from the last cycle's input (id -> since cycle)
     GET /metrics           Prometheus text exposition (prometheus-client, private registry)
+    GET /                  the status page, and its updates (`pomabotd.daemon.http.page`)
+
+Every answer carries the security headers, and the JSON API answers the origins of
+`daemon.cors_origins` (`pomabotd.daemon.http.headers`).
 
 The Prometheus figures are collected from `DaemonState` at scrape time, so each count lives in
 one place. The counts of loading the input (failed fetches and refused records per source,
@@ -28,6 +32,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from pomabotd._version import __version__
+from pomabotd.daemon.http.headers import cors, security_headers
+from pomabotd.daemon.http.page import StatusPage
 from pomabotd.daemon.state import (
     FEED_RESULTS,
     NEWS_TOTALS,
@@ -248,12 +254,16 @@ class StatusServer:
         self._state = state
         self._registry = CollectorRegistry(auto_describe=True)
         self._registry.register(_StateCollector(state))
-        app = web.Application()
+        self._page = StatusPage(state)
+        app = web.Application(middlewares=[
+            security_headers, cors(lambda: self._state.config.daemon.cors_origins),
+        ])
         app.add_routes([
             web.get("/healthz", self._healthz),
             web.get("/api/batch/config", self._config),
             web.get("/api/positions", self._positions),
             web.get("/metrics", self._metrics),
+            *self._page.routes(),
         ])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self.address: str | None = None
@@ -267,7 +277,8 @@ class StatusServer:
         return self.address
 
     async def stop(self) -> None:
-        """Stop listening and close open connections."""
+        """Stop listening and close open connections (the page's streams end first)."""
+        self._page.close()
         await self._runner.cleanup()
 
     async def _healthz(self, request: web.Request) -> web.Response:

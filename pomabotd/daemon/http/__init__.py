@@ -1,0 +1,1 @@
+"""What the status address serves over HTTP: the status page (`page`, drawn from `view`)."""
