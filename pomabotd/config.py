@@ -1,4 +1,4 @@
-"""The configuration tree (SPEC section 7): defaults < TOML file < environment < flags.
+"""The configuration tree, in order of precedence: defaults < TOML file < environment < flags.
 
 The environment is the process's, overridden by the `daemon.env_file` (lines `NAME=value`) for
 the variables that file sets: a running daemon cannot see new environment variables, so that
@@ -105,7 +105,7 @@ class BatchConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 class StrategyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How the built-in evaluator forms its beliefs (SPEC section 3)."""
+    """How the built-in evaluator forms its beliefs: the range every market starts from."""
 
     prior: Prior
 
@@ -389,7 +389,8 @@ _MAX_ORIGINS: Final = 100
 #: Notifications a minute at most: Slack accepts about one message a second per webhook.
 _MAX_NOTIFY_PER_MINUTE: Final = 60
 
-#: Every key, in documentation order. Keys with an `env` read that variable (SPEC section 7).
+#: Every key, in documentation order. Keys with an `env` read that variable (above the file,
+#: below the flags).
 #: Every number has both bounds: a value that could exhaust the machine (memory, processes, a
 #: wait of days) or would fail every cycle (a negative seed, a cap or deadline no real response
 #: meets) is refused when the configuration is loaded.

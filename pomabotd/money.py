@@ -1,7 +1,7 @@
 """How pomabotd writes an amount of money for people: `$1,234.50`, `-$2,000.00`.
 
 One formatter for every summary, status line and plot, so a loss reads the same everywhere
-(never `$-2,000.00`). Files keep plain numbers (SPEC section 1: USD, rounded to cents).
+(never `$-2,000.00`). Files keep plain numbers (USD, rounded to cents).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The JSON-lines ledger: `positions.jsonl` and `metrics.jsonl` in one output directory.
 
-Crash safety (SPEC section 8) rests on one rule: a cycle's metrics line is written last and is
+Crash safety (never half a cycle) rests on one rule: a cycle's metrics line is written last and is
 its commit marker. Positions lines are written with one `os.write` and synced before the metrics
 line is written, so a metrics line on disk implies its positions lines are too. After a crash,
 `Ledger.recover` cuts both files back to the last committed cycle (a torn last line, positions
@@ -79,7 +79,7 @@ _FILE_MODE: Final = 0o644
 
 
 class CycleMetrics(msgspec.Struct, frozen=True, kw_only=True):
-    """What one cycle did and what it cost (SPEC section 8); every resource figure is measured.
+    """What one cycle did and what it cost (`metrics.jsonl`); every resource figure is measured.
 
     Its line is written last, so it also marks the cycle as finished: positions lines whose
     `cycle_id` has no metrics line belong to a cycle that never completed. `rss_mb` is the

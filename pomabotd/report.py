@@ -3,7 +3,7 @@
 The files may belong to a daemon that is writing them right now, so they are read with the
 ledger's own read-only reader (`pomabotd.output.read_ledger`): no lock, no repair, a last line
 without its newline left out, and so are positions lines of a cycle whose metrics line has not
-appeared yet (SPEC section 8: a reader never sees half a cycle).
+appeared yet (a reader never sees half a cycle).
 
 The files may also have been rotated (`config/logrotate.conf`), so `metrics.jsonl` can start at
 any cycle: the realized P&L curve starts from what its first line says was realized by then,

@@ -1,4 +1,4 @@
-"""The JSON-lines record format of markets and signals (SPEC section 2), shared by every layer.
+"""The JSON-lines record format of markets and signals (docs/files.md#inputs), for every layer.
 
 Sources produce these lines and the engine's workers decode them; neither owns the format, so it
 lives here. Each line is decoded on its own with one typed decoder, so a bad record is reported

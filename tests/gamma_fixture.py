@@ -1,4 +1,4 @@
-"""The resolved Gamma fixture of the README's prior comparison, built from the real sample.
+"""The resolved Gamma fixture of docs/research.md's prior comparison, built from the real sample.
 
 `data/gamma/markets_sample_50.json` holds 50 real Polymarket Gamma objects; 25 of them were open
 when recorded, so their prices are real crowd prices but their outcomes are unknown. The

@@ -1,4 +1,4 @@
-"""The configuration layer (SPEC section 7): layers, provenance, refusals, the example file."""
+"""The configuration layer: layers, provenance, refusals, the example file."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from pomabotd.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "pomabotd.toml"
 
-SPEC_ENV = {
+BATCH_ENV = {
     "batch.enabled": "BATCH_MODE_ENABLED",
     "batch.max_concurrency": "BATCH_MAX_CONCURRENCY",
     "batch.workers": "BATCH_WORKERS",
@@ -65,7 +65,7 @@ def refusal(path: Path | None = None, environ=None, flags=None) -> str:
 
 
 def test_defaults_without_file() -> None:
-    """With no file, environment or flags every key has its SPEC default and source `default`."""
+    """With no file, environment or flags every key has its documented default, source `default`."""
     config = load(None, {}, {})
     assert config.path is None
     assert config.batch.enabled is True
@@ -95,11 +95,11 @@ def test_risk_defaults_are_the_domain_defaults() -> None:
     assert load(None, {}, {}).risk_limits() == RiskLimits()
 
 
-def test_env_names_are_the_spec_table() -> None:
-    """Exactly the SPEC table's keys (plus the evaluator, the kernel, the Dask settings, the
-    log format and the webhook's URL) read an environment variable."""
+def test_env_names_are_the_documented_variables() -> None:
+    """Exactly the `BATCH_*` keys (the batch, executor and risk settings), the log format and
+    the webhook's URL read an environment variable."""
     assert {k: v for k, v in keys().items() if v} == {
-        **SPEC_ENV, "log.format": "POMABOTD_LOG_FORMAT",
+        **BATCH_ENV, "log.format": "POMABOTD_LOG_FORMAT",
         "notify.webhook_url": "POMABOTD_NOTIFY_WEBHOOK_URL",
     }
 

@@ -17,7 +17,7 @@ MODULES = sorted(
 
 
 def test_package_exports_the_evaluator_and_value_types():
-    """`from pomabotd import *` gives the evaluator and the Structs the SPEC names."""
+    """`from pomabotd import *` gives the evaluator and the Structs of its files and API."""
     assert set(pomabotd.__all__) == {
         "CloseEvent", "Evaluation", "Market", "Position", "RiskLimits", "Signal",
         "__version__", "evaluate_market",

@@ -2,7 +2,7 @@
 trip a rule, keep the halt across restarts, and lift it on `pomabotd resume` or a configuration
 change.
 
-The sequence, as of 2026-06-01, with the SPEC's rules and the default limits:
+The sequence, as of 2026-06-01, with the decision rules and the default limits:
 
 - cycle 1 (12:00): markets a, b, c (politics, sports, weather) at 40, each with two
   authoritative up signals: 45-55 -> 51-61 -> 57-67, confidence 69.96, YES with edge 17; all

@@ -1,4 +1,4 @@
-"""Reading markets and signals from JSON-lines files (SPEC section 2)."""
+"""Reading markets and signals from JSON-lines files."""
 
 from __future__ import annotations
 

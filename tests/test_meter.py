@@ -103,7 +103,7 @@ def test_cycle_memory_covers_loading_and_matches_an_outside_measure(tmp_path: Pa
     assert recorded_mb > 100  # the input alone is about 55 MB of JSON lines
 
 
-#: The documented bound on a 200,000-market stress run, generation included (README).
+#: The documented bound on a 200,000-market stress run, generation included (docs/engine.md).
 STRESS_200K_MB = 400
 
 

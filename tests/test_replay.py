@@ -1,7 +1,7 @@
 """`pomabotd replay` on a small resolved fixture whose every figure is worked out by hand here.
 
 The fixture (`data/replay_markets.jsonl`, `data/replay_signals.jsonl`), replayed 7 days before
-each close, with the SPEC's belief rules:
+each close, with the belief rules:
 
 - p-yes (politics): two authoritative up signals an hour apart, the last an hour before the
   evaluation: 45-55 -> 51-61 -> 57-67 (each shift capped at 60% of the 10-point width),

@@ -157,10 +157,10 @@ def test_the_committed_fixture_is_the_real_sample_resolved_by_its_rule():
     ("fixed", {"brier": 0.25, "tradeable": 18, "selected": 4, "realized_pnl_usd": -2000.0}),
     ("market", {"brier": "by hand", "tradeable": 0, "selected": 0, "realized_pnl_usd": 0.0}),
 ])
-def test_the_readme_comparison_of_the_two_priors_holds(tmp_path: Path, prior: str,
-                                                       expected: dict[str, Any]):
-    """The README's figures for the Gamma fixture: the fixed prior bets against the crowd on
-    18 markets and loses the 4 it selects; the market prior, shown no news that moves it,
+def test_the_docs_comparison_of_the_two_priors_holds(tmp_path: Path, prior: str,
+                                                     expected: dict[str, Any]):
+    """The figures of docs/research.md for the Gamma fixture: the fixed prior bets against the
+    crowd on 18 markets and loses the 4 it selects; the market prior, shown no news that moves it,
     trades nothing and scores a better Brier: its midpoints are the prices (pulled up near 0,
     where the range is clipped), and neutral news leaves them there."""
     from gamma_fixture import FIXTURE, SIGNALS

@@ -1,4 +1,4 @@
-"""The deterministic belief update of SPEC section 3.
+"""The deterministic belief update (the rules: docs/decisions.md#belief).
 
 A market starts from a prior range (`strategy.prior`: the fixed 45-55, or 10 points centred on
 its price) and each eligible signal, in timestamp order, moves or widens that range;
@@ -43,7 +43,7 @@ _DIRECTION: Final[dict[str, float]] = {"up": 1.0, "down": -1.0, "neutral": 0.0}
 _by_timestamp: Final = attrgetter("timestamp")
 
 Prior = Literal["fixed", "market"]
-"""`strategy.prior`: where every market's belief starts (SPEC section 3)."""
+"""`strategy.prior`: where every market's belief starts (45-55, or its price +- 5)."""
 PRIORS: Final[tuple[Prior, ...]] = ("fixed", "market")
 
 
@@ -57,7 +57,7 @@ class BeliefUpdate(Struct, frozen=True):
 
 
 def prior(unknowns: int) -> Belief:
-    """The fixed prior belief (SPEC section 3), the default every market starts from."""
+    """The fixed prior belief, 45-55 at confidence 50: the default every market starts from."""
     return Belief(PRIOR_LOW, PRIOR_HIGH, PRIOR_CONFIDENCE, unknowns)
 
 

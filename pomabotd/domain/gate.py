@@ -1,4 +1,4 @@
-"""The trade-eligibility gate of SPEC section 4, as one ordered table.
+"""The trade-eligibility gate, as one ordered table (the checks: docs/decisions.md#gate).
 
 Every path that judges a market reads `GATE`: the scalar evaluator and the screen for markets a
 cycle drops unseen call each check's `passes` on one market, the columnar kernel calls its
@@ -52,7 +52,7 @@ POINT_DIGITS: Final = 9
 
 class Row(Struct, gc=False):
     """One market as the scalar checks read it: the market, `as_of`, its belief at `as_of`
-    and its SPEC edge (`edges`). Mutable so that the screen can fill the belief in only for
+    and its check-7 edge (`edges`). Mutable so that the screen can fill the belief in only for
     markets that pass the checks which need none."""
 
     market: Market
@@ -88,9 +88,9 @@ class Columns(Protocol):
 
 
 class Check(Struct, frozen=True, kw_only=True):
-    """One gate check: its SPEC name, its test on one market (`passes`), the same test over
-    columns (`passes_all`, true where a market passes) and the sentence saying why a market
-    failed it. `needs_belief` is false for checks that read only the market and `as_of`."""
+    """One gate check: its name (`failed_check`), its test on one market (`passes`), the same
+    test over columns (`passes_all`, true where a market passes) and the sentence saying why a
+    market failed it. `needs_belief` is false for checks that read only the market and `as_of`."""
 
     name: str
     needs_belief: bool
@@ -212,7 +212,7 @@ def _no_exit_plan(row: Row) -> str:
     return f"no sane exit plan: the {side} entry price would be {_pts(held)}"
 
 
-#: SPEC section 4, in order.
+#: The checks in the order they run: the first that fails is the one reported.
 GATE: Final[tuple[Check, ...]] = (
     Check(
         name="market_open",
@@ -286,7 +286,7 @@ GATE: Final[tuple[Check, ...]] = (
     ),
 )
 
-#: The check names in gate order (SPEC section 4).
+#: The check names in gate order.
 CHECK_NAMES: Final = tuple(check.name for check in GATE)
 _BY_NAME: Final = {check.name: check for check in GATE}
 

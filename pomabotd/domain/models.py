@@ -46,7 +46,7 @@ CATEGORIES: Final = (
     "other",
 )
 
-#: SPEC section 4, check 7: the minimum edge, in points, per category.
+#: The gate's check 7 (`edge`): the minimum edge, in points, per category.
 CATEGORY_MIN_EDGE: Final[dict[str, float]] = {
     "politics": 12.0,
     "crypto": 15.0,
@@ -61,7 +61,7 @@ CATEGORY_MIN_EDGE: Final[dict[str, float]] = {
 
 SIGNAL_TYPES: Final = ("authoritative", "procedural", "quantitative", "interpretive", "speculative")
 
-#: SPEC section 3: the most a signal of each type may move the range, in points, at strength 5.
+#: The belief update: the most a signal of each type may move the range, in points, at strength 5.
 IMPACT_CAP: Final[dict[str, float]] = {
     "authoritative": 20.0,
     "procedural": 15.0,
@@ -88,7 +88,7 @@ def normalize_category(category: str) -> str:
 
 
 class Market(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
-    """A binary market; prices are percentage points of YES (SPEC section 2)."""
+    """A binary market; prices are percentage points of YES (0-100; NO is `100 - price`)."""
 
     id: NonEmptyStr
     question: str
@@ -113,7 +113,7 @@ class Market(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
 
 
 class Signal(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
-    """One typed piece of news about one market (SPEC section 2)."""
+    """One typed piece of news about one market, as a line of a signals file carries it."""
 
     market_id: NonEmptyStr
     type: SignalType
@@ -135,7 +135,7 @@ class Belief(Struct, frozen=True):
 
 
 class Evaluation(Struct, frozen=True, kw_only=True, gc=False):
-    """The outcome of evaluating one market (SPEC section 4); rejections are data, not errors."""
+    """The outcome of evaluating one market through the gate; rejections are data, not errors."""
 
     market_id: str
     category: str
@@ -155,7 +155,7 @@ class Evaluation(Struct, frozen=True, kw_only=True, gc=False):
 
 
 class RiskLimits(Struct, frozen=True, kw_only=True):
-    """The `risk.*` configuration the pure selection and portfolio code needs (SPEC section 7)."""
+    """The `risk.*` configuration the pure selection and portfolio code needs, with its defaults."""
 
     min_edge: float = 15.0
     max_portfolio_risk: float = 20.0
@@ -170,7 +170,7 @@ class RiskLimits(Struct, frozen=True, kw_only=True):
 
 
 class Position(Struct, frozen=True, kw_only=True, tag_field="event", tag="open"):
-    """An open paper position; encoded, it is the `open` line of `positions.jsonl` (SPEC 6, 8).
+    """An open paper position; encoded, it is the `open` line of `positions.jsonl`.
 
     Prices are the held side's price in points; the entry-time belief is kept because the
     `converged` exit is measured against its midpoint.

@@ -1,4 +1,7 @@
-"""Paper positions: opening, marking, closing and rebuilding them from the ledger (SPEC section 6).
+"""Paper positions: opening, marking, closing and rebuilding them from the ledger.
+
+The rules (entry and exit prices, stop and target levels, the exits in order, P&L) are those
+of docs/decisions.md#positions.
 
 Prices here are the held side's price in points unless named `yes_price`. Everything is pure so
 that the daemon can replay `positions.jsonl` on restart and arrive at the same portfolio.

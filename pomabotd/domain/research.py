@@ -8,7 +8,7 @@ the same code:
 - `ClosedPosition`: a paper position together with how it closed, as the `open` and `close`
   lines of `positions.jsonl` describe it (`closed_positions` pairs them).
 
-Definitions (the README's "Reading the numbers" repeats them for users):
+Definitions (docs/research.md, "Reading the numbers", repeats them for users):
 
 - A belief range *covers* an outcome when it does not rule it out: YES is covered when
   `belief_high >= 50`, NO when `belief_low <= 50`. A range that contains 50 covers both.
@@ -608,6 +608,7 @@ def _share(flags: Sequence[bool]) -> float | None:
 
 
 def _category_order(categories: set[str]) -> list[str]:
-    """The SPEC's category order, then any other name (a plugin may invent one) sorted."""
+    """The order of `CATEGORIES` (politics first, other last), then any other name (a plugin
+    may invent one) sorted."""
     known = [c for c in CATEGORIES if c in categories]
     return known + sorted(categories - set(CATEGORIES))

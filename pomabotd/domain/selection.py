@@ -1,4 +1,6 @@
-"""Choosing which tradeable evaluations become paper positions, and how big (SPEC section 5).
+"""Choosing which tradeable evaluations become paper positions, and how big.
+
+The rules (candidates, order, skips, fractional-Kelly sizing) are docs/decisions.md#selection.
 
 Selection is a pure, deterministic function of the evaluations, the equity and the open positions:
 the same inputs in any order give the same picks, so a replayed cycle reproduces its decisions.
@@ -92,7 +94,7 @@ def portfolio_risk_pct(open_positions: Sequence[Position], equity: float) -> flo
 
 
 def _rank_key(evaluation: Evaluation) -> tuple[float, str]:
-    """Edge descending, then market id (SPEC section 5)."""
+    """Edge descending, then market id ascending: the order candidates are walked in."""
     return (-evaluation.edge, evaluation.market_id)
 
 

@@ -55,7 +55,7 @@ _OUTS: Final = msgspec.msgpack.Decoder(list[ChunkOut])
 
 
 class BatchSettings(Struct, frozen=True, kw_only=True):
-    """The `batch.*` settings the runtime needs (SPEC section 7)."""
+    """The `batch.*` settings the runtime needs."""
 
     workers: int
     batch_size: int

@@ -1,10 +1,10 @@
 """One replay: evaluate resolved markets through the engine, select, settle, score.
 
 Evaluation goes through the same `Runtime` as a cycle (pool, timeouts, retries, strategy
-plugins). Selection is the SPEC's section 5 over the whole replay as one portfolio starting at
-`risk.portfolio_value` with nothing open, as if every market had been evaluated in one cycle;
-each selected position is then settled at 100 or 0 by its market's outcome (SPEC section 6,
-exit `resolved`). The figures come from `pomabotd.domain.research`.
+plugins). Selection is a cycle's (docs/decisions.md#selection), over the whole replay as one
+portfolio starting at `risk.portfolio_value` with nothing open, as if every market had been
+evaluated in one cycle; each selected position is then settled at 100 or 0 by its market's
+outcome (exit `resolved`). The figures come from `pomabotd.domain.research`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 - `synthetic`: the living world's markets that resolved in the days before the replay's time,
   each with its price `D` days before its close (`pomabotd.replay.world`);
-- a JSON-lines file in the SPEC's Market format, with `outcome`;
+- a JSON-lines file of markets (the fields of docs/files.md#inputs), with `outcome`;
 - `gamma:PATH`, a saved Polymarket Gamma JSON array, read through the sources' own mapping
   (`pomabotd.sources.gamma.map_records`): a closed market priced 1/0 resolved YES, 0/1 NO, and
   a record the mapping refuses is listed like any rejected record.

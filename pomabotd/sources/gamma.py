@@ -1,6 +1,6 @@
-"""Polymarket Gamma market objects -> SPEC markets, and Gamma snapshots on disk.
+"""Polymarket Gamma market objects -> pomabotd's markets, and Gamma snapshots on disk.
 
-The mapping (README, "Polymarket markets") is one function, `map_market`, shared by the live
+The mapping (docs/sources.md#polymarket-markets) is one function, `map_market`, shared by the live
 source, `gamma:PATH` snapshots and replay:
 
 - `outcomes` and `outcomePrices` are JSON-encoded strings. A market with exactly two outcomes is
@@ -65,7 +65,7 @@ def _words(text: str, category: str) -> dict[str, str]:
     return dict.fromkeys(text.split(), category)
 
 
-#: Words found in a Gamma category, tag or series name -> SPEC category. The first word of the
+#: Words found in a Gamma category, tag or series name -> pomabotd category. The first word of the
 #: first name that has one decides; names are read in the order the module docstring gives.
 CATEGORY_WORDS: Final[dict[str, str]] = {
     **_words(
@@ -106,7 +106,7 @@ CATEGORY_WORDS: Final[dict[str, str]] = {
     ),
 }
 
-#: Words of a market's question -> SPEC category, for a market whose category, tags and series
+#: Words of a market's question -> pomabotd category, for a market whose category, tags and series
 #: say nothing (most live Gamma objects carry none). The category with the most words in the
 #: question wins; a tie goes to the category of the word that comes first. Only words that
 #: rarely mean anything else are listed: a question none of them matches stays `other`.
@@ -327,7 +327,7 @@ def write_snapshot(path: Path, raws: Sequence[bytes | msgspec.Raw]) -> None:
 
 
 def category_of(record: GammaMarket) -> str:
-    """The SPEC category of a Gamma market by `CATEGORY_WORDS`, else its sports market type,
+    """The pomabotd category of a Gamma market by `CATEGORY_WORDS`, else its sports market type,
     else its question's words by `QUESTION_WORDS` (module docstring)."""
     for name in _category_names(record):
         for word in _WORD.findall(name.lower()):

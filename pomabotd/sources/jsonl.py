@@ -1,4 +1,4 @@
-"""Markets and signals from JSON-lines files (SPEC section 2).
+"""Markets and signals from JSON-lines files (their fields: docs/files.md#inputs).
 
 A file is handed to the engine as it is, unread (`LinesFile`): the engine's workers read it by
 byte range and decode and validate its lines with the decoders of `pomabotd.wire`, so a big file

@@ -1,4 +1,6 @@
-"""News items -> typed signals: every rule and word list in one module (README, "News signals").
+"""News items -> typed signals: every rule and word list in one module.
+
+The rules as users read them: docs/sources.md#news-to-signals.
 
 The steps, each a small function below:
 

@@ -1,4 +1,4 @@
-"""The belief update (SPEC section 3)."""
+"""The belief update: prior, range shifts, confidence, and their worked examples."""
 
 from __future__ import annotations
 
@@ -53,17 +53,17 @@ def test_prior_is_45_to_55_at_confidence_50() -> None:
 
 
 def test_worked_example_authoritative_up() -> None:
-    """SPEC: 40-60 plus authoritative/up/4 moves to 52-72 (the shift is capped at 0.6 * width)."""
+    """Worked example: 40-60 + authoritative/up/4 -> 52-72 (the shift is capped at 0.6 * width)."""
     assert shift_range(40.0, 60.0, _signal("authoritative", "up", 4)) == (52.0, 72.0)
 
 
 def test_worked_example_confidence_with_two_unknowns() -> None:
-    """SPEC: one authoritative signal, two unknowns, no conflict, no gap gives confidence 46."""
+    """Worked example: an authoritative signal, two unknowns, no conflict, no gap: confidence 46."""
     assert recompute_confidence(1, 0, 2, False, 0.0) == 46.0
 
 
 def test_worked_example_conflicting_procedural_down() -> None:
-    """SPEC: 55-70 plus conflicting procedural/down/3 widens to 42.25-73.75."""
+    """Worked example: 55-70 plus conflicting procedural/down/3 widens to 42.25-73.75."""
     signal = _signal("procedural", "down", 3, conflicting=True)
     assert shift_range(55.0, 70.0, signal) == (42.25, 73.75)
 
@@ -215,7 +215,7 @@ def test_more_unknowns_never_raise_confidence(
 
 
 def _reference_fold(market: Market, signals: list[Signal]) -> tuple[float, float, float, int, int]:
-    """SPEC section 3 step by step, with the public pieces and no shortcut."""
+    """The belief rules (docs/decisions.md#belief) step by step, from public pieces, no shortcut."""
     mine = sorted((s for s in signals if s.market_id == market.id), key=lambda s: s.timestamp)
     low, high, confidence = 45.0, 55.0, 50.0
     applied = rejected = authoritative = procedural = 0

@@ -101,7 +101,7 @@ def test_signal_order_does_not_matter(data: st.DataObject) -> None:
 
 
 def test_evaluator_is_importable_from_the_package() -> None:
-    """SPEC: the built-in evaluator is `pomabotd.evaluate_market`."""
+    """The built-in evaluator is importable as `pomabotd.evaluate_market`."""
     import pomabotd
 
     assert pomabotd.evaluate_market is evaluate_market

@@ -1,4 +1,4 @@
-"""Paper positions: opening, exits and their precedence, P&L, marking, ledger replay (SPEC 6)."""
+"""Paper positions: opening, exits and their precedence, P&L, marking, ledger replay."""
 
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def test_yes_exits(
     new_belief: tuple[float, float] | None,
     expected: tuple[str, float] | None,
 ) -> None:
-    """YES exits apply in SPEC order: resolved, stop, target, converged, invalidated."""
+    """YES exits apply in their documented order: resolved, stop, target, converged, invalidated."""
     low, high = new_belief if new_belief else (None, None)
     assert close_reason(_open("YES", 40.0), yes_price, outcome, low, high) == expected
 

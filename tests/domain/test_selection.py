@@ -1,4 +1,4 @@
-"""Selection and fractional-Kelly sizing (SPEC section 5)."""
+"""Selection and fractional-Kelly sizing."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_kelly_size_table(
     limits: RiskLimits,
     expected: float,
 ) -> None:
-    """The stake follows the SPEC formula, capped, rounded down to cents, never negative."""
+    """The stake follows the fractional-Kelly formula, capped, rounded down to cents, never < 0."""
     assert kelly_size(side, price, low, high, equity, limits) == expected
 
 

@@ -73,7 +73,7 @@ def kill_every(market: Market, signals: Sequence[Signal], as_of: datetime) -> Ev
 
 
 def invalid_field(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
-    """Return an Evaluation whose side is not one the SPEC allows (Structs are not validated
+    """Return an Evaluation whose side is none of YES, NO and NONE (Structs are not validated
     when built, so only the runtime's check catches it)."""
     evaluation = evaluate_market(market, signals, as_of)
     if market.id in TARGETS:
