@@ -176,11 +176,18 @@ def _closed(row: Row) -> str:
     return f"market closed at {closed}, not after as_of {row.as_of.isoformat()}"
 
 
+def _low_liquidity(row: Row) -> str:
+    liquidity = row.market.liquidity
+    shown = _money(liquidity, _digits_beside(liquidity, MIN_LIQUIDITY))
+    return f"liquidity ${shown} is below the ${_money(MIN_LIQUIDITY)} minimum"
+
+
 def _too_wide(row: Row) -> str:
     width = round(row.high - row.low, POINT_DIGITS)
+    digits = _digits_beside(width, MAX_BELIEF_WIDTH)
     return (
-        f"belief range {_span(row.low, row.high)} is {_pts(width)} points wide, "
-        f"over the {_pts(MAX_BELIEF_WIDTH)}-point maximum"
+        f"belief range {_span(row.low, row.high, digits)} is {_pts(width, digits)} points "
+        f"wide, over the {_pts(MAX_BELIEF_WIDTH)}-point maximum"
     )
 
 
@@ -199,9 +206,10 @@ def _exit_plans(c: Columns) -> Any:
 def _small_edge(row: Row) -> str:
     market = row.market
     side = side_of(market.price, row.low)
+    minimum = min_edge(market.category)
     return (
-        f"{side} edge {_pts(row.edge)} points is below the "
-        f"{_pts(min_edge(market.category))}-point minimum for {market.category}"
+        f"{side} edge {_beside(row.edge, minimum)} points is below the "
+        f"{_pts(minimum)}-point minimum for {market.category}"
     )
 
 
@@ -240,10 +248,7 @@ GATE: Final[tuple[Check, ...]] = (
         needs_belief=False,
         passes=lambda r: r.market.liquidity >= MIN_LIQUIDITY,
         passes_all=lambda c: c.liquidity >= MIN_LIQUIDITY,
-        sentence=lambda r: (
-            f"liquidity ${_money(r.market.liquidity)} is below the "
-            f"${_money(MIN_LIQUIDITY)} minimum"
-        ),
+        sentence=_low_liquidity,
     ),
     Check(
         name="belief_width",
@@ -258,7 +263,8 @@ GATE: Final[tuple[Check, ...]] = (
         passes=lambda r: r.confidence >= MIN_CONFIDENCE,
         passes_all=lambda c: c.confidence >= MIN_CONFIDENCE,
         sentence=lambda r: (
-            f"confidence {_pts(r.confidence)} is below the {_pts(MIN_CONFIDENCE)} minimum"
+            f"confidence {_beside(r.confidence, MIN_CONFIDENCE)} is below the "
+            f"{_pts(MIN_CONFIDENCE)} minimum"
         ),
     ),
     Check(
@@ -290,15 +296,31 @@ GATE: Final[tuple[Check, ...]] = (
 CHECK_NAMES: Final = tuple(check.name for check in GATE)
 _BY_NAME: Final = {check.name: check for check in GATE}
 
-def _span(low: float, high: float) -> str:
-    return f"{_pts(low)}\u2013{_pts(high)}"
+def _span(low: float, high: float, digits: int = 2) -> str:
+    return f"{_pts(low, digits)}\u2013{_pts(high, digits)}"
 
 
-def _pts(value: float) -> str:
-    """Points for a human sentence: at most two decimals, no trailing zeros."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
+def _pts(value: float, digits: int = 2) -> str:
+    """Points for a human sentence: at most `digits` decimals, no trailing zeros."""
+    text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
 
 
-def _money(value: float) -> str:
-    return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+def _money(value: float, digits: int = 2) -> str:
+    return f"{value:,.0f}" if value.is_integer() else f"{value:,.{digits}f}"
+
+
+def _beside(value: float, limit: float) -> str:
+    """`value` in points beside the `limit` it is compared with (`_digits_beside`)."""
+    return _pts(value, _digits_beside(value, limit))
+
+
+def _digits_beside(value: float, limit: float) -> int:
+    """The decimals that show `value` on its own side of `limit`: two unless two would round
+    it onto the limit (64.996 against 65 shows `64.996`, never `65`), so that a refusal never
+    reads as a value that meets the rule it failed."""
+    for digits in range(2, 18):
+        shown = round(value, digits)
+        if (shown < limit) == (value < limit) and (shown > limit) == (value > limit):
+            return digits
+    return 17

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from pomabotd.domain.gate import CHECK_NAMES
 from pomabotd.domain.models import Belief, Market
@@ -175,6 +176,45 @@ def test_tradeable_markets_pass_every_check(
     assert verdict(market, belief, AS_OF) == expected
 
 
+@pytest.mark.parametrize(
+    ("market", "belief", "reason"),
+    [
+        (_market(liquidity=999.996), NARROW, "liquidity $999.996 is below the $1,000 minimum"),
+        (
+            _market(),
+            Belief(40.0, 65.004, 80.0, 0),
+            "belief range 40\u201365.004 is 25.004 points wide, over the 25-point maximum",
+        ),
+        (_market(), Belief(45.0, 55.0, 64.996, 0), "confidence 64.996 is below the 65 minimum"),
+        (
+            _market(),
+            Belief(45.0, 55.0, 64.99999999999999, 0),
+            "confidence 64.99999999999999 is below the 65 minimum",
+        ),
+        (
+            _market(price=33.004),
+            NARROW,
+            "YES edge 11.996 points is below the 12-point minimum for politics",
+        ),
+    ],
+)
+def test_a_value_just_short_of_its_limit_is_never_shown_at_it(
+    market: Market, belief: Belief, reason: str
+) -> None:
+    """A refused value that two decimals would round onto its limit (64.996 as `65` against a
+    minimum of 65) is shown with the decimals that keep it on its side."""
+    assert verdict(market, belief, AS_OF).reason == reason
+
+
+@given(st.floats(min_value=60.0, max_value=65.0, exclude_max=True))
+def test_a_refused_confidence_always_reads_below_the_minimum(confidence: float) -> None:
+    """Whatever the confidence under 65, the number its reason shows is under 65 too."""
+    result = verdict(_market(), Belief(45.0, 55.0, confidence, 0), AS_OF)
+    assert result.failed_check == "confidence"
+    shown = result.reason.removeprefix("confidence ").removesuffix(" is below the 65 minimum")
+    assert float(shown) < 65.0, result.reason
+
+
 def test_unknown_category_needs_the_other_minimum() -> None:
     """A market whose category is unknown is held to the `other` minimum edge of 25."""
     result = verdict(_market(category="gardening", price=25.0), NARROW, AS_OF)
@@ -232,7 +272,7 @@ def test_checks_at_their_exact_limits_ignore_float_noise(price, low, high, faile
     assert result.failed_check == failed
 
 
-def test_gate_table_is_the_spec_order() -> None:
+def test_gate_table_is_the_documented_order() -> None:
     """The gate table holds the nine checks in order, each with its four parts."""
     from pomabotd.domain.gate import GATE
 
