@@ -92,11 +92,25 @@ def test_replay_scores_the_worlds_resolved_markets_and_the_market_prior_earns(
     fixed, _ = _replay(run_cli, tmp_path, "fixed")
     assert market["markets"] == fixed["markets"] > 1000
     assert market["records"] == market["markets"] + market["skipped_no_horizon_price"]
-    assert "listed less than 7 days before their close" in warnings
+    assert "listed fewer than 7 days before closing" in warnings
     assert market["signals"] > market["markets"] and market["signals_after_evaluation"] == 0
     assert market["brier"] < fixed["brier"]
     assert market["pnl_per_unit"] > 0.1 and market["realized_pnl_usd"] > 0
     assert fixed["pnl_per_unit"] < 0 and fixed["realized_pnl_usd"] < 0
+
+
+def test_replay_of_the_world_says_which_markets_it_skipped_and_why(run_cli: RunCli):
+    """The summary counts the world's markets too young at the horizon as listed fewer than D
+    days before closing (they miss no field), every count with thousands separators."""
+    result = run_cli("replay", "--markets", "synthetic", "--as-of-days-before", "7",
+                     "--as-of", TIMES[0], env=IN_PROCESS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "replay of 1,110 resolved markets as of 7 days before closing (52,589 market records: "
+        "0 without closes_at, 0 unresolved, 51,479 listed fewer than 7 days before closing, "
+        "0 failed; 0 rejected)")
+    assert "warning: synthetic: 51,479 of the markets resolved in the last 30 days were " \
+        "listed fewer than 7 days before closing" in result.stderr
 
 
 @pytest.mark.parametrize(

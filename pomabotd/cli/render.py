@@ -131,21 +131,27 @@ def _settings_summary(report: ReplayReport) -> list[str]:
     return [f"  decided by {evaluator}", f"  risk: {limits}"]
 
 
-def replay_summary(report: ReplayReport) -> str:
-    """A replay's scores: overall, by confidence and by category, with what decided them."""
+def replay_summary(report: ReplayReport, *, world: bool = False) -> str:
+    """A replay's scores: overall, by confidence and by category, with what decided them.
+
+    `world`: the markets are the synthetic world's, whose markets without a price at the
+    horizon are those listed too late to have one, not records missing a field."""
     r = report
     field = f"price_{r.as_of_days_before}d"
-    no_price = f"{r.skipped_no_horizon_price} without {field}, " \
-        if r.skipped_no_horizon_price else ""
-    no_price += f"{r.price_fallbacks} at their price for want of {field}, " \
+    days = plural(r.as_of_days_before, "day")
+    if r.skipped_no_horizon_price:
+        why = f"listed fewer than {days} before closing" if world else f"without {field}"
+        no_price = f"{r.skipped_no_horizon_price:,} {why}, "
+    else:
+        no_price = ""
+    no_price += f"{r.price_fallbacks:,} at their price for want of {field}, " \
         if r.price_fallbacks else ""
     lines = [
-        f"replay of {plural(r.markets, 'resolved market')} as of "
-        f"{plural(r.as_of_days_before, 'day')} before closing "
-        f"({plural(r.records, 'market record')}: {r.skipped_no_closes_at} without closes_at, "
-        f"{r.skipped_unresolved} unresolved, {no_price}{r.failed} failed; "
-        f"{r.rejected_markets} rejected)",
-        f"  {plural(r.signal_records, 'signal record')} ({r.rejected_signals} rejected): "
+        f"replay of {plural(r.markets, 'resolved market')} as of {days} before closing "
+        f"({plural(r.records, 'market record')}: {r.skipped_no_closes_at:,} without closes_at, "
+        f"{r.skipped_unresolved:,} unresolved, {no_price}{r.failed:,} failed; "
+        f"{r.rejected_markets:,} rejected)",
+        f"  {plural(r.signal_records, 'signal record')} ({r.rejected_signals:,} rejected): "
         f"{r.signals:,} used, {r.signals_after_evaluation:,} stamped too late",
         *_settings_summary(r),
         f"  all markets: Brier {_fixed(r.brier, 4)}, range coverage {_share(r.coverage)} "
@@ -169,7 +175,7 @@ def replay_summary(report: ReplayReport) -> str:
     lines += [
         f"  {name:<13} {f.markets:>8,} {_fixed(f.brier, 4):>7} {_share(f.coverage):>9} "
         f"{f.tradeable:>10,} {_share(f.hit_rate):>9} {_fixed(f.pnl_per_unit, 3):>9} "
-        f"{f.selected:>9} {usd(f.realized_pnl_usd):>13} {f.return_on_equity_pct:>+7.2f}%"
+        f"{f.selected:>9,} {usd(f.realized_pnl_usd):>13} {f.return_on_equity_pct:>+7.2f}%"
         for name, f in r.by_category.items()
     ]
     lines.append(f"  {_NO_PROMISE}")

@@ -4,7 +4,7 @@ A replay of the world needs no file: the markets of the world of `sources.seed` 
 in the `REPLAY_DAYS` days before the replay's time are read as any resolved record is, with
 the price each showed `D` days before its close (the world computes it at that time) and the
 news the source showed then (the items of the news window before that time: nothing later
-reaches the evaluator). A market listed less than `D` days before its close had no price then;
+reaches the evaluator). A market listed fewer than `D` days before its close had no price then;
 it is counted with the records without a price at the horizon and not replayed.
 """
 
@@ -27,6 +27,7 @@ from pomabotd.sources.world import (
     yes_price,
 )
 from pomabotd.wire import decode_markets, decode_signals
+from pomabotd.words import plural
 
 __all__ = ["REPLAY_DAYS", "world_resolved"]
 
@@ -81,7 +82,7 @@ def _warnings(unlisted: int, days: int) -> tuple[str, ...]:
         return ()
     return (
         f"{NAME}: {unlisted:,} of the markets resolved in the last {REPLAY_DAYS} days were listed "
-        f"less than {days} days before their close, so had no price then; they are not "
+        f"fewer than {plural(days, 'day')} before closing, so had no price then; they are not "
         "replayed",
     )
 

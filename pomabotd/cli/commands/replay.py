@@ -98,6 +98,6 @@ def replay(markets: str, signals: str | None, days: int, price_fallback: bool, a
     if as_json:
         click.echo(report_json(result.report).decode())
         return
-    click.echo(replay_summary(result.report))
+    click.echo(replay_summary(result.report, world=world))
     for path in plots:
         click.echo(f"  plot written to {path}")
