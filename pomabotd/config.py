@@ -32,7 +32,8 @@ from pomabotd.domain.belief import PRIORS, Prior
 from pomabotd.domain.models import RiskLimits
 from pomabotd.domain.research import HaltRules
 from pomabotd.errors import ConfigError
-from pomabotd.redact import redact_secret_url
+from pomabotd.files import open_regular
+from pomabotd.redact import REDACTED, redact_secret_url, redact_url
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -155,6 +156,9 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     output_dir: str
     interval_s: float
     status_addr: str
+    status_token: str
+    status_max_connections: int
+    status_timeout_s: float
     env_file: str
     stop_timeout_s: float
     cycle_timeout_s: float
@@ -206,11 +210,11 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return getattr(getattr(self, section), name)
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """Every key with its value and source, JSON-ready, in documentation order; a value
-        that is a secret as a whole (`notify.webhook_url`) by its scheme and host only;
-        `batch.decoder` also says which decoder that value runs (`runs`)."""
+        """Every key with its value and source, JSON-ready, in documentation order, with no
+        secret shown (`_shown`); `batch.decoder` also says which decoder that value runs
+        (`runs`)."""
         described = {
-            key: {"value": _SHOWN.get(key, _as_is)(self.value(key)),
+            key: {"value": _shown(key, self.value(key)),
                   "source": self.provenance[key]}
             for key in _KEYS
         }
@@ -259,6 +263,8 @@ class _Key(NamedTuple):
     requirement: str
     check: Callable[[Any], bool] | None = None
     bounds: _Bounds | None = None
+    #: A value never shown: not by `describe`, not in an error message.
+    secret: bool = False
 
 
 class _Bounds(NamedTuple):
@@ -365,6 +371,29 @@ def _valid_scheduler(address: str) -> bool:
             and "/" not in rest and port.isdigit() and 0 < int(port) < 65536)
 
 
+def _valid_token(token: str) -> bool:
+    """Empty, or 16 to 512 printable ASCII characters without spaces (a header value)."""
+    return token == "" or (
+        _MIN_TOKEN <= len(token) <= _MAX_TOKEN and all("!" <= char <= "~" for char in token)
+    )
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A value as `describe` shows it: a secret key's (`daemon.status_token`) as `***`, a URL
+    that is a secret as a whole by its own rule (`_SHOWN`), any other URL without its
+    password and key-like query values."""
+    if _KEYS[key].secret:
+        return REDACTED if value else ""
+    special = _SHOWN.get(key)
+    if special is not None:
+        return special(value)
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, tuple):
+        return tuple(redact_url(item) if isinstance(item, str) else item for item in value)
+    return value
+
+
 def _valid_evaluator_spec(spec: str) -> bool:
     module, sep, attr = spec.partition(":")
     return bool(sep and module.strip() and attr.strip() and ":" not in attr)
@@ -388,6 +417,9 @@ _MAX_FEEDS: Final = 1000
 _MAX_ORIGINS: Final = 100
 #: Notifications a minute at most: Slack accepts about one message a second per webhook.
 _MAX_NOTIFY_PER_MINUTE: Final = 60
+#: `daemon.status_token` lengths: long enough to be no guess, short enough for a header.
+_MIN_TOKEN: Final = 16
+_MAX_TOKEN: Final = 512
 
 #: Every key, in documentation order. Keys with an `env` read that variable (above the file,
 #: below the flags).
@@ -494,6 +526,13 @@ _KEYS: Final[dict[str, _Key]] = {
     "daemon.status_addr": _Key(
         "str", "127.0.0.1:8787", None, "'host:port' or empty", _valid_address
     ),
+    "daemon.status_token": _Key(
+        "str", "", "POMABOTD_STATUS_TOKEN",
+        f"empty, or {_MIN_TOKEN} to {_MAX_TOKEN} printable characters without spaces",
+        _valid_token, secret=True,
+    ),
+    "daemon.status_max_connections": _int(64, None, 1, 10_000),
+    "daemon.status_timeout_s": _num(10.0, None, 0, 300, "seconds", low_open=True),
     "daemon.env_file": _Key("str", "", None, "a file path or empty"),
     "daemon.stop_timeout_s": _num(
         10.0, None, 0, _MAX_STOP_TIMEOUT_S,
@@ -537,9 +576,6 @@ _KEYS: Final[dict[str, _Key]] = {
 _SHOWN: Final[dict[str, Callable[[Any], Any]]] = {"notify.webhook_url": redact_secret_url}
 
 
-def _as_is(value: Any) -> Any:
-    return value
-
 
 #: Sections whose keys make the decisions; see `Config.decision_settings`.
 _DECISION_SECTIONS: Final = ("risk", "strategy")
@@ -576,6 +612,9 @@ _RENAMED: Final = {
 }
 #: Environment variables pomabotd reads besides the `BATCH_*` ones.
 _OWN_PREFIX: Final = "POMABOTD_"
+_OWN_VARIABLES: Final = " and ".join(
+    ", ".join(var for var in _ENV_TO_KEY if var.startswith(_OWN_PREFIX)).rsplit(", ", 1)
+)
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
 
@@ -760,7 +799,7 @@ def load(
             elif source.startswith("env-file:"):
                 warnings.append(
                     f"ignored {var} in {_source_phrase(source, var)}: pomabotd reads only "
-                    "BATCH_* variables and POMABOTD_LOG_FORMAT there"
+                    f"BATCH_* variables and {_OWN_VARIABLES} there"
                 )
             continue
         if not raw.strip():
@@ -890,7 +929,7 @@ def _read_settled(path: Path, settle_s: float) -> bytes:
 
 
 def _read_with_stat(path: Path) -> tuple[bytes, tuple[int, ...]]:
-    with path.open("rb") as handle:
+    with open(open_regular(path), "rb") as handle:  # a FIFO is refused, not waited on
         status = os.fstat(handle.fileno())
         data = handle.read()
         after = os.fstat(handle.fileno())
@@ -962,7 +1001,8 @@ def _apply(
     try:
         value = _coerce(spec.kind, raw, from_text)
     except ValueError:
-        errors.append(f"{key} must be {spec.requirement}, got {raw!r} (from {source_phrase})")
+        errors.append(f"{key} must be {spec.requirement}, got {_quoted(spec, raw)} "
+                      f"(from {source_phrase})")
         return
     if key == "log.level":
         value = value.strip().upper()
@@ -978,11 +1018,19 @@ def _apply(
         here = (f" ({_number(spec.bounds.high)} here)"
                 if spec.bounds is not None and spec.bounds.high_note else "")
         errors.append(
-            f"{key} must be {spec.requirement}{here}, got {value!r} (from {source_phrase})"
+            f"{key} must be {spec.requirement}{here}, got {_quoted(spec, value)} "
+            f"(from {source_phrase})"
         )
         return
     values[key] = value
     provenance[key] = source
+
+
+def _quoted(spec: _Key, value: Any) -> str:
+    """A refused value as an error message shows it: a secret by its length only."""
+    if spec.secret:
+        return f"a value of {len(value) if isinstance(value, str) else '?'} characters"
+    return repr(value)
 
 
 def _source_phrase(source: str, var: str | None = None) -> str:

@@ -14,22 +14,35 @@ sd-daemon priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug, ...; se
 `sd-daemon(3)`), which journald strips and stores as the entry's priority: `journalctl -p
 err` then finds the errors. Anywhere else (a terminal, a file, a pipe, stderr redirected by
 a child of a service) lines carry no prefix.
+
+A line repeated (same level, place and text, whether pomabotd's own or a library's through
+`logging`, such as asyncio's) is written once per `REPEAT_WINDOW_S`: the first is written, the
+rest are counted, and when the window closes one more line says how many were left out (the
+same line with ` [repeated N more times in 10 s]` and the field `repeated`). A flood (a
+descriptor shortage makes asyncio log on every failed accept) costs two lines per window.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
+import threading
+import time
 from datetime import UTC
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import msgspec
 from loguru import logger
 
 from pomabotd.errors import ConfigError
 
+if TYPE_CHECKING:
+    from loguru import Record
+
 __all__ = [
+    "REPEAT_WINDOW_S",
     "configure_logging",
     "journal_prefix",
     "json_line",
@@ -38,6 +51,9 @@ __all__ = [
     "stream_is_journal",
     "take_library_logs",
 ]
+
+#: Seconds within which a repeated log line is counted instead of written.
+REPEAT_WINDOW_S: Final = 10.0
 
 _TEXT_FORMAT: Final = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <8} {message}"
 #: A `-W` option for the helper processes multiprocessing starts (they get this process's
@@ -98,7 +114,7 @@ def json_line(record: dict[str, Any]) -> bytes:
         "message": record["message"],
     }
     for key, value in record["extra"].items():
-        if key not in event:
+        if key not in event and not key.startswith("_"):
             event[key] = value
     exception = record["exception"]
     if exception is not None and exception.type is not None:
@@ -136,6 +152,95 @@ class _JournalTextSink:
         self._stream.flush()
 
 
+class _Repeats:
+    """Counts repeated records instead of letting them through; see the module docstring.
+
+    `patch` sees every record once, before any sink, and marks a repeat (`_repeat` in its
+    extra); `passes` is every sink's filter. The first repeat in a window starts a timer that
+    writes the window's count when it closes (or at exit, whichever comes first).
+    """
+
+    _PRUNE_AT: Final = 256
+
+    def __init__(self) -> None:
+        self.window_s = REPEAT_WINDOW_S
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[Any, ...], _Window] = {}
+
+    def patch(self, record: Record) -> None:
+        extra = record["extra"]
+        if "repeated" in extra:
+            return  # a window's own count
+        key = (record["level"].no, record["name"], record["function"], record["line"],
+               extra.get("logger"), record["message"])
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or now - window.opened >= self.window_s:
+                self._windows[key] = _Window(now, record)
+                self._prune(now)
+                return
+            window.count += 1
+            extra["_repeat"] = True
+            if window.count > 1:
+                return
+            window.timer = threading.Timer(window.opened + self.window_s - now, self.close,
+                                           (key, window))
+            window.timer.daemon = True
+        window.timer.start()
+
+    @staticmethod
+    def passes(record: Record) -> bool:
+        return not record["extra"].get("_repeat", False)
+
+    def close(self, key: tuple[Any, ...], window: _Window) -> None:
+        """End `window`, writing its count if anything was left out."""
+        with self._lock:
+            if self._windows.get(key) is window:
+                del self._windows[key]
+            count, window.count = window.count, 0
+        if window.timer is not None:
+            window.timer.cancel()
+        if count:
+            logger.bind(**window.extra, repeated=count).log(
+                window.level, "{} [repeated {} more times in {:g} s]", window.message, count,
+                self.window_s,
+            )
+
+    def close_all(self) -> None:
+        """Write every open window's count now (at exit)."""
+        with self._lock:
+            windows = list(self._windows.items())
+        for key, window in windows:
+            self.close(key, window)
+
+    def _prune(self, now: float) -> None:
+        """Forget closed windows that counted nothing, once there are many."""
+        if len(self._windows) < self._PRUNE_AT:
+            return
+        for key in [key for key, window in self._windows.items()
+                    if not window.count and now - window.opened >= self.window_s]:
+            del self._windows[key]
+
+
+class _Window:
+    """One line's window: when it opened, what the line said, how often it came again."""
+
+    __slots__ = ("count", "extra", "level", "message", "opened", "timer")
+
+    def __init__(self, opened: float, record: Record) -> None:
+        self.opened = opened
+        self.level: str = record["level"].name
+        self.message: str = record["message"]
+        self.extra = {k: v for k, v in record["extra"].items() if not k.startswith("_")}
+        self.count = 0
+        self.timer: threading.Timer | None = None
+
+
+_repeats = _Repeats()
+atexit.register(_repeats.close_all)
+
+
 class _ToLoguru(logging.Handler):
     """Routes the standard library's log records (aiohttp's, for one) through loguru."""
 
@@ -162,11 +267,13 @@ def take_library_logs(*names: str) -> None:
 
 
 def configure_logging(
-    level: str = "INFO", log_format: str = "auto", file: str = "", *, origin: str = ""
+    level: str = "INFO", log_format: str = "auto", file: str = "", *, origin: str = "",
+    repeat_window_s: float = REPEAT_WINDOW_S,
 ) -> None:
     """Send records at `level` and above to stderr (and appended to `file`), replacing any
     earlier setup. Called again on reload, it also reopens the file, so rotation by renaming
-    works. Records of the standard `logging` module go the same way.
+    works. Records of the standard `logging` module go the same way. A line repeated within
+    `repeat_window_s` is counted instead of written (see the module docstring).
 
     A `file` that cannot be opened raises ConfigError naming `log.file`, the path and
     `origin` (where the setting came from), and leaves the earlier setup in place.
@@ -176,13 +283,15 @@ def configure_logging(
     stream = None
     if file:
         try:
-            stream = open(file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (kept open)
+            stream = _open_for_append(file)
         except OSError as exc:
             where = f" (from {origin})" if origin else ""
             raise ConfigError(
                 f"log.file {file!r}{where} cannot be opened: {exc.strerror or exc}"
             ) from None
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
+    _repeats.window_s = repeat_window_s
+    logger.configure(patcher=_repeats.patch)
     logger.remove()
     while _open_files:
         _open_files.pop().close()
@@ -193,10 +302,20 @@ def configure_logging(
         _add(stream, level, "json" if log_format == "auto" else log_format)
 
 
+def _open_for_append(file: str) -> IO[str]:
+    """`file` opened to append lines to. Opened non-blocking, so that a FIFO nobody reads is
+    refused (ENXIO) instead of waiting for a reader; writes block as usual."""
+    fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK,
+                 0o666)
+    os.set_blocking(fd, True)
+    return open(fd, "a", encoding="utf-8", buffering=1)
+
+
 def _add(stream: Any, level: str, resolved: str, *, journal: bool = False) -> None:
     if resolved == "json":
         logger.add(_JsonSink(stream, journal), level=level, format="{message}", colorize=False,
-                   backtrace=False, diagnose=False)
+                   backtrace=False, diagnose=False, filter=_repeats.passes)
     else:
         logger.add(_JournalTextSink(stream) if journal else stream, level=level,
-                   format=_TEXT_FORMAT, colorize=False, backtrace=False, diagnose=False)
+                   format=_TEXT_FORMAT, colorize=False, backtrace=False, diagnose=False,
+                   filter=_repeats.passes)

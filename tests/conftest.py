@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
 AS_OF_TEXT = "2026-06-01T12:00:00Z"
+
+if TYPE_CHECKING:
+    from daemon_process import DaemonProcess
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -21,8 +25,7 @@ def clean_environ() -> dict[str, str]:
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("BATCH_")
-        and key not in ("POMABOTD_CONFIG", "POMABOTD_SERVICE_CONFIG")
+        if not key.startswith(("BATCH_", "POMABOTD_"))
     }
 
 
@@ -45,3 +48,12 @@ def run_cli(tmp_path: Path) -> RunCli:
         )
 
     return run
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts; each is killed (by pid, with its processes) afterwards."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.finish()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,20 @@ import pytest
 from conftest import clean_environ
 
 LOG_WAIT_S = 60.0
+
+
+def write_toml(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
+    """A TOML configuration file of these tables (values written as JSON, which TOML reads)."""
+    lines = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _limit_open_files(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = LOG_WAIT_S) -> Any:
@@ -40,17 +56,24 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class DaemonProcess:
-    """`python -m pomabotd run ...` in `workdir`, its stderr (JSON log lines) in a file."""
+    """`python -m pomabotd run ...` in `workdir`, its stderr (JSON log lines) in a file.
 
-    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    `nofile` (soft, hard) sets the daemon's open-file limit before it starts, as systemd's
+    `LimitNOFILE=` would. The status endpoint is on `status_addr` (any free loopback port).
+    """
+
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None,
+                 nofile: tuple[int, int] | None = None,
+                 status_addr: str = "127.0.0.1:0") -> None:
         self.workdir = workdir
         self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
         environ = clean_environ()
         environ.update(env or {})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in finish)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pomabotd", "run", "--status-addr", "127.0.0.1:0", *args],
+            [sys.executable, "-m", "pomabotd", "run", "--status-addr", status_addr, *args],
             cwd=workdir, env=environ, stdout=subprocess.DEVNULL, stderr=self._log,
+            preexec_fn=None if nofile is None else partial(_limit_open_files, nofile),
         )
         self.pid = self.process.pid
         self.seen: dict[int, psutil.Process] = {}

@@ -96,11 +96,12 @@ def test_risk_defaults_are_the_domain_defaults() -> None:
 
 
 def test_env_names_are_the_documented_variables() -> None:
-    """Exactly the `BATCH_*` keys (the batch, executor and risk settings), the log format and
-    the webhook's URL read an environment variable."""
+    """Exactly the `BATCH_*` keys (the batch, executor and risk settings), the log format, the
+    webhook's URL and the status token read an environment variable."""
     assert {k: v for k, v in keys().items() if v} == {
         **BATCH_ENV, "log.format": "POMABOTD_LOG_FORMAT",
         "notify.webhook_url": "POMABOTD_NOTIFY_WEBHOOK_URL",
+        "daemon.status_token": "POMABOTD_STATUS_TOKEN",
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import DATA
-from daemon_process import DaemonProcess, jsonl, wait_for
+from daemon_process import DaemonProcess, jsonl, wait_for, write_toml
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -31,14 +31,10 @@ def daemon_runs(tmp_path: Path) -> Iterator[list[DaemonProcess]]:
 
 def _config(path: Path, sources: dict[str, object], **sections: dict[str, object]) -> Path:
     """A TOML file: the given [sources], one in-process evaluator, quick retries."""
-    tables = {"sources": {"retry_attempts": 1, "retry_max_wait_s": 0.0, **sources},
-              "batch": {"workers": 0}, **sections}
-    lines = []
-    for table, values in tables.items():
-        lines.append(f"[{table}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_toml(path, {
+        "sources": {"retry_attempts": 1, "retry_max_wait_s": 0.0, **sources},
+        "batch": {"workers": 0}, **sections,
+    })
 
 
 def _sample(exposition: str, series: str) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -196,15 +195,6 @@ def test_resume_names_a_directory_that_holds_no_run(tmp_path: Path):
     assert result.returncode == 2
     assert "nowhere has no metrics.jsonl" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "nowhere").exists()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    """Daemons a test starts; each is killed (by pid, with its processes) afterwards."""
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.finish()
 
 
 @pytest.mark.slow

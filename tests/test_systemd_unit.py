@@ -57,3 +57,4 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     assert settings["EnvironmentFile"].startswith("-")
     assert int(settings["TimeoutStopSec"]) > 10
     assert settings["CapabilityBoundingSet"] == "" and settings["UMask"] == "0027"
+    assert int(settings["LimitNOFILE"]) >= 16384  # well above systemd's soft 1,024

@@ -8,9 +8,11 @@ memory from cycle to cycle; a source that yields nothing usable fails that cycle
 error line, `/healthz` unhealthy with the reason), and the next interval tries again.
 
 - SIGHUP: a whole new configuration is built and checked (TOML, env file, environment, the
-  flags given at start, the strategy plugin), the files it names are reopened (rename-based
-  rotation; a new ledger when the output directory changed or was removed; the ledger's
-  history checked as at start), and it is
+  flags given at start, the strategy plugin) in a thread of its own, within
+  `RELOAD_DEADLINE_S` and abandoned at once by a stop signal (a file that hangs, as one on a
+  network file system that stopped answering would, holds neither the loop nor the stop),
+  the files it names are reopened (rename-based rotation; a new ledger when the output
+  directory changed or was removed; the ledger's history checked as at start), and it is
   swapped in between cycles, the pool rebuilt only when `batch.workers` or
   `batch.evaluator` changed, the sources rebuilt (and the old ones closed) only when the
   `[sources]` section changed. Anything wrong keeps the running configuration and logs one
@@ -22,6 +24,9 @@ error line, `/healthz` unhealthy with the reason), and the next interval tries a
   that finds the ledger sound (after a repair, `pomabotd verify`, then SIGHUP) rebuilds the
   portfolio from the repaired files and cycles resume. Only a reload checks again: a ledger
   being repaired is never taken up half-edited.
+- Start: the soft limit on open files is raised to the hard limit
+  (`pomabotd.daemon.descriptors`), and a status address other machines may reach is warned
+  about, at start and after every reload.
 - SIGTERM/SIGINT: no new cycle; the cycle in flight gets `daemon.stop_timeout_s` to finish,
   else it is cancelled before it writes anything; a second signal cancels it at once. Then the
   workers stop and `run` returns.
@@ -52,11 +57,12 @@ from pomabotd import app
 from pomabotd._version import __version__
 from pomabotd.config import Config
 from pomabotd.cycle import Portfolio, run_cycle
+from pomabotd.daemon.descriptors import raise_open_file_limit
 from pomabotd.daemon.notifications import Notifications
 from pomabotd.daemon.notify import Notifier, monotonic_usec, watchdog_period
 from pomabotd.daemon.signals import SignalFlags
 from pomabotd.daemon.state import RECENT_CYCLES, DaemonState
-from pomabotd.daemon.status import StatusServer, bind_status
+from pomabotd.daemon.status import StatusServer, bind_status, exposure_warning
 from pomabotd.errors import (
     ConfigError,
     CycleTimeoutError,
@@ -68,9 +74,13 @@ from pomabotd.log import configure_logging, logger
 from pomabotd.output import CycleMetrics, Ledger, read_recent_cycles
 from pomabotd.progress import CycleProgress
 from pomabotd.sources import Sources
+from pomabotd.sources.offload import off_loop
 from pomabotd.words import plural
 
-__all__ = ["Daemon"]
+__all__ = ["RELOAD_DEADLINE_S", "Daemon"]
+
+#: Seconds a reload may take to read and check the new configuration before it is given up.
+RELOAD_DEADLINE_S: Final = 30.0
 
 #: How long past its deadline a cycle may take to be abandoned, or a cycle be overdue beyond
 #: its deadline, before the watchdog stops vouching for the daemon: abandoning takes moments,
@@ -102,6 +112,14 @@ def _bind_status(config: Config) -> socket.socket | None:
         ) from None
 
 
+def _warn_if_exposed(config: Config) -> None:
+    warning = exposure_warning(config)
+    if warning is not None:
+        logger.bind(event="status_exposed", status_addr=config.daemon.status_addr).warning(
+            "{}", warning
+        )
+
+
 class Daemon:
     """`pomabotd run`: build with the loaded configuration, then `await run()`.
 
@@ -130,6 +148,7 @@ class Daemon:
         self._status: StatusServer | None = None
         self._state: DaemonState | None = None
         self._notifications: Notifications | None = None
+        self._open_files: int | None = None
 
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT; raises PomabotdError or OSError if it cannot start."""
@@ -138,6 +157,7 @@ class Daemon:
         watchdog: asyncio.Task[None] | None = None
         try:
             config = self._config
+            self._open_files = raise_open_file_limit()  # before the workers, who inherit it
             # What a bad setting can refuse is refused before anything starts or is created.
             self._sources = app.sources(config)
             sock = _bind_status(config)
@@ -278,7 +298,9 @@ class Daemon:
         self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
         old = state.config
         try:
-            new = await asyncio.to_thread(self._reload_config)
+            new = await self._load_config()
+            if new is None:
+                return  # a stop signal came first
             await self._swap(state, old, new)
         except (PomabotdError, OSError) as exc:
             state.reloads_failed += 1
@@ -303,9 +325,35 @@ class Daemon:
                 new.path or "defaults and environment",
                 ", ".join(changed) if changed else "nothing changed",
             )
+            _warn_if_exposed(new)
         if self._notifications is not None:
             self._notifications.check_health()  # a directory broken, or sound again
         self._notifier.send("READY=1", "STATUS=" + state.summary())
+
+    async def _load_config(self) -> Config | None:
+        """The configuration a reload builds, loaded in a thread of its own (not the loop's
+        executor, which `asyncio.run` would wait for at exit) within `RELOAD_DEADLINE_S`;
+        None when a stop signal comes first. A load stuck in a read is left behind."""
+        loading = asyncio.ensure_future(off_loop(self._reload_config))
+        stopping = asyncio.ensure_future(self._flags.stop.wait())
+        try:
+            done, _ = await asyncio.wait({loading, stopping}, timeout=RELOAD_DEADLINE_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if loading in done:
+            return loading.result()
+        loading.cancel()
+        if stopping in done:
+            logger.bind(event="reload_abandoned").warning(
+                "reload abandoned: a stop signal came while the configuration was being read"
+            )
+            return None
+        raise ConfigError(
+            f"the configuration was not read and checked within {RELOAD_DEADLINE_S:g} s (a "
+            "file on a network file system that stopped answering, a plugin whose import "
+            "hangs?)"
+        )
 
     async def _swap(self, state: DaemonState, old: Config, new: Config) -> None:
         """Put `new` in force piece by piece, undoing the pieces already swapped if one fails.
@@ -402,7 +450,7 @@ class Daemon:
     ) -> StatusServer | None:
         if sock is None:
             return None
-        server = StatusServer(state)
+        server = StatusServer(state, open_files=self._open_files)
         try:
             await server.start(sock)
         except BaseException:
@@ -423,6 +471,7 @@ class Daemon:
             workers=state.executor.workers,
             executor=state.executor.name,
             status_addr=state.status_addr,
+            open_files=self._open_files,
             batch_enabled=config.batch.enabled,
             last_cycle_id=state.portfolio.last_cycle_id,
         ).info(
@@ -432,6 +481,7 @@ class Daemon:
             f"http://{state.status_addr}" if state.status_addr else "off",
             "" if config.batch.enabled else " (batch disabled: no cycles until a reload)",
         )
+        _warn_if_exposed(config)
 
     async def _watchdog(self, period: float, state: DaemonState) -> None:
         """WATCHDOG=1 every `period` while the daemon makes progress; one WARNING when it

@@ -15,10 +15,26 @@ Every answer carries the security headers, and the JSON API answers the origins 
 The Prometheus figures are collected from `DaemonState` at scrape time, so each count lives in
 one place. The counts of loading the input (failed fetches and refused records per source,
 feed reads, news) come from each finished cycle's `sources` counts and refused records.
+
+Every route is served under the same guards by being on the server, in this order:
+
+1. `pomabotd.daemon.connections`: the connections are accepted within a bound
+   (`daemon.status_max_connections`, at most a quarter of the open-file limit), the idlest
+   closed to make room, and each must send a complete request within `daemon.status_timeout_s`
+   of opening or of its last answer;
+2. the bearer token: with `daemon.status_token` set, every path but `/healthz` answers 401
+   unless the request carries `Authorization: Bearer <token>` (compared in constant time).
+
+Both read the running configuration at every connection or request, so a reload applies at
+once. An address other machines can reach is warned about (`exposure_warning`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
+import ipaddress
 import math
 import socket
 from collections.abc import Iterator
@@ -32,6 +48,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from pomabotd._version import __version__
+from pomabotd.config import Config
+from pomabotd.daemon.connections import ConnectionGuard, Handler
+from pomabotd.daemon.descriptors import open_file_limit, status_budget
 from pomabotd.daemon.http.headers import cors, security_headers
 from pomabotd.daemon.http.page import StatusPage
 from pomabotd.daemon.state import (
@@ -44,11 +63,18 @@ from pomabotd.daemon.state import (
 
 __all__ = [
     "METRIC_NAMES",
+    "OPEN_PATHS",
     "PER_SOURCE_METRIC_NAMES",
     "StatusServer",
     "bind_status",
+    "exposure_warning",
     "format_address",
 ]
+
+#: Paths answered without the bearer token: what a health check or `pomabotd status` asks.
+OPEN_PATHS: Final = frozenset({"/healthz"})
+#: Seconds a request still being handled when the endpoint stops may take to finish.
+_SHUTDOWN_S: Final = 2.0
 
 _JSON: Final = msgspec.json.Encoder()
 
@@ -100,6 +126,31 @@ _HELP: Final = {
 def format_address(host: str, port: int) -> str:
     """`host:port`, with brackets around an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def exposure_warning(config: Config) -> str | None:
+    """What to warn about when `daemon.status_addr` is not a loopback address (other machines
+    may reach it), or None."""
+    endpoint = config.daemon.status_endpoint()
+    if endpoint is None or _loopback(endpoint[0]):
+        return None
+    guarded = ("every path but /healthz requires daemon.status_token"
+               if config.daemon.status_token else
+               "anyone who reaches it can read the configuration, the positions and the "
+               "metrics: set daemon.status_token (env POMABOTD_STATUS_TOKEN), or serve on "
+               "127.0.0.1 behind a proxy")
+    return (f"daemon.status_addr {config.daemon.status_addr!r} (from "
+            f"{config.source_phrase('daemon.status_addr')}) is not a loopback address and "
+            f"may be reached from other machines; {guarded}")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: what it resolves to may change
 
 
 def bind_status(host: str, port: int) -> socket.socket:
@@ -248,15 +299,22 @@ class _StateCollector(Collector):
 
 
 class StatusServer:
-    """The HTTP endpoint of one daemon; `start` binds it, `stop` closes it."""
+    """The HTTP endpoint of one daemon; `start` serves it on a bound socket, `stop` closes it.
 
-    def __init__(self, state: DaemonState) -> None:
+    `open_files` is the open-file limit the connection bound is a quarter of (the process's
+    soft limit by default).
+    """
+
+    def __init__(self, state: DaemonState, *, open_files: int | None = None) -> None:
         self._state = state
+        self._open_files = open_file_limit() if open_files is None else open_files
         self._registry = CollectorRegistry(auto_describe=True)
         self._registry.register(_StateCollector(state))
         self._page = StatusPage(state)
+        self._guard = ConnectionGuard(self._limits)
         app = web.Application(middlewares=[
-            security_headers, cors(lambda: self._state.config.daemon.cors_origins),
+            self._guard.middleware, security_headers,
+            cors(lambda: self._state.config.daemon.cors_origins), self._authorize,
         ])
         app.add_routes([
             web.get("/healthz", self._healthz),
@@ -265,13 +323,24 @@ class StatusServer:
             web.get("/metrics", self._metrics),
             *self._page.routes(),
         ])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=_SHUTDOWN_S)
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self.address: str | None = None
+
+    @property
+    def connections(self) -> int:
+        """Client connections held now."""
+        return self._guard.open_connections
 
     async def start(self, sock: socket.socket) -> str:
         """Serve on a socket from `bind_status` (it is closed by `stop`); return its address."""
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        server = self._runner.server
+        assert server is not None
+        self._sock = sock
+        self._accepting = asyncio.create_task(self._guard.serve(sock, server))
         host, port = sock.getsockname()[:2]
         self.address = format_address(host, port)
         return self.address
@@ -279,7 +348,37 @@ class StatusServer:
     async def stop(self) -> None:
         """Stop listening and close open connections (the page's streams end first)."""
         self._page.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._guard.close_all()
         await self._runner.cleanup()
+
+    def _limits(self) -> tuple[int, float]:
+        daemon = self._state.config.daemon
+        return (status_budget(daemon.status_max_connections, self._open_files),
+                daemon.status_timeout_s)
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """401 without the bearer token, when one is set, on every path but `OPEN_PATHS`."""
+        token = self._state.config.daemon.status_token
+        if not token or request.path in OPEN_PATHS:
+            return await handler(request)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return await handler(request)
+        response = _json({"error": "this path needs 'Authorization: Bearer <token>' "
+                                   "(daemon.status_token)"}, 401)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="pomabotd"'
+        return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
         healthy, body = self._state.health()
