@@ -1,8 +1,7 @@
 """Open-file descriptors: as many as the system lets the daemon have, and most kept for cycles.
 
 systemd starts services with a soft limit of 1,024 open files (the hard limit is far higher);
-a cycle needs descriptors for its workers' pipes, its input and memory files, the ledger and
-its fetches. At start the daemon raises its soft limit to the hard limit (at most
+a cycle needs descriptors for its workers, its inputs, the ledger and its fetches. At start the daemon raises its soft limit to the hard limit (at most
 `CEILING`), which its workers inherit. The shipped unit sets `LimitNOFILE=` itself, since its
 system-call filter forbids raising a limit; elsewhere the limit stays as it was and says so in
 the start line.
