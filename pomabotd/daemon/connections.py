@@ -15,8 +15,9 @@ being on the server:
 - **A deadline for each request.** A connection that has not sent a complete request within
   `timeout_s` of opening, or of its last response (`daemon.status_timeout_s`), is closed: idle
   and half-sent connections do not outlive it.
-- **No spinning.** An accept that fails for lack of descriptors waits `ACCEPT_RETRY_S` before
-  the next, instead of asyncio's retry loop logging once per attempt.
+- **No spinning.** An accept that fails for lack of descriptors (or any reason but the one
+  connection's) waits `ACCEPT_RETRY_S` before the next, instead of asyncio's retry loop
+  logging once per attempt.
 
 `ConnectionGuard.middleware` must be the application's first middleware: it is how the guard
 learns that a request arrived and when it has been answered.
@@ -39,7 +40,10 @@ __all__ = ["ACCEPT_RETRY_S", "ConnectionGuard"]
 
 #: Seconds to wait after an accept failed for lack of descriptors or memory.
 ACCEPT_RETRY_S: Final = 0.5
-_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Accept errors about one connection only; any other (out of descriptors or memory above all)
+#: waits `ACCEPT_RETRY_S` before the next accept.
+_ONE_CONNECTION: Final = frozenset({errno.ECONNABORTED, errno.EAGAIN, errno.EINTR, errno.EPROTO,
+                                    errno.EPERM})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Limits = Callable[[], tuple[int, float]]
@@ -89,12 +93,13 @@ class ConnectionGuard:
             try:
                 conn, _ = await loop.sock_accept(sock)
             except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
-                    logger.bind(event="status_accept_failed", errno=exc.errno).warning(
-                        "status endpoint: cannot accept a connection ({}); trying again in "
-                        "{:g} s", exc.strerror, ACCEPT_RETRY_S,
-                    )
-                    await asyncio.sleep(ACCEPT_RETRY_S)
+                if exc.errno in _ONE_CONNECTION:
+                    continue  # that client gave up; the next may be fine
+                logger.bind(event="status_accept_failed", errno=exc.errno).warning(
+                    "status endpoint: cannot accept a connection ({}); trying again in {:g} s",
+                    exc.strerror or exc, ACCEPT_RETRY_S,
+                )
+                await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
             limit, timeout_s = self._limits()
             if not self._make_room(limit):

@@ -1,10 +1,10 @@
 """Open-file descriptors: as many as the system lets the daemon have, and most kept for cycles.
 
 systemd starts services with a soft limit of 1,024 open files (the hard limit is far higher);
-a cycle needs descriptors for its workers, its inputs, the ledger and its fetches. At start the daemon raises its soft limit to the hard limit (at most
-`CEILING`), which its workers inherit. The shipped unit sets `LimitNOFILE=` itself, since its
-system-call filter forbids raising a limit; elsewhere the limit stays as it was and says so in
-the start line.
+a cycle needs descriptors for its workers, its inputs, the ledger and its fetches. At start
+the daemon raises its soft limit to the hard limit (at most `CEILING`), which its workers
+inherit, and the shipped unit sets `LimitNOFILE=` as well. Where raising is refused (a
+container, a system-call filter) the limit stays as it was, and the start line says which.
 
 Whatever the limit, the status endpoint may hold at most a quarter of it
 (`status_budget`): the other three quarters stay for the cycles.
