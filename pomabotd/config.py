@@ -173,11 +173,13 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 class LogConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The loguru level name (upper-cased), the line format, and an optional log file."""
+    """The loguru level name (upper-cased), the line format, an optional log file, and the
+    window within which a repeated line is counted instead of written (0: never)."""
 
     level: str
     format: str
     file: str
+    repeat_window_s: float
 
 
 class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -551,6 +553,7 @@ _KEYS: Final[dict[str, _Key]] = {
         lambda v: v in LOG_FORMATS,
     ),
     "log.file": _Key("str", "", None, "a file path or empty"),
+    "log.repeat_window_s": _num(10.0, None, 0, 3600, "seconds; 0 writes every line"),
     "halt.coverage_tolerance": _num(15.0, None, 0, 100, "points"),
     "halt.min_resolved": _int(20, None, 1, 1_000_000),
     "halt.high_confidence": _num(80.0, None, 0, 100),

@@ -16,7 +16,8 @@ err` then finds the errors. Anywhere else (a terminal, a file, a pipe, stderr re
 a child of a service) lines carry no prefix.
 
 A line repeated (same level, place and text, whether pomabotd's own or a library's through
-`logging`, such as asyncio's) is written once per `REPEAT_WINDOW_S`: the first is written, the
+`logging`, such as asyncio's) is written once per window (`log.repeat_window_s`, 10 s by
+default; 0 writes every line): the first is written, the
 rest are counted, and when the window closes one more line says how many were left out (the
 same line with ` [repeated N more times in 10 s]` and the field `repeated`). A flood (a
 descriptor shortage makes asyncio log on every failed accept) costs two lines per window.
@@ -169,8 +170,8 @@ class _Repeats:
 
     def patch(self, record: Record) -> None:
         extra = record["extra"]
-        if "repeated" in extra:
-            return  # a window's own count
+        if "repeated" in extra or self.window_s <= 0:
+            return  # a window's own count, or every line is to be written
         key = (record["level"].no, record["name"], record["function"], record["line"],
                extra.get("logger"), record["message"])
         now = time.monotonic()

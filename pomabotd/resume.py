@@ -21,6 +21,7 @@ from typing import Final
 import msgspec
 
 from pomabotd.errors import InputError, LedgerError
+from pomabotd.files import read_regular
 from pomabotd.output import METRICS_FILE, read_ledger
 
 __all__ = [
@@ -97,10 +98,10 @@ def request_resume(directory: Path, now: datetime) -> ResumeOutcome:
 
 
 def pending_resume(directory: Path) -> bytes | None:
-    """The bytes of the pending request in `directory`, or None when there is none."""
+    """The bytes of the pending request in `directory`, or None when there is none;
+    LedgerError when it cannot be read (or is no regular file)."""
     try:
-        with open(directory / RESUME_FILE, "rb") as file:
-            return file.read()
+        return read_regular(directory / RESUME_FILE)  # a FIFO there is refused, not waited on
     except FileNotFoundError:
         return None
     except OSError as exc:

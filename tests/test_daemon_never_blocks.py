@@ -129,3 +129,22 @@ def test_sigterm_during_start_is_honoured(daemons: list[DaemonProcess], tmp_path
     assert daemon.wait_exit(timeout=STOP_TIMEOUT_S + PROMPTLY_S + 5) == 0
     assert time.monotonic() - started < STOP_TIMEOUT_S + PROMPTLY_S
     assert daemon.leftovers() == []
+
+
+def test_a_resume_request_that_is_a_fifo_fails_the_cycle_instead_of_hanging(
+    run_cli, tmp_path: Path
+) -> None:
+    """`resume.request` replaced by a FIFO nobody writes to: the cycle that looks for it fails
+    at once naming the file, instead of waiting on it with the event loop."""
+    out = tmp_path / "out"
+    first = run_cli("run-once", "--out", str(out), env={"BATCH_WORKERS": "0"}, timeout=60)
+    assert first.returncode == 0, first.stderr
+    os.mkfifo(out / "resume.request")
+    try:
+        again = run_cli("run-once", "--out", str(out), env={"BATCH_WORKERS": "0"}, timeout=30)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(os.open(out / "resume.request", os.O_WRONLY | os.O_NONBLOCK))
+    assert again.returncode != 0
+    assert f"{out / 'resume.request'}" in again.stderr
+    assert "is a FIFO (named pipe), not a regular file" in again.stderr

@@ -45,8 +45,10 @@ _ENV_KEYS = {
 _ALTERNATING = "risk.min_edge"
 
 
-#: What both files keep the daemon at: small in-process cycles every 0.3 s.
-_SETTINGS = "[batch]\nworkers = 0\n[sources]\nsynthetic_markets = 50\n[daemon]\ninterval_s = 0.3\n"
+#: What both files keep the daemon at: small in-process cycles every 0.3 s, and every log line
+#: written (the test counts each reload's own line).
+_SETTINGS = ("[batch]\nworkers = 0\n[sources]\nsynthetic_markets = 50\n[log]\n"
+             "repeat_window_s = 0\n[daemon]\ninterval_s = 0.3\n")
 
 
 def _toml_blocks(edge: int) -> list[str]:

@@ -147,7 +147,8 @@ def load_config(
                       import_evaluator=not reader)
         configure_logging(config.log.level, config.log.format,
                           "" if reader else config.log.file,
-                          origin=config.source_phrase("log.file"))
+                          origin=config.source_phrase("log.file"),
+                          repeat_window_s=config.log.repeat_window_s)
     for warning in config.warnings:
         logger.bind(event="config_warning").warning("{}", warning)
     return config

@@ -372,8 +372,10 @@ class Daemon:
         assert current is not None
         try:
             configure_logging(new.log.level, new.log.format, new.log.file,
-                              origin=new.source_phrase("log.file"))
-            undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file))
+                              origin=new.source_phrase("log.file"),
+                              repeat_window_s=new.log.repeat_window_s)
+            undo.append(lambda: configure_logging(old.log.level, old.log.format, old.log.file,
+                                                  repeat_window_s=old.log.repeat_window_s))
             ledger = current
             recent: tuple[CycleMetrics, ...] = ()
             if new.daemon.output_dir != old.daemon.output_dir or not current.intact():
