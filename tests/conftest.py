@@ -5,17 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
 AS_OF_TEXT = "2026-06-01T12:00:00Z"
-
-if TYPE_CHECKING:
-    from daemon_process import DaemonProcess
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -48,12 +44,3 @@ def run_cli(tmp_path: Path) -> RunCli:
         )
 
     return run
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    """Daemons a test starts; each is killed (by pid, with its processes) afterwards."""
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.finish()

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import DATA
-from daemon_process import DaemonProcess, wait_for, write_toml
+from daemon_process import DaemonProcess, started_daemons, wait_for, write_toml
+
+daemons = started_daemons
 
 FED_FEED = DATA / "rss" / "fed_press_all_2026-09.xml"
 #: Seconds a stop may take beyond daemon.stop_timeout_s: the workers' shutdown and the

@@ -22,13 +22,14 @@ import signal
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, jsonl, wait_for
+from daemon_process import DaemonProcess, jsonl, started_daemons, wait_for
 from halt_inputs import THREE, market_line, signal_lines
 from research_helpers import TESTS, run_alone
 
 from pomabotd.cycle import Portfolio
 from pomabotd.resume import RESUME_FILE
 
+daemons = started_daemons
 IN_PROCESS = {"BATCH_WORKERS": "0", "POMABOTD_LOG_FORMAT": "json"}
 REASON = "invalidation_streak: 3 invalidated exits in a row (markets a, b, c; limit 3)"
 _market = market_line

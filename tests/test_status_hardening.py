@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from daemon_process import DaemonProcess, wait_for, write_toml
+from daemon_process import DaemonProcess, started_daemons, wait_for, write_toml
+
+daemons = started_daemons
 
 TOKEN = "status-token-0123456789abcdef"
 FEED = "https://reader:hunter2@feeds.invalid/news.xml?api_key=k3y&lang=en"
