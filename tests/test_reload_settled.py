@@ -97,6 +97,8 @@ class InPlaceWriter(threading.Thread):
             time.sleep(0.004)
 
 
+#: Its writer must not stall 50 ms mid-rewrite: not beside a test that takes a core.
+@pytest.mark.xdist_group("timing")
 @pytest.mark.parametrize("target", ["toml", "env"])
 def test_no_reload_applies_a_file_caught_mid_rewrite(target: str, tmp_path: Path) -> None:
     """SIGHUPs while the TOML (or env) file is rewritten in place: no reload applies a partial
