@@ -123,6 +123,20 @@ def json_line(record: dict[str, Any]) -> bytes:
     return _ENCODER.encode(event) + b"\n"
 
 
+class _TextSink:
+    """Writes each formatted record as it is. Every sink here drops what comes after its
+    stream was closed (a count of repeats written at exit, after a test's capture ended)
+    instead of having loguru report each write that failed."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def __call__(self, message: Any) -> None:
+        if not self._stream.closed:
+            self._stream.write(str(message))
+            self._stream.flush()
+
+
 class _JsonSink:
     """Writes each record as one JSON line, in one write call, so lines never interleave;
     for the journal, after the record's priority prefix."""
@@ -132,6 +146,8 @@ class _JsonSink:
         self._journal = journal
 
     def __call__(self, message: Any) -> None:
+        if self._stream.closed:
+            return
         record = message.record
         line = json_line(record).decode()
         if self._journal:
@@ -148,6 +164,8 @@ class _JournalTextSink:
         self._stream = stream
 
     def __call__(self, message: Any) -> None:
+        if self._stream.closed:
+            return
         prefix = journal_prefix(message.record["level"].no)
         self._stream.write("".join(prefix + line for line in str(message).splitlines(True)))
         self._stream.flush()
@@ -317,6 +335,6 @@ def _add(stream: Any, level: str, resolved: str, *, journal: bool = False) -> No
         logger.add(_JsonSink(stream, journal), level=level, format="{message}", colorize=False,
                    backtrace=False, diagnose=False, filter=_repeats.passes)
     else:
-        logger.add(_JournalTextSink(stream) if journal else stream, level=level,
+        logger.add(_JournalTextSink(stream) if journal else _TextSink(stream), level=level,
                    format=_TEXT_FORMAT, colorize=False, backtrace=False, diagnose=False,
                    filter=_repeats.passes)
