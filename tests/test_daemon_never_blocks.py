@@ -22,6 +22,10 @@ FED_FEED = DATA / "rss" / "fed_press_all_2026-09.xml"
 #: interpreter's, on a busy shared machine.
 PROMPTLY_S = 4.0
 STOP_TIMEOUT_S = 2.0
+#: Seconds the worker pool may still take to come up after a stop signal during the start
+#: (its workers import the evaluator; about 1.5 s under a load of 15 on 2 cores): the pool
+#: is started whole, then stopped.
+WARM_UP_S = 6.0
 
 
 @pytest.fixture
@@ -120,17 +124,19 @@ def test_a_reload_stuck_in_a_read_does_not_hold_the_stop(
 
 
 def test_sigterm_during_start_is_honoured(daemons: list[DaemonProcess], tmp_path: Path) -> None:
-    """SIGTERM while the daemon is still starting (its worker pool warming up): it exits
-    within stop_timeout_s, leaving nothing behind."""
+    """SIGTERM while the daemon is still starting (its worker pool warming up): it exits 0
+    once the pool is up, without a cycle, within stop_timeout_s, leaving nothing behind."""
     config = _config(tmp_path / "pomabotd.toml", batch={"workers": 2})
     daemon = DaemonProcess(tmp_path, "--config", str(config), "--out", "out")
     daemons.append(daemon)
     wait_for("the worker pool starting", daemon.remember_descendants, timeout=30)
     started = time.monotonic()
     daemon.signal(signal.SIGTERM)
-    assert daemon.wait_exit(timeout=STOP_TIMEOUT_S + PROMPTLY_S + 5) == 0
-    assert time.monotonic() - started < STOP_TIMEOUT_S + PROMPTLY_S
+    bound = STOP_TIMEOUT_S + PROMPTLY_S + WARM_UP_S
+    assert daemon.wait_exit(timeout=bound + 5) == 0
+    assert time.monotonic() - started < bound
     assert daemon.leftovers() == []
+    assert daemon.log_with(event="cycle") is None
 
 
 def test_a_resume_request_that_is_a_fifo_fails_the_cycle_instead_of_hanging(
