@@ -22,11 +22,13 @@ Every route is served under the same guards by being on the server, in this orde
    (`daemon.status_max_connections`, at most a quarter of the open-file limit), the idlest
    closed to make room, and each must send a complete request within `daemon.status_timeout_s`
    of opening or of its last answer;
-2. the bearer token: with `daemon.status_token` set, every path but `/healthz` answers 401
+2. the security headers and CORS (a CORS preflight is answered there, before the token is
+   asked for: a browser never sends it on one);
+3. the bearer token: with `daemon.status_token` set, every path but `/healthz` answers 401
    unless the request carries `Authorization: Bearer <token>` (compared in constant time).
 
-Both read the running configuration at every connection or request, so a reload applies at
-once. An address other machines can reach is warned about (`exposure_warning`).
+The guard and the token read the running configuration at every connection or request, so a
+reload applies at once. An address other machines can reach is warned about (`exposure_warning`).
 """
 
 from __future__ import annotations
