@@ -91,6 +91,21 @@ def test_one_stopped_worker_of_two_is_replaced_while_runs_go_on() -> None:
         assert len(_workers()) == 2 and all(not _gone(worker) for worker in _workers())
 
 
+def test_a_pause_between_runs_kills_no_idle_worker() -> None:
+    """Workers idle between runs for longer than the stall deadline (2 s) are not "idle while
+    work waited" when the next run's first look comes before they took its submissions: no
+    worker is killed, none replaced (a daemon's interval, a benchmark's turns)."""
+    settings = _settings(2, evaluator=f"{faults.__name__}:slow_last", timeout_ms=1000)
+    with Runtime(settings) as runtime:
+        first = _evaluate(runtime)
+        assert first.markets_evaluated == len(MARKETS) and first.worker_kills == []
+        for _ in range(2):
+            time.sleep(2.4)  # watched idle at the end of the run, then left alone
+            result = _evaluate(runtime)
+            assert result.markets_evaluated == len(MARKETS)
+            assert result.worker_kills == [] and result.worker_restarts == 0
+
+
 def test_what_a_plugin_forks_ends_with_the_pool(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A plugin forks a child that sleeps a minute in each worker: closing the runtime ends

@@ -71,8 +71,9 @@ class WorkerPool:
         self._killed: set[int] = set()
         self._context = multiprocessing.get_context("forkserver")
         self._live = False
-        #: Submissions not finished yet, for `stalled` to know whether work waits.
-        self._outstanding: set[Future[Any]] = set()
+        #: Submissions not finished yet, and when each was made (monotonic ns), for `stalled`
+        #: to know whether work waits, and since when at most.
+        self._outstanding: dict[Future[Any], int] = {}
         #: Per worker: the steps it had taken when last seen, and since when it stood still.
         self._seen: dict[int, tuple[int, int]] = {}
         #: Set when an abandoned run left work running: the pool is replaced before it is used.
@@ -100,7 +101,7 @@ class WorkerPool:
         if self._executor is None:
             raise BrokenProcessPool("the worker pool is not running")
         future = self._executor.submit(fn, *args)
-        self._outstanding.add(future)
+        self._outstanding[future] = time.monotonic_ns()
         return future
 
     def abandon(self, future: Future[Any]) -> None:
@@ -118,12 +119,17 @@ class WorkerPool:
         submission, and, idle, while submissions wait that no worker took: an idle worker
         stopped while it held the call queue keeps every other worker from taking work. A
         stopped worker (SIGSTOP) never moves and is always needed.
+
+        An idle worker has not taken work for longer than the oldest submission waiting has
+        existed: time it sat idle before (between runs, however long) never counts, even
+        when a run's first look comes before its workers took its first submissions.
         """
         slots = self._slots
         if slots is None:
             return []
         now = time.monotonic_ns()
-        self._outstanding = {future for future in self._outstanding if not future.done()}
+        self._outstanding = {future: made for future, made in self._outstanding.items()
+                             if not future.done()}
         words = [tuple(slots[base : base + WORDS]) for base in range(0, len(slots), WORDS)]
         words = [word for word in words if word[PID] and word[PID] not in self._killed]
         busy = sum(1 for word in words if word[BUSY])
@@ -139,7 +145,9 @@ class WorkerPool:
             needed = stopped or word[BUSY] or (waiting > 0 and not stopped_pids)
             if moving or not needed:
                 since = now
-            elif now - since > after_ns:
+            elif not stopped and not word[BUSY]:  # needed because submissions wait
+                since = max(since, min(self._outstanding.values()))
+            if now - since > after_ns:
                 still = f"{(now - since) / 1e9:.1f} s"
                 found.append((pid, (
                     f"was stopped for {still}" if stopped
@@ -226,7 +234,7 @@ class WorkerPool:
         self._slots = memoryview(slots).cast("B").cast("q")
         self._killed = set()
         self._seen = {}
-        self._outstanding = set()
+        self._outstanding = {}
         self._stale = False
         self._pids = set()
         self._procs = {}
@@ -257,7 +265,7 @@ class WorkerPool:
         kill = kill or self._stale
         executor, self._executor = self._executor, None
         self._slots = None
-        self._outstanding = set()
+        self._outstanding = {}
         self._stale = False
         if executor is None:
             return

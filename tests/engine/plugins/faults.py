@@ -159,3 +159,11 @@ def held(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluati
         while (directory / "hold").exists():
             time.sleep(0.02)
     return evaluate_market(market, signals, as_of)
+
+
+def slow_last(market: Market, signals: Sequence[Signal], as_of: datetime) -> Evaluation:
+    """The built-in evaluator, with the last market (`m0119`) taking 0.4 s: the other workers
+    finish their work and sit idle, watched, while the run waits for it."""
+    if market.id == "m0119":
+        time.sleep(0.4)
+    return evaluate_market(market, signals, as_of)
