@@ -395,9 +395,10 @@ def test_choosing_dask_without_the_extra_is_bad_configuration(
 def test_the_daemon_reports_its_executor_and_switches_it_on_reload(
     cluster: _Cluster, tmp_path: Path
 ) -> None:
-    """A daemon on the cluster names it in /healthz and /metrics; a reload to the local pool
-    starts the pool first, then leaves the cluster, and the next cycles run on the pool; every
-    line it logged is JSON, Dask's included."""
+    """A daemon on the cluster names it in /healthz and /metrics; a reload naming a scheduler
+    nothing answers at fails, naming batch.dask_scheduler, and the cycles go on on the
+    cluster; a reload to the local pool starts the pool first, then leaves the cluster, and
+    the next cycles run on the pool; every line it logged is JSON, Dask's included."""
     config = tmp_path / "pomabotd.toml"
     config.write_text(f'[batch]\nworkers = 2\nexecutor = "dask"\n'
                       f'dask_scheduler = "{cluster.address}"\n')
@@ -413,6 +414,18 @@ def test_the_daemon_reports_its_executor_and_switches_it_on_reload(
         assert "pomabotd_last_cycle_peak_memory_covers_workers 1.0" in exposition
         daemon.remember_descendants()
 
+        nowhere = f"tcp://127.0.0.1:{_free_port()}"
+        config.write_text(f'[batch]\nworkers = 2\nexecutor = "dask"\n'
+                          f'dask_scheduler = "{nowhere}"\n')
+        daemon.signal(signal.SIGHUP)
+        failed = daemon.wait_log(event="reload_failed", timeout=30)
+        assert "batch.dask_scheduler" in failed["message"] and nowhere in failed["message"]
+        before = len(_cycles(daemon))
+        wait_for("a cycle after the failed reload", lambda: len(_cycles(daemon)) > before,
+                 timeout=30)
+        assert _cycles(daemon)[-1]["executor"] == "dask"
+        assert daemon.get("/healthz").json()["executor"] == {"name": "dask", "workers": 2}
+
         config.write_text('[batch]\nworkers = 1\nexecutor = "local"\n')
         daemon.signal(signal.SIGHUP)
         daemon.wait_log(event="reload")
@@ -426,3 +439,8 @@ def test_the_daemon_reports_its_executor_and_switches_it_on_reload(
         assert all(line.startswith("{") for line in lines)  # Dask's own logs too
     finally:
         daemon.finish()
+
+
+def _cycles(daemon: DaemonProcess) -> list[dict]:
+    """The daemon's cycle log lines so far."""
+    return [line for line in daemon.logs() if line.get("event") == "cycle"]

@@ -52,7 +52,7 @@ _R = TypeVar("_R")
 #: How to install what this backend needs.
 INSTALL_HINT: Final = "pip install 'pomabotd[dask]'"
 #: How long joining a scheduler, and then finding a worker there, may take.
-_CONNECT_TIMEOUT_S: Final = 8.0
+_CONNECT_TIMEOUT_S: Final = 5.0
 _WORKERS_TIMEOUT_S: Final = 5.0
 #: This process's descendants are looked up again at most this often (a walk costs ms).
 _PIDS_EVERY_S: Final = 1.0
