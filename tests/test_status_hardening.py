@@ -139,6 +139,38 @@ def test_idle_and_half_sent_connections_cannot_stop_cycles(
     assert daemon.wait_exit(timeout=30) == 0
 
 
+def test_page_streams_held_open_do_not_shut_out_healthz(
+    daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """More status-page update streams than daemon.status_max_connections (8) held open: the
+    daemon never holds more than 8 connections, and /healthz still answers, the oldest stream
+    closed to make room for it."""
+    config = write_toml(tmp_path / "pomabotd.toml", {
+        "batch": {"enabled": False, "workers": 0},
+        "daemon": {"status_max_connections": 8},
+    })
+    daemon = DaemonProcess(tmp_path, "--config", str(config))
+    daemons.append(daemon)
+    daemon.wait_log(event="start")
+    host, port = daemon.url.removeprefix("http://").rsplit(":", 1)
+    streams = []
+    try:
+        for _ in range(12):  # one after another, each served (its first event read)
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            streams.append(sock)
+            sock.sendall(b"GET /page/stream HTTP/1.1\r\nHost: pomabotd\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        assert [_health(daemon.url) for _ in range(3)] == [200, 200, 200]
+        held = [c for c in psutil.Process(daemon.pid).net_connections("tcp") if c.raddr]
+        assert len(held) <= 8, held
+    finally:
+        for sock in streams:
+            sock.close()
+    evictions = [line["message"] for line in daemon.logs()
+                 if line.get("event") == "status_connection_evicted"]  # repeats counted
+    assert evictions and all("closed the oldest stream" in text for text in evictions)
+
+
 @pytest.fixture
 def exposed(daemons: list[DaemonProcess], tmp_path: Path) -> DaemonProcess:
     """A daemon serving every interface with a token from its env file, secrets in its feed

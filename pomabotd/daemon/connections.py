@@ -10,8 +10,10 @@ being on the server:
 
 - **A bound.** At most `limit` connections at once (`daemon.status_max_connections`, and never
   more than a quarter of the process's open-file limit). When one more arrives, the idlest
-  connection (the one that has waited longest for a request) is closed to make room; when every
-  one is in the middle of a request, the newcomer is closed instead.
+  connection (the one that has waited longest for a request) is closed to make room, else the
+  oldest stream (a request on one of the `streams` paths, which lasts as long as its client
+  stays: the status page's updates); when every one is in the middle of any other request,
+  the newcomer is closed instead. So streams held open never shut out `/healthz`.
 - **A deadline for each request.** A connection that has not sent a complete request within
   `timeout_s` of opening, or of its last response (`daemon.status_timeout_s`), is closed: idle
   and half-sent connections do not outlive it.
@@ -53,13 +55,14 @@ class _Connection:
     """One accepted connection: whether a request is being handled on it, and since when it
     has been waiting for one."""
 
-    __slots__ = ("busy", "protocol", "since", "timer", "transport")
+    __slots__ = ("busy", "protocol", "since", "streaming", "timer", "transport")
 
     def __init__(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
         self.transport = transport
         self.protocol = protocol
         self.busy = 0
         self.since = time.monotonic()
+        self.streaming = False
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -67,11 +70,13 @@ class ConnectionGuard:
     """Accepts the endpoint's connections within the bound and closes those that wait too long.
 
     `limits()` gives the current (most connections, seconds to wait for a request); it is asked
-    at every connection, so a reload applies at once.
+    at every connection, so a reload applies at once. A request for one of the `streams` paths
+    lasts as long as its client stays; its connection may be closed to make room.
     """
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, streams: frozenset[str] = frozenset()) -> None:
         self._limits = limits
+        self._streams = streams
         self._open: dict[asyncio.BaseProtocol, _Connection] = {}
         self.refused = 0
         self.evicted = 0
@@ -136,29 +141,36 @@ class ConnectionGuard:
             return await handler(request)
         entry.busy += 1
         self._cancel_timer(entry)
+        if request.path in self._streams:
+            entry.streaming = True
+            entry.since = time.monotonic()
         try:
             return await handler(request)
         finally:
             entry.busy -= 1
             if not entry.busy:
+                entry.streaming = False
                 entry.since = time.monotonic()
                 self._wait_for_request(entry, self._limits()[1])
 
     def _make_room(self, limit: int) -> bool:
-        """Whether one more connection may be held, closing the idlest if need be."""
+        """Whether one more connection may be held, closing the idlest (else the oldest
+        stream) if need be."""
         self._forget_closed()
         if len(self._open) < limit:
             return True
         idle = [(entry.since, protocol) for protocol, entry in self._open.items()
                 if not entry.busy]
-        if not idle:
+        streams = [(entry.since, protocol) for protocol, entry in self._open.items()
+                   if entry.busy and entry.streaming]
+        if not idle and not streams:
             return False
-        _, idlest = min(idle, key=lambda pair: pair[0])
+        _, oldest = min(idle or streams, key=lambda pair: pair[0])
         self.evicted += 1
-        self._close(idlest)
+        self._close(oldest)
         logger.bind(event="status_connection_evicted", limit=limit).warning(
             "status endpoint: {} connections open (daemon.status_max_connections); closed "
-            "the idlest to make room", limit,
+            "the {} to make room", limit, "idlest" if idle else "oldest stream",
         )
         return True
 

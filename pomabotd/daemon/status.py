@@ -20,8 +20,8 @@ Every route is served under the same guards by being on the server, in this orde
 
 1. `pomabotd.daemon.connections`: the connections are accepted within a bound
    (`daemon.status_max_connections`, at most a quarter of the open-file limit), the idlest
-   closed to make room, and each must send a complete request within `daemon.status_timeout_s`
-   of opening or of its last answer;
+   (else the oldest of the page's update streams) closed to make room, and each must send a
+   complete request within `daemon.status_timeout_s` of opening or of its last answer;
 2. the security headers and CORS (a CORS preflight is answered there, before the token is
    asked for: a browser never sends it on one);
 3. the bearer token: with `daemon.status_token` set, every path but `/healthz` answers 401
@@ -54,7 +54,7 @@ from pomabotd.config import Config
 from pomabotd.daemon.connections import ConnectionGuard, Handler
 from pomabotd.daemon.descriptors import open_file_limit, status_budget
 from pomabotd.daemon.http.headers import cors, security_headers
-from pomabotd.daemon.http.page import StatusPage
+from pomabotd.daemon.http.page import STREAM_PATH, StatusPage
 from pomabotd.daemon.state import (
     FEED_RESULTS,
     NEWS_TOTALS,
@@ -313,7 +313,7 @@ class StatusServer:
         self._registry = CollectorRegistry(auto_describe=True)
         self._registry.register(_StateCollector(state))
         self._page = StatusPage(state)
-        self._guard = ConnectionGuard(self._limits)
+        self._guard = ConnectionGuard(self._limits, streams=frozenset({STREAM_PATH}))
         app = web.Application(middlewares=[
             self._guard.middleware, security_headers,
             cors(lambda: self._state.config.daemon.cors_origins), self._authorize,

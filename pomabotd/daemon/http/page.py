@@ -30,8 +30,10 @@ from pomabotd.daemon.http.headers import secure
 from pomabotd.daemon.http.view import SECTIONS, PageView, page_view
 from pomabotd.daemon.state import DaemonState
 
-__all__ = ["REFRESH_S", "StatusPage"]
+__all__ = ["REFRESH_S", "STREAM_PATH", "StatusPage"]
 
+#: The path of the updates' stream: a request there lasts as long as the browser stays.
+STREAM_PATH: Final = "/page/stream"
 #: Seconds between two updates on the stream at most: the running cycle's time and the uptime
 #: move even when no cycle finishes.
 REFRESH_S: Final = 15.0
@@ -66,7 +68,7 @@ class StatusPage:
         return [
             web.get("/", self.page),
             web.get("/page/sections", self.sections),
-            web.get("/page/stream", self.stream),
+            web.get(STREAM_PATH, self.stream),
             web.get("/static/{name}", self.static),
         ]
 
