@@ -88,3 +88,15 @@ def run_cli(tmp_path: Path) -> RunCli:
         )
 
     return run
+
+
+def _hypothesis_without_deadline() -> None:
+    """Property tests judge results, not time: a per-example deadline on a shared, loaded
+    machine fails a correct example that merely waited for a core."""
+    from hypothesis import settings
+
+    settings.register_profile("pomabotd", deadline=None)
+    settings.load_profile("pomabotd")
+
+
+_hypothesis_without_deadline()
