@@ -133,7 +133,8 @@ def load_config(
 
     `reader`: for a command that only reads a daemon's files or asks its address (`verify`,
     `report`, `resume`, `status`), which may be given the daemon's own configuration: its env
-    file (root's alone on a service install, and holding only `BATCH_*` settings) is not read,
+    file (root's alone on a service install: `BATCH_*` settings and secrets such as the
+    webhook URL and the status token) is not read,
     its strategy plugin not imported (it may be importable only in the service's environment),
     and its log file not opened (this command logs to stderr).
     """
