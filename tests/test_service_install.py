@@ -150,7 +150,11 @@ def test_rotation_never_deletes_the_ledger_and_loses_no_line(tmp_path: Path) -> 
     newest copies, and the ledger still passes `pomabotd verify`."""
     lib, logs = tmp_path / "lib", tmp_path / "log"
     logs.mkdir()
-    (tmp_path / "pomabotd.toml").write_text(f'[log]\nfile = "{logs}/pomabotd.log"\n')
+    # Every reload's line is written (none held back as a repeat: the test counts them), and
+    # a small world: the cycles' size is not the point, and each reload checks the ledger.
+    (tmp_path / "pomabotd.toml").write_text(f'[log]\nfile = "{logs}/pomabotd.log"\n'
+                                            "repeat_window_s = 0\n"
+                                            "[sources]\nsynthetic_markets = 100\n")
     daemon = DaemonProcess(tmp_path, "--config", "pomabotd.toml", "--out", str(lib),
                            "--interval", "0.1", env={"BATCH_WORKERS": "0"})
     try:
@@ -166,9 +170,12 @@ def test_rotation_never_deletes_the_ledger_and_loses_no_line(tmp_path: Path) -> 
             wait_for("a line to rotate", lambda: (lib / "metrics.jsonl").stat().st_size > 0
                      and (logs / "pomabotd.log").stat().st_size > 0)
             _rotate(config, tmp_path / "logrotate.state")
+            rotated_at = int(time.time())
             wait_for("the reload", lambda n=reloads: len(
                 [e for e in daemon.logs() if e.get("event") == "reload"]) >= n)
-            time.sleep(1.05)  # the copies are named by the second (dateformat -%Y%m%d-%s)
+            # The copies are named by the second (dateformat -%Y%m%d-%s): the next rotation
+            # waits for the next second, with a margin for time(2)'s coarse clock.
+            wait_for("the next second", lambda at=rotated_at: time.time() > at + 1.05)
         daemon.remember_descendants()
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit() == 0
