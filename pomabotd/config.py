@@ -843,6 +843,15 @@ def load(
             source = _source_phrase(provenance["batch.decoder"], "BATCH_DECODER")
             errors.append(f"{exc} (from {source})")
 
+    if "*" in values["daemon.cors_origins"] and values["daemon.status_token"]:
+        errors.append(
+            'daemon.cors_origins ["*"] (from '
+            f"{_source_phrase(provenance['daemon.cors_origins'])}) would let every site's "
+            "scripts ask for the JSON API while daemon.status_token (from "
+            f"{_source_phrase(provenance['daemon.status_token'], 'POMABOTD_STATUS_TOKEN')}) is "
+            "required: list the origins allowed instead"
+        )
+
     if errors:
         if len(errors) == 1:
             raise ConfigError(errors[0])

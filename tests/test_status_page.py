@@ -30,6 +30,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 HOSTILE_QUESTION = '<script>window.__pwned = 1; alert("script")</script> Will a happen?'
 HOSTILE_IMAGE = '<img src=x onerror="window.__pwned = 2; alert(2)"> Will b happen?'
 HOSTILE_FEED = "feeds/<img src=x onerror=alert(3)>.xml"
+TOKEN = "page-token-0123456789abcdef"
 #: The top row's cycle number passes `n`.
 NEXT_CYCLE = "n => Number(document.querySelector('#cycle-table tbody tr td').textContent) > n"
 
@@ -78,10 +79,10 @@ def write_inputs(directory: Path) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """One daemon for the module, cycling every second, with two open positions on hostile
-    titles; killed by pid afterwards, leaving no process."""
+    titles and a status token; killed by pid afterwards, leaving no process."""
     workdir = tmp_path_factory.mktemp("page-daemon")
     started = DaemonProcess(workdir, *write_inputs(workdir), "--interval", "1",
-                            env={"BATCH_WORKERS": "0"})
+                            env={"BATCH_WORKERS": "0", "POMABOTD_STATUS_TOKEN": TOKEN})
     try:
         wait_for("two cycles", lambda: healthz(started)["cycles_ok"] >= 2)
         yield started
@@ -134,14 +135,24 @@ def watched(browser: Any) -> Iterator[Watched]:
         opened.close()
 
 
+@pytest.fixture
+def signed_in(watched: Watched, daemon: DaemonProcess) -> Watched:
+    """`watched` with the session cookie, from posting the token to the login form's address
+    (the context's requests share its cookies)."""
+    response = watched.context.request.post(daemon.url + "/login", form={"token": TOKEN})
+    assert response.ok
+    return watched
+
+
 def test_the_page_shows_the_daemon_escapes_what_it_is_given_and_updates_in_place(
-    daemon: DaemonProcess, watched: Watched, tmp_path: Path
+    daemon: DaemonProcess, signed_in: Watched, tmp_path: Path
 ) -> None:
     """Health, the cycles table and its three charts, the positions with their marks, the
     equity chart and the sources of a daemon holding positions on markets titled `<script>...`
     and `<img onerror>` and reading a feed named `<img onerror>`: every hostile string shows
     as text, no script of it runs and no dialog opens; when the next cycle finishes the page
     changes in place over its stream (no navigation); no CSP violation is reported."""
+    watched = signed_in
     page = watched.page
     response = page.goto(daemon.url + "/")
     assert response is not None and response.status == 200
@@ -179,10 +190,11 @@ def test_the_page_shows_the_daemon_escapes_what_it_is_given_and_updates_in_place
 
 
 def test_without_a_stream_the_page_polls_and_still_updates_in_place(
-    daemon: DaemonProcess, watched: Watched
+    daemon: DaemonProcess, signed_in: Watched
 ) -> None:
     """In a browser without EventSource the page asks for its sections every few seconds and
     puts them in place: a newer cycle shows without a navigation."""
+    watched = signed_in
     page = watched.page
     page.add_init_script("delete window.EventSource;")
     page.goto(daemon.url + "/")
@@ -193,3 +205,32 @@ def test_without_a_stream_the_page_polls_and_still_updates_in_place(
     assert page.evaluate("window.__marker") == 1
     assert page.locator("#live").inner_text().startswith("live updates: polling")
     assert watched.csp_violations() == [] and watched.errors == []
+
+
+def test_a_status_token_guards_the_page_and_its_stream(daemon: DaemonProcess,
+                                                       watched: Watched) -> None:
+    """With `daemon.status_token` set, the page, its stream and its sections answer 401 without
+    it; the page asks for it in a form that refuses a wrong one; the right one is kept as an
+    HttpOnly, SameSite=Strict cookie that does not hold it, with which the page updates in
+    place over its stream."""
+    for path in ("/", "/page/stream", "/page/sections", "/api/positions"):
+        assert httpx.get(daemon.url + path, timeout=10).status_code == 401, path
+    page = watched.page
+    response = page.goto(daemon.url + "/")
+    assert response is not None and response.status == 401
+    page.fill("#token", "not-the-token-at-all")
+    page.click("button[type=submit]")
+    assert page.locator(".reason").inner_text() == "That is not the token."
+    page.fill("#token", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#cycle-table")
+    assert page.url == daemon.url + "/"
+    (cookie,) = watched.context.cookies()
+    assert cookie["name"] == "pomabotd_session"
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert TOKEN not in cookie["value"]
+    assert page.evaluate("document.cookie") == ""
+    before = watched.top_cycle()
+    page.wait_for_function(NEXT_CYCLE, arg=before, timeout=30_000)
+    assert page.locator("#live").inner_text() == "live updates: on"
+    assert watched.csp_violations() == [] and watched.dialogs == [] and watched.errors == []

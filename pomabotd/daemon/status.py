@@ -22,10 +22,12 @@ Every route is served under the same guards by being on the server, in this orde
    (`daemon.status_max_connections`, at most a quarter of the open-file limit), the idlest
    (else the oldest of the page's update streams) closed to make room, and each must send a
    complete request within `daemon.status_timeout_s` of opening or of its last answer;
-2. the security headers and CORS (a CORS preflight is answered there, before the token is
-   asked for: a browser never sends it on one);
-3. the bearer token: with `daemon.status_token` set, every path but `/healthz` answers 401
-   unless the request carries `Authorization: Bearer <token>` (compared in constant time).
+2. the security headers and CORS (`pomabotd.daemon.http.headers`); a CORS preflight is
+   answered before the token is asked for, as a browser never sends it on one;
+3. the token: with `daemon.status_token` set, every path but `/healthz`, the login form's
+   `/login` and the page's static files answers 401 unless the request carries
+   `Authorization: Bearer <token>` (compared in constant time) or the status page's session
+   cookie (`pomabotd.daemon.http.session`); `/` answers with the login form.
 
 The guard and the token read the running configuration at every connection or request, so a
 reload applies at once. An address other machines can reach is warned about (`exposure_warning`).
@@ -54,7 +56,8 @@ from pomabotd.config import Config
 from pomabotd.daemon.connections import ConnectionGuard, Handler
 from pomabotd.daemon.descriptors import open_file_limit, status_budget
 from pomabotd.daemon.http.headers import cors, security_headers
-from pomabotd.daemon.http.page import STREAM_PATH, StatusPage
+from pomabotd.daemon.http.page import PAGE_PATHS, STREAM_PATH, StatusPage
+from pomabotd.daemon.http.session import has_session
 from pomabotd.daemon.state import (
     FEED_RESULTS,
     NEWS_TOTALS,
@@ -73,8 +76,9 @@ __all__ = [
     "format_address",
 ]
 
-#: Paths answered without the bearer token: what a health check or `pomabotd status` asks.
-OPEN_PATHS: Final = frozenset({"/healthz"})
+#: Paths answered without the token: what a health check or `pomabotd status` asks, and the
+#: status page's login form.
+OPEN_PATHS: Final = frozenset({"/healthz", "/login"})
 #: Seconds a request still being handled when the endpoint stops may take to finish.
 _SHUTDOWN_S: Final = 2.0
 
@@ -368,15 +372,19 @@ class StatusServer:
 
     @web.middleware
     async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """401 without the bearer token, when one is set, on every path but `OPEN_PATHS`."""
+        """401 without the bearer token or the page's session cookie, when a token is set, on
+        every path but `OPEN_PATHS` and the static files; the page's own path answers the
+        login form."""
         token = self._state.config.daemon.status_token
-        if not token or request.path in OPEN_PATHS:
+        if not token or request.path in OPEN_PATHS or request.path.startswith("/static/"):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
+        if (scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode(), token.encode()
-        ):
+        )) or has_session(request, token):
             return await handler(request)
+        if request.path in PAGE_PATHS:
+            return self._page.login_page()
         response = _json({"error": "this path needs 'Authorization: Bearer <token>' "
                                    "(daemon.status_token)"}, 401)
         response.headers["WWW-Authenticate"] = 'Bearer realm="pomabotd"'

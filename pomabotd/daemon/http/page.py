@@ -6,6 +6,8 @@
                         cycle finishes or fails or the configuration is reloaded, and at least
                         every `REFRESH_S` seconds (so a cycle running long shows)
     GET /static/...     the page's script and style sheet, shipped in the package
+    POST /login         the status token from the login form, exchanged for the session
+                        cookie (`pomabotd.daemon.http.session`)
 
 The page works offline and builds nothing: the HTML comes from Jinja2 templates with
 autoescaping on, so every string that came from outside (a market's question, a feed's name, a
@@ -14,11 +16,16 @@ reason) is escaped wherever it is printed; the charts are SVG drawn from numbers
 sections it receives in place, or asks `/page/sections` every few seconds when the stream
 cannot be had; the page is never reloaded. The script and styles are files, so the server's
 Content-Security-Policy can forbid inline script and style altogether.
+
+A stream holds its connection for as long as the page is open; when the status server's
+connections reach their bound, the oldest stream is closed to make room
+(`pomabotd.daemon.connections`) and its page reconnects, or polls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from importlib import resources
 from typing import Final
 
@@ -27,10 +34,14 @@ import msgspec
 from aiohttp import web
 
 from pomabotd.daemon.http.headers import secure
+from pomabotd.daemon.http.session import session_cookie
 from pomabotd.daemon.http.view import SECTIONS, PageView, page_view
 from pomabotd.daemon.state import DaemonState
 
-__all__ = ["REFRESH_S", "STREAM_PATH", "StatusPage"]
+__all__ = ["PAGE_PATHS", "REFRESH_S", "STREAM_PATH", "StatusPage"]
+
+#: The paths that answer the login form, not a JSON 401, when the token is missing.
+PAGE_PATHS: Final = frozenset({"/"})
 
 #: The path of the updates' stream: a request there lasts as long as the browser stays.
 STREAM_PATH: Final = "/page/stream"
@@ -70,11 +81,30 @@ class StatusPage:
             web.get("/page/sections", self.sections),
             web.get(STREAM_PATH, self.stream),
             web.get("/static/{name}", self.static),
+            web.post("/login", self.login),
         ]
 
-    def login_page(self, *, refused: bool) -> str:
-        """The form that asks for the status token (see the server's authentication)."""
-        return self._templates.get_template("login.html").render(refused=refused)
+    def login_page(self, *, refused: bool = False) -> web.Response:
+        """401 with the form that asks for the status token."""
+        html = self._templates.get_template("login.html").render(refused=refused)
+        return web.Response(text=html, status=401, content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """The form's token: the right one is kept as the session cookie and the browser sent
+        to the page; a wrong one gets the form again, saying so."""
+        token = self._state.config.daemon.status_token
+        if not token:
+            raise web.HTTPSeeOther("/")
+        form = await request.post()
+        given = form.get("token")
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(),
+                                                                 token.encode()):
+            return self.login_page(refused=True)
+        response = web.Response(status=303, headers={"Location": "/",
+                                                     "Cache-Control": "no-store"})
+        session_cookie(response, token)
+        return response
 
     async def page(self, request: web.Request) -> web.Response:
         view = page_view(self._state)

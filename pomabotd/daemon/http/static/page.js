@@ -46,6 +46,9 @@
     var ask = function () {
       fetch(sectionsUrl, { credentials: "same-origin", cache: "no-store" })
         .then(function (response) {
+          if (response.status === 401) {
+            throw new Error("signed out");
+          }
           if (!response.ok) {
             throw new Error("HTTP " + response.status);
           }
@@ -55,8 +58,12 @@
           apply(update);
           say("live updates: polling every " + POLL_MS / 1000 + " s", "polling");
         })
-        .catch(function () {
-          say("live updates: the daemon does not answer", "down");
+        .catch(function (error) {
+          if (error && error.message === "signed out") {
+            say("live updates: the status token changed; reload the page to sign in", "down");
+          } else {
+            say("live updates: the daemon does not answer", "down");
+          }
         })
         .then(function () {
           window.setTimeout(ask, POLL_MS);
