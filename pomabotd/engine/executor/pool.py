@@ -96,13 +96,19 @@ class WorkerPool:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         """Queue a call; raises `BrokenProcessPool` if the pool already broke."""
-        if self._stale and self._executor is not None:
+        if self._executor is not None and (self._stale or self._lost_a_worker()):
             self.rebuild()
         if self._executor is None:
             raise BrokenProcessPool("the worker pool is not running")
         future = self._executor.submit(fn, *args)
         self._outstanding[future] = time.monotonic_ns()
         return future
+
+    def _lost_a_worker(self) -> bool:
+        """Whether a worker of this pool was killed while nothing was in flight on it: the
+        executor may not have noticed yet (its manager thread lags under load) and would take
+        the submission with a worker short, then break under it or never count the restart."""
+        return bool(self._killed) and all(future.done() for future in self._outstanding)
 
     def abandon(self, future: Future[Any]) -> None:
         """Nobody waits for `future` any more: it is cancelled if still queued; if a worker
