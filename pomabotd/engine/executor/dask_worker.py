@@ -18,11 +18,9 @@ guard's processes die with their worker all the same (each is tied to it by the 
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -31,6 +29,7 @@ from distributed import WorkerPlugin
 from pomabotd.engine.executor.base import WorkerLost
 from pomabotd.engine.executor.local import LocalExecutor
 from pomabotd.engine.executor.meter import descendant_pids, pss_bytes
+from pomabotd.engine.executor.worker import run_call
 from pomabotd.engine.protocol import Job, Task
 from pomabotd.engine.supervisor import Supervisor
 
@@ -151,17 +150,6 @@ async def drop_abandoned() -> None:
     holds the worker."""
     for guarded in list(_GUARDS.values()):
         await asyncio.to_thread(guarded.drop_running)
-
-
-def run_call(fn: Callable[..., Any], *args: Any) -> Any:
-    """A Dask task for other work: `fn(*args)`, with the collector paused."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return fn(*args)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def usage() -> tuple[int, float]:
